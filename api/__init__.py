@@ -1,0 +1,1 @@
+"""aplserve's HTTP service, settings and the persistence layer shared with the worker."""

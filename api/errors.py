@@ -1,0 +1,49 @@
+"""The one error type of aplserve and its problem+json rendering (RFC 9457)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    """A failure a client can act on: an HTTP status, a snake_case code and a sentence.
+
+    Services raise it; one exception handler turns it into problem+json. The
+    detail never holds a path, SQL or a traceback.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        title: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.title = title
+        self.errors = errors
+        self.headers = headers
+
+    def problem(self) -> dict[str, Any]:
+        from http import HTTPStatus
+
+        body: dict[str, Any] = {
+            "type": f"https://aplserve.dev/problems/{self.code.replace('_', '-')}",
+            "title": self.title or HTTPStatus(self.status).phrase,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return body
+
+
+def not_found(what: str) -> AppError:
+    return AppError(404, "not_found", f"{what} was not found")

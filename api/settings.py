@@ -1,0 +1,69 @@
+"""The one settings class: every environment variable aplserve reads is a field here."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration from `APLSERVE_*` environment variables.
+
+    Defaults give the embedded mode: SQLite and a server-less Celery broker under
+    the data dir, so `aplserve serve` needs no other service.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="APLSERVE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./var"), description="Uploads, artifacts and the embedded database.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/aplserve.db."
+    )
+    broker_url: str | None = Field(
+        default=None, description="Celery broker URL; default a SQLite-backed kombu transport in the data dir."
+    )
+    queue_name: str = Field(default="aplserve", description="Celery queue the API sends jobs to.")
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    auth_enabled: bool = True
+    cors_origins: list[str] = Field(default_factory=list)
+    job_lease_seconds: int = Field(default=120, gt=0, description="A running job without a heartbeat "
+                                   "for this long is considered lost.")
+    job_max_attempts: int = Field(default=3, ge=1)
+    log_level: str = "info"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'aplserve.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

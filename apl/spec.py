@@ -1,0 +1,127 @@
+"""Torch-free job specification schemas.
+
+The API validates every job with these models before anything is queued, and the
+worker rebuilds the same objects from the stored JSON, so both sides agree on
+defaults without the API process ever importing torch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+LossName = Literal["bce", "focal", "asl", "apl"]
+
+#: Preset parameters per loss name (spec/loss-functions.md, "Presets").
+LOSS_PRESETS: dict[str, dict[str, float]] = {
+    "bce": {"alpha1": 1.0, "alpha2": 0.5, "beta": 1.0, "gamma_pos": 0.0, "gamma_neg": 0.0, "clip": 0.0},
+    "focal": {"alpha1": 1.0, "alpha2": 0.5, "beta": 1.0, "gamma_pos": 2.0, "gamma_neg": 2.0, "clip": 0.0},
+    "asl": {"alpha1": 1.0, "alpha2": 0.5, "beta": 1.0, "gamma_pos": 1.0, "gamma_neg": 4.0, "clip": 0.05},
+    "apl": {"alpha1": 0.0, "alpha2": 1.75, "beta": 1.0, "gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05},
+}
+
+LOSS_PARAMETERS = ("alpha1", "alpha2", "beta", "gamma_pos", "gamma_neg", "clip")
+
+
+class LossSpec(BaseModel):
+    """A loss choice: a preset name plus optional overrides of its six parameters.
+
+    Parameters left out take the preset's value, so `{"name": "apl"}` is a complete
+    spec and the stored job always shows every value that was used.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "apl"},
+                {"name": "asl", "gamma_neg": 2.0, "clip": 0.1},
+            ]
+        },
+    )
+
+    name: LossName = "apl"
+    alpha1: float | None = Field(default=None, description="Coefficient of (1-p) for positives.")
+    alpha2: float | None = Field(default=None, description="Coefficient of (1-p)^2 for positives.")
+    beta: float | None = Field(default=None, description="Coefficient of p_m for negatives.")
+    gamma_pos: float | None = Field(default=None, ge=0, description="Focusing exponent for positives.")
+    gamma_neg: float | None = Field(default=None, ge=0, description="Focusing exponent for negatives.")
+    clip: float | None = Field(
+        default=None, ge=0, lt=1, description="Probability margin m that shifts easy negatives."
+    )
+    detach_focal_weight: bool = Field(
+        default=True, description="Treat the focusing weight as a constant in backward, as the papers do."
+    )
+
+    @field_validator("alpha1", "alpha2", "beta", "gamma_pos", "gamma_neg", "clip")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_preset(self) -> LossSpec:
+        for key, default in LOSS_PRESETS[self.name].items():
+            if getattr(self, key) is None:
+                setattr(self, key, default)
+        return self
+
+    def parameters(self) -> dict[str, float]:
+        """The six numeric parameters, all filled in."""
+        values = {key: getattr(self, key) for key in LOSS_PARAMETERS}
+        return {key: float(value) for key, value in values.items()}
+
+
+class Hyperparameters(BaseModel):
+    """Training hyperparameters; every one has a default that trains a small model sensibly."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"epochs": 3, "batch_size": 32, "learning_rate": 5e-5, "seed": 0}]},
+    )
+
+    epochs: int = Field(default=3, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    learning_rate: float = Field(default=5e-5, gt=0, le=1.0)
+    weight_decay: float = Field(default=0.01, ge=0, le=1.0)
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    image_size: int = Field(default=224, ge=16, le=1024)
+    max_length: int = Field(default=128, ge=8, le=4096)
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    early_stopping_patience: Annotated[int, Field(ge=1, le=1000)] | None = None
+    warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
+    grad_clip_norm: float | None = Field(default=1.0, gt=0)
+
+    @field_validator("learning_rate", "weight_decay", "val_fraction", "warmup_fraction")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+class JobSpec(BaseModel):
+    """What a client POSTs to /v1/jobs."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset_id": "3f1c2a9e-6d0b-4a51-9d7e-2f4b8c1a0e55",
+                    "base_model": "minilm-l6",
+                    "loss": {"name": "apl"},
+                    "hyperparameters": {"epochs": 3, "seed": 0},
+                }
+            ]
+        },
+    )
+
+    dataset_id: str = Field(min_length=1, max_length=64)
+    base_model: str = Field(min_length=1, max_length=500)
+    loss: LossSpec = Field(default_factory=LossSpec)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
