@@ -1,0 +1,132 @@
+"""Turn one uploaded file into the normalized stored dataset, or into a precise 4xx.
+
+The stored form (read by training): `<dataset_dir>/samples.jsonl` with one
+`{"text", "labels"}` or `{"image": "images/<member>", "labels"}` object a line,
+`<dataset_dir>/labels.json` (sorted label names) and, for images, the files
+under `<dataset_dir>/images/`. Everything is written into a hidden sibling staging
+directory that is renamed into place only when the whole dataset is valid, so a
+failure at any point leaves nothing behind and readers never see half a dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import zipfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from api.ingest.failures import invalid, quote, unsupported_format
+from api.ingest.images import extract_image, inspect_zip, read_labels_file, tally_entries
+from api.ingest.labels import LabelTally
+from api.ingest.limits import IngestLimits
+from api.ingest.text import read_text_csv, read_text_jsonl
+
+DatasetFormat = Literal["csv", "jsonl", "zip"]
+Modality = Literal["text", "image"]
+
+SAMPLES_FILE = "samples.jsonl"
+LABELS_FILE = "labels.json"
+IMAGES_DIR = "images"
+FORMATS_BY_SUFFIX: dict[str, DatasetFormat] = {".csv": "csv", ".jsonl": "jsonl", ".zip": "zip"}
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The statistics a Dataset row and response carry; computed during the single parse."""
+
+    modality: Modality
+    format: DatasetFormat
+    num_samples: int
+    labels: list[str]
+    label_counts: dict[str, int]
+    label_cardinality: float
+    warnings: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def detect_format(filename: str) -> DatasetFormat:
+    suffix = Path(filename).suffix.lower()
+    if suffix not in FORMATS_BY_SUFFIX:
+        raise unsupported_format(
+            f"{quote(filename)} is not a supported dataset file; upload a .csv or .jsonl text dataset "
+            "or a .zip of images with labels.csv"
+        )
+    return FORMATS_BY_SUFFIX[suffix]
+
+
+def ingest_dataset(
+    upload_path: Path, filename: str, dataset_dir: Path, limits: IngestLimits = IngestLimits()
+) -> IngestResult:
+    """Validate and normalize an upload into dataset_dir (created here; must not hold anything).
+
+    Raises AppError (415 unsupported_format, 422 for content problems) with nothing
+    left behind. The upload file itself belongs to the caller and is not touched.
+    """
+    fmt = detect_format(filename)
+    if dataset_dir.exists():
+        dataset_dir.rmdir()  # only an empty placeholder may exist; anything else is a caller bug
+    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = dataset_dir.parent / f".{dataset_dir.name}.partial-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        if fmt == "zip":
+            tally = _ingest_zip(upload_path, staging, limits)
+        else:
+            reader = read_text_csv if fmt == "csv" else read_text_jsonl
+            tally = _write_samples(reader(upload_path, limits), staging / SAMPLES_FILE, limits)
+            tally.check(limits)
+        _write_json(staging / LABELS_FILE, tally.labels)
+        os.rename(staging, dataset_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return IngestResult(
+        modality="image" if fmt == "zip" else "text",
+        format=fmt,
+        num_samples=tally.num_samples,
+        labels=tally.labels,
+        label_counts=tally.label_counts,
+        label_cardinality=round(tally.cardinality, 6),
+        warnings=tally.warnings(limits),
+    )
+
+
+def _write_samples(
+    samples: Iterable[tuple[str, dict[str, Any]]], path: Path, limits: IngestLimits
+) -> LabelTally:
+    tally = LabelTally()
+    with path.open("w", encoding="utf-8") as out:
+        for where, sample in samples:
+            tally.add(sample["labels"], where, limits)
+            out.write(json.dumps(sample, ensure_ascii=False) + "\n")
+    return tally
+
+
+def _ingest_zip(upload_path: Path, staging: Path, limits: IngestLimits) -> LabelTally:
+    try:
+        archive = zipfile.ZipFile(upload_path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise invalid("invalid_zip", "the file is not a readable ZIP archive") from None
+    with archive:
+        files = inspect_zip(archive, limits)
+        entries = read_labels_file(archive, files, limits)
+        tally = tally_entries(entries, limits)
+        images_root = staging / IMAGES_DIR
+        images_root.mkdir()
+        with (staging / SAMPLES_FILE).open("w", encoding="utf-8") as out:
+            for entry in entries:
+                extract_image(archive, files[entry.member], images_root, limits)
+                sample = {"image": entry.stored_path, "labels": entry.labels}
+                out.write(json.dumps(sample, ensure_ascii=False) + "\n")
+    return tally
+
+
+def _write_json(path: Path, value: object) -> None:
+    path.write_text(json.dumps(value, ensure_ascii=False) + "\n", encoding="utf-8")

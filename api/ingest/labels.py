@@ -1,0 +1,114 @@
+"""Label names: cleaning one sample's labels and summarising the whole dataset's."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from api.ingest.failures import invalid, quote
+from api.ingest.limits import IngestLimits
+
+LABEL_SEPARATOR = "|"
+
+
+def split_label_list(raw: str, where: str, limits: IngestLimits) -> list[str]:
+    """Parse the `|`-separated labels cell of a CSV row; an empty cell means no label."""
+    if not raw.strip():
+        return []
+    return clean_labels(raw.split(LABEL_SEPARATOR), where, limits)
+
+
+def clean_labels(names: Iterable[str], where: str, limits: IngestLimits) -> list[str]:
+    """Trim names, reject empty or overlong ones, drop repeats; sorted so equal sets store equally."""
+    cleaned: set[str] = set()
+    for name in names:
+        label = name.strip()
+        if not label:
+            raise invalid(
+                "invalid_label", f"{where}: a label name is empty (check for '||' or a trailing '|')"
+            )
+        if len(label) > limits.max_label_chars:
+            raise invalid(
+                "invalid_label",
+                f"{where}: label {quote(label)} is longer than {limits.max_label_chars} characters",
+            )
+        cleaned.add(label)
+    if len(cleaned) > limits.max_labels_per_sample:
+        raise invalid(
+            "too_many_labels",
+            f"{where}: {len(cleaned)} labels on one sample; at most {limits.max_labels_per_sample}",
+        )
+    return sorted(cleaned)
+
+
+@dataclass
+class LabelTally:
+    """Counts gathered while samples stream past, so statistics need no second pass."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    num_samples: int = 0
+    num_unlabelled: int = 0
+    total_labels: int = 0
+
+    def add(self, labels: list[str], where: str, limits: IngestLimits) -> None:
+        for label in labels:
+            if label not in self.counts and len(self.counts) >= limits.max_labels:
+                raise invalid(
+                    "too_many_labels", f"{where}: the dataset has more than {limits.max_labels} labels"
+                )
+            self.counts[label] += 1
+        self.num_samples += 1
+        self.total_labels += len(labels)
+        if not labels:
+            self.num_unlabelled += 1
+
+    def check(self, limits: IngestLimits) -> None:
+        """Refuse datasets no multi-label model can be trained or validated on."""
+        if self.num_samples < limits.min_samples:
+            raise invalid(
+                "too_few_samples",
+                f"the dataset has {self.num_samples} samples; at least {limits.min_samples} are needed",
+            )
+        if len(self.counts) < limits.min_labels:
+            found = ", ".join(quote(name) for name in sorted(self.counts)) or "none"
+            raise invalid(
+                "too_few_labels",
+                f"the dataset has {len(self.counts)} distinct labels ({found}); "
+                f"at least {limits.min_labels} are needed",
+            )
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted(self.counts)
+
+    @property
+    def label_counts(self) -> dict[str, int]:
+        return {label: self.counts[label] for label in self.labels}
+
+    @property
+    def cardinality(self) -> float:
+        return self.total_labels / self.num_samples if self.num_samples else 0.0
+
+    def warnings(self, limits: IngestLimits) -> list[str]:
+        """Sentences for a person: legal datasets that will train badly, and why."""
+        notes: list[str] = []
+        for label in self.labels:
+            n = self.counts[label]
+            if n < limits.rare_label_samples:
+                noun = "sample" if n == 1 else "samples"
+                notes.append(
+                    f"Label {quote(label)} has only {n} {noun}; its metrics will be unreliable and it "
+                    f"may be missing from the validation split "
+                    f"(at least {limits.rare_label_samples} recommended)."
+                )
+            elif n == self.num_samples:
+                notes.append(
+                    f"Label {quote(label)} is on every sample, so a model can learn nothing from it."
+                )
+        if self.num_unlabelled:
+            notes.append(
+                f"{self.num_unlabelled} of {self.num_samples} samples have no label; "
+                "they count as negatives for every label."
+            )
+        return notes
