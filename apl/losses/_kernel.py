@@ -1,0 +1,180 @@
+"""The fused elementwise body of the loss: value and closed-form gradient in one pass.
+
+One function computes both, so that under ``torch.compile`` the whole loss (and its
+reduction) becomes a single loop over the input; the same function runs eagerly as
+the fallback, which keeps the compiled and the eager paths one definition.
+
+Numerics (see spec/loss-functions.md): ``p`` and ``q = 1 - p`` come from one
+``exp(-|x|)``, ``-log p`` and ``-log q`` are softplus forms, never a clamped log.
+``-log p - q`` (the part of the positive series from the square on) is summed as a
+short power series where ``q`` is small, because the direct difference cancels there
+(relative error ``eps / q``), and the gradient of the positive term is written as
+``-q (alpha1 + q (c1 - 2 c2 p))`` so that no ``p - 1`` appears.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+#: Largest integer focusing exponent that is expanded into repeated products.
+MAX_INTEGER_EXPONENT = 16
+
+#: Series threshold and number of terms for ``-log(1 - q) - q`` per dtype: below the
+#: threshold the truncated series is exact to the dtype's precision, above it the
+#: direct difference loses at most ``2 eps / threshold`` relative.
+_SERIES: dict[torch.dtype, tuple[float, int]] = {torch.float32: (0.05, 7), torch.float64: (0.01, 9)}
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Everything about a call that changes the traced code (not the parameter values).
+
+    Parameter values travel as a tensor (``theta``) so that a new value never
+    recompiles; only integer exponents are baked in, as repeated products.
+    """
+
+    dtype: torch.dtype
+    gamma_pos_int: int | None
+    gamma_neg_int: int | None
+    same_gamma: bool
+    clip_zero: bool
+    detach_focal_weight: bool
+    need_grad: bool
+    reduction: str
+    has_mask: bool
+    has_weight: bool
+
+
+def integer_exponent(value: float) -> int | None:
+    """The exponent as an int when it is a small whole number, else None."""
+    if value.is_integer() and 0 <= value <= MAX_INTEGER_EXPONENT:
+        return int(value)
+    return None
+
+
+def _int_pow(base: Tensor, exponent: int) -> Tensor | None:
+    """``base ** exponent`` by repeated squaring; None stands for the constant 1 (0 ** 0 == 1)."""
+    if exponent == 0:
+        return None
+    result: Tensor | None = None
+    power = base
+    while True:
+        if exponent & 1:
+            result = power if result is None else result * power
+        exponent >>= 1
+        if not exponent:
+            return result
+        power = power * power
+
+
+def _log1pmx_neg(q: Tensor, nlp: Tensor, dtype: torch.dtype) -> Tensor:
+    """``-log(1 - q) - q = sum_{j>=2} q^j / j`` without cancellation for small ``q``."""
+    threshold, terms = _SERIES[dtype]
+    series = torch.full_like(q, 1.0 / (terms + 1))
+    for j in range(terms, 1, -1):
+        series = series * q + 1.0 / j
+    series = series * q * q
+    return torch.where(q < threshold, series, nlp - q)
+
+
+def loss_and_grad(
+    x: Tensor,
+    y: Tensor,
+    mask: Tensor | None,
+    weight: Tensor | None,
+    theta: Tensor,
+    config: KernelConfig,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Loss (reduced as configured), elementwise gradient of the summed loss, and the mean's scale.
+
+    ``theta`` holds ``alpha1, alpha2, beta, gamma_pos, gamma_neg, clip``. The gradient is
+    that of the *sum* of the elementwise losses; for ``mean`` the third output is
+    ``1 / count`` and the caller multiplies it in during backward.
+    """
+    alpha1, alpha2, beta = theta[0], theta[1], theta[2]
+    gamma_pos, gamma_neg, clip = theta[3], theta[4], theta[5]
+    c1 = 1.0 - alpha1
+    c2 = 0.5 - alpha2
+    b = beta - 1.0
+
+    known = y >= 0  # also False for NaN: unknown labels
+    if mask is not None:
+        known = known & mask
+    y = torch.where(known, y, 0.0)
+    ny = 1.0 - y
+
+    e = torch.exp(-x.abs())
+    inv = 1.0 / (1.0 + e)
+    ei = e * inv
+    nonneg = x >= 0
+    p = torch.where(nonneg, inv, ei)
+    q = torch.where(nonneg, ei, inv)
+    l1 = torch.log1p(e)
+    nlp = l1 + torch.relu(-x)  # -log p
+
+    a_pos = _log1pmx_neg(q, nlp, config.dtype) + alpha1 * q - c2 * q * q
+    pq = p * q
+    if config.clip_zero:
+        pm = p
+        nlr = l1 + torch.relu(x)  # -log q
+        a_neg = nlr - b * q
+        d_neg = p * (1.0 + b * q)
+        active: Tensor | float = 1.0
+    else:
+        above = p > clip
+        pm = torch.where(above, p - clip, 0.0)
+        r = torch.where(above, q + clip, 1.0)
+        a_neg = -torch.log1p(-pm) - b * r
+        d_neg = torch.where(above, pq * (1.0 / r + b), 0.0)
+        active = above.to(x.dtype)
+    a_mix = y * a_pos + ny * a_neg
+
+    u = y * q + ny * pm  # 1 - pt of the official codes
+    exponent: Tensor | None = None  # per-element exponent, only for mixed soft targets
+    focal: Tensor | None
+    if config.same_gamma:
+        focal = _int_pow(u, config.gamma_pos_int) if config.gamma_pos_int is not None else u.pow(gamma_pos)
+        has_focus = config.gamma_pos_int != 0
+    else:
+        exponent = gamma_neg + y * (gamma_pos - gamma_neg)
+        general = u.pow(exponent)
+        if config.gamma_pos_int is not None and config.gamma_neg_int is not None:
+            w_pos = _int_pow(u, config.gamma_pos_int)
+            w_neg = _int_pow(u, config.gamma_neg_int)
+            hard = torch.where(y == 0.0, 1.0 if w_neg is None else w_neg, 1.0 if w_pos is None else w_pos)
+            focal = torch.where((y == 0.0) | (y == 1.0), hard, general)
+        else:
+            focal = general
+        has_focus = True
+
+    loss = a_mix if focal is None else focal * a_mix
+
+    grad: Tensor | None = None
+    if config.need_grad:
+        d_pos = -q * (alpha1 + q * (c1 - 2.0 * c2 * p))
+        d_mix = y * d_pos + ny * d_neg
+        grad = d_mix if focal is None else focal * d_mix
+        if not config.detach_focal_weight and has_focus and focal is not None:
+            du = pq * (ny * active - y)
+            ratio = torch.where(u > 0, du / u, 0.0)
+            g = exponent if exponent is not None else gamma_pos
+            grad = grad + g * focal * ratio * a_mix
+        if weight is not None:
+            grad = grad * weight
+        grad = torch.where(known, grad, 0.0)
+
+    if weight is not None:
+        loss = loss * weight
+    loss = torch.where(known, loss, 0.0)
+
+    scale: Tensor | None = None
+    if config.reduction == "sum":
+        loss = loss.sum()
+    elif config.reduction == "mean":
+        count = known.sum(dtype=x.dtype)
+        scale = 1.0 / torch.clamp(count, min=1.0)
+        loss = loss.sum() * scale
+    return loss, grad, scale
