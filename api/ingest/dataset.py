@@ -71,7 +71,9 @@ def ingest_dataset(
     """
     fmt = detect_format(filename)
     if dataset_dir.exists():
-        dataset_dir.rmdir()  # only an empty placeholder may exist; anything else is a caller bug
+        if any(dataset_dir.iterdir()):
+            raise FileExistsError(f"{dataset_dir} already holds files; each dataset needs a new directory")
+        dataset_dir.rmdir()  # an empty placeholder is replaced by the staged dataset
     dataset_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = dataset_dir.parent / f".{dataset_dir.name}.partial-{secrets.token_hex(4)}"
     staging.mkdir()
