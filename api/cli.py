@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="aplserve: training-as-a-service for multi-label classification.", no_args_is_help=True)
+from api.cli_admin import keys_app, migrate
+
+app = typer.Typer(
+    help="aplserve: training-as-a-service for multi-label classification.", no_args_is_help=True
+)
+app.command("migrate")(migrate)
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()

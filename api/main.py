@@ -7,8 +7,11 @@ work happens lazily in the services that need it.
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from api.observability import install_metrics
 from api.problems import install_problem_handlers
+from api.routes import include_routers
 from api.settings import Settings, get_settings
 
 
@@ -21,10 +24,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_problem_handlers(app)
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
+    include_routers(app)
+    install_metrics(app, settings)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Location", "Idempotent-Replayed"],
+        )
     return app

@@ -23,15 +23,31 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/aplserve.db."
     )
     broker_url: str | None = Field(
-        default=None, description="Celery broker URL; default a SQLite-backed kombu transport in the data dir."
+        default=None,
+        description="Celery broker URL; default a SQLite-backed kombu transport in the data dir.",
     )
     queue_name: str = Field(default="aplserve", description="Celery queue the API sends jobs to.")
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     auth_enabled: bool = True
     cors_origins: list[str] = Field(default_factory=list)
-    job_lease_seconds: int = Field(default=120, gt=0, description="A running job without a heartbeat "
-                                   "for this long is considered lost.")
+    job_lease_seconds: int = Field(
+        default=120, gt=0, description="A running job without a heartbeat for this long is considered lost."
+    )
     job_max_attempts: int = Field(default=3, ge=1)
+    broker_visibility_timeout_seconds: int = Field(
+        default=24 * 3600,
+        gt=0,
+        description="Redis redelivers an unacknowledged task after this long; longer than the longest job.",
+    )
+    readiness_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="How long /readyz waits for the database and the broker."
+    )
+    events_poll_seconds: float = Field(
+        default=0.5, gt=0, description="How often the job event stream looks for changes."
+    )
+    default_owner: str = Field(
+        default="default", min_length=1, description="Owner of everything when auth is disabled."
+    )
     log_level: str = "info"
 
     @field_validator("data_dir")

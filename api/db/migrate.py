@@ -16,9 +16,21 @@ import migrations
 from api.settings import Settings, get_settings
 
 
+def script_location() -> Path:
+    """The directory of the `migrations` package (its env.py and versions/).
+
+    Read from the package's __path__ rather than __file__, which an editable install
+    made before the package had its __init__.py leaves unset.
+    """
+    for entry in migrations.__path__:
+        if (Path(entry) / "env.py").is_file():
+            return Path(entry)
+    raise RuntimeError("the migrations package has no env.py; the installation is incomplete")
+
+
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", str(script_location()))
     # ConfigParser interpolates '%'; URL-encoded passwords contain it.
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config

@@ -1,0 +1,14 @@
+"""HTTP routers; `include_routers` mounts them all on an app."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+
+def include_routers(app: FastAPI) -> None:
+    from api.routes import base_models, datasets, health, jobs
+
+    app.include_router(health.router)
+    app.include_router(datasets.router)
+    app.include_router(jobs.router)
+    app.include_router(base_models.router)

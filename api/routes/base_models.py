@@ -1,0 +1,32 @@
+"""The catalog of base models a job can fine-tune."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import OwnerDep
+from api.schemas import BaseModelEntry, BaseModelList, problem_responses
+from apl.catalog import list_base_models
+
+router = APIRouter(prefix="/v1/base-models", tags=["base models"], responses=problem_responses(401))
+
+
+@router.get("", response_model=BaseModelList)
+def list_catalog(_principal: OwnerDep) -> BaseModelList:
+    """Built-in base models whose weights are on local disk.
+
+    A job may also name `timm:<architecture>` (random initialisation) or
+    `hf:<local directory or hub id>` (a transformers encoder).
+    """
+    return BaseModelList(
+        items=[
+            BaseModelEntry(
+                name=entry.name,
+                modality=entry.modality,
+                family=entry.family,
+                pretrained=entry.pretrained,
+                description=entry.description,
+            )
+            for entry in list_base_models()
+        ]
+    )

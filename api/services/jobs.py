@@ -1,0 +1,213 @@
+"""Jobs: validation and creation, listing, cancel, metric series, snapshots for events.
+
+A job is inserted as `queued` and committed before its id goes to the broker, so a
+worker never receives an id it cannot find. The worker claims it with a
+conditional UPDATE (queued -> running); cancelling a queued job uses the same kind
+of UPDATE, so exactly one of the two wins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api import schemas
+from api.db.models import TERMINAL_STATUSES, Dataset, Job, MetricPoint, utcnow
+from api.errors import AppError
+from api.services.pagination import Page, paginate
+from apl.catalog import UnknownBaseModel, resolve_base_model
+from apl.spec import JobSpec
+
+IDEMPOTENCY_KEY_MAX = 200
+
+
+def _unprocessable(code: str, loc: list[str | int], message: str) -> AppError:
+    return AppError(422, code, message, errors=[{"loc": loc, "msg": message}])
+
+
+def get_owned(session: Session, owner_id: str, job_id: str) -> Job:
+    row = session.scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id))
+    if row is None:
+        raise AppError(404, "not_found", "job was not found")
+    return row
+
+
+def _by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+
+
+def _replay(existing: Job, spec_json: dict[str, Any]) -> Job:
+    if existing.spec != spec_json:
+        raise AppError(
+            409,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different job spec; use a new key",
+        )
+    return existing
+
+
+def _check_spec(session: Session, owner_id: str, spec: JobSpec) -> Dataset:
+    """The dataset the spec trains on, once the spec is known to be runnable."""
+    try:
+        base_model = resolve_base_model(spec.base_model)
+    except UnknownBaseModel as exc:
+        raise _unprocessable("unknown_base_model", ["body", "base_model"], str(exc)) from None
+    dataset = session.scalar(
+        select(Dataset).where(Dataset.id == spec.dataset_id, Dataset.owner_id == owner_id).with_for_update()
+    )
+    if dataset is None:
+        raise AppError(
+            404,
+            "dataset_not_found",
+            "the dataset in dataset_id was not found",
+            errors=[{"loc": ["body", "dataset_id"], "msg": "dataset not found"}],
+        )
+    if base_model.modality != dataset.modality:
+        raise _unprocessable(
+            "modality_mismatch",
+            ["body", "base_model"],
+            f"base model '{base_model.name}' is for {base_model.modality} but the dataset holds "
+            f"{dataset.modality} samples",
+        )
+    return dataset
+
+
+def create(session: Session, owner_id: str, spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
+    """Validate and insert a queued job; commits. Returns (job, created).
+
+    With an Idempotency-Key already used by this owner for the same spec, the
+    existing job comes back with created=False and nothing new is queued.
+    """
+    spec_json = spec.model_dump(mode="json")
+    if idempotency_key is not None:
+        if not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+            raise _unprocessable(
+                "invalid_idempotency_key",
+                ["header", "Idempotency-Key"],
+                f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters",
+            )
+        existing = _by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, spec_json), False
+    dataset = _check_spec(session, owner_id, spec)
+    job = Job(
+        owner_id=owner_id,
+        dataset_id=dataset.id,
+        status="queued",
+        spec=spec_json,
+        progress={"epoch": 0, "epochs": spec.hyperparameters.epochs, "step": 0, "steps": 0},
+        cancel_requested=False,
+        attempts=0,
+        idempotency_key=idempotency_key,
+    )
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        # The same key arrived twice at once; the other request's job is the answer.
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        existing = _by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, spec_json), False
+    return job, True
+
+
+def discard_unqueued(session: Session, job_id: str) -> None:
+    """Remove a job whose message never reached the broker, so a retry starts clean."""
+    session.execute(delete(Job).where(Job.id == job_id, Job.status == "queued"))
+    session.commit()
+
+
+def queue_position(session: Session, job: Job) -> int | None:
+    """How many queued jobs (of any owner: they share the workers) are ahead of this one."""
+    if job.status != "queued":
+        return None
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(
+            Job.status == "queued",
+            or_(Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id)),
+        )
+    )
+    return int(ahead or 0)
+
+
+def to_schema(session: Session, row: Job) -> schemas.Job:
+    error = (
+        schemas.JobError(code=row.error_code, message=row.error_message or row.error_code)
+        if row.error_code
+        else None
+    )
+    return schemas.Job(
+        id=row.id,
+        status=row.status,  # type: ignore[arg-type]
+        spec=JobSpec.model_validate(row.spec),
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        progress=schemas.JobProgress.model_validate(row.progress or {}),
+        best_metrics=row.best_metrics,
+        model_id=row.model_id,
+        error=error,
+        queue_position=queue_position(session, row),
+        cancel_requested=row.cancel_requested,
+        attempts=row.attempts,
+    )
+
+
+def list_owned(
+    session: Session, owner_id: str, *, status: str | None, limit: int, cursor: str | None
+) -> Page[Job]:
+    statement = select(Job).where(Job.owner_id == owner_id)
+    if status is not None:
+        statement = statement.where(Job.status == status)
+    return paginate(session, statement, Job, limit=limit, cursor=cursor)
+
+
+def cancel(session: Session, owner_id: str, job_id: str) -> Job:
+    """Cancel a job: a queued one ends now, a running one is flagged for the worker; commits."""
+    job = get_owned(session, owner_id, job_id)
+    if job.status == "queued":
+        now = utcnow()
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == "queued")
+            .values(status="cancelled", cancel_requested=True, finished_at=now)
+        )
+        session.commit()
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            session.refresh(job)
+            return job
+        session.refresh(job)  # a worker claimed it meanwhile; it is running now
+    if job.status == "running":
+        session.execute(
+            update(Job).where(Job.id == job.id, Job.status == "running").values(cancel_requested=True)
+        )
+        session.commit()
+        session.refresh(job)
+        return job
+    if job.status in TERMINAL_STATUSES:
+        raise AppError(409, "job_finished", f"the job has already finished ({job.status}); nothing to cancel")
+    raise AppError(409, "job_not_cancellable", f"a job in state '{job.status}' cannot be cancelled")
+
+
+def metric_points(session: Session, job_id: str, *, after_id: int = 0) -> list[MetricPoint]:
+    """A job's metric points in training order (epoch, step), optionally only newer rows."""
+    return list(
+        session.scalars(
+            select(MetricPoint)
+            .where(MetricPoint.job_id == job_id, MetricPoint.id > after_id)
+            .order_by(MetricPoint.epoch, MetricPoint.step, MetricPoint.id)
+        )
+    )
+
+
+def point_to_schema(row: MetricPoint) -> schemas.MetricPoint:
+    return schemas.MetricPoint.model_validate(row, from_attributes=True)

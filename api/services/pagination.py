@@ -1,0 +1,76 @@
+"""Keyset pagination, newest first, with an opaque cursor.
+
+Ordering by (created_at, id) and continuing strictly after the last row seen means
+a row inserted or deleted while a client pages never shifts the pages: no
+duplicates and no omissions, unlike OFFSET.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from api.errors import AppError
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+class _Keyed(Protocol):
+    id: Any
+    created_at: Any
+
+
+RowT = TypeVar("RowT", bound=_Keyed)
+
+
+@dataclass(frozen=True)
+class Page(Generic[RowT]):
+    items: list[RowT]
+    next_cursor: str | None
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    raw = json.dumps({"t": created_at.astimezone(UTC).isoformat(), "id": row_id}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        created_at = datetime.fromisoformat(data["t"])
+        row_id = data["id"]
+        if not isinstance(row_id, str) or created_at.tzinfo is None:
+            raise ValueError("bad cursor fields")
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise AppError(400, "invalid_cursor", "the cursor is not one this API returned") from None
+    return created_at, row_id
+
+
+def paginate(
+    session: Session,
+    statement: Select[tuple[RowT]],
+    entity: type[RowT],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> Page[RowT]:
+    """One page of `statement` (already filtered by owner), newest first."""
+    created: InstrumentedAttribute[datetime] = entity.created_at
+    ident: InstrumentedAttribute[str] = entity.id
+    if cursor is not None:
+        after_time, after_id = decode_cursor(cursor)
+        statement = statement.where(or_(created < after_time, and_(created == after_time, ident < after_id)))
+    rows = list(session.scalars(statement.order_by(created.desc(), ident.desc()).limit(limit + 1)))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if has_more and rows else None
+    return Page(items=rows, next_cursor=next_cursor)
