@@ -74,7 +74,8 @@ class LabelTally:
             found = ", ".join(quote(name) for name in sorted(self.counts)) or "none"
             raise invalid(
                 "too_few_labels",
-                f"the dataset has {len(self.counts)} distinct labels ({found}); "
+                f"the dataset has {len(self.counts)} distinct label{'' if len(self.counts) == 1 else 's'} "
+                f"({found}); "
                 f"at least {limits.min_labels} are needed",
             )
 
