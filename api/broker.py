@@ -102,3 +102,11 @@ def check_broker(settings: Settings, timeout: float) -> None:
         connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
         # The virtual transports (SQLAlchemy) connect lazily; opening a channel touches them.
         connection.default_channel  # noqa: B018
+
+
+def close_celery_apps() -> None:
+    """Release the broker connections of every cached Celery app (tests, process shutdown)."""
+    with _lock:
+        for app in _apps.values():
+            app.close()
+        _apps.clear()

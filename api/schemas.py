@@ -60,23 +60,24 @@ class Readiness(BaseModel):
     broker: str
 
 
+_DATASET_EXAMPLE: dict[str, Any] = {
+    "id": _EXAMPLE_DATASET_ID,
+    "name": "movie-genres",
+    "modality": "text",
+    "format": "csv",
+    "num_samples": 1200,
+    "labels": ["action", "comedy", "drama"],
+    "label_counts": {"action": 410, "comedy": 380, "drama": 655},
+    "label_cardinality": 1.2,
+    "size_bytes": 183422,
+    "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "created_at": _EXAMPLE_TIME,
+    "warnings": ["label 'western' has only 2 samples"],
+}
+
+
 class Dataset(BaseModel):
-    model_config = _examples(
-        {
-            "id": _EXAMPLE_DATASET_ID,
-            "name": "movie-genres",
-            "modality": "text",
-            "format": "csv",
-            "num_samples": 1200,
-            "labels": ["action", "comedy", "drama"],
-            "label_counts": {"action": 410, "comedy": 380, "drama": 655},
-            "label_cardinality": 1.2,
-            "size_bytes": 183422,
-            "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-            "created_at": _EXAMPLE_TIME,
-            "warnings": ["label 'western' has only 2 samples"],
-        }
-    )
+    model_config = _examples(_DATASET_EXAMPLE)
 
     id: str
     name: str
@@ -93,6 +94,10 @@ class Dataset(BaseModel):
 
 
 class DatasetList(BaseModel):
+    model_config = _examples(
+        {"items": [_DATASET_EXAMPLE], "next_cursor": "eyJ0IjoiMjAyNi0wMS0xNVQwOTozMDowMCJ9"}
+    )
+
     items: list[Dataset]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
 
@@ -165,24 +170,27 @@ class Job(BaseModel):
 
 
 class JobList(BaseModel):
+    model_config = _examples({"items": [_JOB_EXAMPLE], "next_cursor": None})
+
     items: list[Job]
     next_cursor: str | None
 
 
+_METRIC_EXAMPLE: dict[str, Any] = {
+    "epoch": 1,
+    "step": 40,
+    "train_loss": 0.212,
+    "val_loss": 0.198,
+    "map": 0.71,
+    "micro_f1": 0.66,
+    "macro_f1": 0.58,
+    "per_class_ap": {"action": 0.8, "comedy": 0.62, "drama": 0.71},
+    "time_s": 12.4,
+}
+
+
 class MetricPoint(BaseModel):
-    model_config = _examples(
-        {
-            "epoch": 1,
-            "step": 40,
-            "train_loss": 0.212,
-            "val_loss": 0.198,
-            "map": 0.71,
-            "micro_f1": 0.66,
-            "macro_f1": 0.58,
-            "per_class_ap": {"action": 0.8, "comedy": 0.62, "drama": 0.71},
-            "time_s": 12.4,
-        }
-    )
+    model_config = _examples(_METRIC_EXAMPLE)
 
     epoch: int
     step: int
@@ -196,20 +204,23 @@ class MetricPoint(BaseModel):
 
 
 class MetricSeries(BaseModel):
+    model_config = _examples({"job_id": _EXAMPLE_JOB_ID, "series": [_METRIC_EXAMPLE]})
+
     job_id: str
     series: list[MetricPoint] = Field(description="One point per evaluation, ordered by epoch.")
 
 
+_BASE_MODEL_EXAMPLE: dict[str, Any] = {
+    "name": "minilm-l6",
+    "modality": "text",
+    "family": "transformers",
+    "pretrained": True,
+    "description": "all-MiniLM-L6-v2 sentence encoder",
+}
+
+
 class BaseModelEntry(BaseModel):
-    model_config = _examples(
-        {
-            "name": "minilm-l6",
-            "modality": "text",
-            "family": "transformers",
-            "pretrained": True,
-            "description": "all-MiniLM-L6-v2 sentence encoder",
-        }
-    )
+    model_config = _examples(_BASE_MODEL_EXAMPLE)
 
     name: str
     modality: Literal["text", "image"]
@@ -219,6 +230,8 @@ class BaseModelEntry(BaseModel):
 
 
 class BaseModelList(BaseModel):
+    model_config = _examples({"items": [_BASE_MODEL_EXAMPLE]})
+
     items: list[BaseModelEntry]
 
 
