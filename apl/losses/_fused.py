@@ -12,6 +12,7 @@ a tensor (a new ``clip`` never recompiles).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import types
 import warnings
@@ -25,7 +26,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from apl.losses._kernel import KernelConfig, loss_and_grad
 
 Backend = Literal["auto", "compiled", "eager"]
-KernelOutput = tuple[Tensor, Tensor | None, Tensor | None]
+KernelOutput = tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]
 Kernel = Callable[[Tensor, Tensor, Tensor | None, Tensor | None, Tensor], KernelOutput]
 
 #: ``backend="auto"`` compiles only for inputs at least this large: small inputs (tests,
@@ -57,7 +58,7 @@ def reset_compiled_kernels() -> None:
 def _entry(config: KernelConfig) -> Kernel:
     def kernel(
         x: Tensor, y: Tensor, mask: Tensor | None, weight: Tensor | None, theta: Tensor
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    ) -> KernelOutput:
         return loss_and_grad(x, y, mask, weight, theta, config)
 
     code = kernel.__code__.replace(co_name=f"apl_loss_kernel_{len(_compiled)}")
@@ -93,7 +94,7 @@ def _give_up(exc: BaseException) -> None:
     )
 
 
-def run_kernel(
+def _call(
     config: KernelConfig,
     backend: Backend,
     x: Tensor,
@@ -101,8 +102,7 @@ def run_kernel(
     mask: Tensor | None,
     weight: Tensor | None,
     theta: Tensor,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Compiled kernel where wanted and working, else the same body eagerly."""
+) -> KernelOutput:
     wants = backend == "compiled" or (backend == "auto" and x.numel() >= COMPILE_MIN_NUMEL)
     if wants and compile_enabled():
         kernel = _compiled_kernel(config)
@@ -114,6 +114,28 @@ def run_kernel(
                 _give_up(exc)
     with torch.no_grad():
         return loss_and_grad(x, y, mask, weight, theta, config)
+
+
+def run_kernel(
+    config: KernelConfig,
+    backend: Backend,
+    x: Tensor,
+    y: Tensor,
+    mask: Tensor | None,
+    weight: Tensor | None,
+    theta: Tensor,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Compiled kernel where wanted and working, else the same body eagerly.
+
+    The hard-target path reports targets that are not 0/1; then the call is redone on
+    the general path, so soft targets cost a second pass and hard ones never pay for
+    the general mixing.
+    """
+    loss, grad, scale, n_soft = _call(config, backend, x, y, mask, weight, theta)
+    if n_soft is not None and bool(n_soft):
+        general = dataclasses.replace(config, hard_targets=False)
+        loss, grad, scale, _ = _call(general, backend, x, y, mask, weight, theta)
+    return loss, grad, scale
 
 
 class FusedLoss(torch.autograd.Function):

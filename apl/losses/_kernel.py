@@ -34,6 +34,9 @@ class KernelConfig:
 
     Parameter values travel as a tensor (``theta``) so that a new value never
     recompiles; only integer exponents are baked in, as repeated products.
+    ``hard_targets`` selects the path that assumes 0/1 targets (one log and no ``pow``
+    per element); it also counts the targets that are not 0/1 so the caller can redo
+    the call on the general path, which implements the official soft-target mixing.
     """
 
     dtype: torch.dtype
@@ -46,6 +49,7 @@ class KernelConfig:
     reduction: str
     has_mask: bool
     has_weight: bool
+    hard_targets: bool
 
 
 def integer_exponent(value: float) -> int | None:
@@ -87,24 +91,18 @@ def loss_and_grad(
     weight: Tensor | None,
     theta: Tensor,
     config: KernelConfig,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Loss (reduced as configured), elementwise gradient of the summed loss, and the mean's scale.
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Loss (reduced as configured), elementwise gradient of the summed loss, the mean's scale,
+    and (hard-target path only) the number of known targets that are neither 0 nor 1.
 
     ``theta`` holds ``alpha1, alpha2, beta, gamma_pos, gamma_neg, clip``. The gradient is
     that of the *sum* of the elementwise losses; for ``mean`` the third output is
     ``1 / count`` and the caller multiplies it in during backward.
     """
-    alpha1, alpha2, beta = theta[0], theta[1], theta[2]
-    gamma_pos, gamma_neg, clip = theta[3], theta[4], theta[5]
-    c1 = 1.0 - alpha1
-    c2 = 0.5 - alpha2
-    b = beta - 1.0
-
     known = y >= 0  # also False for NaN: unknown labels
     if mask is not None:
         known = known & mask
     y = torch.where(known, y, 0.0)
-    ny = 1.0 - y
 
     e = torch.exp(-x.abs())
     inv = 1.0 / (1.0 + e)
@@ -112,23 +110,118 @@ def loss_and_grad(
     nonneg = x >= 0
     p = torch.where(nonneg, inv, ei)
     q = torch.where(nonneg, ei, inv)
-    l1 = torch.log1p(e)
-    nlp = l1 + torch.relu(-x)  # -log p
 
+    if config.hard_targets:
+        loss, grad = _hard(x, y, e, p, q, theta, config)
+        n_soft: Tensor | None = ((y != 0.0) & (y != 1.0)).sum()
+    else:
+        loss, grad = _general(x, y, e, p, q, theta, config)
+        n_soft = None
+
+    if weight is not None:
+        loss = loss * weight
+        grad = None if grad is None else grad * weight
+    loss = torch.where(known, loss, 0.0)
+    grad = None if grad is None else torch.where(known, grad, 0.0)
+
+    scale: Tensor | None = None
+    if config.reduction == "sum":
+        loss = loss.sum()
+    elif config.reduction == "mean":
+        count = known.sum(dtype=x.dtype)
+        scale = 1.0 / torch.clamp(count, min=1.0)
+        loss = loss.sum() * scale
+    return loss, grad, scale, n_soft
+
+
+def _positive_parts(
+    x: Tensor, log1p_e: Tensor, p: Tensor, q: Tensor, theta: Tensor, config: KernelConfig
+) -> tuple[Tensor, Tensor | None]:
+    """Inner positive loss ``-log p - c1 q - c2 q^2`` and its derivative (None if not needed)."""
+    alpha1, alpha2 = theta[0], theta[1]
+    c1 = 1.0 - alpha1
+    c2 = 0.5 - alpha2
+    nlp = log1p_e + torch.relu(-x)  # -log p
     a_pos = _log1pmx_neg(q, nlp, config.dtype) + alpha1 * q - c2 * q * q
+    d_pos = -q * (alpha1 + q * (c1 - 2.0 * c2 * p)) if config.need_grad else None
+    return a_pos, d_pos
+
+
+def _hard(
+    x: Tensor, y: Tensor, e: Tensor, p: Tensor, q: Tensor, theta: Tensor, config: KernelConfig
+) -> tuple[Tensor, Tensor | None]:
+    """0/1 targets: each element is either positive or negative, so one log serves both."""
+    beta, gamma_pos, gamma_neg, clip = theta[2], theta[3], theta[4], theta[5]
+    b = beta - 1.0
+    pos = y == 1.0
     pq = p * q
     if config.clip_zero:
+        lg = torch.log1p(e)
         pm = p
-        nlr = l1 + torch.relu(x)  # -log q
-        a_neg = nlr - b * q
-        d_neg = p * (1.0 + b * q)
+        a_neg = lg + torch.relu(x) - b * q  # -log q - b q
+        d_neg = p * (1.0 + b * q) if config.need_grad else None
+        du_neg: Tensor = pq
+    else:
+        above = p > clip
+        pm = torch.where(above, p - clip, 0.0)
+        r = torch.where(above, q + clip, 1.0)
+        lg = torch.log1p(torch.where(pos, e, -pm))  # log1p(e) for positives, log(1 - p_m) for negatives
+        a_neg = -lg - b * r
+        d_neg = torch.where(above, pq * (1.0 / r + b), 0.0) if config.need_grad else None
+        du_neg = torch.where(above, pq, 0.0)
+    a_pos, d_pos = _positive_parts(x, lg, p, q, theta, config)
+
+    u = torch.where(pos, q, pm)  # base of the focusing weight
+    gp, gn = config.gamma_pos_int, config.gamma_neg_int
+    focal: Tensor | float
+    if gp is not None and gn is not None:
+        w_pos = _int_pow(u, gp)
+        w_neg = w_pos if gp == gn else _int_pow(u, gn)
+        if w_pos is None and w_neg is None:
+            focal = 1.0
+        elif gp == gn:
+            assert w_pos is not None
+            focal = w_pos
+        else:
+            focal = torch.where(pos, 1.0 if w_pos is None else w_pos, 1.0 if w_neg is None else w_neg)
+    else:
+        focal = u.pow(torch.where(pos, gamma_pos, gamma_neg))
+
+    loss = focal * torch.where(pos, a_pos, a_neg)
+    if not config.need_grad:
+        return loss, None
+    assert d_pos is not None and d_neg is not None
+    grad = focal * torch.where(pos, d_pos, d_neg)
+    if not config.detach_focal_weight and not (gp == 0 and gn == 0):
+        # d(u^g)/dx = g u^g (du/dx) / u, taken as 0 where u == 0 (finite for g < 1).
+        du = torch.where(pos, -pq, du_neg)
+        ratio = torch.where(u > 0, du / u, 0.0)
+        g = torch.where(pos, gamma_pos, gamma_neg)
+        grad = grad + g * focal * ratio * torch.where(pos, a_pos, a_neg)
+    return loss, grad
+
+
+def _general(
+    x: Tensor, y: Tensor, e: Tensor, p: Tensor, q: Tensor, theta: Tensor, config: KernelConfig
+) -> tuple[Tensor, Tensor | None]:
+    """Any targets in [0, 1], mixed as the official codes do (spec/loss-functions.md)."""
+    beta, gamma_pos, gamma_neg, clip = theta[2], theta[3], theta[4], theta[5]
+    b = beta - 1.0
+    ny = 1.0 - y
+    l1 = torch.log1p(e)
+    pq = p * q
+    a_pos, d_pos = _positive_parts(x, l1, p, q, theta, config)
+    if config.clip_zero:
+        pm = p
+        a_neg = l1 + torch.relu(x) - b * q  # -log q - b q
+        d_neg = p * (1.0 + b * q) if config.need_grad else None
         active: Tensor | float = 1.0
     else:
         above = p > clip
         pm = torch.where(above, p - clip, 0.0)
         r = torch.where(above, q + clip, 1.0)
         a_neg = -torch.log1p(-pm) - b * r
-        d_neg = torch.where(above, pq * (1.0 / r + b), 0.0)
+        d_neg = torch.where(above, pq * (1.0 / r + b), 0.0) if config.need_grad else None
         active = above.to(x.dtype)
     a_mix = y * a_pos + ny * a_neg
 
@@ -140,41 +233,18 @@ def loss_and_grad(
         has_focus = config.gamma_pos_int != 0
     else:
         exponent = gamma_neg + y * (gamma_pos - gamma_neg)
-        general = u.pow(exponent)
-        if config.gamma_pos_int is not None and config.gamma_neg_int is not None:
-            w_pos = _int_pow(u, config.gamma_pos_int)
-            w_neg = _int_pow(u, config.gamma_neg_int)
-            hard = torch.where(y == 0.0, 1.0 if w_neg is None else w_neg, 1.0 if w_pos is None else w_pos)
-            focal = torch.where((y == 0.0) | (y == 1.0), hard, general)
-        else:
-            focal = general
+        focal = u.pow(exponent)
         has_focus = True
 
     loss = a_mix if focal is None else focal * a_mix
-
-    grad: Tensor | None = None
-    if config.need_grad:
-        d_pos = -q * (alpha1 + q * (c1 - 2.0 * c2 * p))
-        d_mix = y * d_pos + ny * d_neg
-        grad = d_mix if focal is None else focal * d_mix
-        if not config.detach_focal_weight and has_focus and focal is not None:
-            du = pq * (ny * active - y)
-            ratio = torch.where(u > 0, du / u, 0.0)
-            g = exponent if exponent is not None else gamma_pos
-            grad = grad + g * focal * ratio * a_mix
-        if weight is not None:
-            grad = grad * weight
-        grad = torch.where(known, grad, 0.0)
-
-    if weight is not None:
-        loss = loss * weight
-    loss = torch.where(known, loss, 0.0)
-
-    scale: Tensor | None = None
-    if config.reduction == "sum":
-        loss = loss.sum()
-    elif config.reduction == "mean":
-        count = known.sum(dtype=x.dtype)
-        scale = 1.0 / torch.clamp(count, min=1.0)
-        loss = loss.sum() * scale
-    return loss, grad, scale
+    if not config.need_grad:
+        return loss, None
+    assert d_pos is not None and d_neg is not None
+    d_mix = y * d_pos + ny * d_neg
+    grad = d_mix if focal is None else focal * d_mix
+    if not config.detach_focal_weight and has_focus and focal is not None:
+        du = pq * (ny * active - y)
+        ratio = torch.where(u > 0, du / u, 0.0)
+        g = exponent if exponent is not None else gamma_pos
+        grad = grad + g * focal * ratio * a_mix
+    return loss, grad

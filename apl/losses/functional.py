@@ -6,7 +6,9 @@ is one implementation to get exact, stable and fast, instead of four.
 
 from __future__ import annotations
 
+import functools
 import math
+import struct
 
 import torch
 from torch import Tensor
@@ -27,6 +29,21 @@ def _check_parameters(params: dict[str, float], reduction: str) -> None:
         raise ValueError("clip must satisfy 0 <= clip < 1")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _theta(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The parameters as one small tensor (cached: building it costs as much as a small loss)."""
+    with torch.inference_mode(False), torch.no_grad():
+        return torch.tensor(values, dtype=dtype, device=device)
+
+
+def _rounds_to_zero(clip: float, dtype: torch.dtype) -> bool:
+    """A clip that is 0 in the compute dtype must take the softplus path (log(q + 0) underflows)."""
+    if dtype == torch.float32:
+        rounded: float = struct.unpack("f", struct.pack("f", clip))[0]
+        return rounded == 0.0
+    return clip == 0.0
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -115,19 +132,20 @@ def asymmetric_polynomial_loss(
 
     gp_int = integer_exponent(float(gamma_pos))
     gn_int = integer_exponent(float(gamma_neg))
-    theta = torch.tensor([float(v) for v in params.values()], dtype=dtype, device=x.device)
+    theta = _theta(tuple(float(v) for v in params.values()), dtype, x.device)
     need_grad = torch.is_grad_enabled() and x.requires_grad
     config = KernelConfig(
         dtype=dtype,
         gamma_pos_int=gp_int,
         gamma_neg_int=gn_int,
         same_gamma=float(gamma_pos) == float(gamma_neg),
-        clip_zero=float(clip) == 0.0 or float(torch.tensor(clip, dtype=dtype)) == 0.0,
+        clip_zero=_rounds_to_zero(float(clip), dtype),
         detach_focal_weight=bool(detach_focal_weight),
         need_grad=need_grad,
         reduction=reduction,
         has_mask=mask is not None,
         has_weight=weight is not None,
+        hard_targets=x.device.type == "cpu",
     )
     if not need_grad:
         loss, _, _ = run_kernel(config, backend, x, y, mask, weight, theta)
