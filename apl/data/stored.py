@@ -1,0 +1,116 @@
+"""Reading the normalized dataset directory that ingest writes.
+
+Layout (shared contract with `api.ingest`): `samples.jsonl` with one object a line,
+`{"text": ..., "labels": [...]}` or `{"image": "images/<path>", "labels": [...]}`,
+`labels.json` with the sorted label names, and the image files under `images/`.
+Everything is validated here again because the training process must never trust
+a path it did not check: an image reference that escapes `images/` is rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from apl.errors import DatasetError
+
+SAMPLES_FILE = "samples.jsonl"
+LABELS_FILE = "labels.json"
+IMAGES_DIR = "images"
+
+
+@dataclass(frozen=True)
+class StoredDataset:
+    """A dataset in memory: inputs (texts or image paths) and a dense 0/1 target matrix."""
+
+    modality: Literal["text", "image"]
+    labels: list[str]
+    #: Texts for a text dataset, absolute image paths for an image dataset.
+    inputs: list[str]
+    #: float32 array of shape (num_samples, num_labels) with 0/1 entries.
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def subset(self, indices: np.ndarray) -> StoredDataset:
+        return StoredDataset(
+            modality=self.modality,
+            labels=self.labels,
+            inputs=[self.inputs[int(i)] for i in indices],
+            targets=self.targets[indices],
+        )
+
+
+def _read_labels(path: Path) -> list[str]:
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{LABELS_FILE} is missing or not valid JSON") from exc
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise DatasetError(f"{LABELS_FILE} must be a JSON list of label names")
+    if not labels:
+        raise DatasetError("the dataset has no labels")
+    if len(set(labels)) != len(labels):
+        raise DatasetError(f"{LABELS_FILE} lists a label more than once")
+    return list(labels)
+
+
+def load_stored_dataset(directory: str | Path) -> StoredDataset:
+    """Load and validate a normalized dataset directory."""
+    root = Path(directory).resolve()
+    labels = _read_labels(root / LABELS_FILE)
+    index = {name: i for i, name in enumerate(labels)}
+    images_root = (root / IMAGES_DIR).resolve()
+    inputs: list[str] = []
+    rows: list[list[int]] = []
+    modality: Literal["text", "image"] | None = None
+    try:
+        handle = (root / SAMPLES_FILE).open(encoding="utf-8")
+    except OSError as exc:
+        raise DatasetError(f"{SAMPLES_FILE} is missing") from exc
+    with handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise DatasetError(f"{SAMPLES_FILE} line {line_no} is not valid JSON") from exc
+            if not isinstance(record, dict):
+                raise DatasetError(f"{SAMPLES_FILE} line {line_no} is not a JSON object")
+            kind: Literal["text", "image"]
+            if isinstance(record.get("text"), str):
+                kind, value = "text", record["text"]
+            elif isinstance(record.get("image"), str):
+                kind = "image"
+                image = (root / record["image"]).resolve()
+                if not image.is_relative_to(images_root):
+                    raise DatasetError(f"{SAMPLES_FILE} line {line_no}: image path leaves images/")
+                value = str(image)
+            else:
+                raise DatasetError(f"{SAMPLES_FILE} line {line_no} has neither 'text' nor 'image'")
+            if modality is None:
+                modality = kind
+            elif modality != kind:
+                raise DatasetError("the dataset mixes text and image samples")
+            names = record.get("labels", [])
+            if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+                raise DatasetError(f"{SAMPLES_FILE} line {line_no}: 'labels' must be a list of names")
+            unknown = [name for name in names if name not in index]
+            if unknown:
+                raise DatasetError(
+                    f"{SAMPLES_FILE} line {line_no}: label '{unknown[0]}' is not in {LABELS_FILE}"
+                )
+            inputs.append(value)
+            rows.append(sorted({index[name] for name in names}))
+    if modality is None:
+        raise DatasetError("the dataset has no samples")
+    targets = np.zeros((len(rows), len(labels)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        targets[i, row] = 1.0
+    return StoredDataset(modality=modality, labels=labels, inputs=inputs, targets=targets)

@@ -1,0 +1,85 @@
+"""What `train` takes and what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from apl.metrics import EpochMetrics
+from apl.models import BuiltModel
+from apl.spec import Hyperparameters, JobSpec, LossSpec
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Paths are plain arguments: `apl` never looks anything up itself."""
+
+    #: The normalized dataset directory (samples.jsonl, labels.json, images/).
+    dataset_dir: Path
+    base_model: str
+    loss: LossSpec = field(default_factory=LossSpec)
+    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
+    #: Where each epoch's checkpoint is written (atomically); None: no checkpoints.
+    checkpoint_path: Path | None = None
+    #: A checkpoint of this same configuration to continue from.
+    resume_from: Path | None = None
+    device: Device = "auto"
+    #: DataLoader worker processes for image decoding (text always tokenizes in-process).
+    num_workers: int = 0
+    #: Whether `hf:<hub id>` may be fetched from the network.
+    allow_download: bool = False
+
+    @classmethod
+    def from_job_spec(
+        cls,
+        spec: JobSpec,
+        dataset_dir: Path,
+        *,
+        checkpoint_path: Path | None = None,
+        resume_from: Path | None = None,
+        device: Device = "auto",
+        num_workers: int = 0,
+        allow_download: bool = False,
+    ) -> TrainConfig:
+        return cls(
+            dataset_dir=Path(dataset_dir),
+            base_model=spec.base_model,
+            loss=spec.loss,
+            hyperparameters=spec.hyperparameters,
+            checkpoint_path=checkpoint_path,
+            resume_from=resume_from,
+            device=device,
+            num_workers=num_workers,
+            allow_download=allow_download,
+        )
+
+
+@dataclass
+class TrainResult:
+    """The outcome of `train`.
+
+    `model` holds the best epoch's weights, or the last ones if no epoch was evaluated.
+    """
+
+    config: TrainConfig
+    model: BuiltModel
+    labels: list[str]
+    #: Per-label decision thresholds of the best epoch (0.5 for every label if none was evaluated).
+    thresholds: dict[str, float]
+    fallback_labels: list[str]
+    best_metrics: EpochMetrics | None
+    history: list[EpochMetrics]
+    #: True when a callback asked to stop (cancel); the run did not finish.
+    stopped: bool
+    #: True when early stopping ended the run (a normal, successful finish).
+    early_stopped: bool
+    epochs_completed: int
+    device: str
+    precision: str
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.best_metrics.epoch if self.best_metrics else None
