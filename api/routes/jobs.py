@@ -114,6 +114,11 @@ def _poll(
         return service.to_schema(session, job), [(p.id, service.point_to_schema(p)) for p in points]
 
 
+def _check_owned(settings: Settings, owner_id: str, job_id: str) -> None:
+    with session_factory(settings)() as session:
+        service.get_owned(session, owner_id, job_id)
+
+
 def _sse(event: str, data: str, event_id: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {data}\n\n"
@@ -170,8 +175,8 @@ async def job_events(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     """Live job updates as server-sent events."""
-    await run_in_threadpool(_poll, settings, principal.owner_id, job_id, 2**62)  # 404 before streaming
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    await run_in_threadpool(_check_owned, settings, principal.owner_id, job_id)  # 404 before streaming
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() and len(last_event_id) < 10 else 0
     return StreamingResponse(
         _event_stream(request, settings, principal.owner_id, job_id, after),
         media_type="text/event-stream",

@@ -1,0 +1,398 @@
+"""/v1/jobs and /v1/base-models on SQLite (embedded broker) and PostgreSQL (Redis).
+
+Worker-side changes (claim, metric points, finish) are written straight to the
+database here, the way the worker writes them, to drive cancel, metrics and events.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from kombu import Connection
+from sqlalchemy import select, update
+
+from api.broker import RUN_JOB_TASK
+from api.db.models import Job, MetricPoint
+from api.db.session import session_scope
+from api.main import create_app
+from api.settings import Settings
+from tests.api.conftest import JobPoster, Uploader, assert_problem, zip_bytes
+
+
+def drain_broker(settings: Settings, expect: int, timeout: float = 5.0) -> list[Any]:
+    """Consume messages from the job queue with a real kombu consumer until `expect` arrived."""
+    received: list[Any] = []
+    deadline = time.monotonic() + timeout
+    with Connection(settings.resolved_broker_url) as connection:
+        queue = connection.SimpleQueue(settings.queue_name)
+        try:
+            while len(received) < expect and time.monotonic() < deadline:
+                try:
+                    message = queue.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                received.append(message)
+                message.ack()
+            try:  # nothing more than expected
+                extra = queue.get(timeout=0.3)
+                received.append(extra)
+                extra.ack()
+            except queue.Empty:
+                pass
+        finally:
+            queue.close()
+    return received
+
+
+def worker_sets(settings: Settings, job_id: str, **values: Any) -> None:
+    with session_scope(settings) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def add_point(settings: Settings, job_id: str, epoch: int, step: int, map_: float) -> None:
+    with session_scope(settings) as session:
+        session.add(
+            MetricPoint(
+                job_id=job_id,
+                epoch=epoch,
+                step=step,
+                train_loss=0.5 / (epoch + 1),
+                val_loss=0.6 / (epoch + 1),
+                map=map_,
+                micro_f1=0.5,
+                macro_f1=0.4,
+                per_class_ap={"summer": map_, "winter": None},
+                time_s=1.5 * (epoch + 1),
+            )
+        )
+
+
+def test_create_fills_defaults_and_the_id_lands_on_the_broker(
+    client: TestClient,
+    alice: dict[str, str],
+    text_dataset: dict[str, Any],
+    settings: Settings,
+    post_job: JobPoster,
+) -> None:
+    response = post_job(alice, text_dataset["id"], loss={"name": "asl", "gamma_neg": 2.0})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] == "queued" and job["queue_position"] == 0
+    assert job["spec"]["loss"] == {
+        "name": "asl",
+        "alpha1": 1.0,
+        "alpha2": 0.5,
+        "beta": 1.0,
+        "gamma_pos": 1.0,
+        "gamma_neg": 2.0,
+        "clip": 0.05,
+        "detach_focal_weight": True,
+    }
+    assert job["spec"]["hyperparameters"]["epochs"] == 3
+    assert job["spec"]["hyperparameters"]["early_stopping_patience"] is None
+    assert job["progress"] == {"epoch": 0, "epochs": 3, "step": 0, "steps": 0}
+    assert job["started_at"] is None and job["finished_at"] is None
+    assert (job["best_metrics"], job["model_id"], job["error"]) == (None, None, None)
+    second = post_job(alice, text_dataset["id"], hyperparameters={"epochs": 1}).json()
+    assert second["queue_position"] == 1
+    assert second["progress"]["epochs"] == 1
+
+    messages = drain_broker(settings, expect=2)
+    assert [m.headers["task"] for m in messages] == [RUN_JOB_TASK, RUN_JOB_TASK]
+    assert [m.payload[0] for m in messages] == [[job["id"]], [second["id"]]]  # only the id travels
+    assert messages[0].content_type == "application/json"
+    assert client.get(f"/v1/jobs/{job['id']}", headers=alice).json() == job
+
+
+def test_idempotency_key_returns_the_same_job(
+    client: TestClient,
+    alice: dict[str, str],
+    bob: dict[str, str],
+    upload: Uploader,
+    text_dataset: dict[str, Any],
+    settings: Settings,
+    post_job: JobPoster,
+) -> None:
+    first = post_job(alice, text_dataset["id"], idempotency_key="retry-1")
+    again = post_job(alice, text_dataset["id"], idempotency_key="retry-1")
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    conflict = post_job(alice, text_dataset["id"], idempotency_key="retry-1", loss={"name": "bce"})
+    assert_problem(conflict, 409, "idempotency_key_reused")
+    bobs_dataset = upload(bob).json()["id"]
+    bobs = post_job(bob, bobs_dataset, idempotency_key="retry-1")  # keys are per owner
+    assert bobs.status_code == 202 and bobs.json()["id"] != first.json()["id"]
+    assert len(drain_broker(settings, expect=2)) == 2
+    assert len(client.get("/v1/jobs", headers=alice).json()["items"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "code", "loc"),
+    [
+        ({"unexpected": 1}, "validation_error", ["body", "unexpected"]),
+        ({"loss": {"name": "apl", "clip": 1.5}}, "validation_error", ["body", "loss", "clip"]),
+        ({"loss": {"name": "hinge"}}, "validation_error", ["body", "loss", "name"]),
+        ({"hyperparameters": {"epochs": 0}}, "validation_error", ["body", "hyperparameters", "epochs"]),
+        (
+            {"hyperparameters": {"learning_rate": "fast"}},
+            "validation_error",
+            ["body", "hyperparameters", "learning_rate"],
+        ),
+        ({"base_model": "gpt-17"}, "unknown_base_model", ["body", "base_model"]),
+        ({"base_model": "timm:Bad Name!"}, "unknown_base_model", ["body", "base_model"]),
+        ({"base_model": "mobilenetv2-100"}, "modality_mismatch", ["body", "base_model"]),
+        ({"base_model": "timm:resnet18"}, "modality_mismatch", ["body", "base_model"]),
+    ],
+)
+def test_invalid_specs_are_422_with_errors(
+    alice: dict[str, str],
+    text_dataset: dict[str, Any],
+    post_job: JobPoster,
+    client: TestClient,
+    spec: dict[str, Any],
+    code: str,
+    loc: list[str],
+) -> None:
+    body = assert_problem(post_job(alice, text_dataset["id"], **spec), 422, code)
+    assert loc in [error["loc"] for error in body["errors"]], body
+    assert all(isinstance(error["msg"], str) and error["msg"] for error in body["errors"])
+    assert client.get("/v1/jobs", headers=alice).json()["items"] == []
+
+
+def test_image_models_need_an_image_dataset(
+    upload: Uploader, alice: dict[str, str], post_job: JobPoster
+) -> None:
+    images = upload(alice, zip_bytes(), filename="colours.zip").json()
+    accepted = post_job(alice, images["id"], base_model="mobilenetv2-100", hyperparameters={"image_size": 32})
+    assert accepted.status_code == 202, accepted.text
+    assert_problem(post_job(alice, images["id"], base_model="minilm-l6"), 422, "modality_mismatch")
+
+
+def test_missing_or_foreign_dataset_is_404(
+    upload: Uploader, alice: dict[str, str], bob: dict[str, str], post_job: JobPoster
+) -> None:
+    assert_problem(post_job(alice, "no-such-dataset"), 404, "dataset_not_found")
+    bobs = upload(bob).json()["id"]
+    assert_problem(post_job(alice, bobs), 404, "dataset_not_found")
+
+
+def test_list_filters_by_status_and_pages(
+    client: TestClient, alice: dict[str, str], text_dataset: dict[str, Any], post_job: JobPoster
+) -> None:
+    ids = [post_job(alice, text_dataset["id"]).json()["id"] for _ in range(3)]
+    client.post(f"/v1/jobs/{ids[1]}/cancel", headers=alice)
+    queued = client.get("/v1/jobs", headers=alice, params={"status": "queued"}).json()
+    assert [job["id"] for job in queued["items"]] == [ids[2], ids[0]]
+    assert [job["queue_position"] for job in queued["items"]] == [1, 0]
+    cancelled = client.get("/v1/jobs?status=cancelled", headers=alice).json()["items"]
+    assert [job["id"] for job in cancelled] == [ids[1]] and cancelled[0]["queue_position"] is None
+    seen, cursor = [], None
+    while True:
+        page = client.get(
+            "/v1/jobs", headers=alice, params={"limit": 1} | ({"cursor": cursor} if cursor else {})
+        )
+        seen += [job["id"] for job in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if not cursor:
+            break
+    assert seen == ids[::-1]
+    body = assert_problem(client.get("/v1/jobs?status=paused", headers=alice), 422, "validation_error")
+    assert body["errors"][0]["loc"] == ["query", "status"]
+
+
+def test_cancel_a_queued_job_ends_it_at_once(
+    client: TestClient, alice: dict[str, str], text_dataset: dict[str, Any], post_job: JobPoster
+) -> None:
+    job = post_job(alice, text_dataset["id"]).json()
+    response = client.post(f"/v1/jobs/{job['id']}/cancel", headers=alice)
+    assert response.status_code == 202
+    cancelled = response.json()
+    assert cancelled["status"] == "cancelled" and cancelled["cancel_requested"] is True
+    assert datetime.fromisoformat(cancelled["finished_at"]) >= datetime.fromisoformat(cancelled["created_at"])
+    assert_problem(client.post(f"/v1/jobs/{job['id']}/cancel", headers=alice), 409, "job_finished")
+
+
+def test_cancel_a_running_job_flags_it_for_the_worker(
+    client: TestClient,
+    alice: dict[str, str],
+    text_dataset: dict[str, Any],
+    settings: Settings,
+    post_job: JobPoster,
+) -> None:
+    job = post_job(alice, text_dataset["id"]).json()
+    worker_sets(settings, job["id"], status="running", started_at=datetime.now(UTC), attempts=1)
+    response = client.post(f"/v1/jobs/{job['id']}/cancel", headers=alice)
+    assert response.status_code == 202
+    assert (response.json()["status"], response.json()["cancel_requested"]) == ("running", True)
+    with session_scope(settings) as session:
+        assert session.scalar(select(Job.cancel_requested).where(Job.id == job["id"])) is True
+    worker_sets(settings, job["id"], status="succeeded", finished_at=datetime.now(UTC))
+    assert_problem(client.post(f"/v1/jobs/{job['id']}/cancel", headers=alice), 409, "job_finished")
+
+
+def test_failed_job_shows_its_error(
+    client: TestClient,
+    alice: dict[str, str],
+    text_dataset: dict[str, Any],
+    settings: Settings,
+    post_job: JobPoster,
+) -> None:
+    job = post_job(alice, text_dataset["id"]).json()
+    worker_sets(
+        settings,
+        job["id"],
+        status="failed",
+        error_code="out_of_memory",
+        error_message="the batch did not fit in memory; lower batch_size",
+        finished_at=datetime.now(UTC),
+    )
+    failed = client.get(f"/v1/jobs/{job['id']}", headers=alice).json()
+    assert failed["error"] == {
+        "code": "out_of_memory",
+        "message": "the batch did not fit in memory; lower batch_size",
+    }
+
+
+def test_metrics_series_is_ordered_by_epoch(
+    client: TestClient,
+    alice: dict[str, str],
+    text_dataset: dict[str, Any],
+    settings: Settings,
+    post_job: JobPoster,
+) -> None:
+    job = post_job(alice, text_dataset["id"]).json()
+    assert client.get(f"/v1/jobs/{job['id']}/metrics", headers=alice).json() == {
+        "job_id": job["id"],
+        "series": [],
+    }
+    for epoch in (2, 0, 1):
+        add_point(settings, job["id"], epoch, step=10 * (epoch + 1), map_=0.5 + epoch / 10)
+    body = client.get(f"/v1/jobs/{job['id']}/metrics", headers=alice).json()
+    assert body["job_id"] == job["id"]
+    assert [point["epoch"] for point in body["series"]] == [0, 1, 2]
+    assert body["series"][1] == {
+        "epoch": 1,
+        "step": 20,
+        "train_loss": 0.25,
+        "val_loss": 0.3,
+        "map": 0.6,
+        "micro_f1": 0.5,
+        "macro_f1": 0.4,
+        "per_class_ap": {"summer": 0.6, "winter": None},
+        "time_s": 3.0,
+    }
+
+
+def _parse_sse(raw: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for block in raw.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":")
+        )
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_events_stream_status_changes_and_metric_points_until_the_end(
+    settings: Settings, alice: dict[str, str], text_dataset: dict[str, Any]
+) -> None:
+    fast = settings.model_copy(update={"events_poll_seconds": 0.05})
+    with TestClient(create_app(fast)) as client:
+        job = client.post(
+            "/v1/jobs", json={"dataset_id": text_dataset["id"], "base_model": "minilm-l6"}, headers=alice
+        ).json()
+
+        def worker() -> None:
+            time.sleep(0.3)
+            worker_sets(settings, job["id"], status="running", started_at=datetime.now(UTC))
+            time.sleep(0.3)
+            add_point(settings, job["id"], 0, 5, 0.61)
+            worker_sets(settings, job["id"], progress={"epoch": 1, "epochs": 3, "step": 5, "steps": 15})
+            time.sleep(0.3)
+            add_point(settings, job["id"], 1, 10, 0.72)
+            worker_sets(
+                settings,
+                job["id"],
+                status="succeeded",
+                finished_at=datetime.now(UTC),
+                best_metrics={"map": 0.72},
+            )
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        started = time.monotonic()
+        try:
+            with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers=alice) as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/event-stream")
+                raw = "".join(response.iter_text())
+        finally:
+            thread.join()
+    assert time.monotonic() - started < 10
+    events = _parse_sse(raw)
+    statuses = [data["status"] for kind, data in events if kind == "status"]
+    assert statuses == ["queued", "running", "succeeded"]
+    metrics = [data for kind, data in events if kind == "metric"]
+    assert [point["map"] for point in metrics] == [0.61, 0.72]
+    assert "progress" in [kind for kind, _ in events]
+    assert events[-1][0] == "status" and events[-1][1]["best_metrics"] == {"map": 0.72}
+    # a client that reconnects with Last-Event-ID gets only newer metric points
+    first_metric_id = next(line.removeprefix("id: ") for line in raw.splitlines() if line.startswith("id: "))
+    with TestClient(create_app(fast)) as client:
+        replay = client.get(
+            f"/v1/jobs/{job['id']}/events", headers=alice | {"Last-Event-ID": first_metric_id}
+        )
+    assert [d["map"] for kind, d in _parse_sse(replay.text) if kind == "metric"] == [0.72]
+
+
+def test_another_owner_gets_404_for_every_job_route(
+    client: TestClient,
+    alice: dict[str, str],
+    bob: dict[str, str],
+    text_dataset: dict[str, Any],
+    post_job: JobPoster,
+) -> None:
+    job_id = post_job(alice, text_dataset["id"]).json()["id"]
+    for method, path in [
+        ("get", f"/v1/jobs/{job_id}"),
+        ("post", f"/v1/jobs/{job_id}/cancel"),
+        ("get", f"/v1/jobs/{job_id}/metrics"),
+        ("get", f"/v1/jobs/{job_id}/events"),
+    ]:
+        assert_problem(client.request(method, path, headers=bob), 404, "not_found")
+    assert client.get("/v1/jobs", headers=bob).json()["items"] == []
+    assert (
+        client.get(f"/v1/jobs/{job_id}", headers=alice).json()["status"] == "queued"
+    )  # bob cancelled nothing
+
+
+def test_unreachable_broker_is_503_and_keeps_no_job(
+    settings: Settings, alice: dict[str, str], text_dataset: dict[str, Any]
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    broken = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{port}/0"})
+    with TestClient(create_app(broken)) as client:
+        body = {"dataset_id": text_dataset["id"], "base_model": "minilm-l6"}
+        response = client.post("/v1/jobs", json=body, headers=alice | {"Idempotency-Key": "k1"})
+        assert_problem(response, 503, "broker_unavailable")
+        assert client.get("/v1/jobs", headers=alice).json()["items"] == []
+
+
+def test_base_models_lists_the_catalog(client: TestClient, alice: dict[str, str]) -> None:
+    items = client.get("/v1/base-models", headers=alice).json()["items"]
+    by_name = {item["name"]: item for item in items}
+    assert set(by_name) >= {"minilm-l6", "mobilenetv2-100", "efficientnet-lite0"}
+    assert by_name["minilm-l6"]["modality"] == "text" and by_name["minilm-l6"]["family"] == "transformers"
+    assert set(by_name["mobilenetv2-100"]) == {"name", "modality", "family", "pretrained", "description"}
