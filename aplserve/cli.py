@@ -1,0 +1,57 @@
+"""`aplserve`: one Typer CLI over the API's admin commands, the server and the worker."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from api.cli import app
+
+log = logging.getLogger("aplserve")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    worker: bool = typer.Option(True, "--worker/--no-worker", help="Start the embedded worker process."),
+    workers: int = typer.Option(1, min=1, help="API processes (uvicorn workers)."),
+) -> None:
+    """Migrate the database to head, start the API and, unless --no-worker, one embedded worker.
+
+    Ctrl-C / SIGTERM stops the API first, then the worker.
+    """
+    import uvicorn
+
+    from api.cli_admin import migrate
+    from api.embedded import EmbeddedWorker
+    from api.settings import get_settings
+
+    logging.basicConfig(
+        level=get_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    migrate()
+    embedded = EmbeddedWorker() if worker else None
+    if embedded is not None:
+        embedded.start()
+    try:
+        uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@app.command("worker")
+def worker_command(
+    concurrency: int = typer.Option(1, min=1, help="Jobs run at once (one process each)."),
+    loglevel: str = typer.Option("INFO", help="Celery log level."),
+) -> None:
+    """A Celery worker for the configured broker (full mode: start as many as you have GPUs)."""
+    from worker.app import main
+
+    main(concurrency=concurrency, loglevel=loglevel)
+
+
+if __name__ == "__main__":
+    app()
