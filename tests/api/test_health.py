@@ -122,3 +122,13 @@ def test_cors_allows_configured_origins(settings: Settings) -> None:
         denied = client.get("/healthz", headers={"Origin": "https://evil.example"})
     assert allowed.headers["access-control-allow-origin"] == "https://dashboard.example"
     assert "access-control-allow-origin" not in denied.headers
+
+
+def test_a_database_outage_answers_problem_json_without_internals(settings: Settings) -> None:
+    broken = settings.model_copy(
+        update={"database_url": f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/nothing"}
+    )
+    with TestClient(create_app(broken), raise_server_exceptions=False) as client:
+        response = client.get("/v1/datasets", headers={"Authorization": "Bearer aplsk_0_x"})
+    assert_problem(response, 500, "internal")
+    assert "127.0.0.1" not in response.text and "psycopg" not in response.text.lower()
