@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from logging.config import fileConfig
+from pathlib import Path
 
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
+from sqlalchemy.engine import make_url
 
 from api.db.models import Base
+from api.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -20,8 +23,6 @@ def _database_url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from api.settings import get_settings
-
     return get_settings().resolved_database_url
 
 
@@ -54,10 +55,6 @@ def run_migrations_online() -> None:
         return
     url = _database_url()
     if url.startswith("sqlite"):
-        from pathlib import Path
-
-        from sqlalchemy.engine import make_url
-
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
