@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import AppError
@@ -38,9 +39,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = _validation_errors(exc)
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(part) for part in first["loc"] if part != "body") or "request"
-        return problem_response(
-            AppError(422, "validation_error", f"{where}: {first['msg']}", errors=errors)
-        )
+        return problem_response(AppError(422, "validation_error", f"{where}: {first['msg']}", errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -48,6 +47,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         code = phrase.lower().replace(" ", "_").replace("-", "_")
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else phrase
         return problem_response(AppError(exc.status_code, code, detail, headers=exc.headers))
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database unavailable: %s", exc.__class__.__name__)
+        return problem_response(
+            AppError(503, "database_unavailable", "the database is unavailable; try again shortly")
+        )
 
     @app.exception_handler(Exception)
     async def _unhandled(_: Request, exc: Exception) -> JSONResponse:

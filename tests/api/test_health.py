@@ -130,5 +130,5 @@ def test_a_database_outage_answers_problem_json_without_internals(settings: Sett
     )
     with TestClient(create_app(broken), raise_server_exceptions=False) as client:
         response = client.get("/v1/datasets", headers={"Authorization": "Bearer aplsk_0_x"})
-    assert_problem(response, 500, "internal")
+    assert_problem(response, 503, "database_unavailable")
     assert "127.0.0.1" not in response.text and "psycopg" not in response.text.lower()
