@@ -90,7 +90,8 @@ def save_checkpoint(
     if state.best_weights is not None and not best_is_current:
         tensors |= {f"best.{k}": v for k, v in state.best_weights.items()}
     tensors |= optimizer_tensors | rng_tensors
-    scheduler_state = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    # LambdaLR stores None for plain-function lambdas, so the whole state is JSON.
+    scheduler_state = scheduler.state_dict()
     meta = {
         "fingerprint": fingerprint,
         "optimizer": optimizer_meta,

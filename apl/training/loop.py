@@ -32,7 +32,7 @@ from apl.data import (
     load_stored_dataset,
     split_indices,
 )
-from apl.errors import AplError, DatasetError, ModelUnavailableError, TrainingDivergedError
+from apl.errors import DatasetError, ModelUnavailableError, TrainingDivergedError
 from apl.metrics import EpochMetrics, score_validation
 from apl.models import BuiltModel, build_model
 from apl.training.callbacks import CallbackList, Progress, TrainerCallback, TrainInfo
@@ -273,11 +273,14 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Tra
                 thresholds=scores.thresholds,
                 fallback_labels=scores.fallback_labels,
             )
-            state.history.append(metrics)
+            # Patience counts epochs without a strictly higher mAP; the kept weights also
+            # prefer a lower validation loss at equal mAP (mAP saturates on easy data).
+            state.bad_epochs = (
+                0 if state.best is None or metrics.map > state.best.map else state.bad_epochs + 1
+            )
             if _is_better(metrics, state.best):
-                state.best, state.best_weights, state.bad_epochs = metrics, cpu_state(model), 0
-            else:
-                state.bad_epochs += 1
+                state.best, state.best_weights = metrics, cpu_state(model)
+            state.history.append(metrics)
             patience = hp.early_stopping_patience
             state.early_stopped = patience is not None and state.bad_epochs >= patience and epoch < hp.epochs
             state.epoch = epoch
@@ -296,10 +299,6 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Tra
                 hooks.call("on_checkpoint", config.checkpoint_path, epoch)
     except _Stopped:
         stopped = True
-    except AplError:
-        raise
-    except torch.cuda.OutOfMemoryError as exc:
-        raise AplError("the GPU ran out of memory; use a smaller batch_size or image_size") from exc
 
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)

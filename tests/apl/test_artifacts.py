@@ -1,0 +1,225 @@
+"""Model artifacts: atomic writing, packing, safe unpacking, and faithful reloading."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from apl.artifacts import (
+    FORMAT_VERSION,
+    pack_artifact,
+    publish_result,
+    read_config,
+    read_config_from_archive,
+    save_result,
+    sha256_file,
+    unpack_artifact,
+)
+from apl.data import load_stored_dataset
+from apl.errors import ArtifactError
+from apl.inference import Predictor, load
+from apl.spec import Hyperparameters
+from apl.training import TrainConfig, TrainResult, train
+from tests.apl.conftest import TINY_IMAGE_MODEL
+
+TEXTS = ["the cat is red", "bread with cheese", "a dog and an apple", "nothing here", "blue horse"]
+
+
+@pytest.fixture(scope="module")
+def image_result(image_dataset: Path) -> TrainResult:
+    hp = Hyperparameters(epochs=2, batch_size=8, learning_rate=3e-3, image_size=32)
+    return train(TrainConfig(image_dataset, TINY_IMAGE_MODEL, hyperparameters=hp, device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def text_result(text_dataset: Path, tiny_bert: str) -> TrainResult:
+    hp = Hyperparameters(epochs=1, batch_size=8, learning_rate=1e-2, max_length=24)
+    return train(TrainConfig(text_dataset, tiny_bert, hyperparameters=hp, device="cpu"))
+
+
+def _images(dataset: Path, count: int = 6) -> list[Image.Image]:
+    return [Image.open(p).convert("RGB") for p in load_stored_dataset(dataset).inputs[:count]]
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".zip"])
+def test_image_artifact_round_trip_predicts_like_the_trained_model(
+    image_result: TrainResult, image_dataset: Path, tmp_path: Path, suffix: str
+) -> None:
+    info = publish_result(image_result, tmp_path / f"model{suffix}")
+    assert info.sha256 == sha256_file(info.path) and info.size_bytes == info.path.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"model{suffix}"]  # no staging left
+    images = _images(image_dataset)
+    in_memory = Predictor.from_model(image_result.model, image_result.labels, image_result.thresholds, "cpu")
+    loaded = load(info.path, device="cpu")
+    expected = in_memory.predict_proba(images)
+    got = loaded.predict_proba(images, batch_size=4)
+    assert got.shape == (6, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert loaded.labels == image_result.labels
+    np.testing.assert_allclose(loaded.thresholds, [image_result.thresholds[x] for x in loaded.labels])
+    # Also by hand: the eval transform and the module, no Predictor involved.
+    from apl.data import build_transform
+
+    transform = build_transform(image_result.model.preprocessing, train=False)
+    with torch.inference_mode():
+        logits = image_result.model.module.eval()(torch.stack([transform(im) for im in images]))
+    np.testing.assert_allclose(got, torch.sigmoid(logits).numpy(), atol=1e-6)
+    # File paths work as inputs too.
+    paths = load_stored_dataset(image_dataset).inputs[:2]
+    np.testing.assert_allclose(loaded.predict_proba(paths), got[:2], atol=1e-6)
+
+
+def test_text_artifact_round_trip_rebuilds_encoder_and_tokenizer(
+    text_result: TrainResult, tmp_path: Path
+) -> None:
+    directory = save_result(text_result, tmp_path / "artifact")
+    names = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "encoder/config.json",
+        "tokenizer/tokenizer_config.json",
+    } <= names
+    assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in names)
+    config = read_config(directory)
+    assert config["format_version"] == FORMAT_VERSION
+    assert config["modality"] == "text" and config["family"] == "transformers"
+    assert config["architecture"] == "bert" and config["head"]["hidden_size"] == 32
+    assert config["labels"] == ["animal", "color", "food"]
+    assert config["preprocessing"] == {"max_length": 24}
+    assert set(config["thresholds"]) == set(config["labels"])
+    assert config["metrics"]["map"] == text_result.best_metrics.map  # type: ignore[union-attr]
+    in_memory = Predictor.from_model(text_result.model, text_result.labels, text_result.thresholds, "cpu")
+    for source in (directory, pack_artifact(directory, tmp_path / "text.tar").path):
+        loaded = load(source, device="cpu")
+        np.testing.assert_allclose(loaded.predict_proba(TEXTS), in_memory.predict_proba(TEXTS), atol=1e-6)
+    assert load(directory).predict_proba([]).shape == (0, 3)
+
+
+def test_predict_applies_thresholds_and_top_k(text_result: TrainResult, tmp_path: Path) -> None:
+    predictor = load(save_result(text_result, tmp_path / "a"), device="cpu")
+    probs = predictor.predict_proba(TEXTS)
+    predictions = predictor.predict(TEXTS)
+    for row, prediction in zip(probs, predictions, strict=True):
+        assert set(prediction.scores) == set(predictor.labels)
+        expected = {name for j, name in enumerate(predictor.labels) if row[j] >= predictor.thresholds[j]}
+        assert set(prediction.labels) == expected
+        scores = [prediction.scores[name] for name in prediction.labels]
+        assert scores == sorted(scores, reverse=True)
+    everything = predictor.predict(TEXTS, threshold=0.0, top_k=2)
+    assert all(len(p.labels) == 2 and len(p.scores) == 2 for p in everything)
+    assert all(p.labels == [] for p in predictor.predict(TEXTS, threshold=1.01))
+
+
+def test_packing_is_reproducible_and_config_readable_from_archive(
+    image_result: TrainResult, tmp_path: Path
+) -> None:
+    directory = save_result(image_result, tmp_path / "artifact")
+    first = pack_artifact(directory, tmp_path / "one.tar")
+    second = pack_artifact(directory, tmp_path / "two.tar")
+    assert first.sha256 == second.sha256
+    config = read_config_from_archive(first.path)
+    assert config["architecture"] == "resnet10t" and config["preprocessing"]["image_size"] == 32
+    assert read_config_from_archive(pack_artifact(directory, tmp_path / "x.zip").path) == config
+
+
+def test_saving_replaces_an_existing_artifact_whole(image_result: TrainResult, tmp_path: Path) -> None:
+    target = tmp_path / "artifact"
+    target.mkdir()
+    (target / "stale.txt").write_text("old")
+    save_result(image_result, target)
+    assert not (target / "stale.txt").exists() and (target / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact"]
+
+
+def _tar_with(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(path, "w") as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _file(name: str, data: bytes = b"{}") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    return info, None
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [_file("../evil.json")],
+        [_file("/etc/evil.json")],
+        [_file("tokenizer/../../evil.json")],
+        [_file("unexpected.py")],
+        [_link("config.json", "/etc/passwd")],
+        [_link("model.safetensors", "config.json", tarfile.LNKTYPE)],
+        [_file("config.json"), _file("tokenizer/" + "x" * 3 + "/deep/file")],
+    ],
+    ids=["dotdot", "absolute", "nested-dotdot", "unknown-name", "symlink", "hardlink", "too-deep"],
+)
+def test_unsafe_tar_archives_are_rejected_before_anything_lands(
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]
+) -> None:
+    archive = _tar_with(tmp_path / "bad.tar", members)
+    with pytest.raises(ArtifactError):
+        unpack_artifact(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path.parent / "evil.json").exists()
+
+
+def test_archive_limits_use_the_bytes_actually_read(image_result: TrainResult, tmp_path: Path) -> None:
+    archive = publish_result(image_result, tmp_path / "ok.tar").path
+    with pytest.raises(ArtifactError, match="larger"):
+        unpack_artifact(archive, tmp_path / "out", max_total_bytes=1000)
+    with pytest.raises(ArtifactError, match="too many"):
+        unpack_artifact(archive, tmp_path / "out", max_members=1)
+    assert not (tmp_path / "out").exists()
+    assert read_config(unpack_artifact(archive, tmp_path / "out"))["num_labels"] == 3
+
+
+def test_unsafe_zip_archives_are_rejected(tmp_path: Path) -> None:
+    traversal = tmp_path / "dotdot.zip"
+    with zipfile.ZipFile(traversal, "w") as zf:
+        zf.writestr("../config.json", "{}")
+    symlink = tmp_path / "link.zip"
+    with zipfile.ZipFile(symlink, "w") as zf:
+        info = zipfile.ZipInfo("config.json")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd")
+    for archive in (traversal, symlink):
+        with pytest.raises(ArtifactError):
+            unpack_artifact(archive, tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+
+
+def test_foreign_or_future_artifacts_are_refused(image_result: TrainResult, tmp_path: Path) -> None:
+    directory = save_result(image_result, tmp_path / "artifact")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps(config | {"format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(ArtifactError, match="version"):
+        load(directory)
+    (directory / "config.json").write_text(json.dumps(config | {"num_labels": 7}))
+    with pytest.raises(ArtifactError):
+        load(directory)
+    (tmp_path / "junk.tar").write_bytes(b"junk" * 100)
+    with pytest.raises(ArtifactError):
+        load(tmp_path / "junk.tar")
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load(tmp_path / "missing.tar")
