@@ -49,6 +49,33 @@ class Settings(BaseSettings):
         default="default", min_length=1, description="Owner of everything when auth is disabled."
     )
     log_level: str = "info"
+    # --- model serving (api/serving) ---
+    predict_max_inputs: int = Field(default=64, ge=1, description="Most inputs one predict request may hold.")
+    predict_max_text_chars: int = Field(default=10_000, ge=1, description="Longest text input (characters).")
+    predict_max_image_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1, description="Largest image input (encoded file bytes)."
+    )
+    predict_max_image_pixels: int = Field(
+        default=4096 * 4096, ge=1, description="Most pixels (width x height) of an image input."
+    )
+    predict_max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Largest predict request body (JSON or multipart)."
+    )
+    serving_max_models: int = Field(default=4, ge=1, description="Models kept loaded at once (LRU).")
+    serving_max_memory_bytes: int = Field(
+        default=4 * 1024**3, ge=1, description="Parameter bytes of all loaded models together (LRU)."
+    )
+    serving_batching: bool = Field(
+        default=True, description="Merge concurrent requests for one model into micro-batches."
+    )
+    serving_max_batch_size: int = Field(default=32, ge=1, description="Most inputs in one micro-batch.")
+    serving_max_wait_ms: float = Field(
+        default=5.0, ge=0, description="How long a micro-batch waits for more requests to join it."
+    )
+    serving_device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
+    serving_torch_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads for inference; default torch's own choice."
+    )
 
     @field_validator("data_dir")
     @classmethod
