@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 LossName = Literal["bce", "focal", "asl", "apl"]
 
@@ -125,3 +125,7 @@ class JobSpec(BaseModel):
     base_model: str = Field(min_length=1, max_length=500)
     loss: LossSpec = Field(default_factory=LossSpec)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    webhook_url: HttpUrl | None = Field(
+        default=None,
+        description="Called (POST, signed) when the job ends: succeeded, failed or cancelled.",
+    )
