@@ -108,6 +108,12 @@ def _call(
         kernel = _compiled_kernel(config)
         if kernel is not None:
             try:
+                # Detached aliases are not views, so dynamo guards on no base shape; unbacked
+                # sizes give one graph for every batch size, 1 included (no 0/1 specialization).
+                x, y = x.detach(), y.detach()
+                mask = None if mask is None else mask.detach()
+                for tensor in (x, y) if mask is None else (x, y, mask):
+                    torch._dynamo.decorators.mark_unbacked(tensor, 0)
                 with torch.no_grad():
                     return kernel(x, y, mask, weight, theta)
             except Exception as exc:  # compilation happens lazily, on the first call

@@ -147,8 +147,13 @@ def asymmetric_polynomial_loss(
         has_weight=weight is not None,
         hard_targets=x.device.type == "cpu",
     )
-    if not need_grad:
+    # Flat (or rows x classes with weights) so a compiled kernel sees one dynamic size,
+    # not one per dimension: a batch of one row then needs no recompilation.
+    flat = (-1,) if weight is None else (-1, logits.shape[-1])
+    x, y = x.reshape(flat), y.reshape(flat)
+    mask = None if mask is None else mask.reshape(flat)
+    if need_grad:
+        loss: Tensor = FusedLoss.apply(x, y, mask, weight, theta, config, backend)
+    else:
         loss, _, _ = run_kernel(config, backend, x, y, mask, weight, theta)
-        return loss
-    result: Tensor = FusedLoss.apply(x, y, mask, weight, theta, config, backend)
-    return result
+    return loss.reshape(logits.shape) if reduction == "none" else loss
