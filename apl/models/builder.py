@@ -32,6 +32,8 @@ from apl.models.weights import (
 )
 
 IMAGENET_CLASSES = 1000
+#: Tokenizers without a real limit declare a huge model_max_length; anything above this is "none".
+VERY_LONG = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,18 @@ def _build_image(info: BaseModelInfo, num_labels: int, image_size: int) -> Built
     )
 
 
+def position_limit(encoder: nn.Module, tokenizer: Any) -> int:
+    """The longest input the encoder accepts; a longer `max_length` would index past its positions."""
+    limits = [VERY_LONG]
+    positions = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits.append(positions)
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and 0 < declared < VERY_LONG:
+        limits.append(declared)
+    return min(limits)
+
+
 def _build_text(info: BaseModelInfo, num_labels: int, max_length: int, allow_download: bool) -> BuiltModel:
     source = minilm_directory() if info.name == "minilm-l6" else info.source
     encoder, tokenizer = load_encoder(source, local_only=not allow_download)
@@ -130,7 +144,7 @@ def _build_text(info: BaseModelInfo, num_labels: int, max_length: int, allow_dow
         architecture=model_type,
         module=TextClassifier(encoder, hidden, num_labels),
         tokenizer=tokenizer,
-        preprocessing={"max_length": max_length},
+        preprocessing={"max_length": min(max_length, position_limit(encoder, tokenizer))},
         hidden_size=hidden,
     )
 

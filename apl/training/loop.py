@@ -62,7 +62,7 @@ def _loaders(
     drop_last = len(train_set) % hp.batch_size == 1 and len(train_set) > 1
     common: dict[str, Any] = {"batch_size": hp.batch_size, "pin_memory": pin}
     if built.modality == "text":
-        collate: Callable[..., Batch] = TextCollator(built.tokenizer, hp.max_length)
+        collate: Callable[..., Batch] = TextCollator(built.tokenizer, int(built.preprocessing["max_length"]))
         train_data: Any = TextDataset(train_set.inputs, train_set.targets)
         val_data: Any = TextDataset(val_set.inputs, val_set.targets)
         workers = 0
@@ -167,6 +167,8 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Tra
         raise DatasetError(f"the base model expects {modality} data but the dataset holds {dataset.modality}")
     train_idx, val_idx = split_indices(dataset.targets, hp.val_fraction, hp.seed)
     train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
+    if len(train_set) < 2:
+        raise DatasetError("at least 2 training samples are needed; the dataset is too small to split")
 
     seed_everything(hp.seed)
     if device.type == "cuda":

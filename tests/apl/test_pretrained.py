@@ -137,6 +137,8 @@ def test_timm_names_build_random_models_or_fail_clearly() -> None:
 def test_hf_names_load_local_directories_and_never_reach_the_network(tiny_bert: str, tmp_path: Path) -> None:
     built = build_model(tiny_bert, 3, max_length=16)
     assert built.hidden_size == 32 and built.preprocessing == {"max_length": 16}
+    # The tiny BERT has 64 positions: a longer max_length is clamped instead of crashing later.
+    assert build_model(tiny_bert, 3, max_length=500).preprocessing == {"max_length": 64}
     with pytest.raises(ModelUnavailableError, match="cannot download"):
         build_model("hf:someone/not-cached-model", 3)
     (tmp_path / "config.json").write_text("{}")
