@@ -18,6 +18,7 @@ from api import schemas
 from api.db.models import TERMINAL_STATUSES, Dataset, Job, MetricPoint, utcnow
 from api.errors import AppError
 from api.services.pagination import Page, paginate
+from api.webhooks.notify import notify_job_finished
 from apl.catalog import UnknownBaseModel, resolve_base_model
 from apl.spec import JobSpec
 
@@ -184,6 +185,7 @@ def cancel(session: Session, owner_id: str, job_id: str) -> Job:
         session.commit()
         if result.rowcount == 1:  # type: ignore[attr-defined]
             session.refresh(job)
+            notify_job_finished(session, job.id)  # never raises; sends in the background
             return job
         session.refresh(job)  # a worker claimed it meanwhile; it is running now
     if job.status == "running":

@@ -1,0 +1,140 @@
+"""Sending one webhook call: signed POST, bounded retries with exponential backoff.
+
+Runs in a background thread (`deliver_in_background`), so neither training nor an
+API request ever waits for a receiver. A call counts as delivered on any 2xx answer;
+no answer, 408, 429 and 5xx are retried; any other answer is final (the receiver
+said no). Redirects are not followed, so a call only ever goes to the URL the job
+named. Retries live in the sending process: a process that stops drops the calls it
+still had pending (they are logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from api.webhooks.signing import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    signature,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+FIRST_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 30.0
+TIMEOUT_SECONDS = 10.0
+USER_AGENT = "aplserve-webhooks/1"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event for one URL; `id` stays the same across retries so receivers can deduplicate."""
+
+    id: str
+    url: str
+    event: str
+    body: bytes
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    status: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    delivered: bool
+    attempts: list[Attempt]
+
+
+def _retryable(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
+def backoff_seconds(attempt: int, first: float = FIRST_BACKOFF_SECONDS) -> float:
+    """The wait after failed attempt number `attempt` (1-based): first, 2*first, 4*first, ... capped."""
+    return float(min(first * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS))
+
+
+def headers_for(delivery: Delivery, attempt: int, timestamp: int) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        EVENT_HEADER: delivery.event,
+        DELIVERY_HEADER: delivery.id,
+        "X-Aplserve-Attempt": str(attempt),
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: signature(delivery.secret, timestamp, delivery.body),
+    }
+
+
+def deliver(
+    delivery: Delivery,
+    *,
+    max_attempts: int = MAX_ATTEMPTS,
+    first_backoff: float = FIRST_BACKOFF_SECONDS,
+    timeout: float = TIMEOUT_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DeliveryResult:
+    """POST until a 2xx, a final refusal or `max_attempts`; each attempt is signed afresh."""
+    attempts: list[Attempt] = []
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        for number in range(1, max_attempts + 1):
+            try:
+                response = client.post(
+                    delivery.url,
+                    content=delivery.body,
+                    headers=headers_for(delivery, number, int(time.time())),
+                )
+            except httpx.HTTPError as error:
+                attempts.append(Attempt(None, f"{type(error).__name__}: {error}"))
+                retry = True
+            else:
+                attempts.append(Attempt(response.status_code))
+                if 200 <= response.status_code < 300:
+                    return DeliveryResult(True, attempts)
+                retry = _retryable(response.status_code)
+            if not retry or number == max_attempts:
+                break
+            sleep(backoff_seconds(number, first_backoff))
+    return DeliveryResult(False, attempts)
+
+
+def _deliver_and_log(delivery: Delivery) -> None:
+    try:
+        result = deliver(delivery)
+    except Exception:
+        log.exception("webhook %s (%s) could not be sent", delivery.id, delivery.event)
+        return
+    if result.delivered:
+        log.info(
+            "webhook %s (%s) delivered after %d attempt(s)", delivery.id, delivery.event, len(result.attempts)
+        )
+    else:
+        last = result.attempts[-1] if result.attempts else Attempt(None, "no attempt")
+        log.warning(
+            "webhook %s (%s) not delivered after %d attempt(s); last: %s",
+            delivery.id,
+            delivery.event,
+            len(result.attempts),
+            last.error or f"HTTP {last.status}",
+        )
+
+
+def deliver_in_background(delivery: Delivery) -> threading.Thread:
+    thread = threading.Thread(
+        target=_deliver_and_log, args=(delivery,), name=f"webhook-{delivery.id}", daemon=True
+    )
+    thread.start()
+    return thread

@@ -1,0 +1,449 @@
+"""`Client`: the HTTP API as typed Python calls.
+
+    with Client("http://127.0.0.1:8000", api_key) as client:
+        dataset = client.datasets.upload("movies.csv", progress=True)
+        job = client.jobs.create(dataset.id, "minilm-l6", loss="apl", hyperparameters={"epochs": 3})
+        job = client.jobs.wait(job.id, progress=True)
+        client.models.predict(job.model_id, ["a space opera with jokes"])
+
+Every refusal (problem+json) and every failure to reach the service raises
+`APIError`; results are the pydantic types of `aplserve.client.schemas`.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from aplserve.client.errors import APIError
+from aplserve.client.events import parse_events
+from aplserve.client.progress import JobBar, TransferBar
+from aplserve.client.schemas import (
+    BaseModelEntry,
+    Dataset,
+    Job,
+    MetricPoint,
+    Model,
+    Page,
+    Prediction,
+    WebhookSecret,
+)
+from aplserve.client.uploads import ProgressCallback, multipart_file
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+USER_AGENT = "aplserve-client/0.1"
+#: The event stream sends a heartbeat every 15 s; a silent minute means the connection is gone.
+EVENTS_READ_TIMEOUT = 60.0
+
+R = TypeVar("R", bound=BaseModel)
+JobUpdate = Callable[[Job, MetricPoint | None], None]
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One event of a job's stream: a new Job snapshot (status or progress) or a new metric point."""
+
+    kind: str
+    job: Job | None = None
+    metric: MetricPoint | None = None
+    id: str | None = None
+
+
+class Client:
+    """A connection to one aplserve service, authenticated with one API key."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        *,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        if http_client is None:
+            http_client = httpx.Client(base_url=self.base_url, timeout=timeout)
+        http_client.headers.update(headers)
+        self._http = http_client
+        self.datasets = Datasets(self)
+        self.jobs = Jobs(self)
+        self.models = Models(self)
+        self.webhooks = Webhooks(self)
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; a non-2xx answer or no answer raises APIError."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise APIError.from_transport(error, self.base_url) from error
+        if response.is_error:
+            raise APIError.from_response(response)
+        return response
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed response (events, downloads); errors as in `request`."""
+        try:
+            with self._http.stream(method, path, **kwargs) as response:
+                if response.is_error:
+                    response.read()
+                    raise APIError.from_response(response)
+                yield response
+        except httpx.TransportError as error:
+            raise APIError.from_transport(error, self.base_url) from error
+
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs).json()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- service-wide -------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.get_json("/healthz")
+        return body
+
+    def base_models(self) -> list[BaseModelEntry]:
+        """Names usable as `base_model` besides `timm:<arch>` and `hf:<path>`."""
+        items = self.get_json("/v1/base-models")["items"]
+        return [BaseModelEntry.model_validate(item) for item in items]
+
+
+def _page(model: type[R], body: Mapping[str, Any]) -> Page[R]:
+    return Page[model](  # type: ignore[valid-type]
+        items=[model.model_validate(item) for item in body["items"]], next_cursor=body.get("next_cursor")
+    )
+
+
+def _pages(fetch: Callable[[str | None], Page[R]]) -> Iterator[R]:
+    cursor: str | None = None
+    while True:
+        page = fetch(cursor)
+        yield from page.items
+        if not page.next_cursor:
+            return
+        cursor = page.next_cursor
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+class Datasets:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def upload(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        progress: bool | ProgressCallback = False,
+    ) -> Dataset:
+        """Upload a .csv, .jsonl or .zip, streamed from disk.
+
+        `progress=True` draws a bar on stderr; a callable gets (bytes sent, file size).
+        """
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"no such file: {file}")
+        bar = TransferBar(f"uploading {file.name}") if progress is True else None
+        callback = bar if bar is not None else (progress if callable(progress) else None)
+        body = multipart_file(file, {"name": name} if name else {}, progress=callback)
+        with bar or nullcontext():
+            response = self._client.request(
+                "POST",
+                "/v1/datasets",
+                content=body.chunks,
+                headers={"Content-Type": body.content_type, "Content-Length": str(body.length)},
+            )
+        return Dataset.model_validate(response.json())
+
+    def get(self, dataset_id: str) -> Dataset:
+        return Dataset.model_validate(self._client.get_json(f"/v1/datasets/{dataset_id}"))
+
+    def list(self, *, limit: int | None = None, cursor: str | None = None) -> Page[Dataset]:
+        body = self._client.get_json("/v1/datasets", params=_params(limit=limit, cursor=cursor))
+        return _page(Dataset, body)
+
+    def iterate(self) -> Iterator[Dataset]:
+        """Every dataset, newest first, page after page."""
+        return _pages(lambda cursor: self.list(cursor=cursor))
+
+    def delete(self, dataset_id: str) -> None:
+        self._client.request("DELETE", f"/v1/datasets/{dataset_id}")
+
+
+class Jobs:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        dataset_id: str,
+        base_model: str,
+        *,
+        loss: str = "apl",
+        loss_params: Mapping[str, float | bool | None] | None = None,
+        hyperparameters: Mapping[str, Any] | None = None,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Queue a training job. Parameters left out (or None) take the server's defaults."""
+        spec: dict[str, Any] = {
+            "dataset_id": dataset_id,
+            "base_model": base_model,
+            "loss": {"name": loss, **_params(**(loss_params or {}))},
+            "hyperparameters": _params(**(hyperparameters or {})),
+        }
+        if webhook_url:
+            spec["webhook_url"] = webhook_url
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return Job.model_validate(self._client.request("POST", "/v1/jobs", json=spec, headers=headers).json())
+
+    def get(self, job_id: str) -> Job:
+        return Job.model_validate(self._client.get_json(f"/v1/jobs/{job_id}"))
+
+    def list(
+        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Page[Job]:
+        body = self._client.get_json("/v1/jobs", params=_params(status=status, limit=limit, cursor=cursor))
+        return _page(Job, body)
+
+    def iterate(self, *, status: str | None = None) -> Iterator[Job]:
+        return _pages(lambda cursor: self.list(status=status, cursor=cursor))
+
+    def cancel(self, job_id: str) -> Job:
+        """A queued job comes back `cancelled`; a running one `running` with cancel_requested."""
+        return Job.model_validate(self._client.request("POST", f"/v1/jobs/{job_id}/cancel").json())
+
+    def metrics(self, job_id: str) -> builtins.list[MetricPoint]:
+        series = self._client.get_json(f"/v1/jobs/{job_id}/metrics")["series"]
+        return [MetricPoint.model_validate(point) for point in series]
+
+    def events(
+        self, job_id: str, *, last_event_id: str | None = None, read_timeout: float = EVENTS_READ_TIMEOUT
+    ) -> Iterator[JobEvent]:
+        """The job's live events until it ends (the server closes the stream then)."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        timeout = httpx.Timeout(30.0, read=read_timeout)
+        with self._client.stream(
+            "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
+        ) as response:
+            for event in parse_events(response.iter_lines()):
+                payload = json.loads(event.data)
+                if event.event == "metric":
+                    yield JobEvent("metric", metric=MetricPoint.model_validate(payload), id=event.id)
+                elif event.event in ("status", "progress"):
+                    yield JobEvent(event.event, job=Job.model_validate(payload), id=event.id)
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        on_update: JobUpdate | None = None,
+        progress: bool = False,
+        poll_interval: float = 1.0,
+        use_events: bool = True,
+    ) -> Job:
+        """Block until the job ends; returns the final Job (whatever its status).
+
+        Follows the event stream and falls back to polling when the stream breaks.
+        `progress=True` draws a bar of epochs with the latest metrics on stderr;
+        `on_update(job, latest_metric_or_None)` sees every change. Raises
+        TimeoutError after `timeout` seconds.
+        """
+        bar = JobBar(job_id) if progress else None
+        with bar or nullcontext():
+            return self._wait(job_id, timeout, _fan_out(on_update, bar), poll_interval, use_events)
+
+    def _wait(
+        self,
+        job_id: str,
+        timeout: float | None,
+        update: JobUpdate,
+        poll_interval: float,
+        use_events: bool,
+    ) -> Job:
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float:
+            if deadline is None:
+                return EVENTS_READ_TIMEOUT
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+            return remaining
+
+        job = self.get(job_id)
+        update(job, None)
+        last_event_id: str | None = None
+        while not job.finished:
+            if use_events:
+                try:
+                    for event in self.events(
+                        job_id, last_event_id=last_event_id, read_timeout=min(left(), EVENTS_READ_TIMEOUT)
+                    ):
+                        if event.metric is not None:
+                            last_event_id = event.id or last_event_id
+                            update(job, event.metric)
+                        elif event.job is not None:
+                            job = event.job
+                            update(job, None)
+                        if job.finished:
+                            break
+                        left()
+                except APIError as error:
+                    if error.status and error.status < 500:
+                        raise  # 401/404: polling would fail the same way
+                    use_events = False  # the stream is unavailable here; poll instead
+            if not job.finished:
+                time.sleep(min(poll_interval, left()))
+                job = self.get(job_id)
+                update(job, None)
+        return job
+
+
+def _fan_out(*callbacks: JobUpdate | None) -> JobUpdate:
+    chosen = [callback for callback in callbacks if callback is not None]
+
+    def update(job: Job, point: MetricPoint | None) -> None:
+        for callback in chosen:
+            callback(job, point)
+
+    return update
+
+
+def _filename(response: httpx.Response, fallback: str) -> str:
+    match = re.search(r'filename="?([^";]+)"?', response.headers.get("content-disposition", ""))
+    name = Path(match.group(1)).name if match else ""
+    return name or fallback
+
+
+class Models:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def get(self, model_id: str) -> Model:
+        return Model.model_validate(self._client.get_json(f"/v1/models/{model_id}"))
+
+    def list(self, *, limit: int | None = None, cursor: str | None = None) -> Page[Model]:
+        body = self._client.get_json("/v1/models", params=_params(limit=limit, cursor=cursor))
+        return _page(Model, body)
+
+    def iterate(self) -> Iterator[Model]:
+        return _pages(lambda cursor: self.list(cursor=cursor))
+
+    def predict(
+        self,
+        model_id: str,
+        inputs: Sequence[str | os.PathLike[str] | bytes],
+        *,
+        threshold: float | None = None,
+        top_k: int | None = None,
+    ) -> builtins.list[Prediction]:
+        """Predictions in input order. A str is a text; a path or bytes is an image (sent base64)."""
+        if not inputs:
+            raise ValueError("give at least one input")
+        texts = [item for item in inputs if isinstance(item, str)]
+        if texts and len(texts) != len(inputs):
+            raise ValueError("a model takes either texts or images, not both in one call")
+        payload: builtins.list[Any] = (
+            texts
+            if texts
+            else [
+                {"image_base64": base64.b64encode(_image_bytes(item)).decode("ascii")}
+                for item in inputs
+                if not isinstance(item, str)
+            ]
+        )
+        body = {"inputs": payload, **_params(threshold=threshold, top_k=top_k)}
+        answer = self._client.request("POST", f"/v1/models/{model_id}/predict", json=body).json()
+        return [Prediction.model_validate(item) for item in answer["predictions"]]
+
+    def download(
+        self,
+        model_id: str,
+        destination: str | os.PathLike[str] | None = None,
+        *,
+        progress: bool | ProgressCallback = False,
+    ) -> Path:
+        """Save the model's artifact; returns its path. The SHA-256 is checked against the model's.
+
+        `destination` is a file path or an existing directory (default: the current one).
+        """
+        expected = self.get(model_id).artifact
+        bar = TransferBar(f"downloading {model_id[:8]}") if progress is True else None
+        callback = bar if bar is not None else (progress if callable(progress) else None)
+        with bar or nullcontext(), self._client.stream("GET", f"/v1/models/{model_id}/artifact") as response:
+            target = Path(destination) if destination is not None else Path.cwd()
+            if target.is_dir():
+                target = target / _filename(response, f"{model_id}.tar")
+            partial = target.with_name(target.name + ".part")
+            digest, received = hashlib.sha256(), 0
+            total = int(response.headers.get("content-length") or expected.size_bytes)
+            try:
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        if callback is not None:
+                            callback(received, total)
+                if digest.hexdigest() != expected.sha256:
+                    raise APIError(
+                        0,
+                        "checksum_mismatch",
+                        f"the downloaded artifact of model {model_id} does not match its SHA-256",
+                    )
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+        return target
+
+
+def _image_bytes(item: os.PathLike[str] | bytes) -> bytes:
+    return item if isinstance(item, bytes) else Path(item).read_bytes()
+
+
+class Webhooks:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def secret(self) -> WebhookSecret:
+        """The key your jobs' webhook calls are signed with (see `verify_webhook`)."""
+        return WebhookSecret.model_validate(self._client.get_json("/v1/webhooks/secret"))
+
+    def rotate(self) -> WebhookSecret:
+        return WebhookSecret.model_validate(self._client.request("POST", "/v1/webhooks/secret/rotate").json())

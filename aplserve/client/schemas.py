@@ -1,0 +1,137 @@
+"""Typed results: the contract's Dataset, Job, MetricPoint, Model and Prediction.
+
+They ignore fields they do not know, so a newer server does not break an older client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Dataset(_Result):
+    id: str
+    name: str
+    modality: Literal["text", "image"]
+    format: str
+    num_samples: int
+    labels: list[str]
+    label_counts: dict[str, int]
+    label_cardinality: float
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+    warnings: list[str] = Field(default_factory=list)
+
+
+class JobProgress(_Result):
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps: int = 0
+
+
+class JobError(_Result):
+    code: str
+    message: str
+
+
+class JobSpec(_Result):
+    """The spec as the server stored it: every default and loss preset filled in."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    dataset_id: str
+    base_model: str
+    loss: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    webhook_url: str | None = None
+
+
+class Job(_Result):
+    id: str
+    status: JobStatus
+    spec: JobSpec
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: JobProgress = Field(default_factory=JobProgress)
+    best_metrics: dict[str, Any] | None = None
+    model_id: str | None = None
+    error: JobError | None = None
+    queue_position: int | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class MetricPoint(_Result):
+    epoch: int
+    step: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+    map: float | None = None
+    micro_f1: float | None = None
+    macro_f1: float | None = None
+    per_class_ap: dict[str, float | None] = Field(default_factory=dict)
+    time_s: float = 0.0
+
+
+class Artifact(_Result):
+    sha256: str
+    size_bytes: int
+
+
+class Model(_Result):
+    id: str
+    job_id: str
+    base_model: str
+    modality: Literal["text", "image"]
+    labels: list[str]
+    thresholds: dict[str, float]
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    artifact: Artifact
+    created_at: datetime
+
+
+class Prediction(_Result):
+    labels: list[str]
+    scores: dict[str, float]
+
+
+class BaseModelEntry(_Result):
+    name: str
+    modality: Literal["text", "image"]
+    family: str
+    pretrained: bool
+    description: str = ""
+
+
+class WebhookSecret(_Result):
+    secret: str
+    signature_header: str = "X-Aplserve-Signature"
+    timestamp_header: str = "X-Aplserve-Timestamp"
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; pass `next_cursor` back as `cursor` for the next."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    items: list[T]
+    next_cursor: str | None = None
