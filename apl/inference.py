@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from apl.artifacts import ENCODER_DIR, TOKENIZER_DIR, WEIGHTS_FILE, read_config, unpack_artifact
-from apl.data.images import build_transform, open_image
+from apl.data.images import build_transform, decode_image, open_image
 from apl.data.text import TextCollator
 from apl.errors import ArtifactError
 from apl.models import BuiltModel, ImageClassifier, TextClassifier, create_timm
@@ -42,7 +42,10 @@ def select_device(device: str = "auto") -> torch.device:
 
 
 class Predictor:
-    """A loaded classifier: `predict_proba` for texts or PIL images, plus labels and thresholds."""
+    """A loaded classifier: `predict_proba` for texts or images, plus labels and thresholds.
+
+    Images may be PIL images, encoded bytes (PNG/JPEG/WebP...) or file paths.
+    """
 
     def __init__(
         self,
@@ -96,9 +99,11 @@ class Predictor:
     def _as_image(item: Any) -> Image.Image:
         if isinstance(item, Image.Image):
             return item.convert("RGB")
+        if isinstance(item, bytes | bytearray):
+            return decode_image(bytes(item))
         if isinstance(item, str | Path):
             return open_image(str(item))
-        raise TypeError("an image model predicts from PIL images or image file paths")
+        raise TypeError("an image model predicts from PIL images, encoded image bytes or image file paths")
 
     def predict_proba(self, inputs: Sequence[Any], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Probabilities, shape (len(inputs), num_labels), float32, in input order."""

@@ -1,6 +1,13 @@
 """Reading stored datasets, splitting them, and turning them into torch Datasets."""
 
-from apl.data.images import ImageDataset, build_transform, collate_images, open_image, resolve_preprocessing
+from apl.data.images import (
+    ImageDataset,
+    build_transform,
+    collate_images,
+    decode_image,
+    open_image,
+    resolve_preprocessing,
+)
 from apl.data.split import split_indices
 from apl.data.stored import StoredDataset, load_stored_dataset
 from apl.data.text import TextCollator, TextDataset
@@ -12,6 +19,7 @@ __all__ = [
     "TextDataset",
     "build_transform",
     "collate_images",
+    "decode_image",
     "load_stored_dataset",
     "open_image",
     "resolve_preprocessing",

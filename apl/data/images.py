@@ -9,8 +9,9 @@ in multi-label data a label's object may sit at the border.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -65,13 +66,21 @@ def build_transform(preprocessing: dict[str, Any], *, train: bool) -> Transform:
     return transform  # type: ignore[no-any-return]
 
 
-def open_image(path: str) -> Image.Image:
-    """Decode an image file to RGB; a broken file is a dataset error, not a crash."""
+def open_image(path: str | BinaryIO) -> Image.Image:
+    """Decode an image to RGB; a broken file is a dataset error, not a crash.
+
+    PIL's decompression-bomb limit stays in force (an error above twice MAX_IMAGE_PIXELS).
+    """
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"an image of the dataset cannot be decoded ({type(exc).__name__})") from exc
+        raise DatasetError(f"an image cannot be decoded ({type(exc).__name__})") from exc
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode encoded image bytes (PNG, JPEG, WebP, ...) to RGB."""
+    return open_image(io.BytesIO(data))
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, np.ndarray]]):

@@ -25,7 +25,7 @@ from apl.artifacts import (
     unpack_artifact,
 )
 from apl.data import load_stored_dataset
-from apl.errors import ArtifactError
+from apl.errors import ArtifactError, DatasetError
 from apl.inference import Predictor, load
 from apl.spec import Hyperparameters
 from apl.training import TrainConfig, TrainResult, train
@@ -73,9 +73,13 @@ def test_image_artifact_round_trip_predicts_like_the_trained_model(
     with torch.inference_mode():
         logits = image_result.model.module.eval()(torch.stack([transform(im) for im in images]))
     np.testing.assert_allclose(got, torch.sigmoid(logits).numpy(), atol=1e-6)
-    # File paths work as inputs too.
+    # File paths and encoded bytes work as inputs too.
     paths = load_stored_dataset(image_dataset).inputs[:2]
     np.testing.assert_allclose(loaded.predict_proba(paths), got[:2], atol=1e-6)
+    encoded = [Path(p).read_bytes() for p in paths]
+    np.testing.assert_allclose(loaded.predict_proba(encoded), got[:2], atol=1e-6)
+    with pytest.raises(DatasetError):
+        loaded.predict_proba([b"not an image"])
 
 
 def test_text_artifact_round_trip_rebuilds_encoder_and_tokenizer(
