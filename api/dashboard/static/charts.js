@@ -1,0 +1,129 @@
+// Thin wrappers over the vendored Chart.js (loaded as a classic script: window.Chart).
+// Charts draw label names on a canvas, which never interprets markup.
+
+import { h } from "./dom.js";
+
+export const PALETTE = [
+  "#2563eb", "#dc2626", "#059669", "#9333ea", "#ea580c",
+  "#0891b2", "#db2777", "#65a30d", "#4f46e5", "#b45309",
+];
+
+export function colorAt(i) {
+  return PALETTE[i % PALETTE.length];
+}
+
+let defaultsSet = false;
+
+function chartLib() {
+  const Chart = window.Chart;
+  if (!Chart) throw new Error("the chart library did not load");
+  if (!defaultsSet) {
+    Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+    Chart.defaults.font.size = 12;
+    Chart.defaults.color = "#475569";
+    Chart.defaults.borderColor = "#e2e8f0";
+    Chart.defaults.animation = false;
+    Chart.defaults.maintainAspectRatio = false;
+    Chart.defaults.plugins.legend.labels.boxWidth = 12;
+    Chart.defaults.plugins.legend.labels.boxHeight = 12;
+    defaultsSet = true;
+  }
+  return Chart;
+}
+
+/** A titled chart box with a canvas; `data-points` on the box counts plotted points (for tests). */
+export function chartBox(title, { name, tall = false } = {}) {
+  const canvas = h("canvas", { role: "img", "aria-label": title });
+  const box = h("figure", { class: "chart" + (tall ? " chart-tall" : ""), dataset: { chart: name || title, points: "0" } },
+    h("figcaption", { class: "chart-title" }, title),
+    h("div", { class: "chart-canvas" }, canvas));
+  return { box, canvas };
+}
+
+/**
+ * A line chart over epochs. `series`: [{label, color, dash}]. Returns an object whose
+ * `set(i, points)` / `add(i, point)` change series i ({x, y} points) and redraw.
+ */
+export function epochChart({ box, canvas }, series, { yTitle, yMin, yMax } = {}) {
+  const Chart = chartLib();
+  const chart = new Chart(canvas, {
+    type: "line",
+    data: {
+      datasets: series.map((s) => ({
+        label: s.label,
+        data: [],
+        borderColor: s.color,
+        backgroundColor: s.color,
+        borderDash: s.dash ? [6, 4] : [],
+        borderWidth: 2,
+        pointRadius: 3,
+        pointHoverRadius: 5,
+        tension: 0.25,
+        spanGaps: true,
+      })),
+    },
+    options: {
+      interaction: { mode: "nearest", axis: "x", intersect: false },
+      scales: {
+        x: { type: "linear", title: { display: true, text: "epoch" }, ticks: { precision: 0 }, grace: "2%" },
+        y: { title: { display: !!yTitle, text: yTitle }, min: yMin, max: yMax, grace: "5%" },
+      },
+      plugins: {
+        legend: { position: "bottom", display: series.length > 1 },
+        tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${Number(ctx.parsed.y).toFixed(4)}` } },
+      },
+    },
+  });
+  function refresh() {
+    let n = 0;
+    for (const d of chart.data.datasets) n += d.data.filter((p) => p.y !== null && p.y !== undefined).length;
+    box.dataset.points = String(n);
+    chart.update("none");
+  }
+  return {
+    chart,
+    set(i, points) {
+      chart.data.datasets[i].data = points.slice().sort((a, b) => a.x - b.x);
+      refresh();
+    },
+    add(i, point) {
+      const data = chart.data.datasets[i].data;
+      const at = data.findIndex((p) => p.x === point.x);
+      if (at >= 0) data[at] = point;
+      else data.push(point);
+      data.sort((a, b) => a.x - b.x);
+      refresh();
+    },
+    destroy() {
+      chart.destroy();
+    },
+  };
+}
+
+/** A horizontal bar chart of `values` (one bar per label, in the order given). */
+export function barChart({ box, canvas }, labels, values, { color = PALETTE[0], xTitle } = {}) {
+  const Chart = chartLib();
+  const chart = new Chart(canvas, {
+    type: "bar",
+    data: { labels, datasets: [{ label: xTitle || "", data: values, backgroundColor: color, borderRadius: 3, maxBarThickness: 22 }] },
+    options: {
+      indexAxis: "y",
+      scales: {
+        x: { beginAtZero: true, title: { display: !!xTitle, text: xTitle }, ticks: { precision: 0 } },
+        y: { ticks: { autoSkip: false } },
+      },
+      plugins: { legend: { display: false } },
+    },
+  });
+  box.dataset.points = String(values.length);
+  return chart;
+}
+
+/** Free chart instances when a page is left (Chart.js keeps resize observers otherwise). */
+export function chartRegistry() {
+  const charts = [];
+  return {
+    keep(c) { charts.push(c); return c; },
+    destroyAll() { for (const c of charts.splice(0)) (c.destroy ? c.destroy() : c.chart.destroy()); },
+  };
+}

@@ -1,0 +1,98 @@
+// Pieces shared by several pages.
+
+import { api, ApiError, isAbort, listAll, sleep } from "../api.js";
+import { h, notice, setChildren } from "../dom.js";
+
+/** A page header: title, optional subtitle node(s) and action buttons on the right. */
+export function pageHeader(title, { subtitle, actions } = {}) {
+  return h("div", { class: "page-header" },
+    h("div", null, h("h1", null, title), subtitle ? h("div", { class: "subtitle" }, subtitle) : null),
+    actions ? h("div", { class: "actions" }, actions) : null);
+}
+
+/**
+ * Call `tick` now and then every `ms` until `signal` aborts or `tick` returns true;
+ * errors are shown in `errorBox` and polling goes on.
+ */
+export async function poll(tick, ms, signal, errorBox) {
+  while (!signal.aborted) {
+    try {
+      const finished = await tick();
+      if (errorBox) setChildren(errorBox);
+      if (finished === true) return;
+    } catch (error) {
+      if (isAbort(error) || signal.aborted) return;
+      if (error instanceof ApiError && error.status === 401) return;
+      if (errorBox) setChildren(errorBox, notice("error", `Could not refresh: ${error.message}`));
+    }
+    await sleep(ms, signal);
+  }
+}
+
+/** Dataset id -> dataset, for showing names next to jobs. */
+export async function datasetIndex(signal) {
+  const items = await listAll("/v1/datasets", { signal });
+  return new Map(items.map((d) => [d.id, d]));
+}
+
+/** A problem+json error as readable text, including each validation error's location. */
+export function problemText(error) {
+  if (!(error instanceof ApiError)) return error.message || String(error);
+  const lines = [error.message];
+  for (const e of error.problem.errors || []) {
+    const loc = (e.loc || []).filter((part) => part !== "body").join(".");
+    lines.push(`${loc ? loc + ": " : ""}${e.msg}`);
+  }
+  return lines.join("\n");
+}
+
+/** A random id for Idempotency-Key (crypto.randomUUID needs a secure context; this does not). */
+export function randomKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A table whose columns sort when their header is clicked. `columns`: [{key, label, numeric, render}]. */
+export function sortableTable(columns, rows, { initial, className = "", empty = "Nothing to show." } = {}) {
+  let sortKey = initial ? initial.key : columns[0].key;
+  let descending = initial ? !!initial.descending : false;
+  const thead = h("thead");
+  const tbody = h("tbody");
+  const table = h("table", { class: "table sortable " + className }, thead, tbody);
+  function compare(a, b) {
+    const x = a[sortKey];
+    const y = b[sortKey];
+    if (x === y) return 0;
+    if (x === null || x === undefined) return 1; // missing values last, either direction
+    if (y === null || y === undefined) return -1;
+    const order = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+    return descending ? -order : order;
+  }
+  function render() {
+    setChildren(thead, h("tr", null, columns.map((col) => {
+      const active = col.key === sortKey;
+      const button = h("button", { type: "button", class: "sort", "data-sort-key": col.key,
+        onclick: () => {
+          if (sortKey === col.key) descending = !descending;
+          else { sortKey = col.key; descending = !!col.numeric; }
+          render();
+        } }, col.label, h("span", { class: "sort-mark", "aria-hidden": "true" }, active ? (descending ? " ▼" : " ▲") : ""));
+      return h("th", { class: col.numeric ? "num" : "", "aria-sort": active ? (descending ? "descending" : "ascending") : "none" }, button);
+    })));
+    const sorted = rows.slice().sort(compare);
+    setChildren(tbody, sorted.length ? sorted.map((row) => h("tr", null, columns.map((col) =>
+      h("td", { class: col.numeric ? "num" : "" }, col.render ? col.render(row) : row[col.key])))) :
+      h("tr", null, h("td", { colspan: columns.length, class: "empty" }, empty)));
+  }
+  render();
+  return table;
+}
+
+export async function fetchOr404(path, signal) {
+  try {
+    return await api(path, { signal });
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return null;
+    throw error;
+  }
+}

@@ -1,0 +1,175 @@
+// The jobs list (live: polled every 2 s) and the form that starts a new job.
+
+import { api, listAll } from "../api.js";
+import { card, encodePath, h, link, notice, progressBar, setChildren, statusBadge } from "../dom.js";
+import { baseModel, dateTime, lossName, lossParams, num, progressFraction, progressText, shortId } from "../format.js";
+import { datasetIndex, pageHeader, poll, problemText, randomKey } from "./common.js";
+
+const POLL_MS = 2000;
+const LOSSES = ["apl", "asl", "focal", "bce"];
+const LOSS_PARAMS = [
+  ["alpha1", "α₁"], ["alpha2", "α₂"], ["beta", "β"], ["gamma_pos", "γ₊"], ["gamma_neg", "γ₋"], ["clip", "clip m"],
+];
+const PRESETS = {
+  bce: { alpha1: 1, alpha2: 0.5, beta: 1, gamma_pos: 0, gamma_neg: 0, clip: 0 },
+  focal: { alpha1: 1, alpha2: 0.5, beta: 1, gamma_pos: 2, gamma_neg: 2, clip: 0 },
+  asl: { alpha1: 1, alpha2: 0.5, beta: 1, gamma_pos: 1, gamma_neg: 4, clip: 0.05 },
+  apl: { alpha1: 0, alpha2: 1.75, beta: 1, gamma_pos: 0, gamma_neg: 4, clip: 0.05 },
+};
+
+function jobRow(job, datasets, selected, onSelect) {
+  const dataset = datasets.get(job.spec.dataset_id);
+  const checkbox = h("input", { type: "checkbox", class: "select-job", "aria-label": `select job ${shortId(job.id)}`,
+    "data-job-id": job.id });
+  checkbox.checked = selected.has(job.id);
+  checkbox.addEventListener("change", () => onSelect(job.id, checkbox.checked));
+  return h("tr", { "data-job-id": job.id, "data-status": job.status },
+    h("td", { class: "check" }, checkbox),
+    h("td", null, link(`/jobs/${encodePath(job.id)}`, h("code", null, shortId(job.id))),
+      h("div", { class: "small muted" }, dateTime(job.created_at))),
+    h("td", null, statusBadge(job.status)),
+    h("td", null, h("strong", null, lossName(job.spec.loss)), h("div", { class: "small muted" }, lossParams(job.spec.loss))),
+    h("td", { title: job.spec.base_model }, baseModel(job.spec.base_model)),
+    h("td", null, dataset ? link(`/datasets/${encodePath(dataset.id)}`, dataset.name)
+      : h("span", { class: "muted" }, shortId(job.spec.dataset_id))),
+    h("td", { class: "progress-cell" }, progressBar(progressFraction(job), progressText(job))),
+    h("td", { class: "num best-map" }, num(job.best_metrics && job.best_metrics.map)),
+    h("td", null, job.model_id ? link(`/models/${encodePath(job.model_id)}`, "model") : h("span", { class: "muted" }, "—")));
+}
+
+function newJobForm(datasets, baseModels, onCreated) {
+  const datasetSelect = h("select", { id: "job-dataset", name: "dataset", required: true },
+    [...datasets.values()].map((d) => h("option", { value: d.id }, `${d.name} · ${d.modality} · ${d.num_samples} samples`)));
+  const modelInput = h("input", { id: "job-base-model", name: "base_model", list: "base-model-options", required: true,
+    placeholder: "minilm-l6, timm:<arch> or hf:<path>" });
+  const options = h("datalist", { id: "base-model-options" },
+    baseModels.map((m) => h("option", { value: m.name }, `${m.modality} · ${m.description}`)));
+  const lossSelect = h("select", { id: "job-loss", name: "loss" }, LOSSES.map((l) => h("option", { value: l }, l.toUpperCase())));
+  const epochs = h("input", { id: "job-epochs", type: "number", min: 1, max: 1000, value: 3 });
+  const batch = h("input", { id: "job-batch-size", type: "number", min: 1, max: 4096, value: 32 });
+  const lr = h("input", { id: "job-learning-rate", type: "number", step: "any", min: 0, value: "5e-5" });
+  const seed = h("input", { id: "job-seed", type: "number", min: 0, value: 0 });
+  const paramInputs = LOSS_PARAMS.map(([key]) => h("input", { id: `job-loss-${key}`, type: "number", step: "any", "data-param": key }));
+  const message = h("div", { class: "form-message", role: "alert" });
+  const submit = h("button", { type: "submit", class: "button primary" }, "Start job");
+
+  function pickDefaultModel() {
+    const dataset = datasets.get(datasetSelect.value);
+    const match = baseModels.find((m) => dataset && m.modality === dataset.modality);
+    if (match && (!modelInput.value || baseModels.some((m) => m.name === modelInput.value))) modelInput.value = match.name;
+  }
+  function showPresets() {
+    const preset = PRESETS[lossSelect.value];
+    paramInputs.forEach((input) => { input.placeholder = String(preset[input.dataset.param]); });
+  }
+  datasetSelect.addEventListener("change", pickDefaultModel);
+  lossSelect.addEventListener("change", showPresets);
+  pickDefaultModel();
+  showPresets();
+
+  const form = h("form", { class: "form-grid", id: "new-job-form" },
+    field("Dataset", datasetSelect), field("Base model", modelInput, options), field("Loss", lossSelect),
+    field("Epochs", epochs), field("Batch size", batch), field("Learning rate", lr), field("Seed", seed),
+    h("fieldset", { class: "params" }, h("legend", null, "Loss parameters (empty = the preset's value)"),
+      LOSS_PARAMS.map(([, symbol], i) => field(symbol, paramInputs[i]))),
+    h("div", { class: "form-actions" }, submit, message));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const loss = { name: lossSelect.value };
+    for (const input of paramInputs) if (input.value !== "") loss[input.dataset.param] = Number(input.value);
+    const spec = {
+      dataset_id: datasetSelect.value,
+      base_model: modelInput.value.trim(),
+      loss,
+      hyperparameters: { epochs: Number(epochs.value), batch_size: Number(batch.value),
+        learning_rate: Number(lr.value), seed: Number(seed.value) },
+    };
+    submit.disabled = true;
+    setChildren(message);
+    try {
+      const job = await api("/v1/jobs", { method: "POST", body: spec, headers: { "Idempotency-Key": randomKey() } });
+      onCreated(job);
+    } catch (error) {
+      setChildren(message, notice("error", problemText(error)));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+function field(label, ...controls) {
+  const id = controls[0].id;
+  return h("div", { class: "field" }, h("label", { for: id }, label), controls);
+}
+
+export async function jobsPage({ root, signal }) {
+  document.title = "Jobs · aplserve";
+  const selected = new Set();
+  const compareButton = h("button", { type: "button", class: "button", id: "compare-selected", disabled: true },
+    "Compare selected");
+  const newButton = h("button", { type: "button", class: "button primary", id: "new-job" }, "New job");
+  const formBox = h("div", { hidden: true });
+  const errorBox = h("div");
+  const tbody = h("tbody", { id: "jobs-body" });
+  const emptyRow = h("tr", null, h("td", { colspan: 9, class: "empty" },
+    "No jobs yet. Upload a dataset on the ", link("/datasets", "Datasets"), " page, then start a job with New job."));
+  const table = h("table", { class: "table jobs-table", id: "jobs-table" },
+    h("thead", null, h("tr", null, h("th", { class: "check" }, ""), h("th", null, "Job"), h("th", null, "Status"),
+      h("th", null, "Loss"), h("th", null, "Base model"), h("th", null, "Dataset"), h("th", null, "Progress"),
+      h("th", { class: "num" }, "Best mAP"), h("th", null, "Model"))),
+    tbody);
+  setChildren(root,
+    pageHeader("Jobs", { subtitle: "Training jobs of this key's owner, newest first. Updates live.",
+      actions: [compareButton, newButton] }),
+    formBox, errorBox, card(null, h("div", { class: "table-wrap" }, table)));
+
+  function onSelect(id, on) {
+    if (on) selected.add(id);
+    else selected.delete(id);
+    compareButton.disabled = selected.size < 2;
+    compareButton.textContent = selected.size ? `Compare selected (${selected.size})` : "Compare selected";
+  }
+  compareButton.addEventListener("click", () => {
+    location.hash = `#/compare?ids=${[...selected].map(encodeURIComponent).join(",")}`;
+  });
+
+  let datasets = await datasetIndex(signal);
+  let datasetsFetched = Date.now();
+  newButton.addEventListener("click", async () => {
+    if (!formBox.hidden) { formBox.hidden = true; return; }
+    datasets = await datasetIndex(signal);
+    const baseModels = (await api("/v1/base-models", { signal })).items;
+    setChildren(formBox, card("New job", datasets.size ? newJobForm(datasets, baseModels, (job) => {
+      location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
+    }) : notice("info", "Upload a dataset first (Datasets page).")));
+    formBox.hidden = false;
+  });
+
+  const rows = new Map(); // id -> { tr, signature }
+  async function refresh() {
+    const jobs = await listAll("/v1/jobs", { signal, maxPages: 1 });
+    const unknown = jobs.some((j) => !datasets.has(j.spec.dataset_id));
+    if (unknown && Date.now() - datasetsFetched > 10000) {
+      datasets = await datasetIndex(signal);
+      datasetsFetched = Date.now();
+    }
+    const seen = new Set();
+    for (const job of jobs) {
+      seen.add(job.id);
+      const dataset = datasets.get(job.spec.dataset_id);
+      const signature = JSON.stringify([job, dataset && dataset.name]);
+      const known = rows.get(job.id);
+      if (!known || known.signature !== signature) {
+        const tr = jobRow(job, datasets, selected, onSelect);
+        if (known) known.tr.replaceWith(tr);
+        rows.set(job.id, { tr, signature });
+      }
+    }
+    for (const [id, row] of rows) if (!seen.has(id)) { row.tr.remove(); rows.delete(id); selected.delete(id); }
+    if (!jobs.length) setChildren(tbody, emptyRow);
+    else { emptyRow.remove(); for (const job of jobs) tbody.append(rows.get(job.id).tr); }
+    table.dataset.loaded = "true";
+  }
+  poll(refresh, POLL_MS, signal, errorBox);
+}

@@ -1,0 +1,158 @@
+// Models: the list, and one model's thresholds, metrics, artifact download and a
+// try-it box that calls /predict with text lines or uploaded images.
+
+import { api, download, listAll } from "../api.js";
+import { card, definitionList, encodePath, h, link, notice, setChildren, stat } from "../dom.js";
+import { baseModel, bytes, dateTime, num, shortId } from "../format.js";
+import { pageHeader, problemText, sortableTable } from "./common.js";
+
+const MAX_INPUTS = 32;
+
+export async function modelsPage({ root, signal }) {
+  document.title = "Models · aplserve";
+  const models = await listAll("/v1/models", { signal });
+  setChildren(root,
+    pageHeader("Models", { subtitle: "Trained models: one per succeeded job." }),
+    card(null, h("div", { class: "table-wrap" }, sortableTable([
+      { key: "id", label: "Model", render: (m) => link(`/models/${encodePath(m.id)}`, h("code", null, shortId(m.id))) },
+      { key: "base_model", label: "Base model", render: (m) => h("span", { title: m.base_model }, baseModel(m.base_model)) },
+      { key: "modality", label: "Modality" },
+      { key: "num_labels", label: "Labels", numeric: true },
+      { key: "map", label: "mAP", numeric: true, render: (m) => num(m.map) },
+      { key: "size", label: "Size", numeric: true, render: (m) => bytes(m.size) },
+      { key: "job_id", label: "Job", render: (m) => link(`/jobs/${encodePath(m.job_id)}`, h("code", null, shortId(m.job_id))) },
+      { key: "created_at", label: "Created", render: (m) => dateTime(m.created_at) },
+    ], models.map((m) => ({ ...m, num_labels: m.labels.length, map: m.metrics ? m.metrics.map : null,
+      size: m.artifact ? m.artifact.size_bytes : null })),
+    { initial: { key: "created_at", descending: true }, empty: "No models yet: a job that succeeds publishes one." }))));
+}
+
+function readBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).replace(/^data:[^,]*,/, ""));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+function scoreList(prediction, thresholds) {
+  const chosen = new Set(prediction.labels);
+  const rows = Object.entries(prediction.scores).sort((a, b) => b[1] - a[1]);
+  return h("div", { class: "scores" }, rows.map(([label, score]) => {
+    const fill = h("span", { class: "meter-fill" });
+    fill.style.width = `${Math.round(score * 100)}%`;
+    const threshold = thresholds[label];
+    return h("div", { class: "score-row" + (chosen.has(label) ? " chosen" : ""), "data-label": label },
+      h("span", { class: "label-name" }, label),
+      h("span", { class: "meter", title: threshold !== undefined ? `threshold ${num(threshold)}` : null }, fill),
+      h("span", { class: "meter-value" }, num(score)));
+  }));
+}
+
+function predictionCard(input, prediction, thresholds) {
+  const predicted = prediction.labels.length
+    ? prediction.labels.map((l) => h("span", { class: "chip" }, l))
+    : h("span", { class: "muted" }, "no label above its threshold");
+  return h("div", { class: "prediction" },
+    h("div", { class: "prediction-input" }, input),
+    h("div", { class: "prediction-labels" }, h("span", { class: "small muted" }, "Predicted: "), predicted),
+    scoreList(prediction, thresholds));
+}
+
+function tryItBox(model) {
+  const isText = model.modality === "text";
+  const textInput = h("textarea", { id: "predict-input", rows: 5, placeholder: "One text per line" });
+  const fileInput = h("input", { id: "predict-files", type: "file", accept: "image/png,image/jpeg,image/webp", multiple: true });
+  const threshold = h("input", { id: "predict-threshold", type: "number", min: 0, max: 1, step: "any", placeholder: "per-label" });
+  const topK = h("input", { id: "predict-top-k", type: "number", min: 1, step: 1, placeholder: "all" });
+  const submit = h("button", { type: "submit", class: "button primary", id: "predict-submit" }, "Predict");
+  const results = h("div", { id: "predict-results", class: "predictions" });
+  const form = h("form", { class: "try-it", id: "predict-form" },
+    h("div", { class: "field" }, h("label", { for: isText ? "predict-input" : "predict-files" }, isText ? "Texts" : "Images"),
+      isText ? textInput : fileInput),
+    h("div", { class: "form-row" },
+      h("div", { class: "field" }, h("label", { for: "predict-threshold" }, "Threshold (optional)"), threshold),
+      h("div", { class: "field" }, h("label", { for: "predict-top-k" }, "Top k (optional)"), topK),
+      h("div", { class: "field end" }, submit)),
+    results);
+  const previews = [];
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    previews.splice(0).forEach((url) => URL.revokeObjectURL(url));
+    let inputs;
+    let shown;
+    if (isText) {
+      const lines = textInput.value.split("\n").map((s) => s.trim()).filter(Boolean).slice(0, MAX_INPUTS);
+      if (!lines.length) return;
+      inputs = lines;
+      shown = lines.map((line) => h("q", null, line));
+    } else {
+      const files = [...fileInput.files].slice(0, MAX_INPUTS);
+      if (!files.length) return;
+      inputs = await Promise.all(files.map(async (f) => ({ image_base64: await readBase64(f) })));
+      shown = files.map((f) => {
+        const url = URL.createObjectURL(f);
+        previews.push(url);
+        return h("span", { class: "thumb-row" }, h("img", { src: url, alt: f.name, class: "thumb" }), f.name);
+      });
+    }
+    const body = { inputs };
+    if (threshold.value !== "") body.threshold = Number(threshold.value);
+    if (topK.value !== "") body.top_k = Number(topK.value);
+    submit.disabled = true;
+    setChildren(results, h("p", { class: "muted" }, "Predicting…"));
+    try {
+      const response = await api(`/v1/models/${encodeURIComponent(model.id)}/predict`, { method: "POST", body });
+      setChildren(results, response.predictions.map((p, i) => predictionCard(shown[i], p, model.thresholds || {})));
+    } catch (error) {
+      setChildren(results, notice("error", problemText(error)));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+export async function modelPage({ root, params: [modelId], signal }) {
+  const model = await api(`/v1/models/${encodeURIComponent(modelId)}`, { signal });
+  document.title = `Model ${shortId(model.id)} · aplserve`;
+  const metrics = model.metrics || {};
+  const downloadMessage = h("span", { class: "small muted", id: "download-message" });
+  const downloadButton = h("button", { type: "button", class: "button", id: "download-artifact" }, "Download artifact");
+  downloadButton.addEventListener("click", async () => {
+    downloadButton.disabled = true;
+    setChildren(downloadMessage, "Downloading…");
+    try {
+      const { name, size } = await download(`/v1/models/${encodeURIComponent(model.id)}/artifact`, `model-${model.id}.tar`);
+      setChildren(downloadMessage, `Saved ${name} (${bytes(size)})`);
+    } catch (error) {
+      setChildren(downloadMessage, notice("error", problemText(error)));
+    } finally {
+      downloadButton.disabled = false;
+    }
+  });
+  const thresholds = Object.entries(model.thresholds || {}).map(([label, threshold]) => ({ label, threshold }));
+  const otherMetrics = Object.entries(metrics).filter(([k, v]) => typeof v !== "object" && !["map", "micro_f1", "macro_f1"].includes(k));
+  setChildren(root,
+    pageHeader(h("span", null, "Model ", h("code", null, shortId(model.id))), {
+      subtitle: [h("span", { title: model.base_model }, baseModel(model.base_model)), ` · ${model.modality} · from job `,
+        link(`/jobs/${encodePath(model.job_id)}`, h("code", null, shortId(model.job_id))), ` · ${dateTime(model.created_at)}`],
+      actions: [downloadMessage, downloadButton],
+    }),
+    h("div", { class: "stats" },
+      stat("mAP", num(metrics.map), "accent"), stat("Micro F1", num(metrics.micro_f1)), stat("Macro F1", num(metrics.macro_f1)),
+      stat("Labels", model.labels.length), stat("Artifact", bytes(model.artifact && model.artifact.size_bytes))),
+    h("div", { class: "two-col wide-left" },
+      card("Try it", tryItBox(model)),
+      card("Decision thresholds", h("div", { class: "table-wrap scroll" }, sortableTable([
+        { key: "label", label: "Label", render: (r) => h("span", { class: "label-name" }, r.label) },
+        { key: "threshold", label: "Threshold", numeric: true, render: (r) => num(r.threshold) },
+      ], thresholds, { initial: { key: "label" }, className: "thresholds-table" })))),
+    card("Details", definitionList([
+      ["Model id", h("code", null, model.id)],
+      ["Base model", h("code", null, model.base_model)],
+      ["Artifact SHA-256", h("code", { class: "hash" }, (model.artifact && model.artifact.sha256) || "—")],
+      ...otherMetrics.map(([k, v]) => [k.replaceAll("_", " "), typeof v === "number" ? num(v, 4) : String(v)]),
+    ])));
+}

@@ -1,0 +1,466 @@
+"""The dashboard in a real browser (Debian's Chromium, headless, driven by Playwright)
+against a live `aplserve serve` with its embedded worker training a tiny BERT.
+
+The server runs as a subprocess with a private data dir (SQLite + server-less broker),
+so nothing here shares state with other tests. Every page must load without a single
+console error, and a label named like an HTML tag must show up as text.
+Screenshots land in test-output/screenshots/; the compare view is also copied to
+docs/compare.png for the README.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.services import IN_CI
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "test-output" / "screenshots"
+CHROMIUM = Path(os.environ.get("APLSERVE_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+XSS_LABEL = "<img src=x onerror=alert(1)>"
+KEYWORDS = {
+    "animal": ["cat", "dog", "horse", "cow"],
+    "color": ["red", "blue", "green", "yellow"],
+    "food": ["apple", "bread", "cheese", "rice"],
+    XSS_LABEL: ["script", "tag", "markup", "html"],
+}
+FILLER = ["the", "a", "is", "on", "with", "today", "there", "very", "some", "near"]
+TERMINAL = {"succeeded", "failed", "cancelled"}
+VIEWPORT = {"width": 1360, "height": 900}
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _require(condition: bool, message: str) -> None:
+    """Skip locally, fail under CI=true, when the browser stack is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(message + " (CI=true: the browser tests must run)", pytrace=False)
+    pytest.skip(message)
+
+
+# --------------------------------------------------------------------------- live server
+
+
+@dataclass
+class Live:
+    base_url: str
+    key: str
+    tiny_bert: str
+    dataset: dict[str, Any]
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    jobs: dict[str, str] = field(default_factory=dict)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
+        )
+
+    def submit(self, loss: dict[str, Any], epochs: int, seed: int = 0) -> str:
+        spec = {
+            "dataset_id": self.dataset["id"],
+            "base_model": self.tiny_bert,
+            "loss": loss,
+            "hyperparameters": {
+                "epochs": epochs,
+                "batch_size": 8,
+                "learning_rate": 3e-3,
+                "max_length": 32,
+                "seed": seed,
+                "warmup_fraction": 0.0,
+            },
+        }
+        with self.client() as client:
+            response = client.post("/v1/jobs", json=spec)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        with self.client() as client:
+            response = client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait_job(self, job_id: str, statuses: set[str], timeout: float = 150) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] in statuses:
+                return job
+            if job["status"] in TERMINAL or time.monotonic() > deadline:
+                status, error = job["status"], job.get("error")
+                raise AssertionError(f"job {job_id} is {status}: {error}\n{self.log_tail()}")
+            time.sleep(0.25)
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _write_csv(path: Path, n: int = 160, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    labels = list(KEYWORDS)
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["text", "labels"])
+        for i in range(n):
+            chosen = [name for name in labels if rng.random() < 0.35] or [labels[i % len(labels)]]
+            words = [str(rng.choice(FILLER)) for _ in range(4)]
+            words += [str(rng.choice(KEYWORDS[name])) for name in chosen]
+            rng.shuffle(words)
+            writer.writerow([" ".join(words), "|".join(chosen)])
+    return path
+
+
+def _descendant_groups(pid: int) -> set[int]:
+    """Process groups of `pid` and its descendants (the embedded worker has its own group)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    groups: set[int] = set()
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            groups.add(os.getpgid(current))
+        except ProcessLookupError:
+            continue
+        stack.extend(children.get(current, []))
+    return groups
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    groups = _descendant_groups(process.pid)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=20)
+    for group in groups:  # whatever did not stop by itself (only groups this test started)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser_ready() -> None:
+    _require(CHROMIUM.exists(), f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _require(False, "the playwright package is not installed (pip install playwright)")
+
+
+@pytest.fixture(scope="module")
+def live(browser_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    from tests.apl.synthetic import write_tiny_bert
+
+    root = tmp_path_factory.mktemp("dashboard")
+    data_dir = root / "var"
+    tiny_bert = write_tiny_bert(root / "tiny-bert")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APLSERVE_")}
+    env |= {
+        "APLSERVE_DATA_DIR": str(data_dir),
+        "APLSERVE_EVENTS_POLL_SECONDS": "0.2",
+        "APLSERVE_LOG_LEVEL": "warning",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    cli = [sys.executable, "-m", "aplserve.cli"]
+    created = subprocess.run(
+        [*cli, "keys", "create", "--name", "dashboard-e2e"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    key = created.stdout.strip().splitlines()[-1]
+    port = _free_port()
+    log_path = root / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, log_path.read_text(errors="replace")
+            try:
+                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not answer /healthz in time"
+            time.sleep(0.2)
+        csv_path = _write_csv(root / "tags.csv")
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=base_url, headers=headers, timeout=60) as client:
+            response = client.post(
+                "/v1/datasets",
+                files={"file": ("tags.csv", csv_path.read_bytes(), "text/csv")},
+                data={"name": "keyword tags"},
+            )
+        assert response.status_code == 201, response.text
+        yield Live(base_url, key, f"hf:{tiny_bert}", response.json(), process, log_path)
+    finally:
+        _stop(process)
+
+
+# --------------------------------------------------------------------------- browser
+
+
+@dataclass
+class Watched:
+    """A page with everything that went wrong in it recorded."""
+
+    page: Any
+    errors: list[str]
+    dialogs: list[str]
+
+
+@pytest.fixture(scope="module")
+def browser(browser_ready: None) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def open_page(browser: Any, live: Live) -> Iterator[Callable[..., Watched]]:
+    contexts: list[Any] = []
+    watched: list[Watched] = []
+
+    def open_(path: str = "/", signed_in: bool = True, allowed_errors: tuple[str, ...] = ()) -> Watched:
+        context = browser.new_context(viewport=VIEWPORT, base_url=live.base_url, accept_downloads=True)
+        contexts.append(context)
+        if signed_in:  # what the sign-in form stores (the sign-in flow itself has its own test)
+            context.add_init_script(f"sessionStorage.setItem('aplserve.apiKey', {live.key!r});")
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        record = Watched(page, [], [])
+        page.on(
+            "console",
+            lambda m: (
+                m.type == "error"
+                and not any(a in m.text for a in allowed_errors)
+                and record.errors.append(f"console: {m.text}")
+            ),
+        )
+        page.on("pageerror", lambda e: record.errors.append(f"page error: {e}"))
+        page.on("dialog", lambda d: (record.dialogs.append(f"{d.type}: {d.message}"), d.dismiss()))
+        page.goto(path)
+        watched.append(record)
+        return record
+
+    yield open_
+    for record in watched:
+        assert record.errors == [], record.errors
+        assert record.dialogs == [], record.dialogs
+        assert record.page.locator('img[src="x"]').count() == 0
+    for context in contexts:
+        context.close()
+
+
+def _screenshot(page: Any, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def _points(page: Any, chart: str) -> int:
+    return int(page.locator(f'figure[data-chart="{chart}"]').get_attribute("data-points") or 0)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_sign_in_keeps_the_key_for_the_tab_and_refuses_a_wrong_one(
+    open_page: Callable[..., Watched], live: Live
+) -> None:
+    watched = open_page("/", signed_in=False, allowed_errors=("401",))
+    page = watched.page
+    page.get_by_label("API key").fill("not-a-key")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("That key was not accepted").wait_for()
+    assert page.evaluate("sessionStorage.getItem('aplserve.apiKey')") is None
+    _screenshot(page, "sign-in")
+
+    page.get_by_label("API key").fill(live.key)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("#jobs-table[data-loaded=true]").wait_for()
+    assert page.evaluate("sessionStorage.getItem('aplserve.apiKey')") == live.key
+    assert live.key not in page.url
+    page.reload()
+    page.locator("#jobs-table[data-loaded=true]").wait_for()  # still signed in after a reload
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("API key").wait_for()
+    assert page.evaluate("sessionStorage.getItem('aplserve.apiKey')") is None
+
+
+def test_jobs_list_and_job_charts_update_live(open_page: Callable[..., Watched], live: Live) -> None:
+    watched = open_page("/#/jobs")
+    page = watched.page
+    page.locator("#jobs-table[data-loaded=true]").wait_for()
+    live.jobs["apl"] = live.submit({"name": "apl"}, epochs=8)
+    live.jobs["bce"] = live.submit({"name": "bce"}, epochs=4)
+
+    row = page.locator(f'tr[data-job-id="{live.jobs["apl"]}"]')
+    row.wait_for()  # appears without a reload
+    assert "keyword tags" in row.inner_text()
+    assert "APL" in row.inner_text()
+    page.locator(f'tr[data-job-id="{live.jobs["apl"]}"][data-status="running"]').wait_for(timeout=90_000)
+    _screenshot(page, "jobs")
+
+    row.get_by_role("link", name=live.jobs["apl"][:8]).click()
+    page.locator('#job-status [data-status="running"]').wait_for()
+    seen: list[int] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        running = page.locator('#job-status [data-status="running"]').count() == 1
+        count = _points(page, "map")
+        if running and count and (not seen or count > seen[-1]):
+            seen.append(count)
+        if len(seen) >= 2 or (not running and count):
+            break
+        page.wait_for_timeout(100)
+    assert len(seen) >= 2, f"the chart did not gain points while the job ran: {seen}"
+    assert page.locator("#connection").get_attribute("data-state") == "live"
+
+    page.locator('#job-status [data-status="succeeded"]').wait_for(timeout=90_000)
+    for chart in ("loss", "map", "f1"):
+        page.locator(f'figure[data-chart="{chart}"][data-points="{16 if chart != "map" else 8}"]').wait_for()
+    table = page.locator(".per-class-table")
+    table.get_by_text(XSS_LABEL, exact=True).wait_for()  # shown as text, not markup
+    labels = table.locator("tbody tr td:first-child")
+    table.get_by_role("button", name="Label").click()
+    assert labels.all_inner_texts() == sorted(KEYWORDS)
+    table.get_by_role("button", name="Label").click()
+    assert labels.all_inner_texts() == sorted(KEYWORDS, reverse=True)
+    page.get_by_role("button", name="Cancel job").wait_for(state="hidden")
+    page.get_by_text("Open model").wait_for()
+    _screenshot(page, "job")
+
+
+def test_cancel_button_cancels_a_job(open_page: Callable[..., Watched], live: Live) -> None:
+    job_id = live.submit({"name": "asl"}, epochs=200)
+    watched = open_page(f"/#/jobs/{job_id}")
+    page = watched.page
+    button = page.get_by_role("button", name="Cancel job")
+    button.click()
+    page.get_by_role("button", name="Click again to cancel").click()
+    page.locator('#job-status [data-status="cancelled"]').wait_for(timeout=60_000)
+    assert live.job(job_id)["status"] == "cancelled"
+
+
+def test_compare_marks_the_winner_and_overlays_curves(open_page: Callable[..., Watched], live: Live) -> None:
+    if "bce" not in live.jobs:
+        pytest.fail("needs the jobs of test_jobs_list_and_job_charts_update_live", pytrace=False)
+    finished = {name: live.wait_job(job_id, {"succeeded"}) for name, job_id in live.jobs.items()}
+    watched = open_page("/#/compare")
+    page = watched.page
+    for job_id in live.jobs.values():  # pick the two runs in the picker
+        page.locator(f'#compare-picker input[data-job-id="{job_id}"]').check()
+    page.locator("#compare-apply").click()
+    page.locator("[data-compare-ready=true]").wait_for()
+    rows = page.locator("#compare-results tbody tr")
+    assert rows.count() == 2
+    winners = page.locator('#compare-results tr[data-winner="true"]')
+    assert winners.count() == 1
+    best = max(finished.values(), key=lambda job: job["best_metrics"]["map"])
+    assert winners.get_attribute("data-job-id") == best["id"]
+    assert "winner" in winners.inner_text()
+    assert _points(page, "map") == 8 + 4
+    assert _points(page, "val_loss") == 8 + 4
+    page.locator("details.picker-card").evaluate("el => el.open = false")
+    path = _screenshot(page, "compare")
+    shutil.copyfile(path, REPO / "docs" / "compare.png")
+
+
+def test_dataset_page_shows_label_statistics_as_text(open_page: Callable[..., Watched], live: Live) -> None:
+    dataset = live.dataset
+    watched = open_page("/#/datasets")
+    page = watched.page
+    page.get_by_role("link", name="keyword tags").click()
+    page.locator('figure[data-chart="label-frequency"][data-points="4"]').wait_for()
+    page.get_by_text(f"{dataset['label_cardinality']:.2f}", exact=True).wait_for()
+    labels = page.locator(".labels-table tbody tr td:first-child")
+    assert sorted(labels.all_inner_texts()) == sorted(KEYWORDS)
+    counts = page.locator(".labels-table tbody tr td:nth-child(2)").all_inner_texts()
+    assert [int(c) for c in counts] == sorted(dataset["label_counts"].values(), reverse=True)
+    _screenshot(page, "dataset")
+
+
+def test_model_page_downloads_and_predicts(open_page: Callable[..., Watched], live: Live) -> None:
+    if "apl" not in live.jobs:
+        pytest.fail("needs the jobs of test_jobs_list_and_job_charts_update_live", pytrace=False)
+    job = live.wait_job(live.jobs["apl"], {"succeeded"})
+    with live.client() as client:
+        model = client.get(f"/v1/models/{job['model_id']}").json()
+    watched = open_page("/#/models")
+    page = watched.page
+    page.get_by_role("link", name=job["model_id"][:8]).click()
+    page.locator(".thresholds-table").get_by_text(XSS_LABEL, exact=True).wait_for()
+
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download artifact").click()
+    saved = Path(info.value.path())
+    assert saved.stat().st_size == model["artifact"]["size_bytes"]
+
+    page.locator("#predict-input").fill("the cat with red bread\nsome markup tag today")
+    page.get_by_role("button", name="Predict").click()
+    predictions = page.locator("#predict-results .prediction")
+    predictions.nth(1).wait_for()
+    assert predictions.count() == 2
+    rows = predictions.nth(0).locator(".score-row")
+    assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.label)")) == sorted(KEYWORDS)
+    predictions.nth(1).locator(".score-row .label-name").get_by_text(XSS_LABEL, exact=True).wait_for()
+    _screenshot(page, "model")
