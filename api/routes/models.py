@@ -1,0 +1,248 @@
+"""/v1/models: the model registry, artifact downloads (tar or ONNX) and predictions.
+
+Predictions go through the app's serving engine (api/serving): the model is loaded
+on first use, kept in an LRU cache, and concurrent requests for one model are merged
+into micro-batches by the model's inference thread. The route itself only reads and
+checks the request (image decoding off the event loop), waits for the probabilities
+and applies the request's thresholds and top_k.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.db.session import session_factory
+from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.errors import AppError
+from api.schemas import problem_responses
+from api.services import models as service
+from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from api.serving.decisions import decide, resolve_thresholds
+from api.serving.engine import ModelRef, ServingEngine
+from api.serving.inputs import (
+    MULTIPART_FILES_FIELD,
+    Limits,
+    decode_images,
+    media_type,
+    parse_json,
+    parse_multipart,
+    read_body,
+)
+from api.serving.schemas import Model, ModelList, PredictRequest, PredictResponse
+from api.serving.state import get_engine, serving_lifespan
+from api.settings import Settings
+from apl.errors import AplError
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(
+    prefix="/v1/models", tags=["models"], responses=problem_responses(401), lifespan=serving_lifespan
+)
+
+ArtifactFormat = Literal["tar", "onnx"]
+_MEDIA_TYPES: dict[str, str] = {"tar": "application/x-tar", "onnx": "application/zip"}
+_SUFFIXES: dict[str, str] = {"tar": ".tar", "onnx": ".onnx.zip"}
+
+
+def _inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its `$defs` inlined (an OpenAPI body schema has no `$defs` root)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(copy.deepcopy(defs[ref.removeprefix("#/$defs/")]))
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(value) for value in node]
+        return node
+
+    return walk(schema)  # type: ignore[no-any-return]
+
+
+_PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _inline_schema(PredictRequest.model_json_schema())},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [MULTIPART_FILES_FIELD],
+                    "properties": {
+                        MULTIPART_FILES_FIELD: {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "Image models only: one image file per part, predicted in order.",
+                        },
+                        "threshold": {
+                            "type": "string",
+                            "description": 'A number, or a JSON object {"label": threshold}.',
+                        },
+                        "top_k": {"type": "integer", "minimum": 1},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@dataclass(frozen=True)
+class OwnedModel:
+    ref: ModelRef
+    labels: list[str]
+    thresholds: dict[str, float]
+
+
+def owned_model(model_id: str, principal: OwnerDep, settings: SettingsDep) -> OwnedModel:
+    """The caller's model as the serving engine needs it (runs in the thread pool)."""
+    with session_factory(settings)() as session:
+        row = service.get_owned(session, principal.owner_id, model_id)
+        return OwnedModel(
+            ref=service.serving_ref(settings, row),
+            labels=[str(label) for label in row.labels],
+            thresholds={str(k): float(v) for k, v in row.thresholds.items()},
+        )
+
+
+OwnedModelDep = Annotated[OwnedModel, Depends(owned_model)]
+EngineDep = Annotated[ServingEngine, Depends(get_engine)]
+
+
+@router.get("", response_model=ModelList, responses=problem_responses(400))
+def list_models(
+    principal: OwnerDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> ModelList:
+    """The caller's models, newest first."""
+    page = service.list_owned(session, principal.owner_id, limit=limit, cursor=cursor)
+    datasets = service.dataset_ids(session, page.items)
+    return ModelList(
+        items=[service.to_schema(row, datasets.get(row.job_id)) for row in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/{model_id}", response_model=Model, responses=problem_responses(404))
+def get_model(model_id: str, principal: OwnerDep, session: SessionDep) -> Model:
+    """A model: labels, tuned thresholds (and which labels fell back to the global one), metrics,
+    the artifact's digest and size, and the job and base model it came from."""
+    row = service.get_owned(session, principal.owner_id, model_id)
+    return service.to_schema(row, service.dataset_ids(session, [row]).get(row.job_id))
+
+
+def _digest_headers(sha256_hex: str) -> dict[str, str]:
+    b64 = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+    return {
+        "ETag": f'"{sha256_hex}"',
+        "Repr-Digest": f"sha-256=:{b64}:",
+        "Digest": f"sha-256={b64}",
+        "Cache-Control": "private, max-age=0, must-revalidate",
+    }
+
+
+@router.get(
+    "/{model_id}/artifact",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {"application/x-tar": {}, "application/zip": {}},
+            "description": "`format=tar` (default): the model artifact, a tar of config.json (architecture, "
+            "base model, preprocessing, labels, thresholds), model.safetensors and, for text models, "
+            "encoder/ and tokenizer/; load it with `apl.inference.load(path)`. `format=onnx`: a zip of "
+            "model.onnx (inputs to sigmoid probabilities; labels and thresholds also in its metadata_props), "
+            "config.json and, for text models, tokenizer/. The SHA-256 is in `ETag` and `Repr-Digest`.",
+        },
+        304: {"description": "If-None-Match matched the ETag."},
+        **problem_responses(404, 422, 503),
+    },
+)
+def download_artifact(
+    model_id: str,
+    request: Request,
+    principal: OwnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    format: Annotated[ArtifactFormat, Query(description="tar: safetensors + JSON; onnx: ONNX zip")] = "tar",
+) -> Response:
+    """Download the trained model (the ONNX export is made on the first request, then cached)."""
+    row = service.get_owned(session, principal.owner_id, model_id)
+    session.close()  # an ONNX export can take a while; do not hold a connection meanwhile
+    if format == "onnx":
+        path = service.onnx_archive(settings, row)
+        digest = service.file_sha256(path)
+    else:
+        path = service.artifact_path(settings, row)
+        digest = row.sha256
+    headers = _digest_headers(digest)
+    if request.headers.get("if-none-match", "").strip() == headers["ETag"]:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(
+        path,
+        media_type=_MEDIA_TYPES[format],
+        filename=f"aplserve-model-{row.id}{_SUFFIXES[format]}",
+        headers=headers,
+    )
+
+
+async def _parse(request: Request, target: OwnedModel, settings: Settings) -> Any:
+    limits = Limits.from_settings(settings)
+    body = await read_body(request, limits.max_body_bytes)
+    kind = media_type(request)
+    modality = target.ref.modality
+    if kind == "application/json" or kind.endswith("+json"):
+        return await run_in_threadpool(parse_json, body, modality, limits)
+    if kind == "multipart/form-data":
+        return await parse_multipart(request, body, modality, limits)
+    raise AppError(
+        415, "unsupported_media_type", "send application/json, or multipart/form-data with image files"
+    )
+
+
+@router.post(
+    "/{model_id}/predict",
+    response_model=PredictResponse,
+    openapi_extra=_PREDICT_BODY,
+    responses=problem_responses(400, 404, 413, 415, 422, 503),
+)
+async def predict(
+    request: Request, target: OwnedModelDep, settings: SettingsDep, engine: EngineDep
+) -> PredictResponse:
+    """Predict labels for texts (JSON) or images (JSON base64 or multipart `files`).
+
+    Every prediction has the probability of every label (`scores`) and the labels at
+    or above their threshold (`labels`, highest score first). `threshold` overrides
+    the model's tuned thresholds, as one number or per label; `top_k` keeps at most
+    the k best of the labels that pass. Results are in input order. Concurrent
+    requests for one model are answered from shared micro-batches.
+    """
+    parsed = await _parse(request, target, settings)
+    thresholds = resolve_thresholds(target.labels, target.thresholds, parsed.threshold)
+    items = parsed.items
+    if parsed.kind == "image":
+        items = await run_in_threadpool(decode_images, items, Limits.from_settings(settings))
+    try:
+        probabilities = await engine.predict(target.ref, items)
+    except AplError:
+        log.exception("model %s cannot be served", target.ref.id)
+        raise AppError(503, "model_unavailable", "the model cannot be loaded on this server") from None
+    if probabilities.shape != (len(items), len(target.labels)):
+        log.error("model %s: artifact outputs do not match the registered labels", target.ref.id)
+        raise AppError(503, "model_unavailable", "the model's artifact does not match its registry entry")
+    return PredictResponse(
+        model_id=target.ref.id,
+        predictions=decide(probabilities, target.labels, thresholds, parsed.top_k),
+        thresholds=dict(zip(target.labels, thresholds, strict=True)),
+    )

@@ -1,0 +1,173 @@
+"""One thread per loaded model that merges concurrent requests into micro-batches.
+
+Why a dedicated thread: a forward pass holds the CPU (or GPU) for milliseconds to
+seconds, so it must never run on the event loop; one thread per model also makes
+the model's use strictly sequential (no two forward passes fight over the same
+weights and intra-op threads), and it is the natural place to batch: while one batch
+runs, the requests that arrive queue up and the next batch takes them all at once.
+
+When the thread picks up a request it also takes every request already waiting, up
+to `max_batch_size` inputs; if the batch is still not full it waits until
+`max_wait` after the *first* request arrived (not after it was picked up), so under
+load a request that already waited through the previous batch adds no extra delay.
+With batching off each request runs alone, one after the other: the baseline the
+benchmark compares against.
+
+Requests hand over a `concurrent.futures.Future` and are answered from this thread;
+the event loop side awaits it with `asyncio.wrap_future`, so the batcher does not
+care which event loop (or thread) a request came from. A request whose client went
+away is cancelled and skipped. When a merged batch fails, each request is retried on
+its own, so one bad request cannot fail the others it was batched with.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: `predict(items, batch_size)` -> an array of shape (len(items), num_labels).
+PredictFn = Callable[[Sequence[Any], int], Any]
+
+
+@dataclass
+class BatchRequest:
+    items: Sequence[Any]
+    future: Future[Any] = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    enabled: bool = True
+    max_batch_size: int = 32
+    max_wait_s: float = 0.005
+
+
+class BatchStats:
+    """Counts of what the batchers did (thread-safe); `observe` also feeds Prometheus when given."""
+
+    def __init__(self, observe: Callable[[int, int, float], None] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._observe = observe
+        self.batches = 0
+        self.requests = 0
+        self.items = 0
+        self.max_requests_in_batch = 0
+        #: requests merged into one forward pass -> how many batches had that many
+        self.requests_per_batch: dict[int, int] = {}
+
+    def record(self, requests: int, items: int, seconds: float) -> None:
+        with self._lock:
+            self.batches += 1
+            self.requests += requests
+            self.items += items
+            self.max_requests_in_batch = max(self.max_requests_in_batch, requests)
+            self.requests_per_batch[requests] = self.requests_per_batch.get(requests, 0) + 1
+        if self._observe is not None:
+            self._observe(requests, items, seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "batches": self.batches,
+                "requests": self.requests,
+                "items": self.items,
+                "max_requests_in_batch": self.max_requests_in_batch,
+                "requests_per_batch": dict(sorted(self.requests_per_batch.items())),
+            }
+
+
+_STOP = object()
+
+
+class ModelBatcher:
+    """The inference thread of one loaded model."""
+
+    def __init__(self, name: str, predict: PredictFn, policy: BatchPolicy, stats: BatchStats) -> None:
+        self._predict = predict
+        self._policy = policy
+        self._stats = stats
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"aplserve-model-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, items: Sequence[Any]) -> Future[Any]:
+        """Queue `items`; the future's result is their probabilities, in order."""
+        if self._closed:
+            raise RuntimeError("this model's batcher is closed")
+        request = BatchRequest(items)
+        self._queue.put(request)
+        return request.future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop after the requests already queued have been answered."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+        if timeout is not None and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _collect(self, first: BatchRequest) -> tuple[list[BatchRequest], Any]:
+        """`first` plus the requests that join it; also returns one request held over (or _STOP)."""
+        batch, size = [first], len(first.items)
+        if not self._policy.enabled:
+            return batch, None
+        deadline = first.enqueued + self._policy.max_wait_s
+        while size < self._policy.max_batch_size:
+            timeout = deadline - time.monotonic()
+            try:
+                nxt = self._queue.get_nowait() if timeout <= 0 else self._queue.get(timeout=timeout)
+            except queue.Empty:
+                break
+            if nxt is _STOP or size + len(nxt.items) > self._policy.max_batch_size:
+                return batch, nxt
+            batch.append(nxt)
+            size += len(nxt.items)
+        return batch, None
+
+    def _run(self) -> None:
+        held: Any = None
+        while True:
+            first = held if held is not None else self._queue.get()
+            held = None
+            if first is _STOP:
+                return
+            batch, held = self._collect(first)
+            live = [request for request in batch if request.future.set_running_or_notify_cancel()]
+            if live:
+                self._execute(live)
+
+    def _execute(self, requests: list[BatchRequest]) -> None:
+        items = [item for request in requests for item in request.items]
+        started = time.perf_counter()
+        try:
+            probabilities = self._predict(items, self._policy.max_batch_size)
+        except BaseException as exc:
+            if len(requests) == 1:
+                requests[0].future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            log.warning("a merged batch of %d requests failed; retrying them one by one", len(requests))
+            for request in requests:
+                self._execute([request])
+            return
+        self._stats.record(len(requests), len(items), time.perf_counter() - started)
+        offset = 0
+        for request in requests:
+            count = len(request.items)
+            request.future.set_result(probabilities[offset : offset + count])
+            offset += count

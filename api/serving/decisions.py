@@ -1,0 +1,62 @@
+"""From probabilities to the labels a request gets: thresholds, overrides and top_k.
+
+Decisions are made here, not in the model thread, because they depend on the
+request (its threshold override and top_k) while a batch mixes several requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from api.errors import AppError
+from api.serving.schemas import Prediction
+
+
+def resolve_thresholds(
+    labels: Sequence[str], tuned: Mapping[str, float], override: float | Mapping[str, float] | None
+) -> list[float]:
+    """The threshold of each label for one request.
+
+    No override: the model's tuned thresholds. A number: that threshold for every
+    label. An object: its labels get its values, the others keep their tuned ones;
+    naming a label the model does not have is an error (422 `unknown_label`), since it
+    is almost always a typo that would otherwise be silently ignored.
+    """
+    if override is None:
+        return [float(tuned[label]) for label in labels]
+    if isinstance(override, int | float):
+        return [float(override)] * len(labels)
+    unknown = [name for name in override if name not in tuned]
+    if unknown:
+        raise AppError(
+            422,
+            "unknown_label",
+            f"threshold names labels this model does not have: {', '.join(sorted(unknown)[:5])}",
+            errors=[{"loc": ["body", "threshold", name], "msg": "unknown label"} for name in sorted(unknown)],
+        )
+    return [float(override.get(label, tuned[label])) for label in labels]
+
+
+def decide(
+    probabilities: Any, labels: Sequence[str], thresholds: Sequence[float], top_k: int | None
+) -> list[Prediction]:
+    """One Prediction per row: every label's score, and the labels at or above threshold, best first.
+
+    `top_k` keeps the k highest-scoring of those labels (ties broken by label order).
+    """
+    rows: list[list[float]] = probabilities.tolist() if hasattr(probabilities, "tolist") else probabilities
+    return [
+        Prediction(
+            labels=[labels[j] for j in _chosen(row, thresholds, top_k)],
+            scores={label: float(score) for label, score in zip(labels, row, strict=True)},
+        )
+        for row in rows
+    ]
+
+
+def _chosen(row: Sequence[float], thresholds: Sequence[float], top_k: int | None) -> list[int]:
+    passing = [(-score, j) for j, score in enumerate(row) if score >= thresholds[j]]
+    passing.sort()
+    chosen = [j for _, j in passing]
+    return chosen if top_k is None else chosen[:top_k]

@@ -1,0 +1,176 @@
+"""Trained tiny models for the registry and predict tests, without a worker.
+
+`trained_models` trains a 2-layer BERT text model and a tiny timm image model once
+per test session with `apl.training.train`, and packs each with
+`apl.artifacts.publish_result`, the function the worker publishes with. `register`
+then gives a test's own database and data dir a succeeded Job and a Model row for
+it (the fields the worker writes), with the archive linked into
+<data_dir>/artifacts/<model_id>.tar.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import select
+
+from api.db.models import Job, Model, Owner, new_id, utcnow
+from api.db.session import session_scope
+from api.settings import Settings
+from tests.apl.synthetic import write_image_dataset, write_text_dataset, write_tiny_bert
+
+#: A label on a single sample: too few validation positives to tune, so it keeps the global threshold.
+RARE_LABEL = "rare"
+TEXT_INPUTS = [
+    "the cat is on a red apple",
+    "bread and cheese today",
+    "a very green horse with some blue bread",
+    "there",
+    "dog",
+    "cheese cheese cheese on the red dog with a horse",
+]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained, packed model and the Model-row fields the worker would write for it."""
+
+    kind: str
+    archive: Path
+    fields: dict[str, Any]
+    dataset_dir: Path
+
+
+_lock = threading.Lock()
+_cache: dict[Path, dict[str, Trained]] = {}
+
+
+def _add_rare_label(dataset_dir: Path) -> None:
+    lines = (dataset_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])
+    first["labels"] = sorted([*first["labels"], RARE_LABEL])
+    lines[0] = json.dumps(first)
+    (dataset_dir / "samples.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    labels = sorted([*json.loads((dataset_dir / "labels.json").read_text()), RARE_LABEL])
+    (dataset_dir / "labels.json").write_text(json.dumps(labels))
+
+
+def _train(kind: str, root: Path, base_model: str, dataset_dir: Path, **hyper: Any) -> Trained:
+    from apl.artifacts import publish_result
+    from apl.spec import Hyperparameters
+    from apl.training import TrainConfig, train
+
+    config = TrainConfig(
+        dataset_dir=dataset_dir,
+        base_model=base_model,
+        hyperparameters=Hyperparameters(batch_size=16, learning_rate=2e-3, seed=0, **hyper),
+        device="cpu",
+    )
+    result = train(config, [])
+    archive = root / f"{kind}.tar"
+    info = publish_result(result, archive)
+    best = result.best_metrics
+    metrics: dict[str, Any] = best.as_metric_point() if best else {}
+    metrics["best_epoch"] = result.best_epoch
+    metrics["epochs_completed"] = result.epochs_completed
+    metrics["fallback_labels"] = list(result.fallback_labels)
+    fields = {
+        "base_model": base_model,
+        "modality": result.model.modality,
+        "labels": list(result.labels),
+        "thresholds": dict(result.thresholds),
+        "metrics": metrics,
+        "sha256": info.sha256,
+        "size_bytes": info.size_bytes,
+    }
+    return Trained(kind=kind, archive=archive, fields=fields, dataset_dir=dataset_dir)
+
+
+def trained_models(root: Path) -> dict[str, Trained]:
+    """{"text": ..., "image": ...}, trained once per `root` (a session temp dir)."""
+    with _lock:
+        if root not in _cache:
+            import torch
+
+            torch.set_num_threads(min(2, torch.get_num_threads()))
+            root.mkdir(parents=True, exist_ok=True)
+            bert = write_tiny_bert(root / "tiny-bert")
+            text_dir = write_text_dataset(root / "text-data", n=48)
+            _add_rare_label(text_dir)
+            image_dir = write_image_dataset(root / "image-data", n=40, size=32)
+            _cache[root] = {
+                "text": _train("text", root, f"hf:{bert}", text_dir, epochs=3, max_length=32),
+                "image": _train("image", root, "timm:test_efficientnet", image_dir, epochs=2, image_size=32),
+            }
+        return _cache[root]
+
+
+def register(settings: Settings, trained: Trained, owner: str, model_id: str | None = None) -> str:
+    """A succeeded job and its Model row for `owner`, the archive linked into the data dir."""
+    model_id = model_id or new_id()
+    relative = Path("artifacts") / f"{model_id}.tar"
+    target = settings.data_dir / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(trained.archive, target)
+    except OSError:
+        shutil.copyfile(trained.archive, target)
+    now = utcnow()
+    with session_scope(settings) as session:
+        owner_row = session.scalar(select(Owner).where(Owner.name == owner))
+        if owner_row is None:
+            owner_row = Owner(name=owner)
+            session.add(owner_row)
+            session.flush()
+        job = Job(
+            owner_id=owner_row.id,
+            dataset_id=None,
+            status="succeeded",
+            spec={"dataset_id": new_id(), "base_model": trained.fields["base_model"]},
+            progress={"epoch": 1, "epochs": 1, "step": 1, "steps": 1},
+            best_metrics={k: v for k, v in trained.fields["metrics"].items() if k != "per_class_ap"},
+            attempts=1,
+            started_at=now,
+            finished_at=now,
+        )
+        session.add(job)
+        session.flush()
+        session.add(
+            Model(
+                id=model_id,
+                owner_id=owner_row.id,
+                job_id=job.id,
+                artifact_path=relative.as_posix(),
+                **trained.fields,
+            )
+        )
+        session.flush()
+        job.model_id = model_id
+    return model_id
+
+
+def sample_images(trained: Trained, count: int = 4) -> list[bytes]:
+    """PNG bytes of some of the image model's dataset images (and one of another size)."""
+    paths = sorted((trained.dataset_dir / "images" / "sub").glob("*.png"))[: count - 1]
+    images = [path.read_bytes() for path in paths]
+    odd = io.BytesIO()
+    Image.new("RGB", (45, 20), (200, 40, 40)).save(odd, format="JPEG")
+    return [*images, odd.getvalue()]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def pil(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
