@@ -8,7 +8,10 @@ from worker.app import main
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m worker")
-    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=1, help="jobs at once, one process each")
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument(
+        "--supervisor-pid", type=int, default=None, help="shut down when this parent process is gone"
+    )
     args = parser.parse_args()
-    main(concurrency=args.concurrency, loglevel=args.loglevel)
+    main(concurrency=max(1, args.concurrency), loglevel=args.loglevel, supervisor_pid=args.supervisor_pid)

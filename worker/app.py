@@ -1,62 +1,147 @@
 """The worker's Celery app: the API's configuration plus the task and the lease sweeper.
 
-`aplserve worker` runs `worker_main` on this app; tests start it the same way in a
+`aplserve worker` and `python -m worker` run `main`; tests start it the same way in a
 subprocess, so what runs in production is what the tests kill and restart.
+
+One job per worker process: the task runs in the worker's main process (the solo
+pool), so a warm shutdown (SIGTERM, Ctrl-C) reaches the training loop directly. It
+stops at the next step, the job goes back to the queue and resumes from its last
+epoch checkpoint on the next worker; a second signal is not needed. `--concurrency N`
+starts N such processes and supervises them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 import threading
+import time
+from types import FrameType
+from typing import Any
 
 from celery import Celery
+from celery.exceptions import Reject, WorkerShutdown
 from celery.signals import worker_ready, worker_shutting_down
 
 from api.broker import RUN_JOB_TASK, celery_app, enqueue_job
 from api.settings import Settings, get_settings
-from worker import state
+from api.webhooks.notify import notify_job_finished_by_id
+from worker import shutdown, state
 
 log = logging.getLogger(__name__)
 
-_sweeper_stop = threading.Event()
+#: Polling interval of the server-less (SQLAlchemy) transport: how soon an idle worker sees a job.
+EMBEDDED_POLL_SECONDS = 0.25
+
+_stop = threading.Event()
+#: Set while a task body runs: a warm shutdown then waits for the job to stop at its next step.
+_busy = threading.Event()
+_supervisor_pid: int | None = None
 
 
 def run_job_task(job_id: str) -> str:
-    """Celery entry point; the body lives in `worker.runner` so it can be called directly."""
+    """Celery entry point; the body lives in `worker.runner` so it can be called directly.
+
+    During a warm shutdown the consumer may still hand over one more message; it goes
+    back to the queue untouched instead of being claimed and released at once.
+    """
     from worker.runner import run_job
 
-    return run_job(job_id, get_settings())
+    _busy.set()
+    try:
+        if shutdown.requested():
+            raise Reject("the worker is shutting down", requeue=True)
+        return run_job(job_id, get_settings())
+    finally:
+        _busy.clear()
 
 
 def sweep_once(settings: Settings) -> state.SweepResult:
     """Re-queue (and re-send) jobs whose worker died, fail those out of attempts."""
-    result = state.sweep_expired(settings)
+    from worker.runner import ACTIVE_JOBS
+
+    result = state.sweep_expired(settings, exclude=set(ACTIVE_JOBS))
     for job_id in result.requeued:
         log.warning("job %s lost its worker; re-queued to resume from its last checkpoint", job_id)
-        enqueue_job(job_id, settings)
+        try:
+            enqueue_job(job_id, settings)
+        except Exception:
+            log.exception("could not send job %s to the broker; the next sweep tries again", job_id)
+            state.unqueue_unsent(job_id, settings)
     for job_id in result.failed:
         log.error("job %s lost its worker too many times; failed", job_id)
+    for job_id in result.cancelled:
+        log.info("job %s lost its worker while a cancel was pending; cancelled", job_id)
+    for job_id in result.failed + result.cancelled:
+        notify_job_finished_by_id(job_id, settings)
     return result
 
 
+def sweep_interval(settings: Settings) -> float:
+    return max(0.5, min(30.0, settings.job_lease_seconds / 4))
+
+
 def _sweep_forever(settings: Settings) -> None:
-    interval = max(1.0, settings.job_lease_seconds / 4)
-    while not _sweeper_stop.is_set():
+    interval = sweep_interval(settings)
+    while not _stop.is_set():
         try:
             sweep_once(settings)
         except Exception:  # a database hiccup must not kill the sweeper
             log.exception("lease sweep failed; trying again in %.0f s", interval)
-        _sweeper_stop.wait(interval)
+        _stop.wait(interval)
 
 
-def _start_sweeper(**_: object) -> None:
-    _sweeper_stop.clear()
-    threading.Thread(target=_sweep_forever, args=(get_settings(),), name="lease-sweeper", daemon=True).start()
+def _watch_supervisor(pid: int) -> None:
+    """Shut down when the supervising process (`aplserve serve`) is gone, instead of living on orphaned."""
+    while not _stop.wait(1.0):
+        if os.getppid() != pid:
+            log.warning("the supervising process %d is gone; shutting down", pid)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
 
 
-def _stop_sweeper(**_: object) -> None:
-    _sweeper_stop.set()
+def _install_idle_fast_shutdown() -> None:
+    """Make a warm shutdown of an idle worker immediate.
+
+    Celery's handler only sets a flag that its consumer loop checks after its next
+    poll (up to a few seconds on the polling transport). When no task runs, nothing
+    is lost by leaving the loop at once, the same way Celery itself leaves it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        celery_handler = signal.getsignal(signum)
+        if not callable(celery_handler):
+            continue
+
+        def handler(sig: int, frame: FrameType | None, _celery: Any = celery_handler) -> None:
+            _celery(sig, frame)
+            if not _busy.is_set():
+                raise WorkerShutdown(0)
+
+        signal.signal(signum, handler)
+
+
+def _on_ready(sender: Any = None, **_: object) -> None:
+    settings = get_settings()
+    _stop.clear()
+    transport = getattr(getattr(sender, "connection", None), "transport", None)
+    if transport is not None and getattr(transport, "polling_interval", None) is not None:
+        transport.polling_interval = min(transport.polling_interval, EMBEDDED_POLL_SECONDS)
+    _install_idle_fast_shutdown()
+    threading.Thread(target=_sweep_forever, args=(settings,), name="lease-sweeper", daemon=True).start()
+    if _supervisor_pid is not None:
+        threading.Thread(
+            target=_watch_supervisor, args=(_supervisor_pid,), name="supervisor-watch", daemon=True
+        ).start()
+    log.info("aplserve worker ready (queue %s, pid %d)", settings.queue_name, os.getpid())
+
+
+def _on_shutting_down(**_: object) -> None:
+    shutdown.request()
+    _stop.set()
 
 
 def build_worker_app(settings: Settings | None = None) -> Celery:
@@ -66,21 +151,71 @@ def build_worker_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-def main(concurrency: int = 1, loglevel: str = "INFO") -> None:
-    """Run a worker that consumes the configured queue, one job per child process."""
+def _preload() -> None:
+    """Import the training stack now, so the first job's time is spent training."""
+    started = time.monotonic()
+    import apl.artifacts
+    import apl.training  # noqa: F401
+
+    log.debug("training stack imported in %.1f s", time.monotonic() - started)
+
+
+def run_worker(loglevel: str = "INFO", supervisor_pid: int | None = None) -> None:
+    """Run one Celery worker that consumes the configured queue and runs one job at a time."""
+    global _supervisor_pid
+    _supervisor_pid = supervisor_pid
     settings = get_settings()
+    _preload()
     app = build_worker_app(settings)
-    worker_ready.connect(_start_sweeper, weak=False)
-    worker_shutting_down.connect(_stop_sweeper, weak=False)
-    app.worker_main(
-        [
-            "worker",
-            f"--loglevel={loglevel}",
-            f"--concurrency={concurrency}",
-            f"--queues={settings.queue_name}",
-            "--pool=prefork",
-            "--without-gossip",
-            "--without-mingle",
-            f"--hostname=aplserve-{os.getpid()}@%h",
-        ]
-    )
+    worker_ready.connect(_on_ready, weak=False)
+    worker_shutting_down.connect(_on_shutting_down, weak=False)
+    try:
+        app.worker_main(
+            [
+                "worker",
+                f"--loglevel={loglevel}",
+                "--pool=solo",
+                "--concurrency=1",
+                f"--queues={settings.queue_name}",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                f"--hostname=aplserve-{os.getpid()}@%h",
+            ]
+        )
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    else:
+        code = 0
+    # Celery has stopped and every job state is committed; skip the interpreter's slow
+    # teardown of torch and friends (seconds) so a stop is quick.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run_processes(concurrency: int, loglevel: str = "INFO") -> None:
+    """Run `concurrency` single-job worker processes until SIGTERM / Ctrl-C, then stop them all."""
+    from api.embedded import EmbeddedWorker, stop_all
+
+    stop = threading.Event()
+
+    def _request_stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
+    workers = [EmbeddedWorker(loglevel=loglevel) for _ in range(concurrency)]
+    for worker in workers:
+        worker.start()
+    while not stop.wait(1.0):
+        pass
+    stop_all(workers)
+
+
+def main(concurrency: int = 1, loglevel: str = "INFO", supervisor_pid: int | None = None) -> None:
+    if concurrency > 1:
+        run_processes(concurrency, loglevel)
+    else:
+        run_worker(loglevel, supervisor_pid)

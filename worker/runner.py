@@ -1,25 +1,49 @@
 """Run one job: claim it, train it with `apl`, publish the model, record how it ended.
 
 Everything the job does is reflected in its row; the Celery message only carried the
-id. Expected failures (`apl.errors.AplError`) keep their code and message; anything
-else is logged with its traceback and shown to the user as `internal`.
+id. Expected failures (`apl.errors.AplError`, missing data, out of memory) get their
+code and a sentence a person understands; anything else is logged with its
+traceback for the operators and shown to the user as `internal`.
+
+How a run ends (the return value, for logs and tests):
+    succeeded   the artifact is published and the Model row written
+    failed      the job row says why (error code and message)
+    cancelled   a cancel request stopped it (or arrived before the model was kept)
+    released    the worker is shutting down; the job is queued again and resumes
+                from its last epoch checkpoint on the next worker
+    lost        the lease was taken back by a sweeper; another attempt owns the job
+    skipped     a redelivered or stale message: the job was not queued
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
+from api.broker import enqueue_job
 from api.settings import Settings
-from apl.errors import AplError
+from api.webhooks.notify import notify_job_finished_by_id
+from apl.errors import AplError, CheckpointError
 from apl.spec import JobSpec
 from worker import state
 from worker.callbacks import JobCallback
 
 log = logging.getLogger(__name__)
+
+#: Ids of the jobs this process is running; the lease sweeper in this process leaves them alone.
+ACTIVE_JOBS: set[str] = set()
+
+#: A few words in front of an `apl` message, so the sentence says what it is about.
+_CONTEXT = {
+    "dataset_unreadable": "the dataset cannot be used for training: ",
+    "model_unavailable": "the base model cannot be loaded: ",
+    "device_unavailable": "the training device is not available: ",
+}
+_HINTS = {"training_diverged": "; try a lower learning_rate or another loss"}
 
 
 class JobFailure(Exception):
@@ -35,31 +59,33 @@ def checkpoint_path(settings: Settings, job_id: str) -> Path:
     return settings.checkpoints_dir / job_id / "last.ckpt"
 
 
-def _heartbeat(job_id: str, settings: Settings, done: threading.Event, lost: threading.Event) -> None:
-    """Keep the lease fresh while the job runs (also during model loading and evaluation)."""
-    interval = max(0.5, settings.job_lease_seconds / 4)
-    while not done.wait(interval):
-        try:
-            if not state.heartbeat(job_id, settings):
-                lost.set()
-                return
-        except Exception:
-            log.exception("heartbeat for job %s failed; retrying", job_id)
+def _discard_checkpoint(settings: Settings, job_id: str) -> None:
+    shutil.rmtree(checkpoint_path(settings, job_id).parent, ignore_errors=True)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    if isinstance(error, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def classify(error: BaseException) -> JobFailure:
     """Turn an exception into the code and sentence a person reads in the job."""
-    import torch
-
     if isinstance(error, JobFailure):
         return error
-    if isinstance(error, torch.OutOfMemoryError | MemoryError):
+    if _is_out_of_memory(error):
         return JobFailure(
             "out_of_memory",
             "training ran out of memory; lower batch_size, image_size or max_length, or use a smaller model",
         )
     if isinstance(error, AplError):
-        return JobFailure(error.code, str(error))
+        message = str(error) or "training failed"
+        return JobFailure(error.code, _CONTEXT.get(error.code, "") + message + _HINTS.get(error.code, ""))
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return JobFailure("storage_full", "the server ran out of disk space; the operators must free some")
     return JobFailure("internal", "training failed with an internal error; it was logged for the operators")
 
 
@@ -72,34 +98,65 @@ def _dataset_dir(settings: Settings, dataset_id: str | None) -> Path:
     return path
 
 
-def _train_and_publish(job: state.ClaimedJob, settings: Settings, lost: threading.Event) -> str:
-    from api.db.models import new_id
-    from apl.artifacts import publish_result
+def _heartbeat(
+    job: state.ClaimedJob, settings: Settings, done: threading.Event, lost: threading.Event
+) -> None:
+    """Keep the lease fresh while the job runs (also during model loading and evaluation)."""
+    interval = max(0.25, settings.job_lease_seconds / 4)
+    while not done.wait(interval):
+        try:
+            if not state.heartbeat(job.id, job.attempt, settings):
+                log.warning("job %s is no longer ours (attempt %d); stopping it", job.id, job.attempt)
+                lost.set()
+                return
+        except Exception:
+            log.warning("heartbeat for job %s failed; retrying", job.id, exc_info=True)
+
+
+def release(job: state.ClaimedJob, settings: Settings) -> None:
+    """Give the job back to the queue (worker shutdown); it resumes from its checkpoint."""
+    if not state.release(job.id, job.attempt, settings):
+        return
+    try:
+        enqueue_job(job.id, settings)
+    except Exception:
+        log.exception("could not queue job %s again; the lease sweep will", job.id)
+        state.unqueue_unsent(job.id, settings)
+
+
+def _train(job: state.ClaimedJob, spec: JobSpec, settings: Settings, callback: JobCallback) -> Any:
     from apl.training import TrainConfig, train
 
-    spec = JobSpec.model_validate(job.spec)
+    dataset_dir = _dataset_dir(settings, job.dataset_id)
     ckpt = checkpoint_path(settings, job.id)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    config = TrainConfig.from_job_spec(
-        spec,
-        _dataset_dir(settings, job.dataset_id),
-        checkpoint_path=ckpt,
-        resume_from=ckpt if ckpt.is_file() else None,
-    )
-    callback = JobCallback(job.id, settings, lost)
-    result = train(config, [callback])
-    if lost.is_set():
-        log.warning("job %s was taken back by the sweeper; dropping this run's result", job.id)
-        return "lost"
-    if result.stopped:
-        state.finish(job.id, "cancelled", settings)
-        return "cancelled"
+    resume = ckpt if ckpt.is_file() else None
+    if resume is not None:
+        log.info("job %s resumes from its last checkpoint", job.id)
+    try:
+        return train(
+            TrainConfig.from_job_spec(spec, dataset_dir, checkpoint_path=ckpt, resume_from=resume), [callback]
+        )
+    except CheckpointError:
+        if resume is None:
+            raise
+        log.warning("the checkpoint of job %s cannot be used; starting afresh", job.id, exc_info=True)
+        ckpt.unlink(missing_ok=True)
+        return train(TrainConfig.from_job_spec(spec, dataset_dir, checkpoint_path=ckpt), [callback])
+
+
+def _publish(job: state.ClaimedJob, spec: JobSpec, result: Any, settings: Settings) -> str:
+    """Write the artifact (temp file, fsync, rename), then the Model row with its sha256."""
+    from api.db.models import new_id
+    from apl.artifacts import publish_result
+
     model_id = new_id()
     relative = Path("artifacts") / f"{model_id}.tar"
     info = publish_result(result, settings.data_dir / relative)
     best = result.best_metrics
     metrics: dict[str, Any] = best.as_metric_point() if best else {}
     metrics["best_epoch"] = result.best_epoch
+    metrics["epochs_completed"] = result.epochs_completed
     metrics["fallback_labels"] = list(result.fallback_labels)
     model = {
         "id": model_id,
@@ -113,37 +170,62 @@ def _train_and_publish(job: state.ClaimedJob, settings: Settings, lost: threadin
         "size_bytes": info.size_bytes,
     }
     best_metrics = {k: v for k, v in metrics.items() if k != "per_class_ap"}
-    if not state.finish_succeeded(job.id, model, best_metrics, settings):
-        info.path.unlink(missing_ok=True)  # cancelled or swept meanwhile: keep no orphan file
+    try:
+        outcome = state.finish_succeeded(job.id, job.attempt, model, best_metrics, settings)
+    except BaseException:
+        info.path.unlink(missing_ok=True)
+        raise
+    if outcome != "succeeded":
+        info.path.unlink(missing_ok=True)  # cancelled or taken back meanwhile: keep no orphan file
+    return outcome
+
+
+def _run_claimed(job: state.ClaimedJob, settings: Settings, lost: threading.Event) -> str:
+    spec = JobSpec.model_validate(job.spec)
+    callback = JobCallback(job, settings, lost)
+    result = _train(job, spec, settings, callback)
+    if lost.is_set() or callback.stop_reason == "lost":
+        log.warning("job %s was taken back by the lease sweep; dropping this run", job.id)
         return "lost"
-    shutil.rmtree(ckpt.parent, ignore_errors=True)
-    return "succeeded"
+    if callback.stop_reason == "cancel" or (result.stopped and state.cancel_requested(job.id, settings)):
+        return "cancelled" if state.finish(job.id, job.attempt, "cancelled", settings) else "lost"
+    if result.stopped:  # warm shutdown of this worker
+        release(job, settings)
+        return "released"
+    return _publish(job, spec, result, settings)
 
 
 def run_job(job_id: str, settings: Settings) -> str:
-    """The whole life of one delivery of a job; returns how it ended (for logs and tests)."""
+    """The whole life of one delivery of a job; returns how it ended (see the module docstring)."""
     job = state.claim(job_id, settings)
     if job is None:
         log.info("job %s is not queued (taken, cancelled or finished); nothing to do", job_id)
         return "skipped"
-    log.info("job %s claimed (attempt %d)", job_id, job.attempts)
+    log.info("job %s claimed (attempt %d)", job_id, job.attempt)
+    ACTIVE_JOBS.add(job_id)
     done, lost = threading.Event(), threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(job_id, settings, done, lost), daemon=True)
+    beat = threading.Thread(target=_heartbeat, args=(job, settings, done, lost), daemon=True)
     beat.start()
     try:
-        outcome = _train_and_publish(job, settings, lost)
-    except BaseException as error:
+        outcome = _run_claimed(job, settings, lost)
+    except (KeyboardInterrupt, SystemExit):
+        log.warning("job %s interrupted; giving it back to the queue", job_id)
+        release(job, settings)
+        raise
+    except Exception as error:
         failure = classify(error)
         if failure.code == "internal":
             log.exception("job %s failed", job_id)
         else:
             log.warning("job %s failed: %s: %s", job_id, failure.code, failure.message)
-        state.finish(job_id, "failed", settings, failure.code, failure.message)
-        if not isinstance(error, Exception):
-            raise
-        return "failed"
+        ended = state.finish(job_id, job.attempt, "failed", settings, failure.code, failure.message)
+        outcome = "failed" if ended else "lost"
     finally:
         done.set()
         beat.join(timeout=5)
+        ACTIVE_JOBS.discard(job_id)
+    if outcome in ("succeeded", "failed", "cancelled"):
+        _discard_checkpoint(settings, job_id)
+        notify_job_finished_by_id(job_id, settings)
     log.info("job %s %s", job_id, outcome)
     return outcome

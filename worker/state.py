@@ -3,35 +3,52 @@
 The database is the single source of truth: these conditional UPDATEs are what
 make a redelivered task a no-op (the claim), let a sweeper take back a job whose
 worker died (the lease) and let cancel win over a late success.
+
+Every write after the claim is fenced by the claim's attempt number: a worker that
+stalled past its lease and had its job taken back (and perhaps claimed again by
+another worker) can no longer change the row, so two runs never interleave.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, delete, func, literal, select, update
+from sqlalchemy.orm import Session
 
-from api.db.models import Dataset, Job, MetricPoint, Model, utcnow
+from api.db.models import Dataset, Job, MetricPoint, Model, UTCDateTime, utcnow
 from api.db.session import session_scope
 from api.settings import Settings
 
 
 @dataclass(frozen=True)
 class ClaimedJob:
-    """What the runner needs of a job once it owns it."""
+    """What the runner needs of a job once it owns it; `attempt` fences every later write."""
 
     id: str
     owner_id: str
     dataset_id: str | None
     spec: dict[str, Any]
-    attempts: int
+    attempt: int
     dataset_modality: str | None
 
 
+def _ours(job_id: str, attempt: int) -> tuple[ColumnElement[bool], ...]:
+    return (Job.id == job_id, Job.status == "running", Job.attempts == attempt)
+
+
+def _lease(settings: Settings, now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.job_lease_seconds)
+
+
 def claim(job_id: str, settings: Settings) -> ClaimedJob | None:
-    """queued -> running, only if still queued; None when someone else has it or it ended."""
+    """queued -> running, only if still queued; None when someone else has it or it ended.
+
+    `started_at` keeps the first claim's time, so a resumed job reports its whole run.
+    """
     now = utcnow()
     with session_scope(settings) as session:
         result = session.execute(
@@ -39,9 +56,9 @@ def claim(job_id: str, settings: Settings) -> ClaimedJob | None:
             .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
             .values(
                 status="running",
-                started_at=now,
+                started_at=func.coalesce(Job.started_at, literal(now, UTCDateTime())),
                 heartbeat_at=now,
-                lease_expires_at=now + timedelta(seconds=settings.job_lease_seconds),
+                lease_expires_at=_lease(settings, now),
                 attempts=Job.attempts + 1,
                 error_code=None,
                 error_message=None,
@@ -58,14 +75,14 @@ def claim(job_id: str, settings: Settings) -> ClaimedJob | None:
         return ClaimedJob(job.id, job.owner_id, job.dataset_id, dict(job.spec), job.attempts, modality)
 
 
-def heartbeat(job_id: str, settings: Settings) -> bool:
-    """Extend the lease; False when the job is no longer ours to run (swept or finished)."""
+def heartbeat(job_id: str, attempt: int, settings: Settings) -> bool:
+    """Extend the lease; False when the job is no longer this attempt's to run."""
     now = utcnow()
     with session_scope(settings) as session:
         result = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "running")
-            .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=settings.job_lease_seconds))
+            .where(*_ours(job_id, attempt))
+            .values(heartbeat_at=now, lease_expires_at=_lease(settings, now))
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -77,58 +94,106 @@ def cancel_requested(job_id: str, settings: Settings) -> bool:
         return bool(value)
 
 
-def set_progress(job_id: str, progress: dict[str, int], settings: Settings) -> None:
+def set_progress(job_id: str, attempt: int, progress: dict[str, int], settings: Settings) -> None:
     with session_scope(settings) as session:
         session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "running")
+            .where(*_ours(job_id, attempt))
             .values(progress=progress)
             .execution_options(synchronize_session=False)
         )
 
 
-def add_metric_point(job_id: str, point: dict[str, Any], settings: Settings) -> None:
-    """Store one evaluation; a resumed job replaces the point of an epoch it repeats."""
+def _touch(session: Session, job_id: str, attempt: int, settings: Settings) -> bool:
+    """Refresh this attempt's lease; False when the job is no longer ours.
+
+    Writing first also matters on SQLite: a transaction that reads before it writes
+    fails at once (no busy wait) when another process committed in between.
+    """
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(*_ours(job_id, attempt))
+        .values(heartbeat_at=now, lease_expires_at=_lease(settings, now))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def add_metric_point(job_id: str, attempt: int, point: dict[str, Any], settings: Settings) -> bool:
+    """Store one evaluation; an epoch evaluated again after a resume replaces its old point."""
     with session_scope(settings) as session:
-        existing = session.scalars(
-            select(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.epoch == point["epoch"])
-        ).all()
-        for row in existing:
-            session.delete(row)
+        if not _touch(session, job_id, attempt, settings):
+            return False
+        session.execute(
+            delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.epoch == point["epoch"])
+        )
         session.add(MetricPoint(job_id=job_id, **point))
+        return True
+
+
+def drop_metric_points_after(job_id: str, attempt: int, epoch: int, settings: Settings) -> None:
+    """Forget evaluations past the checkpoint a resumed run starts from; they will be redone."""
+    with session_scope(settings) as session:
+        if _touch(session, job_id, attempt, settings):
+            stale = MetricPoint.job_id == job_id, MetricPoint.epoch > epoch
+            session.execute(delete(MetricPoint).where(*stale))
 
 
 def finish_succeeded(
     job_id: str,
+    attempt: int,
     model: dict[str, Any],
     best_metrics: dict[str, Any],
     settings: Settings,
-) -> bool:
-    """Insert the Model row and mark the job succeeded in one transaction."""
+) -> str:
+    """Mark the job succeeded and insert its Model row in one transaction.
+
+    Returns "succeeded"; "cancelled" when a cancel arrived meanwhile (cancel wins and
+    no model is kept); "lost" when the job is no longer this attempt's.
+    """
     now = utcnow()
+    done = {"finished_at": now, "lease_expires_at": None}
     with session_scope(settings) as session:
-        job = session.get(Job, job_id, with_for_update=True)
-        if job is None or job.status != "running":
-            return False
-        row = Model(job_id=job_id, owner_id=job.owner_id, **model)
-        session.add(row)
+        result = session.execute(
+            update(Job)
+            .where(*_ours(job_id, attempt), Job.cancel_requested.is_(False))
+            .values(status="succeeded", best_metrics=best_metrics, **done)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            result = session.execute(
+                update(Job)
+                .where(*_ours(job_id, attempt))
+                .values(status="cancelled", **done)
+                .execution_options(synchronize_session=False)
+            )
+            return "cancelled" if result.rowcount == 1 else "lost"  # type: ignore[attr-defined]
+        owner_id = session.execute(select(Job.owner_id).where(Job.id == job_id)).scalar_one()
+        session.add(Model(job_id=job_id, owner_id=owner_id, **model))
         session.flush()
-        job.status = "succeeded"
-        job.model_id = row.id
-        job.best_metrics = best_metrics
-        job.finished_at = now
-        job.lease_expires_at = None
-        return True
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(model_id=model["id"])
+            .execution_options(synchronize_session=False)
+        )
+        return "succeeded"
 
 
 def finish(
-    job_id: str, status: str, settings: Settings, code: str | None = None, message: str | None = None
-) -> None:
-    """End a running job as failed or cancelled (never overwrites a terminal state)."""
+    job_id: str,
+    attempt: int,
+    status: str,
+    settings: Settings,
+    code: str | None = None,
+    message: str | None = None,
+) -> bool:
+    """End this attempt's running job as failed or cancelled (never overwrites a terminal state)."""
     with session_scope(settings) as session:
-        session.execute(
+        result = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "running")
+            .where(*_ours(job_id, attempt))
             .values(
                 status=status,
                 error_code=code,
@@ -138,50 +203,91 @@ def finish(
             )
             .execution_options(synchronize_session=False)
         )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release(job_id: str, attempt: int, settings: Settings) -> bool:
+    """running -> queued when this worker shuts down: the next claim resumes from the checkpoint.
+
+    A shutdown is not the job's fault, so the attempt is given back and does not count
+    towards `job_max_attempts`. The caller sends the job's message again.
+    """
+    with session_scope(settings) as session:
+        result = session.execute(
+            update(Job)
+            .where(*_ours(job_id, attempt))
+            .values(status="queued", attempts=Job.attempts - 1, lease_expires_at=None, heartbeat_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def unqueue_unsent(job_id: str, settings: Settings) -> bool:
+    """queued -> running with an expired lease, after its message could not be sent.
+
+    A queued job without a message would wait forever; as a lost running job it is
+    picked up by the next lease sweep, which sends the message again.
+    """
+    with session_scope(settings) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(status="running", lease_expires_at=utcnow() - timedelta(seconds=1))
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
 class SweepResult:
     requeued: list[str]
     failed: list[str]
+    cancelled: list[str]
 
 
-def sweep_expired(settings: Settings, now: datetime | None = None) -> SweepResult:
+def sweep_expired(
+    settings: Settings, now: datetime | None = None, exclude: Collection[str] = ()
+) -> SweepResult:
     """Take back running jobs whose lease expired: re-queue them, or fail them past the retry limit.
 
     Each job is moved by a conditional UPDATE on its expired lease, so two sweepers
-    (two workers) never both re-queue the same job.
+    (two workers) never both re-queue the same job. `exclude` holds the jobs this
+    process is running itself: their heartbeat may merely be late.
     """
     now = now or utcnow()
     requeued: list[str] = []
     failed: list[str] = []
+    cancelled: list[str] = []
     with session_scope(settings) as session:
         lost = session.execute(
             select(Job.id, Job.attempts, Job.cancel_requested).where(
                 Job.status == "running", Job.lease_expires_at < now
             )
         ).all()
-        for job_id, attempts, cancel in lost:
-            expired = (Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
-            if cancel:
-                values: dict[str, Any] = {"status": "cancelled", "finished_at": now, "lease_expires_at": None}
-                target = None
-            elif attempts >= settings.job_max_attempts:
-                values = {
-                    "status": "failed",
-                    "finished_at": now,
-                    "lease_expires_at": None,
-                    "error_code": "worker_lost",
-                    "error_message": f"the worker running this job stopped responding {attempts} times; "
-                    "giving up",
-                }
-                target = failed
-            else:
-                values = {"status": "queued", "lease_expires_at": None}
-                target = requeued
+    for job_id, attempts, cancel in lost:
+        if job_id in exclude:
+            continue
+        expired = (Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
+        if cancel:
+            values: dict[str, Any] = {"status": "cancelled", "finished_at": now, "lease_expires_at": None}
+            target = cancelled
+        elif attempts >= settings.job_max_attempts:
+            values = {
+                "status": "failed",
+                "finished_at": now,
+                "lease_expires_at": None,
+                "error_code": "worker_lost",
+                "error_message": f"the worker running this job stopped responding ({attempts} of "
+                f"{settings.job_max_attempts} attempts); giving up",
+            }
+            target = failed
+        else:
+            values = {"status": "queued", "lease_expires_at": None, "heartbeat_at": None}
+            target = requeued
+        with session_scope(settings) as session:
             result = session.execute(
                 update(Job).where(*expired).values(**values).execution_options(synchronize_session=False)
             )
-            if result.rowcount == 1 and target is not None:  # type: ignore[attr-defined]
+            if result.rowcount == 1:  # type: ignore[attr-defined]
                 target.append(job_id)
-    return SweepResult(requeued, failed)
+    return SweepResult(requeued, failed, cancelled)
