@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import typer
 
@@ -33,13 +34,24 @@ def serve(
     )
     migrate()
     embedded = EmbeddedWorker() if worker else None
+    # uvicorn shuts down on SIGTERM / SIGINT, then raises the signal again with the
+    # handlers it found; these make that a clean exit that still runs the `finally`.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     if embedded is not None:
         embedded.start()
     try:
         uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers)
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            raise
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 @app.command("worker")
