@@ -1,0 +1,148 @@
+"""`aplserve models list|get|download` and `aplserve predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aplserve.client import DEFAULT_URL, Model, Prediction
+from aplserve.commands.common import (
+    AllOption,
+    JsonOption,
+    KeyOption,
+    LimitOption,
+    UrlOption,
+    connected,
+    console,
+    fmt,
+    print_json,
+    table,
+    when,
+)
+
+app = typer.Typer(help="Trained models: list, inspect, download.", no_args_is_help=True)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
+
+
+def _metric(model: Model, name: str) -> str:
+    value = model.metrics.get(name)
+    return fmt(value) if isinstance(value, float) else "-"
+
+
+def show_model(model: Model) -> None:
+    out = console()
+    out.print(f"model [bold]{model.id}[/bold] ({model.modality}, {model.base_model})", highlight=False)
+    out.print(f"  job {model.job_id}, created {when(model.created_at)}", highlight=False)
+    out.print(
+        f"  mAP {_metric(model, 'map')}, micro-F1 {_metric(model, 'micro_f1')}, "
+        f"macro-F1 {_metric(model, 'macro_f1')}",
+        highlight=False,
+    )
+    out.print(
+        f"  artifact {model.artifact.size_bytes} bytes, sha256 {model.artifact.sha256}", highlight=False
+    )
+    rows = table("label", "threshold")
+    for label in model.labels:
+        rows.add_row(label, fmt(model.thresholds.get(label)))
+    out.print(rows)
+
+
+@app.command("list")
+def list_models(
+    limit: LimitOption = 20,
+    every: AllOption = False,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Your trained models, newest first."""
+    with connected(url, api_key) as client:
+        items = list(client.models.iterate()) if every else client.models.list(limit=limit).items
+    if json_output:
+        print_json(items)
+        return
+    rows = table("id", "base model", "modality", "labels", "mAP", "micro-F1", "job", "created")
+    for m in items:
+        rows.add_row(
+            m.id,
+            m.base_model,
+            m.modality,
+            str(len(m.labels)),
+            _metric(m, "map"),
+            _metric(m, "micro_f1"),
+            m.job_id,
+            when(m.created_at),
+        )
+    console().print(rows)
+
+
+@app.command("get")
+def get(
+    model_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, json_output: JsonOption = False
+) -> None:
+    """One model with its labels and decision thresholds."""
+    with connected(url, api_key) as client:
+        model = client.models.get(model_id)
+    print_json(model) if json_output else show_model(model)
+
+
+@app.command("download")
+def download(
+    model_id: str,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File or existing directory (default: here).")
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+) -> None:
+    """Download the model's artifact (safetensors + JSON); its SHA-256 is checked."""
+    with connected(url, api_key) as client:
+        path = client.models.download(model_id, output, progress=True)
+    typer.echo(str(path))
+
+
+def _as_input(value: str) -> str | Path:
+    """An existing image file is sent as an image; anything else as text."""
+    path = Path(value)
+    try:
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            return path
+    except OSError:  # a long text is not a valid path on every system
+        pass
+    return value
+
+
+def show_predictions(inputs: list[str], predictions: list[Prediction]) -> None:
+    rows = table("input", "labels", "scores")
+    for given, prediction in zip(inputs, predictions, strict=True):
+        top = sorted(prediction.scores.items(), key=lambda item: -item[1])
+        rows.add_row(
+            given if len(given) <= 60 else given[:57] + "...",
+            ", ".join(prediction.labels) or "-",
+            "  ".join(f"{label} {score:.3f}" for label, score in top),
+        )
+    console().print(rows)
+
+
+def predict(
+    model_id: Annotated[str, typer.Argument(help="Model id.")],
+    inputs: Annotated[list[str], typer.Argument(help="Texts, or paths of image files.")],
+    threshold: Annotated[
+        float | None, typer.Option(min=0, max=1, help="One threshold for every label instead of the model's.")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(min=1, help="Only the k best labels.")] = None,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Predict labels: an argument that is an existing image file is sent as an image, else as text."""
+    values = [_as_input(value) for value in inputs]
+    with connected(url, api_key) as client:
+        predictions = client.models.predict(model_id, values, threshold=threshold, top_k=top_k)
+    if json_output:
+        print_json(predictions)
+    else:
+        show_predictions(inputs, predictions)
