@@ -373,6 +373,7 @@ def test_jobs_list_and_job_charts_update_live(open_page: Callable[..., Watched],
             break
         page.wait_for_timeout(100)
     assert len(seen) >= 2, f"the chart did not gain points while the job ran: {seen}"
+    _screenshot(page, "job-running")
     assert page.locator("#connection").get_attribute("data-state") == "live"
 
     page.locator('#job-status [data-status="succeeded"]').wait_for(timeout=90_000)
@@ -390,14 +391,31 @@ def test_jobs_list_and_job_charts_update_live(open_page: Callable[..., Watched],
     _screenshot(page, "job")
 
 
-def test_cancel_button_cancels_a_job(open_page: Callable[..., Watched], live: Live) -> None:
-    job_id = live.submit({"name": "asl"}, epochs=200)
-    watched = open_page(f"/#/jobs/{job_id}")
+def test_new_job_form_starts_a_job_and_the_cancel_button_stops_it(
+    open_page: Callable[..., Watched], live: Live
+) -> None:
+    watched = open_page("/#/jobs")
     page = watched.page
-    button = page.get_by_role("button", name="Cancel job")
-    button.click()
+    page.get_by_role("button", name="New job").click()
+    form = page.locator("#new-job-form")
+    form.get_by_label("Dataset").select_option(live.dataset["id"])
+    form.get_by_label("Base model").fill(live.tiny_bert)
+    form.get_by_label("Loss", exact=True).select_option("asl")
+    form.get_by_label("Epochs").fill("200")
+    form.get_by_label("Batch size").fill("8")
+    form.get_by_label("γ₋").fill("2")
+    _screenshot(page, "new-job")
+    form.get_by_role("button", name="Start job").click()
+    page.wait_for_url("**/#/jobs/*")
+    job_id = page.url.rsplit("/", 1)[1]
+    spec = live.job(job_id)["spec"]
+    assert (spec["loss"]["name"], spec["loss"]["gamma_neg"], spec["loss"]["clip"]) == ("asl", 2.0, 0.05)
+    assert spec["hyperparameters"]["epochs"] == 200
+
+    page.get_by_role("button", name="Cancel job").click()
     page.get_by_role("button", name="Click again to cancel").click()
     page.locator('#job-status [data-status="cancelled"]').wait_for(timeout=60_000)
+    page.get_by_role("button", name="Cancel job").wait_for(state="hidden")
     assert live.job(job_id)["status"] == "cancelled"
 
 
@@ -429,6 +447,8 @@ def test_dataset_page_shows_label_statistics_as_text(open_page: Callable[..., Wa
     dataset = live.dataset
     watched = open_page("/#/datasets")
     page = watched.page
+    page.locator("#upload-form").wait_for()
+    _screenshot(page, "datasets")
     page.get_by_role("link", name="keyword tags").click()
     page.locator('figure[data-chart="label-frequency"][data-points="4"]').wait_for()
     page.get_by_text(f"{dataset['label_cardinality']:.2f}", exact=True).wait_for()
@@ -447,6 +467,8 @@ def test_model_page_downloads_and_predicts(open_page: Callable[..., Watched], li
         model = client.get(f"/v1/models/{job['model_id']}").json()
     watched = open_page("/#/models")
     page = watched.page
+    page.get_by_role("link", name=job["model_id"][:8]).wait_for()
+    _screenshot(page, "models")
     page.get_by_role("link", name=job["model_id"][:8]).click()
     page.locator(".thresholds-table").get_by_text(XSS_LABEL, exact=True).wait_for()
 

@@ -24,8 +24,10 @@ function chartLib() {
     Chart.defaults.borderColor = "#e2e8f0";
     Chart.defaults.animation = false;
     Chart.defaults.maintainAspectRatio = false;
-    Chart.defaults.plugins.legend.labels.boxWidth = 12;
-    Chart.defaults.plugins.legend.labels.boxHeight = 12;
+    Chart.defaults.plugins.legend.labels.usePointStyle = true;
+    Chart.defaults.plugins.legend.labels.pointStyle = "circle";
+    Chart.defaults.plugins.legend.labels.boxWidth = 8;
+    Chart.defaults.plugins.legend.labels.boxHeight = 8;
     defaultsSet = true;
   }
   return Chart;
@@ -44,7 +46,7 @@ export function chartBox(title, { name, tall = false } = {}) {
  * A line chart over epochs. `series`: [{label, color, dash}]. Returns an object whose
  * `set(i, points)` / `add(i, point)` change series i ({x, y} points) and redraw.
  */
-export function epochChart({ box, canvas }, series, { yTitle, yMin, yMax } = {}) {
+export function epochChart({ box, canvas }, series, { yTitle, yMin, yMax, epochs } = {}) {
   const Chart = chartLib();
   const chart = new Chart(canvas, {
     type: "line",
@@ -60,12 +62,14 @@ export function epochChart({ box, canvas }, series, { yTitle, yMin, yMax } = {})
         pointHoverRadius: 5,
         tension: 0.25,
         spanGaps: true,
+        clip: 6, // points at y = 1.0 are drawn whole
       })),
     },
     options: {
       interaction: { mode: "nearest", axis: "x", intersect: false },
       scales: {
-        x: { type: "linear", title: { display: true, text: "epoch" }, ticks: { precision: 0 }, grace: "2%" },
+        x: { type: "linear", title: { display: true, text: "epoch" }, ticks: { precision: 0 },
+          min: 1, suggestedMax: Math.max(2, epochs || 0) },
         y: { title: { display: !!yTitle, text: yTitle }, min: yMin, max: yMax, grace: "5%" },
       },
       plugins: {

@@ -11,10 +11,10 @@ const MAX_JOBS = 10;
 const POLL_MS = 3000;
 
 const METRICS = [
-  { key: "map", title: "Validation mAP", axis: "mAP", higher: true, range: [0, 1] },
-  { key: "val_loss", title: "Validation loss", axis: "loss", higher: false },
-  { key: "macro_f1", title: "Macro F1", axis: "F1", higher: true, range: [0, 1] },
-  { key: "micro_f1", title: "Micro F1", axis: "F1", higher: true, range: [0, 1] },
+  { key: "map", title: "Validation mAP", short: "mAP", axis: "mAP", higher: true, range: [0, 1] },
+  { key: "macro_f1", title: "Macro F1", short: "Macro F1", axis: "F1", higher: true, range: [0, 1] },
+  { key: "micro_f1", title: "Micro F1", short: "Micro F1", axis: "F1", higher: true, range: [0, 1] },
+  { key: "val_loss", title: "Validation loss (each run's own loss)", short: "Val loss", axis: "loss", higher: false },
 ];
 
 function jobLabel(job) {
@@ -87,22 +87,22 @@ function resultsTable(entries) {
   };
   return h("table", { class: "table results-table", id: "compare-results" },
     h("thead", null, h("tr", null, h("th", null, "Run"), h("th", null, "Loss parameters"), h("th", null, "Base model"),
-      h("th", { class: "num" }, "LR"), h("th", { class: "num" }, "Epochs"), METRICS.map((m) => h("th", { class: "num" }, `${m.title} (best epoch)`)),
-      h("th", { class: "num" }, "Best epoch"), h("th", null, "Status"))),
+      h("th", { class: "num" }, "LR"), h("th", { class: "num" }, "Epochs"), METRICS.map((m) => h("th", { class: "num", title: m.title }, m.short)),
+      h("th", { class: "num" }, "Best epoch"))),
     h("tbody", null, rows.map((r) => {
       const swatch = h("span", { class: "swatch" });
       swatch.style.backgroundColor = r.color;
       const isWinner = r.job.id === winner;
       return h("tr", { class: isWinner ? "winner" : "", "data-job-id": r.job.id, "data-winner": isWinner ? "true" : null },
-        h("td", null, swatch, link(`/jobs/${encodePath(r.job.id)}`, jobLabel(r.job)),
-          isWinner ? h("span", { class: "badge winner-badge", title: "highest validation mAP" }, "★ winner") : null),
-        h("td", { class: "small" }, lossParams(r.job.spec.loss)),
+        h("td", { class: "run" }, swatch, link(`/jobs/${encodePath(r.job.id)}`, jobLabel(r.job)),
+          isWinner ? h("span", { class: "badge winner-badge", title: "highest validation mAP" }, "★ winner") : null,
+          r.job.status === "succeeded" ? null : [" ", statusBadge(r.job.status)]),
+        h("td", { class: "small muted" }, lossParams(r.job.spec.loss)),
         h("td", { title: r.job.spec.base_model }, baseModel(r.job.spec.base_model)),
         h("td", { class: "num" }, r.job.spec.hyperparameters.learning_rate),
         h("td", { class: "num" }, `${r.series.length}/${r.job.spec.hyperparameters.epochs}`),
         METRICS.map((m) => metricCell(r, m)),
-        h("td", { class: "num" }, r.best ? r.best.epoch : "—"),
-        h("td", null, statusBadge(r.job.status)));
+        h("td", { class: "num" }, r.best ? r.best.epoch : "—"));
     })));
 }
 
@@ -132,12 +132,14 @@ export async function comparePage({ root, query, signal }) {
   const chartBoxes = METRICS.map((m) => chartBox(m.title, { name: m.key }));
   const lineCharts = METRICS.map((m, i) => charts.keep(epochChart(chartBoxes[i],
     entries.map((e) => ({ label: jobLabel(e.job), color: e.color })),
-    { yTitle: m.axis, yMin: m.range && m.range[0], yMax: m.range && m.range[1] })));
+    { yTitle: m.axis, yMin: m.range && m.range[0], yMax: m.range && m.range[1],
+      epochs: Math.max(...entries.map((e) => e.job.spec.hyperparameters.epochs)) })));
   const tableBox = h("div", { class: "table-wrap" });
   root.append(
     card("Best epoch of each run", tableBox, h("p", { class: "small muted footnote" },
-      "Each run's row shows the evaluation with its highest validation mAP; the winner has the highest mAP "
-      + "(ties: lower validation loss). Bold: the best value in each column.")),
+      "Each row shows the run's evaluation with the highest validation mAP; the winner has the highest mAP "
+      + "(ties: lower validation loss). Bold: the best value in each column. Validation loss is each run's own "
+      + "training loss, so it compares runs of the same loss only.")),
     h("div", { class: "chart-grid two" }, chartBoxes.map((b) => b.box)));
 
   async function refresh() {

@@ -39,6 +39,7 @@ export async function jobPage({ root, params: [jobId], signal }) {
   let job = await api(`/v1/jobs/${encodeURIComponent(jobId)}`, { signal });
   const dataset = await fetchOr404(`/v1/datasets/${encodeURIComponent(job.spec.dataset_id)}`, signal);
   const charts = chartRegistry();
+  const epochs = job.spec.hyperparameters.epochs;
 
   const titleBadge = h("span", { id: "job-status" });
   const connection = h("span", { class: "connection", id: "connection" });
@@ -55,15 +56,15 @@ export async function jobPage({ root, params: [jobId], signal }) {
   const mapBox = chartBox("Validation mAP", { name: "map" });
   const f1Box = chartBox("Validation F1", { name: "f1" });
   const lossChart = charts.keep(epochChart(lossBox, [
-    { label: "train loss", color: PALETTE[0] }, { label: "validation loss", color: PALETTE[1], dash: true }], { yTitle: "loss" }));
-  const mapChart = charts.keep(epochChart(mapBox, [{ label: "mAP", color: PALETTE[2] }], { yTitle: "mAP", yMin: 0, yMax: 1 }));
+    { label: "train loss", color: PALETTE[0] }, { label: "validation loss", color: PALETTE[1], dash: true }], { yTitle: "loss", epochs }));
+  const mapChart = charts.keep(epochChart(mapBox, [{ label: "mAP", color: PALETTE[2] }], { yTitle: "mAP", yMin: 0, yMax: 1, epochs }));
   const f1Chart = charts.keep(epochChart(f1Box, [
-    { label: "micro F1", color: PALETTE[3] }, { label: "macro F1", color: PALETTE[4], dash: true }], { yTitle: "F1", yMin: 0, yMax: 1 }));
+    { label: "micro F1", color: PALETTE[3] }, { label: "macro F1", color: PALETTE[4], dash: true }], { yTitle: "F1", yMin: 0, yMax: 1, epochs }));
 
   const subtitle = [
     h("strong", null, lossName(job.spec.loss)), " · ", h("span", { title: job.spec.base_model }, baseModel(job.spec.base_model)),
     " · ", dataset ? link(`/datasets/${encodePath(dataset.id)}`, dataset.name) : h("span", { class: "muted" }, "dataset deleted"),
-    " · ", connection,
+    " · ", `created ${dateTime(job.created_at)}`, " · ", connection,
   ];
   setChildren(root,
     pageHeader(h("span", null, "Job ", h("code", null, shortId(job.id)), " ", titleBadge), { subtitle, actions }),
@@ -110,14 +111,13 @@ export async function jobPage({ root, params: [jobId], signal }) {
     setChildren(errorBox, job.error ? notice("error", h("strong", null, job.error.code), ": ", job.error.message) : null);
     const best = job.best_metrics || {};
     setChildren(stats,
-      stat("Progress", progressBar(progressFraction(job), progressText(job))),
+      stat("Progress", progressBar(progressFraction(job), progressText(job)), "wide"),
       stat("Best mAP", num(best.map), "accent"),
       stat("Best epoch", best.epoch ?? "—"),
       stat("Micro F1", num(best.micro_f1)),
       stat("Macro F1", num(best.macro_f1)),
       stat("Val loss", num(best.val_loss, 4)),
-      stat("Running time", duration(job.started_at, job.finished_at)),
-      stat("Created", dateTime(job.created_at)));
+      stat("Running time", duration(job.started_at, job.finished_at)));
   }
 
   // Two clicks (the second within 5 s) instead of a confirm() dialog.

@@ -168,7 +168,11 @@ export async function jobsPage({ root, signal }) {
     }
     for (const [id, row] of rows) if (!seen.has(id)) { row.tr.remove(); rows.delete(id); selected.delete(id); }
     if (!jobs.length) setChildren(tbody, emptyRow);
-    else { emptyRow.remove(); for (const job of jobs) tbody.append(rows.get(job.id).tr); }
+    else {
+      emptyRow.remove();
+      const order = jobs.map((job) => rows.get(job.id).tr);
+      if (order.some((tr, i) => tbody.children[i] !== tr)) tbody.append(...order); // only when it changed
+    }
     table.dataset.loaded = "true";
   }
   poll(refresh, POLL_MS, signal, errorBox);

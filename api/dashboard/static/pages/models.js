@@ -7,6 +7,12 @@ import { baseModel, bytes, dateTime, num, shortId } from "../format.js";
 import { pageHeader, problemText, sortableTable } from "./common.js";
 
 const MAX_INPUTS = 32;
+const METRIC_NAMES = { epoch: "Epoch", step: "Step", train_loss: "Train loss", val_loss: "Validation loss",
+  time_s: "Seconds to that epoch", best_epoch: "Best epoch", epochs_completed: "Epochs completed" };
+
+function metricName(key) {
+  return METRIC_NAMES[key] || key.charAt(0).toUpperCase() + key.slice(1).replaceAll("_", " ");
+}
 
 export async function modelsPage({ root, signal }) {
   document.title = "Models · aplserve";
@@ -153,6 +159,6 @@ export async function modelPage({ root, params: [modelId], signal }) {
       ["Model id", h("code", null, model.id)],
       ["Base model", h("code", null, model.base_model)],
       ["Artifact SHA-256", h("code", { class: "hash" }, (model.artifact && model.artifact.sha256) || "—")],
-      ...otherMetrics.map(([k, v]) => [k.replaceAll("_", " "), typeof v === "number" ? num(v, 4) : String(v)]),
+      ...otherMetrics.map(([k, v]) => [metricName(k), typeof v === "number" && !Number.isInteger(v) ? num(v, 4) : String(v)]),
     ])));
 }
