@@ -1,0 +1,140 @@
+"""The `aplserve` client commands against the live embedded server.
+
+Commands run in process through Typer's CliRunner (the real command functions,
+options and environment variables); one runs as the installed console script.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from aplserve.cli import app
+from aplserve.client import Client
+from tests.client.conftest import LiveServer
+from tests.client.processes import APLSERVE, base_env
+
+
+@pytest.fixture
+def cli(embedded: LiveServer) -> CliRunner:
+    return CliRunner(env={"APLSERVE_URL": embedded.url, "APLSERVE_API_KEY": embedded.key, "COLUMNS": "200"})
+
+
+def run(cli: CliRunner, *args: str, code: int = 0) -> Result:
+    result = cli.invoke(app, list(args))
+    assert result.exit_code == code, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    return result
+
+
+def as_json(result: Result) -> Any:
+    return json.loads(result.stdout)
+
+
+def test_text_workflow(cli: CliRunner, text_csv: Path, tiny_bert: Path) -> None:
+    uploaded = run(cli, "datasets", "upload", str(text_csv), "--name", "keywords-cli")
+    assert "48 text samples (csv), 3 labels" in uploaded.stdout
+    assert "uploading keywords.csv" in uploaded.stderr  # the progress bar goes to stderr
+    listed = as_json(run(cli, "datasets", "list", "--json"))
+    dataset = next(d for d in listed if d["name"] == "keywords-cli")
+    assert "keywords-cli" in run(cli, "datasets", "list").stdout
+
+    created = as_json(
+        run(
+            cli,
+            "jobs", "create",
+            "--dataset", dataset["id"],
+            "--model", f"hf:{tiny_bert}",
+            "--loss", "apl",
+            "--epochs", "2", "--batch-size", "8", "--lr", "0.001", "--seed", "7", "--max-length", "32",
+            "--gamma-neg", "3", "--clip", "0.1",
+            "--json",
+        )
+    )  # fmt: skip
+    assert created["status"] == "queued"
+    assert created["spec"]["loss"] | {"gamma_neg": 3.0, "clip": 0.1} == created["spec"]["loss"]
+    assert created["spec"]["loss"]["alpha2"] == 1.75  # the rest from the apl preset
+    assert created["spec"]["hyperparameters"]["seed"] == 7
+    job_id = created["id"]
+
+    watched = run(cli, "jobs", "watch", job_id)
+    assert f"job {job_id}: succeeded" in watched.stdout
+    assert "train loss" in watched.stdout and "mAP" in watched.stdout  # the metrics table
+    assert f"job {job_id[:8]}" in watched.stderr  # the progress bar
+
+    job = as_json(run(cli, "jobs", "get", job_id, "--json"))
+    assert job["status"] == "succeeded" and job["attempts"] == 1
+    assert [p["epoch"] for p in as_json(run(cli, "jobs", "metrics", job_id, "--json"))] == [1, 2]
+    assert job_id in run(cli, "jobs", "list", "--status", "succeeded").stdout
+    assert job_id in {j["id"] for j in as_json(run(cli, "jobs", "list", "--json", "--all"))}
+
+    models = as_json(run(cli, "models", "list", "--json"))
+    assert job["model_id"] in {m["id"] for m in models}
+    shown = run(cli, "models", "get", job["model_id"]).stdout
+    assert "threshold" in shown and "animal" in shown
+
+    predicted = as_json(run(cli, "predict", job["model_id"], "a dog and a horse", "green cheese", "--json"))
+    assert len(predicted) == 2 and all(set(p["scores"]) == {"animal", "color", "food"} for p in predicted)
+    table = run(cli, "predict", job["model_id"], "a dog and a horse", "--threshold", "0").stdout
+    (row,) = [line for line in table.splitlines() if "a dog and a horse" in line]
+    assert set(row.split("│")[2].strip().split(", ")) == {"animal", "color", "food"}  # threshold 0: all
+
+
+def test_image_workflow_sends_existing_image_paths_as_images(
+    cli: CliRunner, image_zip: Path, tmp_path: Path
+) -> None:
+    dataset = as_json(run(cli, "datasets", "upload", str(image_zip), "--json"))
+    assert dataset["modality"] == "image" and dataset["labels"] == ["blue", "green", "red"]
+    job = as_json(
+        run(
+            cli,
+            "jobs", "create", "--dataset", dataset["id"], "--model", "mobilenetv2-100", "--loss", "asl",
+            "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--watch", "--json",
+        )
+    )  # fmt: skip
+    assert job["status"] == "succeeded" and job["spec"]["loss"]["name"] == "asl"
+    with zipfile.ZipFile(image_zip) as archive:
+        names = [n for n in archive.namelist() if n.endswith(".png")][:2]
+        archive.extractall(tmp_path, names)
+    images = [str(tmp_path / name) for name in names]
+    predicted = as_json(run(cli, "predict", job["model_id"], *images, "--json"))
+    assert len(predicted) == 2 and all(set(p["scores"]) == {"blue", "green", "red"} for p in predicted)
+    # A path that is not an existing image file is text, which this image model refuses.
+    refused = run(cli, "predict", job["model_id"], str(tmp_path / "missing.png"), code=1)
+    assert "error:" in refused.stderr and "HTTP 422" in refused.stderr
+
+    downloaded = run(cli, "models", "download", job["model_id"], "-o", str(tmp_path)).stdout.strip()
+    assert Path(downloaded).parent == tmp_path and Path(downloaded).stat().st_size > 0
+
+
+def test_webhook_secret_is_the_clients(cli: CliRunner, embedded: LiveServer) -> None:
+    secret = run(cli, "webhooks", "secret").stdout.strip().splitlines()[-1]
+    with Client(embedded.url, embedded.key) as client:
+        assert secret == client.webhooks.secret().secret
+    rotated = as_json(run(cli, "webhooks", "secret", "--rotate", "--json"))["secret"]
+    assert rotated != secret and rotated.startswith("whsec_")
+
+
+def test_errors_are_reported_with_exit_code_1(cli: CliRunner, embedded: LiveServer) -> None:
+    missing = run(cli, "jobs", "get", "no-such-job", code=1)
+    assert "error: job was not found (HTTP 404, not_found)" in missing.stderr
+    no_key = CliRunner(env={"APLSERVE_URL": embedded.url, "APLSERVE_API_KEY": None})
+    unauthorized = no_key.invoke(app, ["datasets", "list"])
+    assert unauthorized.exit_code == 1 and "unauthorized" in unauthorized.stderr
+    assert "APLSERVE_API_KEY" in unauthorized.stderr
+    invalid = run(cli, "jobs", "create", "--dataset", "x", "--model", "minilm-l6", "--clip", "2", code=1)
+    assert "HTTP 422, validation_error" in invalid.stderr and "loss.clip" in invalid.stderr
+
+
+def test_the_console_script(embedded: LiveServer) -> None:
+    env = base_env(APLSERVE_URL=embedded.url, APLSERVE_API_KEY=embedded.other_key)
+    done = subprocess.run(
+        [APLSERVE, "jobs", "list", "--json"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []  # bob sees none of alice's jobs
