@@ -138,11 +138,16 @@ export async function jobsPage({ root, signal }) {
   let datasetsFetched = Date.now();
   newButton.addEventListener("click", async () => {
     if (!formBox.hidden) { formBox.hidden = true; return; }
-    datasets = await datasetIndex(signal);
-    const baseModels = (await api("/v1/base-models", { signal })).items;
-    setChildren(formBox, card("New job", datasets.size ? newJobForm(datasets, baseModels, (job) => {
-      location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
-    }) : notice("info", "Upload a dataset first (Datasets page).")));
+    try {
+      datasets = await datasetIndex(signal);
+      const baseModels = (await api("/v1/base-models", { signal })).items;
+      setChildren(formBox, card("New job", datasets.size ? newJobForm(datasets, baseModels, (job) => {
+        location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
+      }) : notice("info", "Upload a dataset first (Datasets page).")));
+    } catch (error) {
+      if (signal.aborted) return;
+      setChildren(formBox, notice("error", problemText(error)));
+    }
     formBox.hidden = false;
   });
 
