@@ -494,3 +494,31 @@ def test_model_page_downloads_and_predicts(open_page: Callable[..., Watched], li
     assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.label)")) == sorted(KEYWORDS)
     predictions.nth(1).locator(".score-row .label-name").get_by_text(XSS_LABEL, exact=True).wait_for()
     _screenshot(page, "model")
+
+
+def test_event_stream_parser_handles_any_chunk_boundaries(open_page: Callable[..., Watched]) -> None:
+    """The fetch-based SSE reader splits events the same way whatever the network chunking."""
+    page = open_page("/#/datasets").page
+    page.locator("#upload-form").wait_for()
+    results = page.evaluate(
+        """async () => {
+          const { sseParser } = await import("/static/api.js");
+          const text = "retry: 1500\\n\\nid: 5\\nevent: metric\\ndata: {\\"epoch\\":1}\\n\\n: heartbeat\\n\\n"
+            + "event: status\\r\\ndata: one\\r\\ndata: two\\r\\n\\r\\nid: 7\\ndata:x\\n\\n";
+          const out = [];
+          for (const size of [1, 2, 3, 5, 8, 13, 1000]) {
+            const events = [];
+            let retry = null;
+            const parser = sseParser((e) => events.push(e), (ms) => { retry = ms; });
+            for (let i = 0; i < text.length; i += size) parser.push(text.slice(i, i + size));
+            out.push({ retry, events });
+          }
+          return out;
+        }"""
+    )
+    expected = [
+        {"event": "metric", "data": '{"epoch":1}', "id": "5"},
+        {"event": "status", "data": "one\ntwo", "id": "5"},
+        {"event": "message", "data": "x", "id": "7"},
+    ]
+    assert results == [{"retry": 1500, "events": expected}] * 7
