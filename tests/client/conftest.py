@@ -3,18 +3,14 @@ client and CLI tests, plus the tiny model and dataset files they train on."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.apl.synthetic import write_image_dataset, write_text_dataset, write_tiny_bert
+from tests.apl.synthetic import write_tiny_bert
+from tests.client.data import write_image_zip, write_text_csv
 from tests.client.processes import Service, base_env, create_key, free_port, start, wait_until_healthy
 from tests.services import unique_name
 
@@ -35,43 +31,12 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def text_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The synthetic keyword dataset (48 samples, labels animal/color/food) as an upload CSV."""
-    root = write_text_dataset(tmp_path_factory.mktemp("text-stored"), n=48)
-    path = tmp_path_factory.mktemp("uploads") / "keywords.csv"
-    with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["text", "labels"])
-        for line in (root / "samples.jsonl").read_text().splitlines():
-            sample = json.loads(line)
-            writer.writerow([sample["text"], "|".join(sample["labels"])])
-    return path
+    return write_text_csv(tmp_path_factory.mktemp("uploads") / "keywords.csv")
 
 
 @pytest.fixture(scope="session")
 def image_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Coloured-quadrant images (labels red/green/blue) as an upload ZIP with labels.csv."""
-    root = write_image_dataset(tmp_path_factory.mktemp("image-stored"), n=32, size=32)
-    path = tmp_path_factory.mktemp("uploads") / "squares.zip"
-    rows = io.StringIO()
-    writer = csv.writer(rows)
-    writer.writerow(["filename", "labels"])
-    with zipfile.ZipFile(path, "w") as archive:
-        for line in (root / "samples.jsonl").read_text().splitlines():
-            sample = json.loads(line)
-            name = Path(sample["image"]).name
-            archive.write(root / sample["image"], name)
-            writer.writerow([name, "|".join(sample["labels"])])
-        archive.writestr("labels.csv", rows.getvalue())
-    return path
-
-
-def tiny_text_job(tiny_bert: Path, **hyperparameters: Any) -> dict[str, Any]:
-    """Arguments for `client.jobs.create` that train in a few seconds on CPU."""
-    return {
-        "base_model": f"hf:{tiny_bert}",
-        "hyperparameters": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "max_length": 32}
-        | hyperparameters,
-    }
+    return write_image_zip(tmp_path_factory.mktemp("uploads") / "squares.zip")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from aplserve.client import APIError, Client, Dataset, Job, MetricPoint, verify_webhook
-from tests.client.conftest import LiveServer, tiny_text_job
+from tests.client.conftest import LiveServer
+from tests.client.data import tiny_text_job
 from tests.client.processes import free_port
 from tests.client.receiver import running_receiver
 
