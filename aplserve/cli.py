@@ -8,6 +8,7 @@ import signal
 import typer
 
 from api.cli import app
+from aplserve.commands import register_client_commands
 
 log = logging.getLogger("aplserve")
 
@@ -64,6 +65,8 @@ def worker_command(
 
     main(concurrency=concurrency, loglevel=loglevel)
 
+
+register_client_commands(app)  # datasets, jobs, models, predict, webhooks (over HTTP)
 
 if __name__ == "__main__":
     app()
