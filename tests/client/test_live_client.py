@@ -74,7 +74,7 @@ def test_train_follow_predict_download_and_the_signed_webhook(
     assert final.status == "succeeded", final.error
     assert final.model_id and final.attempts == 1 and final.finished_at is not None
     statuses = [status for status, _, _ in updates]
-    assert statuses[0] == "queued" and statuses[-1] == "succeeded"  # "running" may pass between two polls
+    assert statuses[-1] == "succeeded"  # "queued" and "running" may each pass between two polls
     assert set(statuses) <= {"queued", "running", "succeeded"} and final.started_at is not None
     seen_points = [p for _, _, p in updates if p is not None]
     assert [p.epoch for p in seen_points] == [1, 2]  # live metric events, in order
