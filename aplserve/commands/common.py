@@ -8,10 +8,11 @@ service, whose one settings class is api.settings.Settings.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from pydantic import BaseModel
@@ -35,13 +36,17 @@ LimitOption = Annotated[int, typer.Option("--limit", min=1, max=200, help="How m
 AllOption = Annotated[bool, typer.Option("--all", help="Every page, not just the newest --limit.")]
 
 
+def _width(stream: TextIO) -> int | None:
+    """A pipe gets wide lines rather than ids wrapped over two, unless COLUMNS says otherwise."""
+    return None if stream.isatty() or os.environ.get("COLUMNS") else 200
+
+
 def console() -> Console:
-    """Tables on stdout; a pipe gets wide lines rather than ids wrapped over two."""
-    return Console(width=None if sys.stdout.isatty() else 200)
+    return Console(width=_width(sys.stdout))
 
 
 def errors() -> Console:
-    return Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+    return Console(stderr=True, width=_width(sys.stderr))
 
 
 @contextmanager
