@@ -15,7 +15,8 @@ class ServerEvent:
 
 def parse_events(lines: Iterable[str]) -> Iterator[ServerEvent]:
     """Events from the stream's lines (the WHATWG rules we need: event, data, id; comments)."""
-    event, data, event_id = "message", [], None
+    event, event_id = "message", None
+    data: list[str] = []
     for raw in lines:
         line = raw.rstrip("\r\n")
         if not line:
