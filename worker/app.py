@@ -12,6 +12,7 @@ starts N such processes and supervises them.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -152,12 +153,26 @@ def build_worker_app(settings: Settings | None = None) -> Celery:
 
 
 def _preload() -> None:
-    """Import the training stack now, so the first job's time is spent training."""
+    """Import the training stack now, so a job's time is spent training.
+
+    transformers imports its model code lazily on first use, which costs seconds on
+    a small machine; BERT's (the built-in MiniLM encoder is one) is worth loading ahead.
+    """
     started = time.monotonic()
     import apl.artifacts
     import apl.training  # noqa: F401
 
-    log.debug("training stack imported in %.1f s", time.monotonic() - started)
+    for module in (
+        "transformers.models.auto.modeling_auto",
+        "transformers.models.auto.tokenization_auto",
+        "transformers.models.bert.modeling_bert",
+        "transformers.models.bert.tokenization_bert",
+    ):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # another transformers layout: the first job imports what it needs
+            log.debug("could not preload %s", module, exc_info=True)
+    log.info("training stack imported in %.1f s", time.monotonic() - started)
 
 
 def run_worker(loglevel: str = "INFO", supervisor_pid: int | None = None) -> None:
