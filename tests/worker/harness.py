@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,11 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+import pytest
+import redis
+from sqlalchemy import select, text
 
-from api.db.models import Dataset, Job, Owner
-from api.db.session import session_scope
+from api.broker import close_celery_apps
+from api.db.models import Base, Dataset, Job, Owner
+from api.db.session import dispose_engines, session_scope
 from api.settings import Settings
+from tests.services import unique_name
 
 REPO = Path(__file__).resolve().parents[2]
 #: Every process start on the shared 2-core test machine is slow; this bounds all waits.
@@ -152,6 +157,44 @@ def processes_with(argument: str) -> list[int]:
         if argument in cmdline and status[2] != "Z":
             found.append(int(entry.name))
     return found
+
+
+# --- deployments -------------------------------------------------------------------------
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def truncate_all(settings: Settings) -> None:
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    with session_scope(settings) as session:
+        session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+def backend_settings(
+    request: pytest.FixtureRequest, backend: str, data_dir: Path, sqlite_schema: Path, **fields: object
+) -> Settings:
+    queue = unique_name("aplserve_worker_q")
+    if backend == "sqlite":
+        shutil.copyfile(sqlite_schema, data_dir / "aplserve.db")
+        return Settings(data_dir=data_dir, queue_name=queue, **fields)  # type: ignore[arg-type]
+    return Settings(
+        data_dir=data_dir,
+        database_url=request.getfixturevalue("worker_postgres_url"),
+        broker_url=request.getfixturevalue("redis_url"),
+        queue_name=queue,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def release_backend(settings: Settings) -> None:
+    close_celery_apps()
+    if settings.database_url is not None:
+        truncate_all(settings)
+        client = redis.Redis.from_url(settings.resolved_broker_url)
+        for key in client.scan_iter(f"{settings.queue_name}*"):
+            client.delete(key)
+        client.close()
+    dispose_engines()
 
 
 # --- rows -----------------------------------------------------------------------------------

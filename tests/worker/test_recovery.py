@@ -22,13 +22,15 @@ from api.settings import Settings
 from apl.spec import JobSpec
 from apl.training import TrainConfig, train
 from tests.apl.synthetic import write_text_dataset
-from tests.worker.conftest import BACKENDS, backend_settings, release_backend
 from tests.worker.harness import (
+    BACKENDS,
     ServiceProcess,
+    backend_settings,
     job_row,
     make_dataset,
     make_job,
     make_owner,
+    release_backend,
     start_worker,
     tiny_text_spec,
     wait_for,

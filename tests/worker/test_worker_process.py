@@ -21,13 +21,15 @@ from api.services import jobs as job_service
 from api.settings import Settings
 from apl.artifacts import read_config_from_archive
 from tests.apl.synthetic import write_image_dataset, write_text_dataset
-from tests.worker.conftest import BACKENDS, backend_settings, release_backend
 from tests.worker.harness import (
+    BACKENDS,
     ServiceProcess,
+    backend_settings,
     job_row,
     make_dataset,
     make_job,
     make_owner,
+    release_backend,
     sha256_of,
     start_worker,
     tiny_text_spec,
