@@ -37,7 +37,7 @@ from api.serving.inputs import (
     read_body,
 )
 from api.serving.schemas import Model, ModelList, PredictRequest, PredictResponse
-from api.serving.state import get_engine, serving_lifespan
+from api.serving.state import get_engine, lookup_cache, serving_lifespan
 from api.settings import Settings
 from apl.errors import AplError
 
@@ -50,6 +50,9 @@ router = APIRouter(
 ArtifactFormat = Literal["tar", "onnx"]
 _MEDIA_TYPES: dict[str, str] = {"tar": "application/x-tar", "onnx": "application/zip"}
 _SUFFIXES: dict[str, str] = {"tar": ".tar", "onnx": ".onnx.zip"}
+#: JSON bodies up to this size are validated on the event loop (cheaper than a thread hop);
+#: larger ones (base64 images) in the thread pool.
+INLINE_PARSE_BYTES = 32 * 1024
 
 
 def _inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -104,15 +107,27 @@ class OwnedModel:
     thresholds: dict[str, float]
 
 
-def owned_model(model_id: str, principal: OwnerDep, settings: SettingsDep) -> OwnedModel:
-    """The caller's model as the serving engine needs it (runs in the thread pool)."""
+def _lookup(settings: Settings, owner_id: str, model_id: str) -> OwnedModel:
     with session_factory(settings)() as session:
-        row = service.get_owned(session, principal.owner_id, model_id)
+        row = service.get_owned(session, owner_id, model_id)
         return OwnedModel(
             ref=service.serving_ref(settings, row),
             labels=[str(label) for label in row.labels],
             thresholds={str(k): float(v) for k, v in row.thresholds.items()},
         )
+
+
+async def owned_model(
+    model_id: str, request: Request, principal: OwnerDep, settings: SettingsDep
+) -> OwnedModel:
+    """The caller's model as the serving engine needs it; briefly cached (rows never change)."""
+    cache = lookup_cache(request.app)
+    found = cache.get(principal.owner_id, model_id)
+    if isinstance(found, OwnedModel) and found.ref.path.is_file():
+        return found
+    fresh = await run_in_threadpool(_lookup, settings, principal.owner_id, model_id)
+    cache.put(principal.owner_id, model_id, fresh)
+    return fresh
 
 
 OwnedModelDep = Annotated[OwnedModel, Depends(owned_model)]
@@ -203,6 +218,8 @@ async def _parse(request: Request, target: OwnedModel, settings: Settings) -> An
     kind = media_type(request)
     modality = target.ref.modality
     if kind == "application/json" or kind.endswith("+json"):
+        if len(body) <= INLINE_PARSE_BYTES:
+            return parse_json(body, modality, limits)
         return await run_in_threadpool(parse_json, body, modality, limits)
     if kind == "multipart/form-data":
         return await parse_multipart(request, body, modality, limits)
@@ -228,16 +245,19 @@ async def predict(
     the k best of the labels that pass. Results are in input order. Concurrent
     requests for one model are answered from shared micro-batches.
     """
-    parsed = await _parse(request, target, settings)
-    thresholds = resolve_thresholds(target.labels, target.thresholds, parsed.threshold)
-    items = parsed.items
-    if parsed.kind == "image":
-        items = await run_in_threadpool(decode_images, items, Limits.from_settings(settings))
+    arrival = engine.arrive(target.ref.id)
     try:
-        probabilities = await engine.predict(target.ref, items)
+        parsed = await _parse(request, target, settings)
+        thresholds = resolve_thresholds(target.labels, target.thresholds, parsed.threshold)
+        items = parsed.items
+        if parsed.kind == "image":
+            items = await run_in_threadpool(decode_images, items, Limits.from_settings(settings))
+        probabilities = await engine.predict(target.ref, items, arrival)
     except AplError:
         log.exception("model %s cannot be served", target.ref.id)
         raise AppError(503, "model_unavailable", "the model cannot be loaded on this server") from None
+    finally:
+        arrival.leave()
     if probabilities.shape != (len(items), len(target.labels)):
         log.error("model %s: artifact outputs do not match the registered labels", target.ref.id)
         raise AppError(503, "model_unavailable", "the model's artifact does not match its registry entry")

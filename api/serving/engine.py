@@ -62,6 +62,20 @@ class LoadedModel:
     retired: bool = False
 
 
+class Arrival:
+    """A request counted as on its way to a model; `leave` (idempotent) when queued or given up."""
+
+    def __init__(self, engine: ServingEngine, model_id: str) -> None:
+        self._engine = engine
+        self._model_id = model_id
+        self._left = False
+
+    def leave(self) -> None:
+        if not self._left:
+            self._left = True
+            self._engine._leave(self._model_id)
+
+
 @dataclass
 class _PendingLoad:
     future: Future[LoadedModel]
@@ -108,6 +122,7 @@ class ServingEngine:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._loading: dict[str, _PendingLoad] = {}
+        self._arriving: dict[str, int] = {}
         self._retiring: set[LoadedModel] = set()
         self._loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aplserve-model-loader")
         self._closed = False
@@ -115,10 +130,29 @@ class ServingEngine:
 
     # ---- public -----------------------------------------------------------------------
 
-    async def predict(self, ref: ModelRef, items: Sequence[Any]) -> Any:
+    def arrive(self, model_id: str) -> Arrival:
+        """Count a request for `model_id` as on its way, so that a forming batch waits for it."""
+        with self._lock:
+            self._arriving[model_id] = self._arriving.get(model_id, 0) + 1
+        return Arrival(self, model_id)
+
+    def _leave(self, model_id: str) -> None:
+        with self._lock:
+            left = self._arriving.get(model_id, 0) - 1
+            if left > 0:
+                self._arriving[model_id] = left
+            else:
+                self._arriving.pop(model_id, None)
+
+    def arriving(self, model_id: str) -> int:
+        return self._arriving.get(model_id, 0)
+
+    async def predict(self, ref: ModelRef, items: Sequence[Any], arrival: Arrival | None = None) -> Any:
         """Probabilities (len(items) x labels) for `items` from the model `ref`."""
         entry = await self._acquire(ref)
         try:
+            if arrival is not None:
+                arrival.leave()  # before queueing: the batch that takes this request must not wait for it
             return await asyncio.wrap_future(entry.batcher.submit(items))
         finally:
             self._release(entry)
@@ -227,7 +261,9 @@ class ServingEngine:
             raise
         nbytes = parameter_bytes(predictor.module)
         policy = BatchPolicy(self.config.batching, self.config.max_batch_size, self.config.max_wait_s)
-        batcher = ModelBatcher(ref.id[:8], predictor.predict_proba, policy, self.stats)
+        batcher = ModelBatcher(
+            ref.id[:8], predictor.predict_proba, policy, self.stats, lambda: self.arriving(ref.id)
+        )
         entry = LoadedModel(ref=ref, predictor=predictor, batcher=batcher, nbytes=nbytes)
         with self._lock:
             pending = self._loading.pop(ref.id, None)

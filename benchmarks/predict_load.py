@@ -1,0 +1,359 @@
+"""Load test of POST /v1/models/{id}/predict: micro-batching on against one request at a time.
+
+Usage: .venv/bin/python benchmarks/predict_load.py [--base-model minilm-l6] [--clients 1,8,32]
+       [--duration 8] [--max-requests 4000] [--threads 2] [--train-samples 128]
+
+What it does, all on this machine and loopback only:
+1. trains a small model with `apl.training.train` (default: the MiniLM-L6 text encoder, one
+   epoch on a slice of the offline movie-genre demo data), publishes it with
+   `apl.artifacts.publish_result` into a temporary data dir and registers it (Job + Model
+   rows in a fresh SQLite database) with an API key;
+2. for batching on, then off: starts the API (uvicorn, one process) on a free 127.0.0.1
+   port with `APLSERVE_SERVING_BATCHING`, warms the model up, then for each client count
+   runs that many concurrent clients (httpx, one text per request, each client sends its
+   next request when the previous answer is back) for `--duration` seconds or
+   `--max-requests` requests, whichever comes first; stops the server;
+3. prints requests/s, p50 and p99 latency per (batching, clients), and the throughput
+   ratio batching-on / batching-off at each client count.
+
+The client runs in this process and shares the CPU with the server, as a real load
+generator on the same host would; numbers are for comparison, not absolute capacity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@dataclass(frozen=True)
+class Result:
+    batching: bool
+    clients: int
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    mean_batch: float = 1.0
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def _write_dataset(directory: Path, count: int) -> list[str]:
+    """A slice of the offline movie-genre demo data in the stored form; returns its texts."""
+    from api.demo_data import movie_samples
+
+    samples = movie_samples()[:count]
+    directory.mkdir(parents=True)
+    with (directory / "samples.jsonl").open("w", encoding="utf-8") as out:
+        for text, labels in samples:
+            out.write(json.dumps({"text": text, "labels": labels}) + "\n")
+    labels = sorted({label for _, names in samples for label in names})
+    (directory / "labels.json").write_text(json.dumps(labels))
+    return [text for text, _ in samples]
+
+
+def prepare(data_dir: Path, base_model: str, train_samples: int, threads: int) -> tuple[str, str, list[str]]:
+    """Train, publish and register a model; returns (api key, model id, texts to send)."""
+    import torch
+
+    from api.auth import create_api_key
+    from api.db.migrate import upgrade_to_head
+    from api.db.models import Job, Model, new_id, utcnow
+    from api.db.session import dispose_engines, session_scope
+    from api.settings import Settings
+    from apl.artifacts import publish_result
+    from apl.spec import Hyperparameters
+    from apl.training import TrainConfig, train
+
+    torch.set_num_threads(threads)
+    settings = Settings(data_dir=data_dir)
+    upgrade_to_head(settings)
+    texts = _write_dataset(data_dir / "bench-dataset", train_samples)
+    started = time.perf_counter()
+    hyper = Hyperparameters(epochs=1, batch_size=16, max_length=32, seed=0)
+    result = train(
+        TrainConfig(data_dir / "bench-dataset", base_model, hyperparameters=hyper, device="cpu"), []
+    )
+    model_id = new_id()
+    relative = Path("artifacts") / f"{model_id}.tar"
+    info = publish_result(result, data_dir / relative)
+    print(
+        f"trained {base_model} on {train_samples} samples in {time.perf_counter() - started:.1f}s", flush=True
+    )
+    with session_scope(settings) as session:
+        owner, key = create_api_key(session, "bench")
+        now = utcnow()
+        job = Job(
+            owner_id=owner.id,
+            status="succeeded",
+            spec={"base_model": base_model},
+            progress={},
+            attempts=1,
+            started_at=now,
+            finished_at=now,
+        )
+        session.add(job)
+        session.flush()
+        session.add(
+            Model(
+                id=model_id,
+                owner_id=owner.id,
+                job_id=job.id,
+                base_model=base_model,
+                modality=result.model.modality,
+                labels=list(result.labels),
+                thresholds=dict(result.thresholds),
+                metrics={"fallback_labels": list(result.fallback_labels)},
+                artifact_path=relative.as_posix(),
+                sha256=info.sha256,
+                size_bytes=info.size_bytes,
+            )
+        )
+        session.flush()
+        job.model_id = model_id
+    dispose_engines()
+    return key, model_id, texts
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(data_dir: Path, batching: bool, threads: int) -> Iterator[str]:
+    """uvicorn on a free loopback port in its own process group; always stopped on exit."""
+    port = free_port()
+    env = os.environ | {
+        "APLSERVE_DATA_DIR": str(data_dir),
+        "APLSERVE_SERVING_BATCHING": "true" if batching else "false",
+        "APLSERVE_SERVING_TORCH_THREADS": str(threads),
+        "APLSERVE_LOG_LEVEL": "warning",
+    }
+    command = [
+        sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, process)
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the server exited during start-up")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError("the server did not become healthy")
+
+
+class HttpConnection:
+    """A minimal HTTP/1.1 keep-alive client for one connection.
+
+    A load generator must cost the shared CPU as little as possible (like wrk, unlike a
+    full-featured client), or it measures itself: this one writes a prepared request
+    and reads one Content-Length response, nothing more.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post_json(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
+            + body
+        )
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+
+
+async def _load(
+    base: str, key: str, model_id: str, texts: list[str], clients: int, duration: float, max_requests: int
+) -> Result:
+    host, port = base.removeprefix("http://").split(":")
+    path = f"/v1/models/{model_id}/predict"
+    headers = {"Authorization": f"Bearer {key}"}
+    bodies = [json.dumps({"inputs": [text]}).encode() for text in texts]
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    stop_at = time.perf_counter() + duration
+
+    async def client(index: int) -> None:
+        nonlocal errors, sent
+        connection = HttpConnection(host, int(port))
+        try:
+            while time.perf_counter() < stop_at and sent < max_requests:
+                body = bodies[(index * 7919 + sent) % len(bodies)]
+                sent += 1
+                started = time.perf_counter()
+                status, _ = await connection.post_json(path, body, headers)
+                if status == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+        finally:
+            await connection.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    seconds = time.perf_counter() - began
+    ordered = sorted(latencies) or [0.0]
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return Result(
+        batching=False,
+        clients=clients,
+        requests=len(latencies),
+        errors=errors,
+        seconds=seconds,
+        p50_ms=statistics.median(ordered) * 1000,
+        p99_ms=p99 * 1000,
+    )
+
+
+def _batch_counters(base: str) -> tuple[float, float]:
+    """(forward passes, inputs) so far, from the server's Prometheus histogram."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("aplserve_predict_batch_size")
+    )
+    return float(values.get("aplserve_predict_batch_size_count", 0)), float(
+        values.get("aplserve_predict_batch_size_sum", 0)
+    )
+
+
+def _measure(
+    base: str, key: str, model_id: str, texts: list[str], clients: int, args: argparse.Namespace
+) -> Result:
+    passes, inputs = _batch_counters(base)
+    result = asyncio.run(_load(base, key, model_id, texts, clients, args.duration, args.max_requests))
+    passes_after, inputs_after = _batch_counters(base)
+    mean = (inputs_after - inputs) / max(1.0, passes_after - passes)
+    return dataclasses.replace(result, mean_batch=mean)
+
+
+def run(args: argparse.Namespace, data_dir: Path) -> list[Result]:
+    """Both servers run side by side and the runs alternate on/off per client count, so that
+    load from other processes on a shared machine hits both modes alike."""
+    key, model_id, texts = prepare(data_dir, args.base_model, args.train_samples, args.threads)
+    clients = [int(value) for value in args.clients.split(",")]
+    results = []
+    with server(data_dir, True, args.threads) as on, server(data_dir, False, args.threads) as off:
+        for base in (on, off):
+            warm = asyncio.run(_load(base, key, model_id, texts, 4, 2.0, 40))  # load the model
+            if warm.errors or not warm.requests:
+                raise RuntimeError("the warm-up requests failed")
+        for count in clients:
+            for batching, base in ((True, on), (False, off)):
+                result = dataclasses.replace(
+                    _measure(base, key, model_id, texts, count, args), batching=batching
+                )
+                results.append(result)
+                print(
+                    f"batching {'on ' if batching else 'off'} clients {count:>3}: {result.rps:8.1f} req/s"
+                    f"  p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  mean batch "
+                    f"{result.mean_batch:5.1f}  ({result.requests} ok, {result.errors} errors)",
+                    flush=True,
+                )
+    return results
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| batching | clients | requests/s | p50 ms | p99 ms | mean batch | requests | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {'on' if r.batching else 'off'} | {r.clients} | {r.rps:.1f} | {r.p50_ms:.1f} "
+            f"| {r.p99_ms:.1f} | {r.mean_batch:.1f} | {r.requests} | {r.errors} |"
+        )
+    by_key = {(r.batching, r.clients): r for r in results}
+    lines.append("")
+    for clients in sorted({r.clients for r in results}):
+        on, off = by_key.get((True, clients)), by_key.get((False, clients))
+        if on and off and off.rps:
+            lines.append(
+                f"clients {clients}: batching on gives {on.rps / off.rps:.2f}x the throughput of off"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base-model", default="minilm-l6")
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per (batching, clients) run")
+    parser.add_argument("--max-requests", type=int, default=4000, help="requests per run at most")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
+    parser.add_argument("--train-samples", type=int, default=128)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="aplserve-predict-bench-") as tmp:
+        results = run(args, Path(tmp))
+    print()
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
