@@ -108,12 +108,11 @@ def _call(
         kernel = _compiled_kernel(config)
         if kernel is not None:
             try:
-                # Detached aliases are not views, so dynamo guards on no base shape; unbacked
-                # sizes give one graph for every batch size, 1 included (no 0/1 specialization).
+                # Detached aliases are not views, so dynamo guards on no base shape. Sizes are
+                # dynamic (backed): sizes 0/1 and the 4096-element reduction bucket get their
+                # own graph; unbacked sizes would avoid that but split the loop in three.
                 x, y = x.detach(), y.detach()
                 mask = None if mask is None else mask.detach()
-                for tensor in (x, y) if mask is None else (x, y, mask):
-                    torch._dynamo.decorators.mark_unbacked(tensor, 0)
                 with torch.no_grad():
                     return kernel(x, y, mask, weight, theta)
             except Exception as exc:  # compilation happens lazily, on the first call

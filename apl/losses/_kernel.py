@@ -25,7 +25,12 @@ MAX_INTEGER_EXPONENT = 16
 #: Series threshold and number of terms for ``-log(1 - q) - q`` per dtype: below the
 #: threshold the truncated series is exact to the dtype's precision, above it the
 #: direct difference loses at most ``2 eps / threshold`` relative.
-_SERIES: dict[torch.dtype, tuple[float, int]] = {torch.float32: (0.05, 7), torch.float64: (0.01, 9)}
+_SERIES: dict[torch.dtype, tuple[float, int]] = {torch.float32: (0.05, 6), torch.float64: (0.01, 9)}
+
+#: Below this clip, ``1 - p_m`` for a confident negative (``p_m`` near 1) is taken from
+#: ``q + clip`` instead of ``1 - p_m``, whose rounding would cost ``eps / clip`` relative
+#: (and give ``log(0)`` once ``clip`` is below an ulp of 1).
+SMALL_CLIP = 1.0 / 64
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class KernelConfig:
     gamma_neg_int: int | None
     same_gamma: bool
     clip_zero: bool
+    small_clip: bool
     detach_focal_weight: bool
     need_grad: bool
     reduction: str
@@ -74,14 +80,23 @@ def _int_pow(base: Tensor, exponent: int) -> Tensor | None:
         power = power * power
 
 
-def _log1p(a: Tensor) -> Tensor:
-    """log(1 + a) for a > -1 to a few ulps, from ``log`` (Goldberg 1991, theorem 4).
+def _log1p(a: Tensor, inv_w: Tensor) -> Tensor:
+    """log(1 + a) for -1 < a <= 1 to about an ulp, from ``log`` and a reciprocal the caller holds.
 
-    The vectorized CPU ``log1p`` costs several times a ``log``; with ``w = fl(1 + a)``
-    the ratio ``a / (w - 1)`` corrects exactly the rounding of ``1 + a``.
+    The vectorized CPU ``log1p`` costs several times a ``log``. ``w = fl(1 + a)`` misses
+    ``d = (1 + a) - w``, which Fast2Sum gives exactly as ``a - (w - 1)``, and
+    ``log(1 + a) = log(w) + d / w`` up to ``d^2``. ``inv_w`` is ``1 / w`` or a value within a
+    few ulps of it (``d`` is below an ulp of ``w``, so that does not matter): the kernel has
+    ``1 / (1 + e)`` and ``1 / (1 - p_m)`` at hand anyway, so this costs no division.
     """
     w = 1.0 + a
-    return torch.where(w == 1.0, a, torch.log(w) * (a / (w - 1.0)))
+    return torch.log(w) + (a - (w - 1.0)) * inv_w
+
+
+def _log_one_minus(pm: Tensor, r: Tensor, r_inv: Tensor, small_clip: bool) -> Tensor:
+    """log(1 - p_m): from p_m where it is small, from r = q + clip where p_m is near 1."""
+    log1m = _log1p(-pm, r_inv)
+    return torch.where(pm > 0.5, torch.log(r), log1m) if small_clip else log1m
 
 
 def _log1pmx_neg(q: Tensor, nlp: Tensor, dtype: torch.dtype) -> Tensor:
@@ -122,10 +137,10 @@ def loss_and_grad(
     q = torch.where(nonneg, ei, inv)
 
     if config.hard_targets:
-        loss, grad = _hard(x, y, e, p, q, theta, config)
-        n_soft: Tensor | None = torch.where((y != 0.0) & (y != 1.0), 1.0, 0.0).sum()
+        loss, grad = _hard(x, y, e, inv, p, q, theta, config)
+        n_soft: Tensor | None = torch.where((y != 0.0) & (y != 1.0), 1.0, 0.0).amax()
     else:
-        loss, grad = _general(x, y, e, p, q, theta, config)
+        loss, grad = _general(x, y, e, inv, p, q, theta, config)
         n_soft = None
 
     if weight is not None:
@@ -158,7 +173,7 @@ def _positive_parts(
 
 
 def _hard(
-    x: Tensor, y: Tensor, e: Tensor, p: Tensor, q: Tensor, theta: Tensor, config: KernelConfig
+    x: Tensor, y: Tensor, e: Tensor, inv: Tensor, p: Tensor, q: Tensor, theta: Tensor, config: KernelConfig
 ) -> tuple[Tensor, Tensor | None]:
     """0/1 targets: each element is either positive or negative, so one log serves both."""
     beta, gamma_pos, gamma_neg, clip = theta[2], theta[3], theta[4], theta[5]
@@ -166,7 +181,7 @@ def _hard(
     pos = y == 1.0
     pq = p * q
     if config.clip_zero:
-        lg = _log1p(e)
+        lg = _log1p(e, inv)
         pm = p
         a_neg = lg + torch.relu(x) - b * q  # -log q - b q
         d_neg = p * (1.0 + b * q) if config.need_grad else None
@@ -174,10 +189,19 @@ def _hard(
     else:
         above = p > clip
         pm = torch.where(above, p - clip, 0.0)
-        r = torch.where(above, q + clip, 1.0)
-        lg = _log1p(torch.where(pos, e, -pm))  # log1p(e) for positives, log(1 - p_m) for negatives
+        r = torch.where(above, q + clip, 1.0)  # 1 - p_m, accurate also where p_m is near 1
+        r_inv = 1.0 / r
+        # log1p(e) for positives, log(1 - p_m) for negatives: one log for both.
+        a = torch.where(pos, e, -pm)
+        w = 1.0 + a
+        delta = a - (w - 1.0)  # exact rounding error of w (Fast2Sum), see _log1p
+        if config.small_clip:
+            far = (pm > 0.5) & ~pos
+            w = torch.where(far, r, w)
+            delta = torch.where(far, 0.0, delta)
+        lg = torch.log(w) + delta * torch.where(pos, inv, r_inv)
         a_neg = -lg - b * r
-        d_neg = torch.where(above, pq * (1.0 / r + b), 0.0) if config.need_grad else None
+        d_neg = torch.where(above, pq * (r_inv + b), 0.0) if config.need_grad else None
         du_neg = torch.where(above, pq, 0.0)
     a_pos, d_pos = _positive_parts(x, lg, p, q, theta, config)
 
@@ -212,13 +236,13 @@ def _hard(
 
 
 def _general(
-    x: Tensor, y: Tensor, e: Tensor, p: Tensor, q: Tensor, theta: Tensor, config: KernelConfig
+    x: Tensor, y: Tensor, e: Tensor, inv: Tensor, p: Tensor, q: Tensor, theta: Tensor, config: KernelConfig
 ) -> tuple[Tensor, Tensor | None]:
     """Any targets in [0, 1], mixed as the official codes do (spec/loss-functions.md)."""
     beta, gamma_pos, gamma_neg, clip = theta[2], theta[3], theta[4], theta[5]
     b = beta - 1.0
     ny = 1.0 - y
-    l1 = _log1p(e)
+    l1 = _log1p(e, inv)
     pq = p * q
     a_pos, d_pos = _positive_parts(x, l1, p, q, theta, config)
     if config.clip_zero:
@@ -229,9 +253,10 @@ def _general(
     else:
         above = p > clip
         pm = torch.where(above, p - clip, 0.0)
-        r = torch.where(above, q + clip, 1.0)
-        a_neg = -_log1p(-pm) - b * r
-        d_neg = torch.where(above, pq * (1.0 / r + b), 0.0) if config.need_grad else None
+        r = torch.where(above, q + clip, 1.0)  # 1 - p_m, accurate also where p_m is near 1
+        r_inv = 1.0 / r
+        a_neg = -_log_one_minus(pm, r, r_inv, config.small_clip) - b * r
+        d_neg = torch.where(above, pq * (r_inv + b), 0.0) if config.need_grad else None
         active = above.to(x.dtype)
     a_mix = y * a_pos + ny * a_neg
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import functools
 import math
-import struct
 
 import torch
 from torch import Tensor
 
 from apl.losses._fused import Backend, FusedLoss, run_kernel
-from apl.losses._kernel import KernelConfig, integer_exponent
+from apl.losses._kernel import SMALL_CLIP, KernelConfig, integer_exponent
 
 REDUCTIONS = ("sum", "mean", "none")
 
@@ -38,12 +37,14 @@ def _theta(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) 
         return torch.tensor(values, dtype=dtype, device=device)
 
 
-def _rounds_to_zero(clip: float, dtype: torch.dtype) -> bool:
-    """A clip that is 0 in the compute dtype must take the softplus path (log(q + 0) underflows)."""
-    if dtype == torch.float32:
-        rounded: float = struct.unpack("f", struct.pack("f", clip))[0]
-        return rounded == 0.0
-    return clip == 0.0
+def _negligible_clip(clip: float, dtype: torch.dtype) -> bool:
+    """A clip below the smallest normal number of the compute dtype counts as 0.
+
+    Such a clip changes no loss value that the dtype can tell apart, except through
+    ``log(q + clip)`` with ``q`` underflowing, where the softplus form (clip 0) is the
+    meaningful one.
+    """
+    return clip < torch.finfo(dtype).tiny
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -97,6 +98,8 @@ def asymmetric_polynomial_loss(
     count; 0 when every element is unknown); ``none`` = elementwise losses, zeros at
     unknown elements.
 
+    A ``clip`` below the smallest normal number of the compute dtype counts as 0.
+
     float16/bfloat16 logits are computed in float32 and the result is float32;
     float64 stays float64. Targets receive no gradient. The caller's grad mode is
     never changed. ``backend``: "auto" compiles the fused kernel with torch.compile
@@ -139,7 +142,8 @@ def asymmetric_polynomial_loss(
         gamma_pos_int=gp_int,
         gamma_neg_int=gn_int,
         same_gamma=float(gamma_pos) == float(gamma_neg),
-        clip_zero=_rounds_to_zero(float(clip), dtype),
+        clip_zero=_negligible_clip(float(clip), dtype),
+        small_clip=float(clip) < SMALL_CLIP,
         detach_focal_weight=bool(detach_focal_weight),
         need_grad=need_grad,
         reduction=reduction,

@@ -281,6 +281,25 @@ def test_fractional_gamma_neg_gradient_is_finite_at_and_near_zero_p_m(gamma_neg:
         assert (grad[4:] > 0).all()
 
 
+@pytest.mark.parametrize("clip", [1e-3, 1e-6, 1e-10, 1e-20, 1e-30, 1e-39])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_tiny_clips_stay_exact_for_confident_negatives(clip: float, dtype: torch.dtype) -> None:
+    """1 - p_m rounds to 0 once clip is below an ulp of 1; the loss must come from q + clip then."""
+    params = {**LOSS_PRESETS["asl"], "clip": clip, "beta": 1.5}
+    logits = torch.tensor([[-3.0, 0.5, 5.0, 17.0, 30.0, 60.0, 88.0]], dtype=torch.float64).repeat(2, 1)
+    targets = torch.tensor([[0.0], [1.0]], dtype=torch.float64).expand_as(logits).contiguous()
+    rtol = 1e-8 if dtype == torch.float64 else 1e-4
+    x = logits.to(dtype)
+    for detach in (True, False):
+        loss, grad = ours(x, targets.to(dtype), params, detach, "none")
+        assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+        effective = params if clip >= torch.finfo(dtype).tiny else {**params, "clip": 0.0}
+        ref_loss, ref_grad = mp_reference(x.double(), targets, effective, detach, "none")
+        tiny = torch.finfo(dtype).tiny  # below it values are subnormal (or underflow) in the dtype
+        torch.testing.assert_close(loss.double(), ref_loss, rtol=rtol, atol=tiny)
+        torch.testing.assert_close(grad.double(), ref_grad, rtol=rtol, atol=tiny)
+
+
 PRESET_VARIANTS = [(name, detach) for name in sorted(LOSS_PRESETS) for detach in (True, False)]
 
 
