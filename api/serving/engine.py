@@ -22,7 +22,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,9 @@ class _PendingLoad:
 class EngineCounters:
     loads: int = 0
     evictions: int = 0
+    #: Evictions of a model that still had requests queued or running (they were answered).
+    evictions_in_use: int = 0
     load_failures: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 def parameter_bytes(module: Any) -> int:
@@ -171,6 +172,7 @@ class ServingEngine:
             counters = {
                 "loads": self.counters.loads,
                 "evictions": self.counters.evictions,
+                "evictions_in_use": self.counters.evictions_in_use,
                 "load_failures": self.counters.load_failures,
                 "loaded": list(self._cache),
                 "retiring": len(self._retiring),
@@ -238,6 +240,7 @@ class ServingEngine:
         if entry.users == 0:
             entry.batcher.close()
         else:
+            self.counters.evictions_in_use += 1
             self._retiring.add(entry)
 
     def _configure_torch(self) -> None:

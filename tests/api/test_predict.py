@@ -411,6 +411,57 @@ def test_lru_eviction_during_inflight_requests_fails_none(
             response.json()["predictions"], local["text"].predict_proba(batch), local["text"].labels
         )
     assert snapshot["loads"] >= 3 and snapshot["evictions"] >= 2, snapshot
+    assert snapshot["retiring"] == 0  # every evicted model was stopped once its requests were answered
+
+
+def test_evicting_a_model_waits_for_its_inflight_request(trained: dict[str, Trained], local: Any) -> None:
+    """Deterministic version of the above at the engine level: model A's request is held
+    inside its forward pass while model B loads and evicts A; A's request still gets
+    its answer, and A's thread stops only afterwards."""
+    import asyncio
+    import threading
+
+    from api.serving.engine import EngineConfig, ModelRef, ServingEngine, load_predictor
+
+    gate, inside = threading.Event(), threading.Event()
+
+    def loader(ref: ModelRef, device: str) -> Any:
+        predictor = load_predictor(ref, "cpu")
+        if ref.id == "a":
+            forward = predictor.predict_proba
+
+            def held(items: Any, batch_size: int) -> Any:
+                inside.set()
+                assert gate.wait(30)
+                return forward(items, batch_size)
+
+            predictor.predict_proba = held
+        return predictor
+
+    archive = trained["text"].archive
+    sha = trained["text"].fields["sha256"]
+    model_a, model_b = (ModelRef(name, archive, sha, "text") for name in ("a", "b"))
+    engine = ServingEngine(EngineConfig(max_models=1), loader=loader)
+
+    async def scenario() -> tuple[Any, Any, dict[str, Any]]:
+        pending = asyncio.create_task(engine.predict(model_a, TEXT_INPUTS))
+        while not inside.is_set():
+            await asyncio.sleep(0.01)
+        answer_b = await engine.predict(model_b, TEXT_INPUTS[:2])
+        during = engine.snapshot()
+        gate.set()
+        return await pending, answer_b, during
+
+    try:
+        answer_a, answer_b, during = asyncio.run(scenario())
+        after = engine.snapshot()
+    finally:
+        gate.set()
+        engine.close()
+    assert during["loaded"] == ["b"] and during["evictions_in_use"] == 1 and during["retiring"] == 1
+    assert after["retiring"] == 0
+    np.testing.assert_allclose(answer_a, local["text"].predict_proba(TEXT_INPUTS), atol=TOLERANCE)
+    np.testing.assert_allclose(answer_b, local["text"].predict_proba(TEXT_INPUTS[:2]), atol=TOLERANCE)
 
 
 @SQLITE_ONLY
