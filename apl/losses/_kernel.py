@@ -22,11 +22,6 @@ from torch import Tensor
 #: Largest integer focusing exponent that is expanded into repeated products.
 MAX_INTEGER_EXPONENT = 16
 
-#: Series threshold and number of terms for ``-log(1 - q) - q`` per dtype: below the
-#: threshold the truncated series is exact to the dtype's precision, above it the
-#: direct difference loses at most ``2 eps / threshold`` relative.
-_SERIES: dict[torch.dtype, tuple[float, int]] = {torch.float32: (0.05, 6), torch.float64: (0.01, 9)}
-
 #: Below this clip, ``1 - p_m`` for a confident negative (``p_m`` near 1) is taken from
 #: ``q + clip`` instead of ``1 - p_m``, whose rounding would cost ``eps / clip`` relative
 #: (and give ``log(0)`` once ``clip`` is below an ulp of 1).
@@ -80,21 +75,6 @@ def _int_pow(base: Tensor, exponent: int) -> Tensor | None:
         power = power * power
 
 
-_SQRT_HALF = 0.70710678118654752440
-#: Cephes ``logf`` polynomial for log(1 + m) - m + m^2/2, m in [sqrt(1/2) - 1, sqrt(2) - 1].
-_LOGF_POLY = (
-    7.0376836292e-2,
-    -1.1514610310e-1,
-    1.1676998740e-1,
-    -1.2420140846e-1,
-    1.4249322787e-1,
-    -1.6668057665e-1,
-    2.0000714765e-1,
-    -2.4999993993e-1,
-    3.3333331174e-1,
-)
-
-
 def _log(w: Tensor) -> Tensor:
     """Natural log of positive normal numbers.
 
@@ -105,15 +85,28 @@ def _log(w: Tensor) -> Tensor:
     """
     if w.dtype != torch.float32 or not torch.compiler.is_compiling():
         return torch.log(w)
+    # Constants are literals on purpose: dynamo turns module-level floats into graph
+    # inputs, each converted to a tensor on every call.
+    coefficients = (  # Cephes logf: log(1 + m) - m + m^2/2 on [sqrt(1/2) - 1, sqrt(2) - 1]
+        7.0376836292e-2,
+        -1.1514610310e-1,
+        1.1676998740e-1,
+        -1.2420140846e-1,
+        1.4249322787e-1,
+        -1.6668057665e-1,
+        2.0000714765e-1,
+        -2.4999993993e-1,
+        3.3333331174e-1,
+    )
     bits = w.view(torch.int32)
     exponent = (bits >> 23) - 126  # w = m * 2**exponent with m in [0.5, 1)
     m = ((bits & 0x007FFFFF) | 0x3F000000).view(torch.float32)
-    small = m < _SQRT_HALF
+    small = m < 0.70710678118654752440
     k = torch.where(small, exponent - 1, exponent).to(torch.float32)
     m = torch.where(small, m + m, m) - 1.0
     z = m * m
-    poly = torch.full_like(m, _LOGF_POLY[0])
-    for coefficient in _LOGF_POLY[1:]:
+    poly = torch.full_like(m, coefficients[0])
+    for coefficient in coefficients[1:]:
         poly = poly * m + coefficient
     tail = poly * m * z - 2.12194440e-4 * k - 0.5 * z
     return m + tail + 0.693359375 * k
@@ -139,8 +132,12 @@ def _log_one_minus(pm: Tensor, r: Tensor, r_inv: Tensor, small_clip: bool) -> Te
 
 
 def _log1pmx_neg(q: Tensor, nlp: Tensor, dtype: torch.dtype) -> Tensor:
-    """``-log(1 - q) - q = sum_{j>=2} q^j / j`` without cancellation for small ``q``."""
-    threshold, terms = _SERIES[dtype]
+    """``-log(1 - q) - q = sum_{j>=2} q^j / j`` without cancellation for small ``q``.
+
+    Below the threshold the truncated series is exact to the dtype's precision, above it
+    the direct difference loses at most ``2 eps / threshold`` relative.
+    """
+    threshold, terms = (0.05, 6) if dtype == torch.float32 else (0.01, 9)
     series = torch.full_like(q, 1.0 / (terms + 1))
     for j in range(terms, 1, -1):
         series = series * q + 1.0 / j
