@@ -45,6 +45,10 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             parsed,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            # Opening a SQLite connection (and its PRAGMAs) costs more than the query it
+            # serves; keep enough for every concurrent request of a busy predict load.
+            pool_size=32,
+            max_overflow=32,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
