@@ -28,6 +28,9 @@ MAX_INTEGER_EXPONENT = 16
 SMALL_CLIP = 1.0 / 64
 
 
+Params = tuple[Tensor | float, ...]  # alpha1, alpha2, beta, gamma_pos, gamma_neg, clip
+
+
 @dataclass(frozen=True)
 class KernelConfig:
     """Everything about a call that changes the traced code (not the parameter values).
@@ -58,6 +61,39 @@ def integer_exponent(value: float) -> int | None:
     if value.is_integer() and 0 <= value <= MAX_INTEGER_EXPONENT:
         return int(value)
     return None
+
+
+def _select(cond: Tensor, a: Tensor | float, b: Tensor | float, dtype: torch.dtype | None = None) -> Tensor:
+    """``torch.where(cond, a, b)`` for FINITE ``a`` and ``b``.
+
+    Compiled, it is ``torch.where`` (a blend instruction). Eagerly, the CPU ``where``
+    kernel costs as much as twenty additions, so it is ``a*m + b*(1-m)`` with a 0/1
+    mask ``m``: exact for finite values (x*1 + y*0 == x), wrong for inf or NaN ones,
+    which is why callers use it only where both sides are finite by construction.
+    ``dtype`` is needed when both ``a`` and ``b`` are numbers.
+    """
+    if torch.compiler.is_compiling():
+        return torch.where(cond, a, b)
+    if isinstance(a, Tensor):
+        dtype = a.dtype
+    elif isinstance(b, Tensor):
+        dtype = b.dtype
+    assert dtype is not None, "two numbers need the dtype"
+    m = cond.to(dtype)
+    if isinstance(b, float) and b == 0.0:
+        return a * m
+    if isinstance(a, float) and a == 0.0:
+        return b * (1.0 - m)
+    return a * m + b * (1.0 - m)
+
+
+def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` where ``den > 0``, else 0 (without dividing by zero eagerly)."""
+    positive = den > 0
+    if torch.compiler.is_compiling():
+        return torch.where(positive, num / den, 0.0)
+    m = positive.to(den.dtype)
+    return num / (den + (1.0 - m)) * m
 
 
 def _int_pow(base: Tensor, exponent: int) -> Tensor | None:
@@ -128,7 +164,7 @@ def _log1p(a: Tensor, inv_w: Tensor) -> Tensor:
 def _log_one_minus(pm: Tensor, r: Tensor, r_inv: Tensor, small_clip: bool) -> Tensor:
     """log(1 - p_m): from p_m where it is small, from r = q + clip where p_m is near 1."""
     log1m = _log1p(-pm, r_inv)
-    return torch.where(pm > 0.5, _log(r), log1m) if small_clip else log1m
+    return _select(pm > 0.5, _log(r), log1m) if small_clip else log1m
 
 
 def _log1pmx_neg(q: Tensor, nlp: Tensor, dtype: torch.dtype) -> Tensor:
@@ -142,7 +178,7 @@ def _log1pmx_neg(q: Tensor, nlp: Tensor, dtype: torch.dtype) -> Tensor:
     for j in range(terms, 1, -1):
         series = series * q + 1.0 / j
     series = series * q * q
-    return torch.where(q < threshold, series, nlp - q)
+    return _select(q < threshold, series, nlp - q)
 
 
 def loss_and_grad(
@@ -163,27 +199,35 @@ def loss_and_grad(
     known = y >= 0  # also False for NaN: unknown labels
     if mask is not None:
         known = known & mask
-    y = torch.where(known, y, 0.0)
+    # Eagerly, skip the (slow) selections when every label is known.
+    all_known = mask is None and not torch.compiler.is_compiling() and bool(known.all())
+    if not all_known:
+        y = torch.where(known, y, 0.0)
+
+    # Compiled: tensor elements, so a new value needs no recompilation. Eagerly: numbers,
+    # because a 0-d tensor operand sends every elementwise op down a slow broadcast path.
+    params: Params = tuple(theta.unbind()) if torch.compiler.is_compiling() else tuple(theta.tolist())
 
     e = torch.exp(-x.abs())
     inv = 1.0 / (1.0 + e)
     ei = e * inv
     nonneg = x >= 0
-    p = torch.where(nonneg, inv, ei)
-    q = torch.where(nonneg, ei, inv)
+    p = _select(nonneg, inv, ei)
+    q = _select(nonneg, ei, inv)
 
     if config.hard_targets:
-        loss, grad = _hard(x, y, e, inv, p, q, theta, config)
+        loss, grad = _hard(x, y, e, inv, p, q, params, config)
         n_soft: Tensor | None = (y - y * y).abs().amax()  # > 0 iff a target is neither 0 nor 1
     else:
-        loss, grad = _general(x, y, e, inv, p, q, theta, config)
+        loss, grad = _general(x, y, e, inv, p, q, params, config)
         n_soft = None
 
     if weight is not None:
         loss = loss * weight
         grad = None if grad is None else grad * weight
-    loss = torch.where(known, loss, 0.0)
-    grad = None if grad is None else torch.where(known, grad, 0.0)
+    if not all_known:
+        loss = torch.where(known, loss, 0.0)
+        grad = None if grad is None else torch.where(known, grad, 0.0)
 
     scale: Tensor | None = None
     if config.reduction == "sum":
@@ -196,10 +240,10 @@ def loss_and_grad(
 
 
 def _positive_parts(
-    x: Tensor, log1p_e: Tensor, p: Tensor, q: Tensor, theta: Tensor, config: KernelConfig
+    x: Tensor, log1p_e: Tensor, p: Tensor, q: Tensor, params: Params, config: KernelConfig
 ) -> tuple[Tensor, Tensor | None]:
     """Inner positive loss ``-log p - c1 q - c2 q^2`` and its derivative (None if not needed)."""
-    alpha1, alpha2 = theta[0], theta[1]
+    alpha1, alpha2 = params[0], params[1]
     c1 = 1.0 - alpha1
     c2 = 0.5 - alpha2
     nlp = log1p_e + torch.relu(-x)  # -log p
@@ -209,14 +253,14 @@ def _positive_parts(
 
 
 def _hard(
-    x: Tensor, y: Tensor, e: Tensor, inv: Tensor, p: Tensor, q: Tensor, theta: Tensor, config: KernelConfig
+    x: Tensor, y: Tensor, e: Tensor, inv: Tensor, p: Tensor, q: Tensor, params: Params, config: KernelConfig
 ) -> tuple[Tensor, Tensor | None]:
     """0/1 targets: each element is either positive or negative, so one log serves both.
 
     Every operation here runs on every element (vector lanes take both branches), so
     selections that a zero focusing weight makes moot are left out.
     """
-    beta, gamma_pos, gamma_neg, clip = theta[2], theta[3], theta[4], theta[5]
+    beta, gamma_pos, gamma_neg, clip = params[2], params[3], params[4], params[5]
     b = beta - 1.0
     pos = y == 1.0
     pq = p * q
@@ -232,66 +276,66 @@ def _hard(
         du_neg: Tensor = pq
     else:
         above = p > clip
-        pm = torch.where(above, p - clip, 0.0)
+        pm = _select(above, p - clip, 0.0)
         r = q + clip  # 1 - p_m where p > clip, accurate also where p_m is near 1
         if not neg_weight_vanishes_below_clip:
-            r = torch.where(above, r, 1.0)
+            r = _select(above, r, 1.0)
         r_inv = 1.0 / r
         # log1p(e) for positives, log(1 - p_m) for negatives: one log for both.
-        a = torch.where(pos, e, -pm)
+        a = _select(pos, e, -pm)
         w = 1.0 + a
         delta = a - (w - 1.0)  # exact rounding error of w (Fast2Sum), see _log1p
         if config.small_clip:
             far = (pm > 0.5) & ~pos
-            w = torch.where(far, r, w)
-            delta = torch.where(far, 0.0, delta)
-        lg = _log(w) + delta * torch.where(pos, inv, r_inv)
+            w = _select(far, r, w)
+            delta = _select(far, 0.0, delta)
+        lg = _log(w) + delta * _select(pos, inv, r_inv)
         a_neg = -lg - b * r
         d_neg = pq * (r_inv + b)
         du_neg = pq
         if not neg_weight_vanishes_below_clip:
-            d_neg = torch.where(above, d_neg, 0.0)
+            d_neg = _select(above, d_neg, 0.0)
         if not config.detach_focal_weight:
-            du_neg = torch.where(above, pq, 0.0)
-    a_pos, d_pos = _positive_parts(x, lg, p, q, theta, config)
+            du_neg = _select(above, pq, 0.0)
+    a_pos, d_pos = _positive_parts(x, lg, p, q, params, config)
 
     focal: Tensor | float
     if gp is not None and gn is not None:
         if gp == gn:
-            powered = None if gp == 0 else _int_pow(torch.where(pos, q, pm), gp)
+            powered = None if gp == 0 else _int_pow(_select(pos, q, pm), gp)
             focal = 1.0 if powered is None else powered
         else:
             w_pos, w_neg = _int_pow(q, gp), _int_pow(pm, gn)
-            focal = torch.where(pos, 1.0 if w_pos is None else w_pos, 1.0 if w_neg is None else w_neg)
+            focal = _select(pos, 1.0 if w_pos is None else w_pos, 1.0 if w_neg is None else w_neg)
     else:
-        focal = torch.where(pos, q, pm).pow(torch.where(pos, gamma_pos, gamma_neg))
+        focal = _select(pos, q, pm).pow(_select(pos, gamma_pos, gamma_neg, q.dtype))
 
-    a_sel = torch.where(pos, a_pos, a_neg)
+    a_sel = _select(pos, a_pos, a_neg)
     loss = focal * a_sel
     if not config.need_grad:
         return loss, None
     assert d_pos is not None
-    grad = focal * torch.where(pos, d_pos, d_neg)
+    grad = focal * _select(pos, d_pos, d_neg)
     if not config.detach_focal_weight and not (gp == 0 and gn == 0):
         # d(u^g)/dx = g u^g (du/dx) / u, taken as 0 where u == 0 (finite for g < 1).
-        u = torch.where(pos, q, pm)
-        du = torch.where(pos, -pq, du_neg)
-        ratio = torch.where(u > 0, du / u, 0.0)
-        g = torch.where(pos, gamma_pos, gamma_neg)
+        u = _select(pos, q, pm)
+        du = _select(pos, -pq, du_neg)
+        ratio = _safe_ratio(du, u)
+        g = _select(pos, gamma_pos, gamma_neg, q.dtype)
         grad = grad + g * focal * ratio * a_sel
     return loss, grad
 
 
 def _general(
-    x: Tensor, y: Tensor, e: Tensor, inv: Tensor, p: Tensor, q: Tensor, theta: Tensor, config: KernelConfig
+    x: Tensor, y: Tensor, e: Tensor, inv: Tensor, p: Tensor, q: Tensor, params: Params, config: KernelConfig
 ) -> tuple[Tensor, Tensor | None]:
     """Any targets in [0, 1], mixed as the official codes do (spec/loss-functions.md)."""
-    beta, gamma_pos, gamma_neg, clip = theta[2], theta[3], theta[4], theta[5]
+    beta, gamma_pos, gamma_neg, clip = params[2], params[3], params[4], params[5]
     b = beta - 1.0
     ny = 1.0 - y
     l1 = _log1p(e, inv)
     pq = p * q
-    a_pos, d_pos = _positive_parts(x, l1, p, q, theta, config)
+    a_pos, d_pos = _positive_parts(x, l1, p, q, params, config)
     if config.clip_zero:
         pm = p
         a_neg = l1 + torch.relu(x) - b * q  # -log q - b q
@@ -299,11 +343,11 @@ def _general(
         active: Tensor | float = 1.0
     else:
         above = p > clip
-        pm = torch.where(above, p - clip, 0.0)
-        r = torch.where(above, q + clip, 1.0)  # 1 - p_m, accurate also where p_m is near 1
+        pm = _select(above, p - clip, 0.0)
+        r = _select(above, q + clip, 1.0)  # 1 - p_m, accurate also where p_m is near 1
         r_inv = 1.0 / r
         a_neg = -_log_one_minus(pm, r, r_inv, config.small_clip) - b * r
-        d_neg = torch.where(above, pq * (r_inv + b), 0.0) if config.need_grad else None
+        d_neg = _select(above, pq * (r_inv + b), 0.0) if config.need_grad else None
         active = above.to(x.dtype)
     a_mix = y * a_pos + ny * a_neg
 
@@ -326,7 +370,7 @@ def _general(
     grad = d_mix if focal is None else focal * d_mix
     if not config.detach_focal_weight and has_focus and focal is not None:
         du = pq * (ny * active - y)
-        ratio = torch.where(u > 0, du / u, 0.0)
+        ratio = _safe_ratio(du, u)
         g = exponent if exponent is not None else gamma_pos
         grad = grad + g * focal * ratio * a_mix
     return loss, grad
