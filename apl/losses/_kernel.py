@@ -162,9 +162,18 @@ def _log1p(a: Tensor, inv_w: Tensor) -> Tensor:
 
 
 def _log_one_minus(pm: Tensor, r: Tensor, r_inv: Tensor, small_clip: bool) -> Tensor:
-    """log(1 - p_m): from p_m where it is small, from r = q + clip where p_m is near 1."""
-    log1m = _log1p(-pm, r_inv)
-    return _select(pm > 0.5, _log(r), log1m) if small_clip else log1m
+    """log(1 - p_m): from p_m where it is small, from r = q + clip where p_m is near 1.
+
+    The selection happens before the log, so no lane ever holds log(0).
+    """
+    a = -pm
+    w = 1.0 + a
+    delta = a - (w - 1.0)  # exact rounding error of w (Fast2Sum), see _log1p
+    if small_clip:
+        far = pm > 0.5
+        w = _select(far, r, w)
+        delta = _select(far, 0.0, delta)
+    return _log(w) + delta * r_inv
 
 
 def _log1pmx_neg(q: Tensor, nlp: Tensor, dtype: torch.dtype) -> Tensor:

@@ -286,8 +286,8 @@ def test_fractional_gamma_neg_gradient_is_finite_at_and_near_zero_p_m(gamma_neg:
 def test_tiny_clips_stay_exact_for_confident_negatives(clip: float, dtype: torch.dtype) -> None:
     """1 - p_m rounds to 0 once clip is below an ulp of 1; the loss must come from q + clip then."""
     params = {**LOSS_PRESETS["asl"], "clip": clip, "beta": 1.5}
-    logits = torch.tensor([[-3.0, 0.5, 5.0, 17.0, 30.0, 60.0, 88.0]], dtype=torch.float64).repeat(2, 1)
-    targets = torch.tensor([[0.0], [1.0]], dtype=torch.float64).expand_as(logits).contiguous()
+    logits = torch.tensor([[-3.0, 0.5, 5.0, 17.0, 30.0, 60.0, 88.0]], dtype=torch.float64).repeat(3, 1)
+    targets = torch.tensor([[0.0], [1.0], [0.25]], dtype=torch.float64).expand_as(logits).contiguous()
     rtol = 1e-8 if dtype == torch.float64 else 1e-4
     x = logits.to(dtype)
     for detach in (True, False):
