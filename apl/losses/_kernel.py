@@ -217,6 +217,10 @@ def loss_and_grad(
     # because a 0-d tensor operand sends every elementwise op down a slow broadcast path.
     params: Params = tuple(theta.unbind()) if torch.compiler.is_compiling() else tuple(theta.tolist())
 
+    # +-inf logits become the largest finite ones (same loss in the limit), so that every
+    # intermediate stays finite, which the eager selections in _select rely on.
+    largest = torch.finfo(x.dtype).max
+    x = x.clamp(-largest, largest)
     e = torch.exp(-x.abs())
     inv = 1.0 / (1.0 + e)
     ei = e * inv

@@ -345,6 +345,16 @@ def test_positive_at_minus_100_has_a_finite_nonzero_gradient(name: str) -> None:
         assert torch.isfinite(grad).all() and float(grad) < -0.5
 
 
+def test_infinite_logits_give_the_limit_not_nan() -> None:
+    logits = torch.tensor([[float("-inf"), float("inf")]] * 2)
+    targets = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    for name in LOSS_PRESETS:
+        loss, grad = ours(logits, targets, LOSS_PRESETS[name], False, "none")
+        assert not torch.isnan(loss).any() and torch.isfinite(grad).all()
+        assert loss[0, 1] == 0.0 and loss[1, 0] <= 0.0  # confident and right
+        assert loss[0, 0] > 1e30 and loss[1, 1] > 1.0  # confident and wrong (clip bounds a negative)
+
+
 def test_float64_extremes_are_finite() -> None:
     logits = torch.tensor([-1e300, -800.0, -40.0, 40.0, 800.0, 1e300], dtype=torch.float64).repeat(2, 1)
     targets = torch.tensor([[0.0], [1.0]], dtype=torch.float64).expand_as(logits)
