@@ -171,4 +171,16 @@ class FusedLoss(torch.autograd.Function):
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         grad, *scale = ctx.saved_tensors
         factor = grad_output * scale[0] if scale else grad_output
+        if not _graph_kept():
+            # The saved gradient dies with this backward: reuse its memory, and skip the
+            # pass entirely for the usual loss.backward() (a CPU scalar 1, no device sync).
+            if factor.dim() == 0 and factor.device.type == "cpu" and factor.item() == 1.0:
+                return grad, None, None, None, None, None, None
+            return grad.mul_(factor), None, None, None, None, None, None
         return grad * factor, None, None, None, None, None, None
+
+
+def _graph_kept() -> bool:
+    """Whether this backward runs with retain_graph (then the saved gradient must stay intact)."""
+    keep_graph = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if keep_graph is None else bool(keep_graph())

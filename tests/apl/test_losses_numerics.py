@@ -442,3 +442,25 @@ def test_backward_twice_with_retain_graph_accumulates() -> None:
     x.grad = None
     (3.0 * loss).backward()
     torch.testing.assert_close(x.grad, 3 * first)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "none"])
+def test_backward_reuses_no_memory_the_caller_can_still_reach(reduction: str) -> None:
+    """Backward hands out the saved gradient only when the graph is not kept."""
+    x = torch.randn(4, 6, requires_grad=True)
+    y = (torch.rand(4, 6) < 0.5).float()
+    loss = asymmetric_polynomial_loss(x, y, **LOSS_PRESETS["asl"], reduction=reduction).sum()
+    (expected,) = torch.autograd.grad(loss, x, retain_graph=True)
+    loss.backward(retain_graph=True)
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, expected)
+    x.grad.zero_()  # in place, as optimizer.zero_grad(set_to_none=False) does
+    loss.backward(retain_graph=True)
+    torch.testing.assert_close(x.grad, expected)
+    x.grad.mul_(0.0)
+    (2.5 * loss).backward()  # last use: the saved gradient may now be reused
+    torch.testing.assert_close(x.grad, 2.5 * expected)
+    x.grad = None
+    fresh = asymmetric_polynomial_loss(x, y, **LOSS_PRESETS["asl"], reduction=reduction).sum()
+    fresh.backward()
+    torch.testing.assert_close(x.grad, expected)
