@@ -27,13 +27,23 @@ class Settings(BaseSettings):
         description="Celery broker URL; default a SQLite-backed kombu transport in the data dir.",
     )
     queue_name: str = Field(default="aplserve", description="Celery queue the API sends jobs to.")
-    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
-    auth_enabled: bool = True
-    cors_origins: list[str] = Field(default_factory=list)
+    max_upload_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        gt=0,
+        description="Largest dataset upload; past it the upload is refused (413).",
+    )
+    auth_enabled: bool = Field(
+        default=True, description="Require a Bearer API key on /v1 routes; off only for local experiments."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description='Origins allowed by CORS, as JSON: ["https://app.example"].'
+    )
     job_lease_seconds: int = Field(
         default=120, gt=0, description="A running job without a heartbeat for this long is considered lost."
     )
-    job_max_attempts: int = Field(default=3, ge=1)
+    job_max_attempts: int = Field(
+        default=3, ge=1, description="Times a job is started before a lost worker fails it (worker_lost)."
+    )
     broker_visibility_timeout_seconds: int = Field(
         default=24 * 3600,
         gt=0,
@@ -48,7 +58,10 @@ class Settings(BaseSettings):
     default_owner: str = Field(
         default="default", min_length=1, description="Owner of everything when auth is disabled."
     )
-    log_level: str = "info"
+    log_level: str = Field(default="info", description="Log level of the server and the embedded worker.")
+    allow_model_download: bool = Field(
+        default=False, description="Let `hf:<hub id>` base models be fetched from the hub (needs network)."
+    )
     # --- model serving (api/serving) ---
     predict_max_inputs: int = Field(default=64, ge=1, description="Most inputs one predict request may hold.")
     predict_max_text_chars: int = Field(default=10_000, ge=1, description="Longest text input (characters).")
