@@ -109,6 +109,11 @@ def _call(
 ) -> KernelOutput:
     wants = backend == "compiled" or (backend == "auto" and x.numel() >= COMPILE_MIN_NUMEL)
     if wants and compile_enabled():
+        with_grad = dataclasses.replace(config, need_grad=True)
+        if not config.need_grad and with_grad in _compiled:
+            # Validation after training steps: the training kernel also gives the loss,
+            # and reusing it saves a second compilation for a slightly dearer call.
+            config = with_grad
         kernel = _compiled_kernel(config)
         if kernel is not None:
             try:

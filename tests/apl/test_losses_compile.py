@@ -58,6 +58,14 @@ def test_compiled_kernel_matches_eager_and_is_reused_across_shapes_and_values() 
         expected_loss, expected_grad = run(shape, "eager", seed=1, **params)
         torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=0)
         torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-7)
+    # Validation (no grad) reuses the training kernel instead of compiling another one.
+    with torch.no_grad():
+        x = torch.randn(9, 13)
+        y = (torch.rand(9, 13) < 0.3).float()
+        value = asymmetric_polynomial_loss(x, y, **APL, backend="compiled")
+    torch.testing.assert_close(
+        value, asymmetric_polynomial_loss(x, y, **APL, backend="eager"), rtol=1e-5, atol=0
+    )
     assert counters["stats"]["unique_graphs"] == graphs
 
 
