@@ -133,16 +133,24 @@ def _train(job: state.ClaimedJob, spec: JobSpec, settings: Settings, callback: J
     resume = ckpt if ckpt.is_file() else None
     if resume is not None:
         log.info("job %s resumes from its last checkpoint", job.id)
-    try:
-        return train(
-            TrainConfig.from_job_spec(spec, dataset_dir, checkpoint_path=ckpt, resume_from=resume), [callback]
+
+    def config(resume_from: Path | None) -> TrainConfig:
+        return TrainConfig.from_job_spec(
+            spec,
+            dataset_dir,
+            checkpoint_path=ckpt,
+            resume_from=resume_from,
+            allow_download=settings.allow_model_download,
         )
+
+    try:
+        return train(config(resume), [callback])
     except CheckpointError:
         if resume is None:
             raise
         log.warning("the checkpoint of job %s cannot be used; starting afresh", job.id, exc_info=True)
         ckpt.unlink(missing_ok=True)
-        return train(TrainConfig.from_job_spec(spec, dataset_dir, checkpoint_path=ckpt), [callback])
+        return train(config(None), [callback])
 
 
 def _publish(job: state.ClaimedJob, spec: JobSpec, result: Any, settings: Settings) -> str:

@@ -54,7 +54,9 @@ def create_job(
     cannot take the message the job is removed again and the answer is 503, so a
     retry (with the same Idempotency-Key) starts cleanly.
     """
-    job, created = service.create(session, principal.owner_id, spec, idempotency_key)
+    job, created = service.create(
+        session, principal.owner_id, spec, idempotency_key, allow_download=settings.allow_model_download
+    )
     if created:
         try:
             enqueue_job(job.id, settings)

@@ -8,6 +8,7 @@ of UPDATE, so exactly one of the two wins.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -50,12 +51,20 @@ def _replay(existing: Job, spec_json: dict[str, Any]) -> Job:
     return existing
 
 
-def _check_spec(session: Session, owner_id: str, spec: JobSpec) -> Dataset:
+def _check_spec(session: Session, owner_id: str, spec: JobSpec, allow_download: bool) -> Dataset:
     """The dataset the spec trains on, once the spec is known to be runnable."""
     try:
         base_model = resolve_base_model(spec.base_model)
     except UnknownBaseModel as exc:
         raise _unprocessable("unknown_base_model", ["body", "base_model"], str(exc)) from None
+    if base_model.name.startswith("hf:") and not allow_download and not Path(base_model.source).is_dir():
+        # Refused now rather than as a failed job minutes later, on a worker with no network.
+        raise _unprocessable(
+            "model_unavailable",
+            ["body", "base_model"],
+            f"'{base_model.source}' is not a model directory on the server, and this deployment "
+            "does not download models (APLSERVE_ALLOW_MODEL_DOWNLOAD)",
+        )
     dataset = session.scalar(
         select(Dataset).where(Dataset.id == spec.dataset_id, Dataset.owner_id == owner_id).with_for_update()
     )
@@ -76,7 +85,14 @@ def _check_spec(session: Session, owner_id: str, spec: JobSpec) -> Dataset:
     return dataset
 
 
-def create(session: Session, owner_id: str, spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
+def create(
+    session: Session,
+    owner_id: str,
+    spec: JobSpec,
+    idempotency_key: str | None,
+    *,
+    allow_download: bool = False,
+) -> tuple[Job, bool]:
     """Validate and insert a queued job; commits. Returns (job, created).
 
     With an Idempotency-Key already used by this owner for the same spec, the
@@ -93,7 +109,7 @@ def create(session: Session, owner_id: str, spec: JobSpec, idempotency_key: str 
         existing = _by_idempotency_key(session, owner_id, idempotency_key)
         if existing is not None:
             return _replay(existing, spec_json), False
-    dataset = _check_spec(session, owner_id, spec)
+    dataset = _check_spec(session, owner_id, spec, allow_download)
     job = Job(
         owner_id=owner_id,
         dataset_id=dataset.id,
