@@ -1,6 +1,7 @@
 """nn.Module front ends, one class per preset of spec/loss-functions.md.
 
-The classes differ only in their default parameters, so a job's ``loss`` object maps
+The classes differ only in their default parameters (taken from `apl.spec.LOSS_PRESETS`,
+the one table of presets), so a job's ``loss`` object maps
 onto exactly one class and every value stays overridable. Modules hold Python
 numbers only: no tensors survive between calls, so a module can be shared across
 devices and dtypes.
@@ -8,37 +9,52 @@ devices and dtypes.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 from apl.losses._fused import Backend
 from apl.losses.functional import asymmetric_polynomial_loss
+from apl.spec import LOSS_PRESETS
 
 
 class AsymmetricPolynomialLoss(nn.Module):
-    """APL (preset ``apl``): alpha1=0, alpha2=1.75, beta=1, gamma_pos=0, gamma_neg=4, clip=0.05."""
+    """APL (preset ``apl``): alpha1=0, alpha2=1.75, beta=1, gamma_pos=0, gamma_neg=4, clip=0.05.
 
-    preset = "apl"
+    A parameter left as None takes the class's preset value.
+    """
+
+    preset: ClassVar[str] = "apl"
 
     def __init__(
         self,
         *,
-        alpha1: float = 0.0,
-        alpha2: float = 1.75,
-        beta: float = 1.0,
-        gamma_pos: float = 0.0,
-        gamma_neg: float = 4.0,
-        clip: float = 0.05,
+        alpha1: float | None = None,
+        alpha2: float | None = None,
+        beta: float | None = None,
+        gamma_pos: float | None = None,
+        gamma_neg: float | None = None,
+        clip: float | None = None,
         detach_focal_weight: bool = True,
         reduction: str = "sum",
         backend: Backend = "auto",
     ) -> None:
         super().__init__()
-        self.alpha1 = float(alpha1)
-        self.alpha2 = float(alpha2)
-        self.beta = float(beta)
-        self.gamma_pos = float(gamma_pos)
-        self.gamma_neg = float(gamma_neg)
-        self.clip = float(clip)
+        given = {
+            "alpha1": alpha1,
+            "alpha2": alpha2,
+            "beta": beta,
+            "gamma_pos": gamma_pos,
+            "gamma_neg": gamma_neg,
+            "clip": clip,
+        }
+        values = {k: float(LOSS_PRESETS[self.preset][k] if v is None else v) for k, v in given.items()}
+        self.alpha1 = values["alpha1"]
+        self.alpha2 = values["alpha2"]
+        self.beta = values["beta"]
+        self.gamma_pos = values["gamma_pos"]
+        self.gamma_neg = values["gamma_neg"]
+        self.clip = values["clip"]
         self.detach_focal_weight = detach_focal_weight
         self.reduction = reduction
         self.backend: Backend = backend
@@ -83,89 +99,14 @@ class BinaryCrossEntropyLoss(AsymmetricPolynomialLoss):
 
     preset = "bce"
 
-    def __init__(
-        self,
-        *,
-        alpha1: float = 1.0,
-        alpha2: float = 0.5,
-        beta: float = 1.0,
-        gamma_pos: float = 0.0,
-        gamma_neg: float = 0.0,
-        clip: float = 0.0,
-        detach_focal_weight: bool = True,
-        reduction: str = "sum",
-        backend: Backend = "auto",
-    ) -> None:
-        super().__init__(
-            alpha1=alpha1,
-            alpha2=alpha2,
-            beta=beta,
-            gamma_pos=gamma_pos,
-            gamma_neg=gamma_neg,
-            clip=clip,
-            detach_focal_weight=detach_focal_weight,
-            reduction=reduction,
-            backend=backend,
-        )
-
 
 class FocalLoss(AsymmetricPolynomialLoss):
     """Focal loss (preset ``focal``): BCE terms with gamma_pos = gamma_neg = 2."""
 
     preset = "focal"
 
-    def __init__(
-        self,
-        *,
-        alpha1: float = 1.0,
-        alpha2: float = 0.5,
-        beta: float = 1.0,
-        gamma_pos: float = 2.0,
-        gamma_neg: float = 2.0,
-        clip: float = 0.0,
-        detach_focal_weight: bool = True,
-        reduction: str = "sum",
-        backend: Backend = "auto",
-    ) -> None:
-        super().__init__(
-            alpha1=alpha1,
-            alpha2=alpha2,
-            beta=beta,
-            gamma_pos=gamma_pos,
-            gamma_neg=gamma_neg,
-            clip=clip,
-            detach_focal_weight=detach_focal_weight,
-            reduction=reduction,
-            backend=backend,
-        )
-
 
 class AsymmetricLoss(AsymmetricPolynomialLoss):
     """ASL (preset ``asl``, official class defaults): gamma_pos=1, gamma_neg=4, clip=0.05."""
 
     preset = "asl"
-
-    def __init__(
-        self,
-        *,
-        alpha1: float = 1.0,
-        alpha2: float = 0.5,
-        beta: float = 1.0,
-        gamma_pos: float = 1.0,
-        gamma_neg: float = 4.0,
-        clip: float = 0.05,
-        detach_focal_weight: bool = True,
-        reduction: str = "sum",
-        backend: Backend = "auto",
-    ) -> None:
-        super().__init__(
-            alpha1=alpha1,
-            alpha2=alpha2,
-            beta=beta,
-            gamma_pos=gamma_pos,
-            gamma_neg=gamma_neg,
-            clip=clip,
-            detach_focal_weight=detach_focal_weight,
-            reduction=reduction,
-            backend=backend,
-        )

@@ -21,14 +21,14 @@ LOSS_CLASSES: dict[str, type[AsymmetricPolynomialLoss]] = {
 def build_loss(spec: LossSpec, reduction: str = "sum") -> AsymmetricPolynomialLoss:
     """The preset's module with the spec's (already preset-filled) parameters."""
     cls = LOSS_CLASSES[spec.name]
-    params = spec.parameters()
+    p = spec.parameters()
     return cls(
-        alpha1=params["alpha1"],
-        alpha2=params["alpha2"],
-        beta=params["beta"],
-        gamma_pos=params["gamma_pos"],
-        gamma_neg=params["gamma_neg"],
-        clip=params["clip"],
+        alpha1=p["alpha1"],
+        alpha2=p["alpha2"],
+        beta=p["beta"],
+        gamma_pos=p["gamma_pos"],
+        gamma_neg=p["gamma_neg"],
+        clip=p["clip"],
         detach_focal_weight=spec.detach_focal_weight,
         reduction=reduction,
     )
