@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.db.models import Job as JobRow
 from apl.spec import JobSpec
 
 _EXAMPLE_TIME = "2026-01-15T09:30:00.123456Z"
@@ -241,3 +242,25 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": Problem, "content": {"application/problem+json": {}}, "description": "Error"}
         for status in statuses
     }
+
+
+def job_from_row(row: JobRow, queue_position: int | None) -> Job:
+    """The Job document of a row: what GET /v1/jobs/{id}, the event stream and webhooks show."""
+    error = (
+        JobError(code=row.error_code, message=row.error_message or row.error_code) if row.error_code else None
+    )
+    return Job(
+        id=row.id,
+        status=row.status,  # type: ignore[arg-type]
+        spec=JobSpec.model_validate(row.spec),
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        progress=JobProgress.model_validate(row.progress or {}),
+        best_metrics=row.best_metrics,
+        model_id=row.model_id,
+        error=error,
+        queue_position=queue_position,
+        cancel_requested=row.cancel_requested,
+        attempts=row.attempts,
+    )

@@ -157,26 +157,7 @@ def queue_position(session: Session, job: Job) -> int | None:
 
 
 def to_schema(session: Session, row: Job) -> schemas.Job:
-    error = (
-        schemas.JobError(code=row.error_code, message=row.error_message or row.error_code)
-        if row.error_code
-        else None
-    )
-    return schemas.Job(
-        id=row.id,
-        status=row.status,  # type: ignore[arg-type]
-        spec=JobSpec.model_validate(row.spec),
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        progress=schemas.JobProgress.model_validate(row.progress or {}),
-        best_metrics=row.best_metrics,
-        model_id=row.model_id,
-        error=error,
-        queue_position=queue_position(session, row),
-        cancel_requested=row.cancel_requested,
-        attempts=row.attempts,
-    )
+    return schemas.job_from_row(row, queue_position(session, row))
 
 
 def list_owned(

@@ -22,34 +22,13 @@ from api.db.session import session_scope
 from api.settings import Settings
 from api.webhooks.delivery import Delivery, deliver_in_background
 from api.webhooks.owner_secrets import get_or_create_secret
-from apl.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
 
 def job_document(row: Job) -> dict[str, Any]:
     """The job as GET /v1/jobs/{id} shows it (a finished job has no queue position)."""
-    error = (
-        schemas.JobError(code=row.error_code, message=row.error_message or row.error_code)
-        if row.error_code
-        else None
-    )
-    job = schemas.Job(
-        id=row.id,
-        status=row.status,  # type: ignore[arg-type]
-        spec=JobSpec.model_validate(row.spec),
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        progress=schemas.JobProgress.model_validate(row.progress or {}),
-        best_metrics=row.best_metrics,
-        model_id=row.model_id,
-        error=error,
-        queue_position=None,
-        cancel_requested=row.cancel_requested,
-        attempts=row.attempts,
-    )
-    return job.model_dump(mode="json")
+    return schemas.job_from_row(row, queue_position=None).model_dump(mode="json")
 
 
 def build_delivery(session: Session, job_id: str) -> Delivery | None:
