@@ -12,12 +12,13 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.db.models import ApiKey, Owner
+from api.db.models import ApiKey, Owner, utcnow
 from api.errors import AppError
 
 KEY_PREFIX = "aplsk_"
@@ -77,13 +78,49 @@ def create_api_key(session: Session, owner_name: str) -> tuple[Owner, str]:
     return owner, key
 
 
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: str
+    owner_name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def list_api_keys(session: Session, owner_name: str | None = None) -> list[KeyInfo]:
+    """Every key (of one owner when named), oldest first; the secrets are not stored, so not shown."""
+    query = select(ApiKey, Owner.name).join(Owner, Owner.id == ApiKey.owner_id)
+    if owner_name is not None:
+        query = query.where(Owner.name == owner_name)
+    rows = session.execute(query.order_by(ApiKey.created_at, ApiKey.key_id)).all()
+    return [KeyInfo(key.key_id, name, key.created_at, key.last_used_at, key.revoked_at) for key, name in rows]
+
+
+def revoke_api_key(session: Session, key_id: str) -> bool:
+    """Mark the key revoked; False when no active key has this id. The caller commits."""
+    key_id = _split(key_id) or key_id  # a whole key is accepted too
+    key = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None)))
+    if key is None:
+        return False
+    key.revoked_at = utcnow()
+    return True
+
+
 def _unauthorized(detail: str, *, invalid: bool) -> AppError:
     challenge = 'Bearer error="invalid_token"' if invalid else "Bearer"
     return AppError(401, "unauthorized", detail, headers={"WWW-Authenticate": challenge})
 
 
+#: `last_used_at` is written at most this often per key: it tells a stale key from a used one
+#: without turning every authenticated request into a database write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
 def authenticate(session: Session, authorization: str | None) -> Principal:
-    """The owner of the bearer key in an `Authorization` header value; 401 otherwise."""
+    """The owner of the bearer key in an `Authorization` header value; 401 otherwise.
+
+    Also records when the key was last used (to the minute; the caller commits).
+    """
     if not authorization:
         raise _unauthorized("this route needs an 'Authorization: Bearer <key>' header", invalid=False)
     scheme, _, key = authorization.partition(" ")
@@ -102,7 +139,12 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     stored = row[0].key_hash if row is not None else hash_key("")
     if not hmac.compare_digest(hash_key(key), stored) or row is None:
         raise _unauthorized("the API key is not valid", invalid=True)
-    return Principal(owner_id=row[1].id, owner_name=row[1].name)
+    api_key, owner = row
+    now = utcnow()
+    last = api_key.last_used_at
+    if last is None or now - last >= LAST_USED_RESOLUTION:
+        api_key.last_used_at = now
+    return Principal(owner_id=owner.id, owner_name=owner.name)
 
 
 def default_principal(session: Session, owner_name: str) -> Principal:

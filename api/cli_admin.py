@@ -1,6 +1,8 @@
-"""Admin commands of the `aplserve` CLI: `migrate` and `keys create`."""
+"""Admin commands of the `aplserve` CLI: `migrate` and `keys create|list|revoke`."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import typer
 
@@ -35,3 +37,43 @@ def create_key(name: str = typer.Option(..., "--name", help="Owner of the key; c
         owner_name = owner.name
     typer.echo(f"created an API key for owner '{owner_name}'; it is shown only once:")
     typer.echo(key)
+
+
+@keys_app.command("list")
+def list_keys(
+    name: str | None = typer.Option(None, "--name", help="Only the keys of this owner."),
+) -> None:
+    """List API keys (never their secrets): key id, owner, created, last used, revoked."""
+    from api.auth import list_api_keys
+    from api.db.session import session_scope
+    from api.settings import get_settings
+
+    with session_scope(get_settings()) as session:
+        rows = list_api_keys(session, name)
+    typer.echo(f"{'KEY ID':<18} {'OWNER':<20} {'CREATED':<20} {'LAST USED':<20} REVOKED")
+    for row in rows:
+        typer.echo(
+            f"{row.key_id:<18} {row.owner_name:<20} {_when(row.created_at):<20} "
+            f"{_when(row.last_used_at):<20} {_when(row.revoked_at)}"
+        )
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key_id: str = typer.Argument(..., help="The key id (`aplsk_<key id>_...`, or from `keys list`)."),
+) -> None:
+    """Revoke an API key. Servers stop accepting it within APLSERVE_AUTH_CACHE_SECONDS."""
+    from api.auth import revoke_api_key
+    from api.db.session import session_scope
+    from api.settings import get_settings
+
+    with session_scope(get_settings()) as session:
+        found = revoke_api_key(session, key_id)
+    if not found:
+        typer.echo(f"no active API key with id '{key_id}'", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked API key {key_id}")
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"

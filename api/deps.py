@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from api.auth import Principal, authenticate, default_principal
+from api.auth import Principal, authenticate, default_principal, hash_key
 from api.db.session import session_factory
 from api.settings import Settings
+from api.ttl_cache import TTLCache
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -40,15 +43,42 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False, description="An API key from `aplserve keys create --name NAME`.")
 
 
-def get_principal(
+def principal_cache(app: FastAPI) -> TTLCache[Principal]:
+    """Authenticated keys of this app, kept `auth_cache_seconds` (so a revoked key stops within that)."""
+    cache = getattr(app.state, "principals", None)
+    if cache is None:
+        settings: Settings = app.state.settings
+        cache = app.state.principals = TTLCache[Principal](settings.auth_cache_seconds)
+    assert isinstance(cache, TTLCache)
+    return cache
+
+
+def _authenticate(settings: Settings, authorization: str | None) -> Principal:
+    with session_factory(settings)() as session:
+        if not settings.auth_enabled:
+            return default_principal(session, settings.default_owner)
+        principal = authenticate(session, authorization)
+        try:
+            session.commit()  # last_used_at
+        except OperationalError:  # e.g. SQLite busy with a worker's write: the request still counts
+            session.rollback()
+        return principal
+
+
+async def get_principal(
     request: Request,
     settings: SettingsDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    with session_factory(settings)() as session:
-        if not settings.auth_enabled:
-            return default_principal(session, settings.default_owner)
-        return authenticate(session, request.headers.get("authorization"))
+    """Async with a cache in front: a known key costs no database round trip and no thread hop."""
+    authorization = request.headers.get("authorization") if settings.auth_enabled else None
+    cache_key = hash_key(authorization or "")
+    cache = principal_cache(request.app)
+    principal = cache.get(cache_key)
+    if principal is None:
+        principal = await run_in_threadpool(_authenticate, settings, authorization)
+        cache.put(cache_key, principal)
+    return principal
 
 
 OwnerDep = Annotated[Principal, Depends(get_principal)]

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     auth_enabled: bool = Field(
         default=True, description="Require a Bearer API key on /v1 routes; off only for local experiments."
     )
+    auth_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long an accepted API key is reused without a database read; "
+        "a revoked key stops working within this time (0: check every request).",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description='Origins allowed by CORS, as JSON: ["https://app.example"].'
     )

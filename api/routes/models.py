@@ -122,11 +122,11 @@ async def owned_model(
 ) -> OwnedModel:
     """The caller's model as the serving engine needs it; briefly cached (rows never change)."""
     cache = lookup_cache(request.app)
-    found = cache.get(principal.owner_id, model_id)
+    found = cache.get((principal.owner_id, model_id))
     if isinstance(found, OwnedModel) and found.ref.path.is_file():
         return found
     fresh = await run_in_threadpool(_lookup, settings, principal.owner_id, model_id)
-    cache.put(principal.owner_id, model_id, fresh)
+    cache.put((principal.owner_id, model_id), fresh)
     return fresh
 
 

@@ -8,7 +8,6 @@ did not run (e.g. a bare ASGI transport in a test) gets one created on first use
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +17,7 @@ from fastapi import FastAPI, Request
 from api.serving.batcher import BatchStats
 from api.serving.engine import EngineConfig, ServingEngine
 from api.settings import Settings
+from api.ttl_cache import TTLCache
 
 _lock = threading.Lock()
 #: How long a model's registry entry is reused by predict without reading the database again.
@@ -94,42 +94,20 @@ class ServingMetrics:
         self.loaded_bytes.set(engine.memory_bytes())
 
 
-class LookupCache:
+def lookup_cache(app: FastAPI) -> TTLCache[Any]:
     """(owner id, model id) -> what predict needs of the Model row, for LOOKUP_TTL_S seconds.
 
     Model rows never change after the worker writes them, and the caller is still
     authenticated on every request, so reusing the row briefly is safe; it saves a
     database round trip (and a thread-pool hop) on each prediction.
     """
-
-    def __init__(self, ttl_s: float = LOOKUP_TTL_S, max_entries: int = LOOKUP_MAX_ENTRIES) -> None:
-        self._ttl = ttl_s
-        self._max = max_entries
-        self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str], tuple[float, Any]] = {}
-
-    def get(self, owner_id: str, model_id: str) -> Any | None:
-        with self._lock:
-            hit = self._entries.get((owner_id, model_id))
-            if hit is None or hit[0] < time.monotonic():
-                return None
-            return hit[1]
-
-    def put(self, owner_id: str, model_id: str, value: Any) -> None:
-        with self._lock:
-            if len(self._entries) >= self._max:
-                self._entries.clear()
-            self._entries[(owner_id, model_id)] = (time.monotonic() + self._ttl, value)
-
-
-def lookup_cache(app: FastAPI) -> LookupCache:
     cache = getattr(app.state, "serving_lookups", None)
     if cache is None:
         with _lock:
             cache = getattr(app.state, "serving_lookups", None)
             if cache is None:
-                cache = app.state.serving_lookups = LookupCache()
-    assert isinstance(cache, LookupCache)
+                cache = app.state.serving_lookups = TTLCache[Any](LOOKUP_TTL_S, LOOKUP_MAX_ENTRIES)
+    assert isinstance(cache, TTLCache)
     return cache
 
 

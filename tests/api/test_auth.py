@@ -10,7 +10,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from api.db.models import ApiKey, Owner
+from api.db.models import ApiKey, Owner, utcnow
 from api.db.session import session_scope
 from api.main import create_app
 from api.settings import Settings
@@ -104,3 +104,77 @@ def test_disabled_auth_uses_the_default_owner(settings: Settings) -> None:
     assert [item["id"] for item in listed] == [created.json()["id"]]
     with session_scope(settings) as session:
         assert session.scalars(select(Owner.name)).all() == [settings.default_owner]
+
+
+def _revoke_in_database(settings: Settings, header: dict[str, str]) -> None:
+    key_id = header["Authorization"].removeprefix("Bearer aplsk_").split("_", 1)[0]
+    with session_scope(settings) as session:
+        row = session.scalars(select(ApiKey).where(ApiKey.key_id == key_id)).one()
+        row.revoked_at = utcnow()
+
+
+def test_an_accepted_key_is_reused_for_auth_cache_seconds(
+    client: TestClient, settings: Settings, alice: dict[str, str]
+) -> None:
+    assert client.get("/v1/datasets", headers=alice).status_code == 200
+    _revoke_in_database(settings, alice)  # as another process (the CLI) would
+    assert client.get("/v1/datasets", headers=alice).status_code == 200  # still within the cache time
+    client.app.state.principals.clear()  # type: ignore[attr-defined]  # the cache time has passed
+    assert_problem(client.get("/v1/datasets", headers=alice), 401, "unauthorized")
+
+
+def test_with_no_auth_cache_a_revoked_key_stops_at_once(settings: Settings) -> None:
+    uncached = settings.model_copy(update={"auth_cache_seconds": 0})
+    header = {"Authorization": f"Bearer {make_key(settings, 'erin')}"}
+    with TestClient(create_app(uncached), raise_server_exceptions=False) as client:
+        assert client.get("/v1/datasets", headers=header).status_code == 200
+        _revoke_in_database(settings, header)
+        assert_problem(client.get("/v1/datasets", headers=header), 401, "unauthorized")
+
+
+def test_a_rejected_key_is_not_cached(client: TestClient, alice: dict[str, str]) -> None:
+    wrong = {"Authorization": alice["Authorization"][:-2] + "xx"}
+    for _ in range(2):
+        assert_problem(client.get("/v1/datasets", headers=wrong), 401, "unauthorized")
+    assert len(client.app.state.principals) == 0  # type: ignore[attr-defined]
+
+
+def test_last_used_at_is_recorded(client: TestClient, settings: Settings, alice: dict[str, str]) -> None:
+    key_id = alice["Authorization"].removeprefix("Bearer aplsk_").split("_", 1)[0]
+    before = utcnow()
+    assert client.get("/v1/datasets", headers=alice).status_code == 200
+    with session_scope(settings) as session:
+        row = session.scalars(select(ApiKey).where(ApiKey.key_id == key_id)).one()
+        assert row.last_used_at is not None and row.last_used_at >= before.replace(microsecond=0)
+
+
+def test_cli_lists_and_revokes_keys(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APLSERVE_DATA_DIR", str(settings.data_dir))
+    if settings.database_url:
+        monkeypatch.setenv("APLSERVE_DATABASE_URL", settings.database_url)
+    from api.settings import get_settings
+
+    key = make_key(settings, "frank")
+    other = make_key(settings, "gina")
+    key_id = key.removeprefix("aplsk_").split("_", 1)[0]
+    uncached = settings.model_copy(update={"auth_cache_seconds": 0})
+    get_settings.cache_clear()
+    try:
+        listed = CliRunner().invoke(cli, ["keys", "list", "--name", "frank"])
+        revoked = CliRunner().invoke(cli, ["keys", "revoke", key_id])
+        again = CliRunner().invoke(cli, ["keys", "revoke", key_id])
+        after = CliRunner().invoke(cli, ["keys", "list"])
+    finally:
+        get_settings.cache_clear()
+    assert listed.exit_code == 0, listed.output
+    assert key_id in listed.stdout and "frank" in listed.stdout and "gina" not in listed.stdout
+    assert key.split("_", 2)[2] not in listed.stdout  # the secret is never shown
+    assert revoked.exit_code == 0 and f"revoked API key {key_id}" in revoked.stdout
+    assert again.exit_code == 1 and "no active API key" in again.output
+    frank_line = next(line for line in after.stdout.splitlines() if line.startswith(key_id))
+    assert frank_line.split()[-1] != "-"  # the revoked column is filled in
+    with TestClient(create_app(uncached), raise_server_exceptions=False) as client:
+        assert_problem(
+            client.get("/v1/datasets", headers={"Authorization": f"Bearer {key}"}), 401, "unauthorized"
+        )
+        assert client.get("/v1/datasets", headers={"Authorization": f"Bearer {other}"}).status_code == 200
