@@ -21,7 +21,8 @@ from api.settings import Settings
 from api.ttl_cache import TTLCache
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
+    """Async on purpose: FastAPI runs a sync dependency in a worker thread, a hop per request."""
     settings = request.app.state.settings
     assert isinstance(settings, Settings)
     return settings

@@ -137,6 +137,48 @@ def prepare(data_dir: Path, base_model: str, train_samples: int, threads: int) -
     return key, model_id, texts
 
 
+@dataclass(frozen=True)
+class Ceiling:
+    """The model alone, without HTTP: what batching can gain at most on this machine."""
+
+    single_ms: float
+    batched_ms: float
+    batch: int
+
+    @property
+    def ratio(self) -> float:
+        return self.single_ms / self.batched_ms
+
+
+def model_ceiling(data_dir: Path, texts: list[str], batch: int, seconds: float = 4.0) -> Ceiling:
+    """ms per input for one input per forward pass and for `batch` inputs per pass.
+
+    Measured in a thread other than the main one, as the server's model thread runs.
+    """
+    import threading
+
+    from apl.inference import load
+
+    artifact = next((data_dir / "artifacts").glob("*.tar"))
+    predictor = load(artifact, device="auto")
+    results: list[float] = []
+
+    def per_input(size: int) -> float:
+        for start in range(0, 3 * size, size):  # warm-up
+            predictor.predict_proba(texts[start : start + size], size)
+        done, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds / 2:
+            start = (done * 7) % (len(texts) - size)
+            predictor.predict_proba(texts[start : start + size], size)
+            done += size
+        return (time.perf_counter() - began) / done * 1000
+
+    thread = threading.Thread(target=lambda: results.extend([per_input(1), per_input(batch)]))
+    thread.start()
+    thread.join()
+    return Ceiling(results[0], results[1], batch)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -291,10 +333,16 @@ def _measure(
     return dataclasses.replace(result, mean_batch=mean)
 
 
-def run(args: argparse.Namespace, data_dir: Path) -> list[Result]:
+def run(args: argparse.Namespace, data_dir: Path) -> tuple[list[Result], Ceiling]:
     """Both servers run side by side and the runs alternate on/off per client count, so that
     load from other processes on a shared machine hits both modes alike."""
     key, model_id, texts = prepare(data_dir, args.base_model, args.train_samples, args.threads)
+    ceiling = model_ceiling(data_dir, texts, max(int(value) for value in args.clients.split(",")))
+    print(
+        f"model alone: {ceiling.single_ms:.2f} ms per input one at a time, {ceiling.batched_ms:.2f} ms per "
+        f"input in batches of {ceiling.batch}: batching can gain at most ~{ceiling.ratio:.1f}x here",
+        flush=True,
+    )
     clients = [int(value) for value in args.clients.split(",")]
     results = []
     with server(data_dir, True, args.threads) as on, server(data_dir, False, args.threads) as off:
@@ -314,10 +362,10 @@ def run(args: argparse.Namespace, data_dir: Path) -> list[Result]:
                     f"{result.mean_batch:5.1f}  ({result.requests} ok, {result.errors} errors)",
                     flush=True,
                 )
-    return results
+    return results, ceiling
 
 
-def table(results: list[Result]) -> str:
+def table(results: list[Result], ceiling: Ceiling) -> str:
     lines = [
         "| batching | clients | requests/s | p50 ms | p99 ms | mean batch | requests | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -335,6 +383,10 @@ def table(results: list[Result]) -> str:
             lines.append(
                 f"clients {clients}: batching on gives {on.rps / off.rps:.2f}x the throughput of off"
             )
+    lines.append(
+        f"model alone: {ceiling.single_ms:.2f} ms per input one at a time, "
+        f"{ceiling.batched_ms:.2f} ms per input in batches of {ceiling.batch} ({ceiling.ratio:.2f}x)"
+    )
     return "\n".join(lines)
 
 
@@ -350,9 +402,9 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=128)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aplserve-predict-bench-") as tmp:
-        results = run(args, Path(tmp))
+        results, ceiling = run(args, Path(tmp))
     print()
-    print(table(results))
+    print(table(results, ceiling))
 
 
 if __name__ == "__main__":
