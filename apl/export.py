@@ -29,6 +29,7 @@ from torch import nn
 from apl.artifacts import TOKENIZER_DIR, read_config, unpack_artifact
 from apl.atomic import atomic_file
 from apl.errors import ArtifactError
+from apl.models.text import TextClassifier
 
 ONNX_FORMAT = "aplserve-onnx"
 ONNX_FORMAT_VERSION = 1
@@ -130,6 +131,8 @@ def export_directory(
 
     config = read_config(root)
     predictor = load(root, device="cpu")
+    if isinstance(predictor.module, TextClassifier):
+        predictor.module.use_packed_inference(False)  # the graph keeps the plain padded forward
     if config["modality"] == "text":
         names, example = _text_inputs(root, config)
     else:

@@ -61,6 +61,8 @@ class Predictor:
     ) -> None:
         self.device = select_device(device)
         self.module = module.to(self.device).eval()
+        if isinstance(self.module, TextClassifier):
+            self.module.use_packed_inference()
         self.modality = modality
         self.labels = list(labels)
         self.thresholds = np.array([thresholds[label] for label in self.labels], dtype=np.float64)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from apl.errors import ModelUnavailableError
+from apl.models.packed import packed_hidden_states, supports_packing
 
 #: Dropout on the pooled embedding before the head (the usual fine-tuning value).
 HEAD_DROPOUT = 0.1
@@ -28,13 +29,25 @@ class TextClassifier(nn.Module):
         self.encoder = encoder
         self.dropout = nn.Dropout(HEAD_DROPOUT)
         self.head = nn.Linear(hidden_size, num_labels)
+        #: Padding-free evaluation forward (apl.models.packed); set by `use_packed_inference`.
+        self.packed_inference = False
+
+    def use_packed_inference(self, enabled: bool = True) -> bool:
+        """Run the encoder padding-free in eval mode when it has the BERT layout; returns whether it will."""
+        self.packed_inference = enabled and supports_packing(self.encoder)
+        return self.packed_inference
 
     def embed(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: torch.Tensor
     ) -> torch.Tensor:
         """The mean-pooled sentence embedding (what sentence-transformers computes before normalising)."""
-        outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra)
-        return mean_pool(outputs.last_hidden_state, attention_mask)
+        if self.packed_inference and not self.training and set(extra) <= {"token_type_ids"}:
+            types = extra.get("token_type_ids")
+            hidden = packed_hidden_states(self.encoder, input_ids, attention_mask, types)
+        else:
+            outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra)
+            hidden = outputs.last_hidden_state
+        return mean_pool(hidden, attention_mask)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: torch.Tensor
