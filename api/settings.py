@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         default="default", min_length=1, description="Owner of everything when auth is disabled."
     )
     log_level: str = Field(default="info", description="Log level of the server and the embedded worker.")
+    webhook_allow_private_addresses: bool = Field(
+        default=False,
+        description="Let webhooks go to loopback, private and link-local addresses "
+        "(receivers on the deployment's own network); off, only public addresses are called.",
+    )
     allow_model_download: bool = Field(
         default=False, description="Let `hf:<hub id>` base models be fetched from the hub (needs network)."
     )

@@ -55,7 +55,12 @@ def create_job(
     retry (with the same Idempotency-Key) starts cleanly.
     """
     job, created = service.create(
-        session, principal.owner_id, spec, idempotency_key, allow_download=settings.allow_model_download
+        session,
+        principal.owner_id,
+        spec,
+        idempotency_key,
+        allow_download=settings.allow_model_download,
+        allow_private_webhooks=settings.webhook_allow_private_addresses,
     )
     if created:
         try:
@@ -91,12 +96,14 @@ def get_job(job_id: str, principal: OwnerDep, session: SessionDep) -> Job:
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=Job, responses=problem_responses(404, 409))
-def cancel_job(job_id: str, principal: OwnerDep, session: SessionDep) -> Job:
+def cancel_job(job_id: str, principal: OwnerDep, session: SessionDep, settings: SettingsDep) -> Job:
     """Cancel a job: a queued job ends `cancelled` at once; a running one stops within one step.
 
     409 `job_finished` when the job has already ended.
     """
-    return service.to_schema(session, service.cancel(session, principal.owner_id, job_id))
+    allow_private = settings.webhook_allow_private_addresses
+    job = service.cancel(session, principal.owner_id, job_id, allow_private_webhooks=allow_private)
+    return service.to_schema(session, job)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricSeries, responses=problem_responses(404))

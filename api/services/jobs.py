@@ -19,6 +19,7 @@ from api import schemas
 from api.db.models import TERMINAL_STATUSES, Dataset, Job, MetricPoint, utcnow
 from api.errors import AppError
 from api.services.pagination import Page, paginate
+from api.webhooks.destinations import literal_refusal
 from api.webhooks.notify import notify_job_finished
 from apl.catalog import UnknownBaseModel, resolve_base_model
 from apl.spec import JobSpec
@@ -51,8 +52,19 @@ def _replay(existing: Job, spec_json: dict[str, Any]) -> Job:
     return existing
 
 
-def _check_spec(session: Session, owner_id: str, spec: JobSpec, allow_download: bool) -> Dataset:
+def _check_spec(
+    session: Session, owner_id: str, spec: JobSpec, allow_download: bool, allow_private_webhooks: bool
+) -> Dataset:
     """The dataset the spec trains on, once the spec is known to be runnable."""
+    if spec.webhook_url is not None and not allow_private_webhooks:
+        refused = literal_refusal(str(spec.webhook_url))
+        if refused is not None:
+            raise _unprocessable(
+                "webhook_url_refused",
+                ["body", "webhook_url"],
+                f"webhooks go to public addresses only: {refused} "
+                "(APLSERVE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES allows others)",
+            )
     try:
         base_model = resolve_base_model(spec.base_model)
     except UnknownBaseModel as exc:
@@ -92,6 +104,7 @@ def create(
     idempotency_key: str | None,
     *,
     allow_download: bool = False,
+    allow_private_webhooks: bool = False,
 ) -> tuple[Job, bool]:
     """Validate and insert a queued job; commits. Returns (job, created).
 
@@ -109,7 +122,7 @@ def create(
         existing = _by_idempotency_key(session, owner_id, idempotency_key)
         if existing is not None:
             return _replay(existing, spec_json), False
-    dataset = _check_spec(session, owner_id, spec, allow_download)
+    dataset = _check_spec(session, owner_id, spec, allow_download, allow_private_webhooks)
     job = Job(
         owner_id=owner_id,
         dataset_id=dataset.id,
@@ -169,7 +182,7 @@ def list_owned(
     return paginate(session, statement, Job, limit=limit, cursor=cursor)
 
 
-def cancel(session: Session, owner_id: str, job_id: str) -> Job:
+def cancel(session: Session, owner_id: str, job_id: str, *, allow_private_webhooks: bool = False) -> Job:
     """Cancel a job: a queued one ends now, a running one is flagged for the worker; commits."""
     job = get_owned(session, owner_id, job_id)
     if job.status == "queued":
@@ -182,7 +195,7 @@ def cancel(session: Session, owner_id: str, job_id: str) -> Job:
         session.commit()
         if result.rowcount == 1:  # type: ignore[attr-defined]
             session.refresh(job)
-            notify_job_finished(session, job.id)  # never raises; sends in the background
+            notify_job_finished(session, job.id, allow_private_webhooks)  # never raises; in the background
             return job
         session.refresh(job)  # a worker claimed it meanwhile; it is running now
     if job.status == "running":

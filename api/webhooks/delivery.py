@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from api.webhooks.destinations import refusal
 from api.webhooks.signing import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -44,6 +45,8 @@ class Delivery:
     event: str
     body: bytes
     secret: str = field(repr=False)
+    #: Whether the URL may lead to loopback, private or link-local addresses (api.webhooks.destinations).
+    allow_private: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,18 @@ def deliver(
     timeout: float = TIMEOUT_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> DeliveryResult:
-    """POST until a 2xx, a final refusal or `max_attempts`; each attempt is signed afresh."""
+    """POST until a 2xx, a final refusal or `max_attempts`; each attempt is signed afresh.
+
+    An attempt whose URL leads to a non-public address (unless allowed) is not made
+    and ends the delivery.
+    """
     attempts: list[Attempt] = []
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for number in range(1, max_attempts + 1):
+            refused = None if delivery.allow_private else refusal(delivery.url)
+            if refused is not None:
+                attempts.append(Attempt(None, f"refused: {refused}"))
+                break
             try:
                 response = client.post(
                     delivery.url,

@@ -31,7 +31,7 @@ def job_document(row: Job) -> dict[str, Any]:
     return schemas.job_from_row(row, queue_position=None).model_dump(mode="json")
 
 
-def build_delivery(session: Session, job_id: str) -> Delivery | None:
+def build_delivery(session: Session, job_id: str, allow_private: bool = False) -> Delivery | None:
     """The call for a finished job that names a webhook_url, else None. May commit (new secret)."""
     row = session.get(Job, job_id, populate_existing=True)
     if row is None or row.status not in TERMINAL_STATUSES:
@@ -49,13 +49,17 @@ def build_delivery(session: Session, job_id: str) -> Delivery | None:
     }
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
     secret = get_or_create_secret(session, row.owner_id)
-    return Delivery(id=delivery_id, url=str(url), event=event, body=body, secret=secret)
+    return Delivery(
+        id=delivery_id, url=str(url), event=event, body=body, secret=secret, allow_private=allow_private
+    )
 
 
-def notify_job_finished(session: Session, job_id: str) -> threading.Thread | None:
+def notify_job_finished(
+    session: Session, job_id: str, allow_private: bool = False
+) -> threading.Thread | None:
     """Send the job's webhook in the background, if it has one; the sending thread, for tests."""
     try:
-        delivery = build_delivery(session, job_id)
+        delivery = build_delivery(session, job_id, allow_private)
         if delivery is None:
             return None
         log.info("sending webhook %s (%s) for job %s", delivery.id, delivery.event, job_id)
@@ -69,7 +73,7 @@ def notify_job_finished_by_id(job_id: str, settings: Settings) -> threading.Thre
     """The same for callers that hold settings, not a session (the worker)."""
     try:
         with session_scope(settings) as session:
-            return notify_job_finished(session, job_id)
+            return notify_job_finished(session, job_id, settings.webhook_allow_private_addresses)
     except Exception:
         log.exception("the webhook of job %s could not be prepared", job_id)
         return None

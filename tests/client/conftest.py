@@ -44,7 +44,11 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """`aplserve serve` (API + its embedded worker) on SQLite and the server-less broker."""
     data_dir = tmp_path_factory.mktemp("embedded") / "var"
     port = free_port()
-    env = base_env(APLSERVE_DATA_DIR=str(data_dir), APLSERVE_QUEUE_NAME=unique_name("aplserve_embedded"))
+    env = base_env(
+        APLSERVE_DATA_DIR=str(data_dir),
+        APLSERVE_QUEUE_NAME=unique_name("aplserve_embedded"),
+        APLSERVE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES="true",  # the test receivers listen on loopback
+    )
     key, other_key = create_key(env, "alice"), create_key(env, "bob")
     service = start("serve", ["serve", "--host", "127.0.0.1", "--port", str(port)], env, data_dir.parent)
     url = f"http://127.0.0.1:{port}"

@@ -22,6 +22,7 @@ from api.db.session import dispose_engines, session_scope
 from api.main import create_app
 from api.settings import Settings
 from api.webhooks.delivery import Delivery, backoff_seconds, deliver
+from api.webhooks.destinations import literal_refusal, refusal
 from api.webhooks.signing import signature, verify_signature
 from aplserve.client import verify_webhook
 from tests.client.receiver import Call, running_receiver
@@ -30,8 +31,13 @@ from tests.services import unique_name
 SECRET = "whsec_test"
 
 
-def _delivery(url: str, body: bytes = b'{"event":"job.succeeded"}') -> Delivery:
-    return Delivery(id="d-1", url=url, event="job.succeeded", body=body, secret=SECRET)
+def _delivery(
+    url: str, body: bytes = b'{"event":"job.succeeded"}', *, allow_private: bool = True
+) -> Delivery:
+    """A delivery to `url`; the test receivers listen on loopback, so private addresses are allowed."""
+    return Delivery(
+        id="d-1", url=url, event="job.succeeded", body=body, secret=SECRET, allow_private=allow_private
+    )
 
 
 def _verified(call: Call, secret: str) -> bool:
@@ -135,12 +141,71 @@ def test_an_unreachable_receiver_is_retried() -> None:
     assert all(a.error and "ConnectError" in a.error for a in result.attempts)
 
 
+# --- destinations: public addresses only unless allowed ------------------------------------
+
+
+def test_a_loopback_receiver_is_not_called_unless_private_addresses_are_allowed() -> None:
+    with running_receiver([200]) as receiver:
+        refused = deliver(_delivery(receiver.url, allow_private=False), first_backoff=0.01)
+        time.sleep(0.2)
+        assert receiver.calls == []  # nothing was sent
+        allowed = deliver(_delivery(receiver.url, allow_private=True), first_backoff=0.01)
+    assert not refused.delivered and len(refused.attempts) == 1
+    assert refused.attempts[0].error is not None and refused.attempts[0].error.startswith("refused:")
+    assert allowed.delivered
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://api.localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data/",  # cloud metadata
+        "http://[::1]:8000/hook",
+        "http://[::ffff:127.0.0.1]/hook",  # IPv4-mapped loopback
+        "http://0.0.0.0/hook",
+    ],
+)
+def test_non_public_destinations_are_refused(url: str) -> None:
+    assert literal_refusal(url) is not None
+    assert refusal(url) is not None
+
+
+def test_public_addresses_and_unresolvable_names_pass_the_check() -> None:
+    assert literal_refusal("https://8.8.8.8/hook") is None and refusal("https://8.8.8.8/hook") is None
+    # A name is only judged by what it resolves to; one that does not resolve fails like any
+    # unreachable receiver (and is retried), it is not refused.
+    assert literal_refusal("https://hooks.example.invalid/x") is None
+    assert refusal("https://hooks.example.invalid/x") is None
+
+
+def test_a_name_is_judged_by_every_address_it_resolves_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = {
+        "hooks.example.com": ["93.184.215.14"],
+        "rebinding.example.com": ["93.184.215.14", "10.0.0.7"],  # one private answer is enough
+        "metadata.example.com": ["169.254.169.254"],
+    }
+
+    def resolve(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in answers[host]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    assert refusal("https://hooks.example.com/x") is None
+    assert "10.0.0.7" in (refusal("https://rebinding.example.com/x") or "")
+    assert "169.254.169.254" in (refusal("http://metadata.example.com/x") or "")
+
+
 # --- the secret routes and the queued-cancel call (API in process, SQLite) ----------------
 
 
 @pytest.fixture
 def api(data_dir: Path) -> Iterator[tuple[TestClient, Settings]]:
-    settings = Settings(data_dir=data_dir, queue_name=unique_name("aplserve_wh_q"))
+    settings = Settings(
+        data_dir=data_dir, queue_name=unique_name("aplserve_wh_q"), webhook_allow_private_addresses=True
+    )
     upgrade_to_head(settings)
     try:
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
@@ -184,6 +249,26 @@ def test_bad_webhook_urls_are_rejected(api: tuple[TestClient, Settings]) -> None
         )
         assert response.status_code == 422, response.text
         assert response.json()["errors"][0]["loc"][:2] == ["body", "webhook_url"]
+
+
+def test_private_webhook_urls_are_refused_at_post_unless_allowed(data_dir: Path) -> None:
+    settings = Settings(data_dir=data_dir, queue_name=unique_name("aplserve_wh_q"))
+    upgrade_to_head(settings)
+    alice = _key(settings, "alice")
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            for url in ("http://127.0.0.1:8080/hook", "http://localhost/hook", "http://169.254.169.254/x"):
+                response = client.post(
+                    "/v1/jobs",
+                    headers=alice,
+                    json={"dataset_id": "x", "base_model": "minilm-l6", "webhook_url": url},
+                )
+                assert response.status_code == 422, response.text
+                assert response.json()["code"] == "webhook_url_refused"
+                assert response.json()["errors"][0]["loc"][:2] == ["body", "webhook_url"]
+    finally:
+        close_celery_apps()
+        dispose_engines()
 
 
 def test_cancelling_a_queued_job_calls_its_webhook(api: tuple[TestClient, Settings]) -> None:
