@@ -10,7 +10,20 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.services import POSTGRES_ADMIN_URL, REDIS_HOST, REDIS_PORT, require_service, unique_name
+from tests.services import (
+    ISSUED_NAMES,
+    POSTGRES_ADMIN_URL,
+    REDIS_HOST,
+    REDIS_PORT,
+    remove_redis_keys,
+    require_service,
+    unique_name,
+)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave Redis as the session found it: drop the queues and bindings of this session's names."""
+    remove_redis_keys(ISSUED_NAMES)
 
 
 @pytest.fixture(scope="session")

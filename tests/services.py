@@ -39,5 +39,30 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
+#: Every name handed out this session, so that the session can remove its Redis keys at the end.
+ISSUED_NAMES: list[str] = []
+
+
 def unique_name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    ISSUED_NAMES.append(name)
+    return name
+
+
+def remove_redis_keys(names: list[str]) -> int:
+    """Delete the keys kombu left in Redis for these queue names (queues, bindings); returns how many.
+
+    Celery declares a binding set per queue name, and unique names per test would
+    otherwise pile up in the developer's Redis run after run.
+    """
+    if not names or not reachable(REDIS_HOST, REDIS_PORT):
+        return 0
+    import redis
+
+    removed = 0
+    with redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0) as client:
+        for name in names:
+            keys = list(client.scan_iter(match=f"*{name}*", count=1000))
+            if keys:
+                removed += int(client.delete(*keys))
+    return removed

@@ -19,3 +19,17 @@ def test_postgres_fixture_gives_a_private_database(postgres_url: str) -> None:
 def test_redis_fixture_answers(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     assert client.ping() is True
+
+
+def test_a_sessions_redis_keys_are_removed_by_name(redis_url: str) -> None:
+    from tests.services import remove_redis_keys, unique_name
+
+    mine, other = unique_name("aplserve_cleanup_q"), unique_name("aplserve_cleanup_q")
+    client = redis.Redis.from_url(redis_url)
+    for name in (mine, other):
+        client.sadd(f"_kombu.binding.{name}", "x")
+        client.rpush(name, "message")
+    assert remove_redis_keys([mine]) == 2
+    assert not client.exists(f"_kombu.binding.{mine}", mine)
+    assert client.exists(f"_kombu.binding.{other}", other) == 2
+    remove_redis_keys([other])
