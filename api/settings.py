@@ -97,8 +97,17 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="How long a micro-batch waits for more requests to join it."
     )
     serving_device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
+    serving_instances: int | None = Field(
+        default=None,
+        ge=1,
+        description="Forward passes one model runs at once (threads sharing its weights); "
+        "default 1 on CUDA, 2 on a CPU with 2 or more cores.",
+    )
     serving_torch_threads: int | None = Field(
-        default=None, ge=1, description="torch intra-op threads for inference; default torch's own choice."
+        default=None,
+        ge=1,
+        description="torch intra-op threads for inference; default on CPU the cores divided among the "
+        "instances, on CUDA torch's own choice.",
     )
 
     @field_validator("data_dir")

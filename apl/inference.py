@@ -9,6 +9,7 @@ evaluation transform training used, built from the stored preprocessing config.
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,7 @@ class Predictor:
             TextCollator(tokenizer, int(preprocessing["max_length"])) if modality == "text" else None
         )
         self._transform = build_transform(preprocessing, train=False) if modality == "image" else None
+        self._tokenizer_lock = threading.Lock()
 
     @classmethod
     def from_model(
@@ -92,7 +94,10 @@ class Predictor:
         if self._collator is not None:
             if not all(isinstance(item, str) for item in items):
                 raise TypeError("a text model predicts from strings")
-            return self._collator.encode(list(items))
+            # A fast tokenizer sets its padding/truncation state on every call: two threads
+            # tokenizing at once fail with "Already borrowed" (huggingface/tokenizers#537).
+            with self._tokenizer_lock:
+                return self._collator.encode(list(items))
         assert self._transform is not None
         images = [self._as_image(item) for item in items]
         return {"pixel_values": torch.stack([self._transform(image) for image in images])}

@@ -1,20 +1,26 @@
 """Load test of POST /v1/models/{id}/predict: micro-batching on against one request at a time.
 
 Usage: .venv/bin/python benchmarks/predict_load.py [--base-model minilm-l6] [--clients 1,8,32]
-       [--duration 8] [--max-requests 4000] [--threads 2] [--train-samples 128]
+       [--duration 8] [--max-requests 4000] [--rounds 2] [--train-samples 128]
 
 What it does, all on this machine and loopback only:
 1. trains a small model with `apl.training.train` (default: the MiniLM-L6 text encoder, one
    epoch on a slice of the offline movie-genre demo data), publishes it with
    `apl.artifacts.publish_result` into a temporary data dir and registers it (Job + Model
    rows in a fresh SQLite database) with an API key;
-2. for batching on, then off: starts the API (uvicorn, one process) on a free 127.0.0.1
-   port with `APLSERVE_SERVING_BATCHING`, warms the model up, then for each client count
-   runs that many concurrent clients (httpx, one text per request, each client sends its
-   next request when the previous answer is back) for `--duration` seconds or
-   `--max-requests` requests, whichever comes first; stops the server;
-3. prints requests/s, p50 and p99 latency per (batching, clients), and the throughput
-   ratio batching-on / batching-off at each client count.
+2. measures the model alone (no HTTP): ms per input one at a time and in full batches;
+3. starts four API servers (uvicorn, one process each) on free 127.0.0.1 ports:
+   - `on`: batching with the serving defaults (on CPU: 2 instances, a forward pass each),
+   - `on-1`: batching with one instance using all cores (the gain of batching alone),
+   - `off-1`, `off-N`: one request at a time (batching off, one instance) with 1 and with
+     all torch threads; the better of the two is the baseline, `off`;
+   warms the model up, then for each client count runs that many concurrent clients (one
+   text per request, each client sends its next request when the previous answer is back)
+   for `--duration` seconds or `--max-requests` requests, whichever comes first, against
+   each server in turn, `--rounds` times over (the median round is reported: this host's
+   speed varies from minute to minute);
+4. prints requests/s, p50 and p99 latency per (server, clients), and the throughput of
+   `on` and `on-1` over `off` at each client count.
 
 The client runs in this process and shares the CPU with the server, as a real load
 generator on the same host would; numbers are for comparison, not absolute capacity.
@@ -45,8 +51,25 @@ sys.path.insert(0, str(ROOT))
 
 
 @dataclass(frozen=True)
-class Result:
+class Mode:
+    name: str
     batching: bool
+    instances: int | None  # None: the serving default
+    torch_threads: int | None = None  # None: the serving default
+
+
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+MODES = (
+    Mode("on", True, None),
+    Mode("on-1", True, 1, CORES),
+    Mode("off-1", False, 1, 1),
+    Mode("off-N", False, 1, CORES),
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    mode: str
     clients: int
     requests: int
     errors: int
@@ -74,9 +97,8 @@ def _write_dataset(directory: Path, count: int) -> list[str]:
     return [text for text, _ in samples]
 
 
-def prepare(data_dir: Path, base_model: str, train_samples: int, threads: int) -> tuple[str, str, list[str]]:
+def prepare(data_dir: Path, base_model: str, train_samples: int) -> tuple[str, str, list[str]]:
     """Train, publish and register a model; returns (api key, model id, texts to send)."""
-    import torch
 
     from api.auth import create_api_key
     from api.db.migrate import upgrade_to_head
@@ -87,7 +109,6 @@ def prepare(data_dir: Path, base_model: str, train_samples: int, threads: int) -
     from apl.spec import Hyperparameters
     from apl.training import TrainConfig, train
 
-    torch.set_num_threads(threads)
     settings = Settings(data_dir=data_dir)
     upgrade_to_head(settings)
     texts = _write_dataset(data_dir / "bench-dataset", train_samples)
@@ -153,9 +174,13 @@ class Ceiling:
 def model_ceiling(data_dir: Path, texts: list[str], batch: int, seconds: float = 4.0) -> Ceiling:
     """ms per input for one input per forward pass and for `batch` inputs per pass.
 
-    Measured in a thread other than the main one, as the server's model thread runs.
+    Each is measured with 1 and with all torch threads and the faster kept (one small
+    input is often quicker on one thread), in a thread other than the main one, as the
+    server's model threads run.
     """
     import threading
+
+    import torch
 
     from apl.inference import load
 
@@ -173,10 +198,15 @@ def model_ceiling(data_dir: Path, texts: list[str], batch: int, seconds: float =
             done += size
         return (time.perf_counter() - began) / done * 1000
 
-    thread = threading.Thread(target=lambda: results.extend([per_input(1), per_input(batch)]))
+    def measure() -> None:
+        for threads in sorted({1, CORES}):
+            torch.set_num_threads(threads)
+            results.extend([per_input(1), per_input(batch)])
+
+    thread = threading.Thread(target=measure)
     thread.start()
     thread.join()
-    return Ceiling(results[0], results[1], batch)
+    return Ceiling(min(results[0::2]), min(results[1::2]), batch)
 
 
 def free_port() -> int:
@@ -186,15 +216,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(data_dir: Path, batching: bool, threads: int) -> Iterator[str]:
+def server(data_dir: Path, mode: Mode) -> Iterator[str]:
     """uvicorn on a free loopback port in its own process group; always stopped on exit."""
     port = free_port()
-    env = os.environ | {
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APLSERVE_SERVING_")} | {
         "APLSERVE_DATA_DIR": str(data_dir),
-        "APLSERVE_SERVING_BATCHING": "true" if batching else "false",
-        "APLSERVE_SERVING_TORCH_THREADS": str(threads),
+        "APLSERVE_SERVING_BATCHING": "true" if mode.batching else "false",
         "APLSERVE_LOG_LEVEL": "warning",
     }
+    if mode.instances is not None:
+        env["APLSERVE_SERVING_INSTANCES"] = str(mode.instances)
+    if mode.torch_threads is not None:
+        env["APLSERVE_SERVING_TORCH_THREADS"] = str(mode.torch_threads)
     command = [
         sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
@@ -301,7 +334,7 @@ async def _load(
     ordered = sorted(latencies) or [0.0]
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     return Result(
-        batching=False,
+        mode="",
         clients=clients,
         requests=len(latencies),
         errors=errors,
@@ -334,55 +367,69 @@ def _measure(
 
 
 def run(args: argparse.Namespace, data_dir: Path) -> tuple[list[Result], Ceiling]:
-    """Both servers run side by side and the runs alternate on/off per client count, so that
-    load from other processes on a shared machine hits both modes alike."""
-    key, model_id, texts = prepare(data_dir, args.base_model, args.train_samples, args.threads)
+    """The servers run side by side and the runs take turns per client count, so that load
+    from other processes on a shared machine hits every mode alike."""
+    key, model_id, texts = prepare(data_dir, args.base_model, args.train_samples)
     ceiling = model_ceiling(data_dir, texts, max(int(value) for value in args.clients.split(",")))
     print(
         f"model alone: {ceiling.single_ms:.2f} ms per input one at a time, {ceiling.batched_ms:.2f} ms per "
-        f"input in batches of {ceiling.batch}: batching can gain at most ~{ceiling.ratio:.1f}x here",
+        f"input in batches of {ceiling.batch}: batching alone can gain at most ~{ceiling.ratio:.1f}x here",
         flush=True,
     )
     clients = [int(value) for value in args.clients.split(",")]
     results = []
-    with server(data_dir, True, args.threads) as on, server(data_dir, False, args.threads) as off:
-        for base in (on, off):
+    with contextlib.ExitStack() as stack:
+        bases = {mode.name: stack.enter_context(server(data_dir, mode)) for mode in MODES}
+        for base in bases.values():
             warm = asyncio.run(_load(base, key, model_id, texts, 4, 2.0, 40))  # load the model
             if warm.errors or not warm.requests:
                 raise RuntimeError("the warm-up requests failed")
-        for count in clients:
-            for batching, base in ((True, on), (False, off)):
-                result = dataclasses.replace(
-                    _measure(base, key, model_id, texts, count, args), batching=batching
-                )
-                results.append(result)
-                print(
-                    f"batching {'on ' if batching else 'off'} clients {count:>3}: {result.rps:8.1f} req/s"
-                    f"  p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  mean batch "
-                    f"{result.mean_batch:5.1f}  ({result.requests} ok, {result.errors} errors)",
-                    flush=True,
-                )
+        rounds: dict[tuple[str, int], list[Result]] = {}
+        for round_number in range(1, args.rounds + 1):
+            for count in clients:
+                for mode in MODES:
+                    result = dataclasses.replace(
+                        _measure(bases[mode.name], key, model_id, texts, count, args), mode=mode.name
+                    )
+                    rounds.setdefault((mode.name, count), []).append(result)
+                    print(
+                        f"round {round_number} {mode.name:<5} clients {count:>3}: {result.rps:8.1f} req/s"
+                        f"  p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  mean batch "
+                        f"{result.mean_batch:5.1f}  ({result.requests} ok, {result.errors} errors)",
+                        flush=True,
+                    )
+    for count in clients:
+        for mode in MODES:
+            runs = sorted(rounds[(mode.name, count)], key=lambda r: r.rps)
+            results.append(runs[(len(runs) - 1) // 2])  # the median (the lower one of an even count)
     return results, ceiling
 
 
 def table(results: list[Result], ceiling: Ceiling) -> str:
     lines = [
-        "| batching | clients | requests/s | p50 ms | p99 ms | mean batch | requests | errors |",
+        "| server | clients | requests/s | p50 ms | p99 ms | mean batch | requests | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            f"| {'on' if r.batching else 'off'} | {r.clients} | {r.rps:.1f} | {r.p50_ms:.1f} "
+            f"| {r.mode} | {r.clients} | {r.rps:.1f} | {r.p50_ms:.1f} "
             f"| {r.p99_ms:.1f} | {r.mean_batch:.1f} | {r.requests} | {r.errors} |"
         )
-    by_key = {(r.batching, r.clients): r for r in results}
+    by_key = {(r.mode, r.clients): r for r in results}
     lines.append("")
     for clients in sorted({r.clients for r in results}):
-        on, off = by_key.get((True, clients)), by_key.get((False, clients))
-        if on and off and off.rps:
-            lines.append(
-                f"clients {clients}: batching on gives {on.rps / off.rps:.2f}x the throughput of off"
-            )
+        baselines = [by_key[(name, clients)] for name in ("off-1", "off-N") if (name, clients) in by_key]
+        off = max(baselines, key=lambda r: r.rps, default=None)
+        if off is None or not off.rps:
+            continue
+        gains = [
+            f"{name} {by_key[(name, clients)].rps / off.rps:.2f}x"
+            for name in ("on", "on-1")
+            if (name, clients) in by_key
+        ]
+        lines.append(
+            f"clients {clients}: throughput over one request at a time ({off.mode}): {', '.join(gains)}"
+        )
     lines.append(
         f"model alone: {ceiling.single_ms:.2f} ms per input one at a time, "
         f"{ceiling.batched_ms:.2f} ms per input in batches of {ceiling.batch} ({ceiling.ratio:.2f}x)"
@@ -396,9 +443,9 @@ def main() -> None:
     )
     parser.add_argument("--base-model", default="minilm-l6")
     parser.add_argument("--clients", default="1,8,32")
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per (batching, clients) run")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per (server, clients) run")
     parser.add_argument("--max-requests", type=int, default=4000, help="requests per run at most")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
+    parser.add_argument("--rounds", type=int, default=2, help="times each run is repeated (median kept)")
     parser.add_argument("--train-samples", type=int, default=128)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aplserve-predict-bench-") as tmp:

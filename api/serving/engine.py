@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -49,7 +50,20 @@ class EngineConfig:
     max_batch_size: int = 32
     max_wait_s: float = 0.005
     device: str = "auto"
+    #: Forward passes one model runs at once; None: 1 on CUDA, 2 on a CPU with 2+ cores.
+    instances: int | None = None
+    #: torch intra-op threads; None: on CPU the cores shared out among the instances.
     torch_threads: int | None = None
+
+
+def resolve_parallelism(config: EngineConfig, cuda: bool, cores: int) -> tuple[int, int | None]:
+    """(instances per model, torch threads or None to leave torch's default) for this machine."""
+    on_gpu = cuda and config.device != "cpu"
+    instances = config.instances or (1 if on_gpu else min(2, max(1, cores)))
+    threads = config.torch_threads
+    if threads is None and not on_gpu:
+        threads = max(1, cores // instances)
+    return instances, threads
 
 
 @dataclass(eq=False)
@@ -128,6 +142,7 @@ class ServingEngine:
         self._loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aplserve-model-loader")
         self._closed = False
         self._torch_configured = False
+        self.instances = 1
 
     # ---- public -----------------------------------------------------------------------
 
@@ -247,10 +262,13 @@ class ServingEngine:
         if self._torch_configured:
             return
         self._torch_configured = True
-        if self.config.torch_threads is not None:
-            import torch
+        import torch
 
-            torch.set_num_threads(self.config.torch_threads)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.instances, threads = resolve_parallelism(self.config, torch.cuda.is_available(), cores)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        log.info("serving: %d forward pass(es) per model at once, torch threads %s", self.instances, threads)
 
     def _load(self, ref: ModelRef) -> LoadedModel:
         try:
@@ -263,7 +281,9 @@ class ServingEngine:
             log.warning("model %s could not be loaded", ref.id, exc_info=True)
             raise
         nbytes = parameter_bytes(predictor.module)
-        policy = BatchPolicy(self.config.batching, self.config.max_batch_size, self.config.max_wait_s)
+        policy = BatchPolicy(
+            self.config.batching, self.config.max_batch_size, self.config.max_wait_s, self.instances
+        )
         batcher = ModelBatcher(
             ref.id[:8], predictor.predict_proba, policy, self.stats, lambda: self.arriving(ref.id)
         )

@@ -35,6 +35,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_batch_size=settings.serving_max_batch_size,
         max_wait_s=settings.serving_max_wait_ms / 1000.0,
         device=settings.serving_device,
+        instances=settings.serving_instances,
         torch_threads=settings.serving_torch_threads,
     )
 

@@ -381,7 +381,7 @@ def test_batching_off_runs_one_request_at_a_time(
 ) -> None:
     model_id = register(settings, trained["text"], "alice")
     inputs = _client_inputs(8)
-    with serving_client(settings, serving_batching=False) as client:
+    with serving_client(settings, serving_batching=False, serving_instances=1) as client:
         responses = _concurrent(client, alice, [(model_id, batch) for batch in inputs])
         snapshot = client.app.state.serving.snapshot()
     for batch, response in zip(inputs, responses, strict=True):
@@ -389,6 +389,77 @@ def test_batching_off_runs_one_request_at_a_time(
             response.json()["predictions"], local["text"].predict_proba(batch), local["text"].labels
         )
     assert snapshot["batches"] == 8 and snapshot["max_requests_in_batch"] == 1
+
+
+def test_two_instances_run_two_forward_passes_at_once(trained: dict[str, Trained], local: Any) -> None:
+    """With 2 instances a model serves two batches concurrently: both forward passes must be
+    inside the model at the same moment (a barrier only 2 threads can pass), and each request
+    still gets its own answer."""
+    import asyncio
+    import threading
+
+    from api.serving.engine import EngineConfig, ModelRef, ServingEngine, load_predictor
+
+    both_inside = threading.Barrier(2, timeout=30)
+
+    def loader(ref: ModelRef, device: str) -> Any:
+        predictor = load_predictor(ref, "cpu")
+        forward = predictor.predict_proba
+
+        def together(items: Any, batch_size: int) -> Any:
+            both_inside.wait()
+            return forward(items, batch_size)
+
+        predictor.predict_proba = together
+        return predictor
+
+    ref = ModelRef("m", trained["text"].archive, trained["text"].fields["sha256"], "text")
+    engine = ServingEngine(EngineConfig(instances=2, batching=False), loader=loader)
+
+    async def scenario() -> list[Any]:
+        return list(
+            await asyncio.gather(engine.predict(ref, TEXT_INPUTS[:2]), engine.predict(ref, TEXT_INPUTS[2:]))
+        )
+
+    try:
+        first, second = asyncio.run(scenario())
+    finally:
+        both_inside.abort()
+        engine.close()
+    np.testing.assert_allclose(first, local["text"].predict_proba(TEXT_INPUTS[:2]), atol=TOLERANCE)
+    np.testing.assert_allclose(second, local["text"].predict_proba(TEXT_INPUTS[2:]), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    ("instances", "threads", "cuda", "cores", "expected"),
+    [
+        (None, None, False, 2, (2, 1)),  # CPU: two passes at once, one core each
+        (None, None, False, 16, (2, 8)),
+        (None, None, False, 1, (1, 1)),
+        (None, None, True, 16, (1, None)),  # CUDA: one pass, torch's own thread count
+        (1, None, False, 2, (1, 2)),
+        (3, 4, False, 2, (3, 4)),  # explicit settings win
+    ],
+)
+def test_instances_and_threads_default_to_the_machine(
+    instances: int | None, threads: int | None, cuda: bool, cores: int, expected: tuple[int, int | None]
+) -> None:
+    from api.serving.engine import EngineConfig, resolve_parallelism
+
+    config = EngineConfig(instances=instances, torch_threads=threads)
+    assert resolve_parallelism(config, cuda, cores) == expected
+
+
+def test_a_text_predictor_answers_from_many_threads_at_once(local: Any) -> None:
+    """Fast tokenizers are not safe to call from two threads at once; the predictor serialises
+    tokenizing, so concurrent instances get every answer right."""
+    predictor = local["text"]
+    batches = [TEXT_INPUTS[i % len(TEXT_INPUTS) :] + TEXT_INPUTS[:1] for i in range(16)]
+    expected = [predictor.predict_proba(batch) for batch in batches]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(predictor.predict_proba, batches))
+    for got, want in zip(answers, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=TOLERANCE)
 
 
 @SQLITE_ONLY
