@@ -1,4 +1,4 @@
-"""The serving engine: lazily loaded models in an LRU cache, each with its batching thread.
+"""The serving engine: lazily loaded models in an LRU cache, each with its batching threads.
 
 A model is loaded on its first request (in a loader thread, once, however many
 requests wait for it) and kept while it is among the `max_models` most recently used
