@@ -37,7 +37,7 @@ from api.serving.inputs import (
     read_body,
 )
 from api.serving.schemas import Model, ModelList, PredictRequest, PredictResponse
-from api.serving.state import get_engine, lookup_cache, serving_lifespan
+from api.serving.state import engine_of, get_engine, lookup_cache, serving_lifespan
 from api.settings import Settings
 from apl.errors import AplError
 
@@ -156,6 +156,20 @@ def get_model(model_id: str, principal: OwnerDep, session: SessionDep) -> Model:
     the artifact's digest and size, and the job and base model it came from."""
     row = service.get_owned(session, principal.owner_id, model_id)
     return service.to_schema(row, service.dataset_ids(session, [row]).get(row.job_id))
+
+
+@router.delete("/{model_id}", status_code=204, response_class=Response, responses=problem_responses(404))
+def delete_model(
+    model_id: str, request: Request, principal: OwnerDep, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """Delete a model and its files; it is unloaded from this server at once.
+
+    The job that trained it keeps its history (its `model_id` becomes null).
+    """
+    service.delete(session, settings, principal.owner_id, model_id)
+    lookup_cache(request.app).discard((principal.owner_id, model_id))
+    engine_of(request.app).evict(model_id)
+    return Response(status_code=204)
 
 
 def _digest_headers(sha256_hex: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Models: the registry (list, read), artifact files (tar and the cached ONNX export).
+"""Models: the registry (list, read, delete), artifact files (tar and the cached ONNX export).
 
 A Model row is written by the worker after its artifact archive is in place
 (<data_dir>/artifacts/<model_id>.tar). The ONNX export is made from that archive on
@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from api.db.models import Job, Model
@@ -111,6 +111,27 @@ def onnx_archive(settings: Settings, row: Model) -> Path:
             log.warning("model %s: ONNX export failed", row.id, exc_info=True)
             raise AppError(422, "onnx_export_failed", str(exc)) from None
     return target
+
+
+def delete(session: Session, settings: Settings, owner_id: str, model_id: str) -> None:
+    """Delete the model row, then its archive and ONNX export; commits.
+
+    The job that trained it stays, with its metrics, and no longer points at a model.
+    A request already being answered by a loaded copy of the model still completes.
+    """
+    row = get_owned(session, owner_id, model_id)
+    data_dir = settings.data_dir.resolve()
+    archive = (data_dir / row.artifact_path).resolve()
+    session.execute(update(Job).where(Job.model_id == row.id).values(model_id=None))
+    session.delete(row)
+    session.commit()
+    for path in (archive, archive.with_name(f"{model_id}{ONNX_SUFFIX}")):
+        if not path.is_relative_to(data_dir):
+            continue
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # logged, never shown: the model is gone either way
+            log.warning("could not remove %s: %s", path, exc)
 
 
 def file_sha256(path: Path) -> str:

@@ -173,6 +173,16 @@ class ServingEngine:
         finally:
             self._release(entry)
 
+    def evict(self, model_id: str) -> bool:
+        """Drop a model from the cache now (it was deleted); its queued requests are still answered."""
+        with self._lock:
+            entry = self._cache.pop(model_id, None)
+            if entry is not None:
+                self._retire_locked(entry)
+        if entry is not None:
+            self._changed()
+        return entry is not None
+
     def loaded(self) -> dict[str, int]:
         """Cached model ids (least recently used first) and their estimated bytes."""
         with self._lock:

@@ -365,6 +365,9 @@ class Models:
     def iterate(self) -> Iterator[Model]:
         return _pages(lambda cursor: self.list(cursor=cursor))
 
+    def delete(self, model_id: str) -> None:
+        self._client.request("DELETE", f"/v1/models/{model_id}")
+
     def predict(
         self,
         model_id: str,

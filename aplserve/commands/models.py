@@ -1,4 +1,4 @@
-"""`aplserve models list|get|download` and `aplserve predict`."""
+"""`aplserve models list|get|download|delete` and `aplserve predict`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from aplserve.commands.common import (
     when,
 )
 
-app = typer.Typer(help="Trained models: list, inspect, download.", no_args_is_help=True)
+app = typer.Typer(help="Trained models: list, inspect, download, delete.", no_args_is_help=True)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 
@@ -146,3 +146,11 @@ def predict(
         print_json(predictions)
     else:
         show_predictions(inputs, predictions)
+
+
+@app.command("delete")
+def delete(model_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None) -> None:
+    """Delete a model and its files (the job that trained it stays)."""
+    with connected(url, api_key) as client:
+        client.models.delete(model_id)
+    typer.echo(f"deleted model {model_id}")

@@ -190,6 +190,44 @@ def _preprocess(image: Any, preprocessing: dict[str, Any]) -> np.ndarray:
     return array.transpose(2, 0, 1).astype(np.float32)
 
 
+def test_deleting_a_model_removes_it_its_files_and_its_loaded_copy(
+    client: TestClient,
+    settings: Settings,
+    alice: dict[str, str],
+    bob: dict[str, str],
+    trained: dict[str, Trained],
+) -> None:
+    model_id = register(settings, trained["text"], "alice")
+    kept_id = register(settings, trained["text"], "alice")
+    job_id = client.get(f"/v1/models/{model_id}", headers=alice).json()["job_id"]
+    predict = {"inputs": TEXT_INPUTS[:2]}
+    assert client.post(f"/v1/models/{model_id}/predict", headers=alice, json=predict).status_code == 200
+    onnx = client.get(f"/v1/models/{model_id}/artifact?format=onnx", headers=alice)
+    assert onnx.status_code == 200
+    archive = settings.data_dir / "artifacts" / f"{model_id}.tar"
+    export = settings.data_dir / "artifacts" / f"{model_id}.onnx.zip"
+    assert archive.is_file() and export.is_file()
+    assert model_id in client.app.state.serving.loaded()  # type: ignore[attr-defined]
+
+    assert_problem(client.delete(f"/v1/models/{model_id}", headers=bob), 404, "not_found")
+    deleted = client.delete(f"/v1/models/{model_id}", headers=alice)
+    assert deleted.status_code == 204 and deleted.content == b""
+
+    assert_problem(client.get(f"/v1/models/{model_id}", headers=alice), 404, "not_found")
+    assert_problem(
+        client.post(f"/v1/models/{model_id}/predict", headers=alice, json=predict), 404, "not_found"
+    )
+    assert_problem(client.delete(f"/v1/models/{model_id}", headers=alice), 404, "not_found")
+    assert not archive.exists() and not export.exists()
+    assert trained["text"].archive.is_file()  # the registered file was a link; its source stays
+    assert model_id not in client.app.state.serving.loaded()  # type: ignore[attr-defined]
+    job = client.get(f"/v1/jobs/{job_id}", headers=alice).json()
+    assert job["status"] == "succeeded" and job["model_id"] is None
+    listed = [item["id"] for item in client.get("/v1/models", headers=alice).json()["items"]]
+    assert listed == [kept_id]
+    assert client.post(f"/v1/models/{kept_id}/predict", headers=alice, json=predict).status_code == 200
+
+
 def test_importing_the_api_does_not_import_torch(tmp_path: Path) -> None:
     """The API process starts light: building the app and the serving engine loads no torch."""
     code = (

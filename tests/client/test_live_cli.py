@@ -111,6 +111,11 @@ def test_image_workflow_sends_existing_image_paths_as_images(
     downloaded = run(cli, "models", "download", job["model_id"], "-o", str(tmp_path)).stdout.strip()
     assert Path(downloaded).parent == tmp_path and Path(downloaded).stat().st_size > 0
 
+    assert run(cli, "models", "delete", job["model_id"]).stdout.strip() == f"deleted model {job['model_id']}"
+    gone = run(cli, "models", "get", job["model_id"], code=1)
+    assert "HTTP 404" in gone.stderr
+    assert as_json(run(cli, "jobs", "get", job["id"], "--json"))["model_id"] is None
+
 
 def test_webhook_secret_is_the_clients(cli: CliRunner, embedded: LiveServer) -> None:
     secret = run(cli, "webhooks", "secret").stdout.strip().splitlines()[-1]
