@@ -46,10 +46,7 @@ _bearer = HTTPBearer(auto_error=False, description="An API key from `aplserve ke
 
 def principal_cache(app: FastAPI) -> TTLCache[Principal]:
     """Authenticated keys of this app, kept `auth_cache_seconds` (so a revoked key stops within that)."""
-    cache = getattr(app.state, "principals", None)
-    if cache is None:
-        settings: Settings = app.state.settings
-        cache = app.state.principals = TTLCache[Principal](settings.auth_cache_seconds)
+    cache = app.state.principals
     assert isinstance(cache, TTLCache)
     return cache
 

@@ -6,13 +6,18 @@ work happens lazily in the services that need it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api.auth import Principal
 from api.observability import install_metrics
 from api.problems import install_problem_handlers
 from api.routes import include_routers
+from api.serving.state import LOOKUP_MAX_ENTRIES, LOOKUP_TTL_S
 from api.settings import Settings, get_settings
+from api.ttl_cache import TTLCache
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -23,6 +28,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Fine-tune multi-label classifiers with the Asymmetric Polynomial Loss family.",
     )
     app.state.settings = settings
+    # The caches of the hot request paths (api.deps.principal_cache, api.serving.state.lookup_cache).
+    app.state.principals = TTLCache[Principal](settings.auth_cache_seconds)
+    app.state.serving_lookups = TTLCache[Any](LOOKUP_TTL_S, LOOKUP_MAX_ENTRIES)
     install_problem_handlers(app)
     include_routers(app)
     install_metrics(app, settings)

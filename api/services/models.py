@@ -75,11 +75,22 @@ def to_schema(row: Model, dataset_id: str | None) -> ModelSchema:
     )
 
 
+def _archive_location(settings: Settings, row: Model) -> Path | None:
+    """Where this server keeps the model's archive; None when the row points outside the data dir."""
+    data_dir = settings.data_dir.resolve()
+    archive = (data_dir / row.artifact_path).resolve()
+    return archive if archive.is_relative_to(data_dir) else None
+
+
+def _onnx_location(archive: Path, model_id: str) -> Path:
+    """The cached ONNX export, kept beside the archive."""
+    return archive.with_name(f"{model_id}{ONNX_SUFFIX}")
+
+
 def artifact_path(settings: Settings, row: Model) -> Path:
     """The archive file of a model; 503 `model_unavailable` when it is missing on this server."""
-    data_dir = settings.data_dir.resolve()
-    path = (data_dir / row.artifact_path).resolve()
-    if not path.is_relative_to(data_dir) or not path.is_file():
+    path = _archive_location(settings, row)
+    if path is None or not path.is_file():
         log.error("the artifact of model %s is missing", row.id)
         raise AppError(503, "model_unavailable", "the model's artifact is not available on this server")
     return path
@@ -97,7 +108,7 @@ def _lock_for(path: Path) -> threading.Lock:
 def onnx_archive(settings: Settings, row: Model) -> Path:
     """The ONNX export (zip) of a model, made once and cached beside the artifact (blocking)."""
     source = artifact_path(settings, row)
-    target = source.with_name(f"{row.id}{ONNX_SUFFIX}")
+    target = _onnx_location(source, row.id)
     with _lock_for(target):
         if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
             return target
@@ -120,14 +131,12 @@ def delete(session: Session, settings: Settings, owner_id: str, model_id: str) -
     A request already being answered by a loaded copy of the model still completes.
     """
     row = get_owned(session, owner_id, model_id)
-    data_dir = settings.data_dir.resolve()
-    archive = (data_dir / row.artifact_path).resolve()
+    archive = _archive_location(settings, row)
+    files = (archive, _onnx_location(archive, row.id)) if archive is not None else ()
     session.execute(update(Job).where(Job.model_id == row.id).values(model_id=None))
     session.delete(row)
     session.commit()
-    for path in (archive, archive.with_name(f"{model_id}{ONNX_SUFFIX}")):
-        if not path.is_relative_to(data_dir):
-            continue
+    for path in files:
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:  # logged, never shown: the model is gone either way

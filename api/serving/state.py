@@ -102,12 +102,7 @@ def lookup_cache(app: FastAPI) -> TTLCache[Any]:
     authenticated on every request, so reusing the row briefly is safe; it saves a
     database round trip (and a thread-pool hop) on each prediction.
     """
-    cache = getattr(app.state, "serving_lookups", None)
-    if cache is None:
-        with _lock:
-            cache = getattr(app.state, "serving_lookups", None)
-            if cache is None:
-                cache = app.state.serving_lookups = TTLCache[Any](LOOKUP_TTL_S, LOOKUP_MAX_ENTRIES)
+    cache = app.state.serving_lookups  # made by create_app
     assert isinstance(cache, TTLCache)
     return cache
 

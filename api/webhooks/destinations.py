@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 
@@ -30,13 +30,16 @@ def _is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _host(url: str) -> str:
-    return (urlsplit(url).hostname or "").rstrip(".").lower()
+def _host(parts: SplitResult) -> str:
+    return (parts.hostname or "").rstrip(".").lower()
 
 
 def literal_refusal(url: str) -> str | None:
     """Why `url` names a non-public host without any lookup (an IP literal or localhost), else None."""
-    host = _host(url)
+    return _literal_refusal(_host(urlsplit(url)))
+
+
+def _literal_refusal(host: str) -> str | None:
     if not host:
         return "the URL has no host"
     if host in LOCAL_NAMES or host.endswith(".localhost"):
@@ -50,11 +53,12 @@ def literal_refusal(url: str) -> str | None:
 
 def refusal(url: str) -> str | None:
     """Why `url` must not be called (its host is or resolves to a non-public address), else None."""
-    reason = literal_refusal(url)
+    parts = urlsplit(url)
+    host = _host(parts)
+    reason = _literal_refusal(host)
     if reason is not None:
         return reason
-    host = _host(url)
-    port = urlsplit(url).port or (443 if urlsplit(url).scheme == "https" else 80)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
     except (OSError, UnicodeError):
