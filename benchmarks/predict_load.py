@@ -49,6 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from api.serving.engine import available_cores  # noqa: E402  (needs ROOT on the path; no torch)
+
 
 @dataclass(frozen=True)
 class Mode:
@@ -58,7 +60,7 @@ class Mode:
     torch_threads: int | None = None  # None: the serving default
 
 
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CORES = available_cores()
 MODES = (
     Mode("on", True, None),
     Mode("on-1", True, 1, CORES),

@@ -56,6 +56,11 @@ class EngineConfig:
     torch_threads: int | None = None
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity, which containers and taskset narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def resolve_parallelism(config: EngineConfig, cuda: bool, cores: int) -> tuple[int, int | None]:
     """(instances per model, torch threads or None to leave torch's default) for this machine."""
     on_gpu = cuda and config.device != "cpu"
@@ -274,8 +279,8 @@ class ServingEngine:
         self._torch_configured = True
         import torch
 
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        self.instances, threads = resolve_parallelism(self.config, torch.cuda.is_available(), cores)
+        cuda = torch.cuda.is_available()
+        self.instances, threads = resolve_parallelism(self.config, cuda, available_cores())
         if threads is not None:
             torch.set_num_threads(threads)
         log.info("serving: %d forward pass(es) per model at once, torch threads %s", self.instances, threads)
