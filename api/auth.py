@@ -18,8 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.db.models import ApiKey, Owner, utcnow
-from api.errors import AppError
+from core.db.models import ApiKey, Owner, utcnow
+from core.errors import AppError
 
 KEY_PREFIX = "aplsk_"
 

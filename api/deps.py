@@ -1,6 +1,6 @@
 """Typed request dependencies: `SettingsDep`, `SessionDep`, `OwnerDep`.
 
-Settings come from `app.state.settings` (set by `create_app`), so a test can build
+Settings come from the app's `AppState` (made by `create_app`), so a test can build
 an app for its own database and broker without touching the environment.
 """
 
@@ -9,23 +9,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, authenticate, default_principal, hash_key
-from api.db.session import session_factory
-from api.settings import Settings
-from api.ttl_cache import TTLCache
+from api.state import app_state
+from core.db.session import session_factory
+from core.settings import Settings
 
 
 async def get_app_settings(request: Request) -> Settings:
     """Async on purpose: FastAPI runs a sync dependency in a worker thread, a hop per request."""
-    settings = request.app.state.settings
-    assert isinstance(settings, Settings)
-    return settings
+    return app_state(request.app).settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
@@ -42,13 +40,6 @@ SessionDep = Annotated[Session, Depends(get_session)]
 # Declared for the OpenAPI page (the "Authorize" button); the check itself is `authenticate`,
 # which answers problem+json instead of FastAPI's default 403.
 _bearer = HTTPBearer(auto_error=False, description="An API key from `aplserve keys create --name NAME`.")
-
-
-def principal_cache(app: FastAPI) -> TTLCache[Principal]:
-    """Authenticated keys of this app, kept `auth_cache_seconds` (so a revoked key stops within that)."""
-    cache = app.state.principals
-    assert isinstance(cache, TTLCache)
-    return cache
 
 
 def _authenticate(settings: Settings, authorization: str | None) -> Principal:
@@ -71,7 +62,7 @@ async def get_principal(
     """Async with a cache in front: a known key costs no database round trip and no thread hop."""
     authorization = request.headers.get("authorization") if settings.auth_enabled else None
     cache_key = hash_key(authorization or "")
-    cache = principal_cache(request.app)
+    cache = app_state(request.app).principals
     principal = cache.get(cache_key)
     if principal is None:
         principal = await run_in_threadpool(_authenticate, settings, authorization)

@@ -12,12 +12,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.auth import Principal
-from api.observability import install_metrics
+from api.observability import Metrics, install_metrics
 from api.problems import install_problem_handlers
 from api.routes import include_routers
-from api.serving.state import LOOKUP_MAX_ENTRIES, LOOKUP_TTL_S
-from api.settings import Settings, get_settings
+from api.state import LOOKUP_MAX_ENTRIES, LOOKUP_TTL_S, AppState
 from api.ttl_cache import TTLCache
+from core.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,13 +27,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Fine-tune multi-label classifiers with the Asymmetric Polynomial Loss family.",
     )
-    app.state.settings = settings
-    # The caches of the hot request paths (api.deps.principal_cache, api.serving.state.lookup_cache).
-    app.state.principals = TTLCache[Principal](settings.auth_cache_seconds)
-    app.state.serving_lookups = TTLCache[Any](LOOKUP_TTL_S, LOOKUP_MAX_ENTRIES)
+    metrics = Metrics(settings)
+    app.state.aplserve = AppState(
+        settings=settings,
+        principals=TTLCache[Principal](settings.auth_cache_seconds),
+        serving_lookups=TTLCache[Any](LOOKUP_TTL_S, LOOKUP_MAX_ENTRIES),
+        metrics=metrics,
+    )
     install_problem_handlers(app)
     include_routers(app)
-    install_metrics(app, settings)
+    install_metrics(app, metrics)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

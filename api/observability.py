@@ -20,9 +20,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.db.models import JOB_STATUSES, Job
-from api.db.session import session_factory
-from api.settings import Settings
+from api.state import app_state
+from core.db.models import Job
+from core.db.session import session_factory
+from core.jobs.status import JobStatus
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +43,13 @@ class JobsByStatus(Collector):
         except Exception:  # a scrape must not fail because the database is down
             log.warning("could not count jobs for /metrics", exc_info=True)
             return
-        for status in JOB_STATUSES:
+        for status in JobStatus:
             gauge.add_metric([status], float(counts.get(status, 0)))
         yield gauge
 
 
 class Metrics:
-    """The metrics of one app; `app.state.metrics`."""
+    """The metrics of one app (`AppState.metrics`)."""
 
     def __init__(self, settings: Settings) -> None:
         self.registry = CollectorRegistry()
@@ -109,13 +111,10 @@ router = APIRouter(tags=["health"])
 )
 def metrics(request: Request) -> Response:
     """Prometheus metrics (no key needed)."""
-    registry: CollectorRegistry = request.app.state.metrics.registry
+    registry: CollectorRegistry = app_state(request.app).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def install_metrics(app: FastAPI, settings: Settings) -> Metrics:
-    collected = Metrics(settings)
-    app.state.metrics = collected
-    app.add_middleware(MetricsMiddleware, metrics=collected)
+def install_metrics(app: FastAPI, metrics: Metrics) -> None:
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(router)
-    return collected

@@ -14,7 +14,6 @@ accepts only regular files under the names above, with size and count limits.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -29,7 +28,7 @@ from typing import IO, Any, Literal
 import torch
 from safetensors.torch import save_file
 
-from apl.atomic import atomic_directory, atomic_file
+from apl.atomic import atomic_directory, atomic_file, file_sha256
 from apl.errors import ArtifactError
 from apl.metrics import EpochMetrics
 from apl.models import BuiltModel
@@ -161,14 +160,6 @@ def save_result(result: Any, directory: str | Path) -> Path:
     return save_artifact(directory, result.model, **_result_fields(result))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _files(directory: Path) -> Iterator[tuple[str, Path]]:
     for path in sorted(directory.rglob("*")):
         if path.is_symlink():
@@ -209,7 +200,7 @@ def pack_artifact(
                     member.mtime = 0
                     with path.open("rb") as src:
                         tf.addfile(member, src)
-    return ArtifactInfo(path=target, sha256=sha256_file(target), size_bytes=target.stat().st_size)
+    return ArtifactInfo(path=target, sha256=file_sha256(target), size_bytes=target.stat().st_size)
 
 
 def publish_result(result: Any, archive: str | Path, fmt: ArchiveFormat | None = None) -> ArtifactInfo:

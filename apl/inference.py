@@ -24,6 +24,7 @@ from torch import nn
 from apl.artifacts import ENCODER_DIR, TOKENIZER_DIR, WEIGHTS_FILE, read_config, unpack_artifact
 from apl.data.images import build_transform, decode_image, open_image
 from apl.data.text import TextCollator
+from apl.decisions import choose_batch
 from apl.errors import ArtifactError
 from apl.models import BuiltModel, ImageClassifier, TextClassifier, create_timm
 
@@ -126,23 +127,27 @@ class Predictor:
         return np.concatenate(out).astype(np.float32)
 
     def predict(
-        self, inputs: Sequence[Any], *, threshold: float | None = None, top_k: int | None = None
+        self,
+        inputs: Sequence[Any],
+        *,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        min_labels: int = 0,
     ) -> list[Prediction]:
-        """Labels at or above the per-label thresholds (or one global `threshold`), best first.
+        """The labels `apl.decisions` chooses (best first) and every label's score, per input.
 
-        `top_k` keeps at most k labels and the k highest scores.
+        `threshold` replaces every per-label threshold; `top_k` and `min_labels` as in the rule.
         """
         probs = self.predict_proba(inputs)
         cut = self.thresholds if threshold is None else np.full(len(self.labels), threshold)
-        predictions = []
-        for row in probs:
-            order = np.argsort(-row, kind="stable")
-            if top_k is not None:
-                order = order[:top_k]
-            chosen = [self.labels[j] for j in order if row[j] >= cut[j]]
-            scores = {self.labels[j]: float(row[j]) for j in order}
-            predictions.append(Prediction(labels=chosen, scores=scores))
-        return predictions
+        chosen = choose_batch(probs, cut, top_k=top_k, min_labels=min_labels)
+        return [
+            Prediction(
+                labels=[self.labels[j] for j in picked],
+                scores={label: float(score) for label, score in zip(self.labels, row, strict=True)},
+            )
+            for row, picked in zip(probs, chosen, strict=True)
+        ]
 
 
 def _build_module(root: Path, config: dict[str, Any]) -> tuple[nn.Module, Any | None]:

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve
 
-DEFAULT_THRESHOLD = 0.5
+from apl.decisions import FALLBACK_THRESHOLD
+
+DEFAULT_THRESHOLD = FALLBACK_THRESHOLD
 #: Fewer validation positives than this and a label's threshold is not tuned.
 MIN_POSITIVES_TO_TUNE = 2
 

@@ -1,4 +1,4 @@
-"""`aplserve`: one Typer CLI over the API's admin commands, the server and the worker."""
+"""`aplserve`: the one Typer CLI, the composition root of the server, the worker and the admin commands."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ import signal
 
 import typer
 
-from api.cli import app
 from aplserve.commands import register_client_commands
+from aplserve.commands.admin import keys_app, migrate
+from aplserve.demo_data import demo_data_command
 
 log = logging.getLogger("aplserve")
+
+app = typer.Typer(
+    help="aplserve: training-as-a-service for multi-label classification.", no_args_is_help=True
+)
+app.command("migrate")(migrate)
+app.add_typer(keys_app, name="keys")
+app.command("demo-data")(demo_data_command)
 
 
 @app.command()
@@ -26,9 +34,8 @@ def serve(
     """
     import uvicorn
 
-    from api.cli_admin import migrate
-    from api.embedded import EmbeddedWorker
-    from api.settings import get_settings
+    from core.settings import get_settings
+    from worker.supervisor import EmbeddedWorker
 
     logging.basicConfig(
         level=get_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -87,7 +87,7 @@ class Result:
 
 def _write_dataset(directory: Path, count: int) -> list[str]:
     """A slice of the offline movie-genre demo data in the stored form; returns its texts."""
-    from api.demo_data import movie_samples
+    from aplserve.demo_data import movie_samples
 
     samples = movie_samples()[:count]
     directory.mkdir(parents=True)
@@ -103,13 +103,15 @@ def prepare(data_dir: Path, base_model: str, train_samples: int) -> tuple[str, s
     """Train, publish and register a model; returns (api key, model id, texts to send)."""
 
     from api.auth import create_api_key
-    from api.db.migrate import upgrade_to_head
-    from api.db.models import Job, Model, new_id, utcnow
-    from api.db.session import dispose_engines, session_scope
-    from api.settings import Settings
     from apl.artifacts import publish_result
     from apl.spec import Hyperparameters
     from apl.training import TrainConfig, train
+    from core.db.migrate import upgrade_to_head
+    from core.db.models import Job, new_id, utcnow
+    from core.db.session import dispose_engines, session_scope
+    from core.jobs.status import JobStatus
+    from core.registry import insert_model, model_record
+    from core.settings import Settings
 
     settings = Settings(data_dir=data_dir)
     upgrade_to_head(settings)
@@ -120,8 +122,14 @@ def prepare(data_dir: Path, base_model: str, train_samples: int) -> tuple[str, s
         TrainConfig(data_dir / "bench-dataset", base_model, hyperparameters=hyper, device="cpu"), []
     )
     model_id = new_id()
-    relative = Path("artifacts") / f"{model_id}.tar"
-    info = publish_result(result, data_dir / relative)
+    info = publish_result(result, settings.files.artifact(model_id))
+    record = model_record(
+        result,
+        info,
+        model_id=model_id,
+        artifact_path=settings.files.artifact_relative(model_id),
+        base_model=base_model,
+    )
     print(
         f"trained {base_model} on {train_samples} samples in {time.perf_counter() - started:.1f}s", flush=True
     )
@@ -130,32 +138,17 @@ def prepare(data_dir: Path, base_model: str, train_samples: int) -> tuple[str, s
         now = utcnow()
         job = Job(
             owner_id=owner.id,
-            status="succeeded",
+            status=JobStatus.SUCCEEDED,
             spec={"base_model": base_model},
             progress={},
+            best_metrics=record.best_metrics(),
             attempts=1,
             started_at=now,
             finished_at=now,
         )
         session.add(job)
         session.flush()
-        session.add(
-            Model(
-                id=model_id,
-                owner_id=owner.id,
-                job_id=job.id,
-                base_model=base_model,
-                modality=result.model.modality,
-                labels=list(result.labels),
-                thresholds=dict(result.thresholds),
-                metrics={"fallback_labels": list(result.fallback_labels)},
-                artifact_path=relative.as_posix(),
-                sha256=info.sha256,
-                size_bytes=info.size_bytes,
-            )
-        )
-        session.flush()
-        job.model_id = model_id
+        insert_model(session, record, owner_id=owner.id, job_id=job.id)
     dispose_engines()
     return key, model_id, texts
 
@@ -185,8 +178,9 @@ def model_ceiling(data_dir: Path, texts: list[str], batch: int, seconds: float =
     import torch
 
     from apl.inference import load
+    from core.files import DataFiles
 
-    artifact = next((data_dir / "artifacts").glob("*.tar"))
+    artifact = next(DataFiles(data_dir).artifacts.glob("*.tar"))
     predictor = load(artifact, device="auto")
     results: list[float] = []
 

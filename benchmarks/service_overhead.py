@@ -38,13 +38,13 @@ import httpx
 import torch
 
 from api.auth import create_api_key
-from api.db.session import dispose_engines, session_scope
-from api.demo_data import MOSAICS_ZIP, MOVIES_CSV, write_demo_data
-from api.settings import Settings
 from apl.artifacts import publish_result
 from apl.data import load_stored_dataset, split_indices
 from apl.spec import JobSpec
 from apl.training import TrainConfig, train
+from aplserve.demo_data import MOSAICS_ZIP, MOVIES_CSV, write_demo_data
+from core.db.session import dispose_engines, session_scope
+from core.settings import Settings
 
 
 @dataclass

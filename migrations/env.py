@@ -9,8 +9,8 @@ from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 from sqlalchemy.engine import make_url
 
-from api.db.models import Base
-from api.settings import get_settings
+from core.db.models import Base
+from core.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from api.settings import Settings
+from core.settings import Settings
 from tests.e2e.live import LiveServer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,10 +26,11 @@ from celery import Celery
 from celery.exceptions import Reject, WorkerShutdown
 from celery.signals import worker_ready, worker_shutting_down
 
-from api.broker import RUN_JOB_TASK, celery_app, enqueue_job
-from api.settings import Settings, get_settings
-from api.webhooks.notify import notify_job_finished_by_id
-from worker import shutdown, state
+from core.broker import RUN_JOB_TASK, celery_app, enqueue_job
+from core.jobs import lifecycle
+from core.settings import Settings, get_settings
+from core.webhooks.notify import notify_job_finished_by_id
+from worker import shutdown
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +60,18 @@ def run_job_task(job_id: str) -> str:
         _busy.clear()
 
 
-def sweep_once(settings: Settings) -> state.SweepResult:
+def sweep_once(settings: Settings) -> lifecycle.SweepResult:
     """Re-queue (and re-send) jobs whose worker died, fail those out of attempts."""
     from worker.runner import ACTIVE_JOBS
 
-    result = state.sweep_expired(settings, exclude=set(ACTIVE_JOBS))
+    result = lifecycle.sweep_expired(settings, exclude=set(ACTIVE_JOBS))
     for job_id in result.requeued:
         log.warning("job %s lost its worker; re-queued to resume from its last checkpoint", job_id)
         try:
             enqueue_job(job_id, settings)
         except Exception:
             log.exception("could not send job %s to the broker; the next sweep tries again", job_id)
-            state.unqueue_unsent(job_id, settings)
+            lifecycle.mark_unsent(job_id, settings)
     for job_id in result.failed:
         log.error("job %s lost its worker too many times; failed", job_id)
     for job_id in result.cancelled:
@@ -212,7 +213,7 @@ def run_worker(loglevel: str = "INFO", supervisor_pid: int | None = None) -> Non
 
 def run_processes(concurrency: int, loglevel: str = "INFO") -> None:
     """Run `concurrency` single-job worker processes until SIGTERM / Ctrl-C, then stop them all."""
-    from api.embedded import EmbeddedWorker, stop_all
+    from worker.supervisor import EmbeddedWorker, stop_all
 
     stop = threading.Event()
 

@@ -14,10 +14,11 @@ import threading
 import time
 from typing import Literal
 
-from api.settings import Settings
 from apl.metrics import EpochMetrics
 from apl.training import Progress, TrainerCallback, TrainInfo
-from worker import shutdown, state
+from core.jobs import lifecycle
+from core.settings import Settings
+from worker import shutdown
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ StopReason = Literal["lost", "cancel", "shutdown"]
 
 
 class JobCallback(TrainerCallback):
-    def __init__(self, job: state.ClaimedJob, settings: Settings, lost: threading.Event) -> None:
+    def __init__(self, job: lifecycle.ClaimedJob, settings: Settings, lost: threading.Event) -> None:
         self.job = job
         self.settings = settings
         #: Set by the heartbeat when the job is no longer ours (its lease was taken back).
@@ -42,7 +43,7 @@ class JobCallback(TrainerCallback):
 
     def _progress(self, progress: dict[str, int]) -> None:
         try:
-            state.set_progress(self.job.id, self.job.attempt, progress, self.settings)
+            lifecycle.set_progress(self.job.id, self.job.attempt, progress, self.settings)
         except Exception:
             log.warning("could not store the progress of job %s; going on", self.job.id, exc_info=True)
 
@@ -50,7 +51,7 @@ class JobCallback(TrainerCallback):
         self.start_epoch = info.start_epoch
         self._steps_per_epoch = info.steps_per_epoch
         # Evaluations past the checkpoint (or all, when starting afresh) are redone now.
-        state.drop_metric_points_after(self.job.id, self.job.attempt, info.start_epoch, self.settings)
+        lifecycle.drop_metric_points_after(self.job.id, self.job.attempt, info.start_epoch, self.settings)
         self._progress(
             {
                 "epoch": info.start_epoch,
@@ -70,7 +71,7 @@ class JobCallback(TrainerCallback):
     def on_evaluate(self, metrics: EpochMetrics) -> None:
         for attempt in range(METRIC_WRITE_TRIES):
             try:
-                if not state.add_metric_point(
+                if not lifecycle.add_metric_point(
                     self.job.id, self.job.attempt, metrics.as_metric_point(), self.settings
                 ):
                     self.lost.set()
@@ -93,7 +94,7 @@ class JobCallback(TrainerCallback):
             if now - self._last_poll >= CANCEL_POLL_SECONDS:
                 self._last_poll = now
                 try:
-                    if state.cancel_requested(self.job.id, self.settings):
+                    if lifecycle.cancel_requested(self.job.id, self.settings):
                         self.stop_reason = "cancel"
                 except Exception:
                     log.warning("could not check job %s for a cancel; going on", self.job.id, exc_info=True)

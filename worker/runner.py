@@ -24,12 +24,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from api.broker import enqueue_job
-from api.settings import Settings
-from api.webhooks.notify import notify_job_finished_by_id
 from apl.errors import AplError, CheckpointError
+from apl.formats import SAMPLES_FILE
 from apl.spec import JobSpec
-from worker import state
+from core.broker import enqueue_job
+from core.db.models import new_id
+from core.jobs import lifecycle
+from core.jobs.status import JobStatus
+from core.registry import model_record
+from core.settings import Settings
+from core.webhooks.notify import notify_job_finished_by_id
 from worker.callbacks import JobCallback
 
 log = logging.getLogger(__name__)
@@ -55,12 +59,8 @@ class JobFailure(Exception):
         self.message = message
 
 
-def checkpoint_path(settings: Settings, job_id: str) -> Path:
-    return settings.checkpoints_dir / job_id / "last.ckpt"
-
-
 def _discard_checkpoint(settings: Settings, job_id: str) -> None:
-    shutil.rmtree(checkpoint_path(settings, job_id).parent, ignore_errors=True)
+    shutil.rmtree(settings.files.checkpoint(job_id).parent, ignore_errors=True)
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -92,20 +92,20 @@ def classify(error: BaseException) -> JobFailure:
 def _dataset_dir(settings: Settings, dataset_id: str | None) -> Path:
     if dataset_id is None:
         raise JobFailure("dataset_unreadable", "the dataset of this job was deleted")
-    path = settings.datasets_dir / dataset_id
-    if not (path / "samples.jsonl").is_file():
+    path = settings.files.dataset(dataset_id)
+    if not (path / SAMPLES_FILE).is_file():
         raise JobFailure("dataset_unreadable", "the stored files of this job's dataset are missing")
     return path
 
 
 def _heartbeat(
-    job: state.ClaimedJob, settings: Settings, done: threading.Event, lost: threading.Event
+    job: lifecycle.ClaimedJob, settings: Settings, done: threading.Event, lost: threading.Event
 ) -> None:
     """Keep the lease fresh while the job runs (also during model loading and evaluation)."""
     interval = max(0.25, settings.job_lease_seconds / 4)
     while not done.wait(interval):
         try:
-            if not state.heartbeat(job.id, job.attempt, settings):
+            if not lifecycle.heartbeat(job.id, job.attempt, settings):
                 log.warning("job %s is no longer ours (attempt %d); stopping it", job.id, job.attempt)
                 lost.set()
                 return
@@ -113,22 +113,22 @@ def _heartbeat(
             log.warning("heartbeat for job %s failed; retrying", job.id, exc_info=True)
 
 
-def release(job: state.ClaimedJob, settings: Settings) -> None:
+def release(job: lifecycle.ClaimedJob, settings: Settings) -> None:
     """Give the job back to the queue (worker shutdown); it resumes from its checkpoint."""
-    if not state.release(job.id, job.attempt, settings):
+    if not lifecycle.release(job.id, job.attempt, settings):
         return
     try:
         enqueue_job(job.id, settings)
     except Exception:
         log.exception("could not queue job %s again; the lease sweep will", job.id)
-        state.unqueue_unsent(job.id, settings)
+        lifecycle.mark_unsent(job.id, settings)
 
 
-def _train(job: state.ClaimedJob, spec: JobSpec, settings: Settings, callback: JobCallback) -> Any:
+def _train(job: lifecycle.ClaimedJob, spec: JobSpec, settings: Settings, callback: JobCallback) -> Any:
     from apl.training import TrainConfig, train
 
     dataset_dir = _dataset_dir(settings, job.dataset_id)
-    ckpt = checkpoint_path(settings, job.id)
+    ckpt = settings.files.checkpoint(job.id)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     resume = ckpt if ckpt.is_file() else None
     if resume is not None:
@@ -153,33 +153,22 @@ def _train(job: state.ClaimedJob, spec: JobSpec, settings: Settings, callback: J
         return train(config(None), [callback])
 
 
-def _publish(job: state.ClaimedJob, spec: JobSpec, result: Any, settings: Settings) -> str:
+def _publish(job: lifecycle.ClaimedJob, spec: JobSpec, result: Any, settings: Settings) -> str:
     """Write the artifact (temp file, fsync, rename), then the Model row with its sha256."""
-    from api.db.models import new_id
     from apl.artifacts import publish_result
 
     model_id = new_id()
-    relative = Path("artifacts") / f"{model_id}.tar"
-    info = publish_result(result, settings.data_dir / relative)
-    best = result.best_metrics
-    metrics: dict[str, Any] = best.as_metric_point() if best else {}
-    metrics["best_epoch"] = result.best_epoch
-    metrics["epochs_completed"] = result.epochs_completed
-    metrics["fallback_labels"] = list(result.fallback_labels)
-    model = {
-        "id": model_id,
-        "base_model": spec.base_model,
-        "modality": job.dataset_modality or result.model.modality,
-        "labels": list(result.labels),
-        "thresholds": dict(result.thresholds),
-        "metrics": metrics,
-        "artifact_path": relative.as_posix(),
-        "sha256": info.sha256,
-        "size_bytes": info.size_bytes,
-    }
-    best_metrics = {k: v for k, v in metrics.items() if k != "per_class_ap"}
+    info = publish_result(result, settings.files.artifact(model_id))
+    record = model_record(
+        result,
+        info,
+        model_id=model_id,
+        artifact_path=settings.files.artifact_relative(model_id),
+        base_model=spec.base_model,
+        modality=job.dataset_modality,
+    )
     try:
-        outcome = state.finish_succeeded(job.id, job.attempt, model, best_metrics, settings)
+        outcome = lifecycle.finish_succeeded(job.id, job.attempt, record, settings)
     except BaseException:
         info.path.unlink(missing_ok=True)
         raise
@@ -188,15 +177,15 @@ def _publish(job: state.ClaimedJob, spec: JobSpec, result: Any, settings: Settin
     return outcome
 
 
-def _run_claimed(job: state.ClaimedJob, settings: Settings, lost: threading.Event) -> str:
+def _run_claimed(job: lifecycle.ClaimedJob, settings: Settings, lost: threading.Event) -> str:
     spec = JobSpec.model_validate(job.spec)
     callback = JobCallback(job, settings, lost)
     result = _train(job, spec, settings, callback)
     if lost.is_set() or callback.stop_reason == "lost":
         log.warning("job %s was taken back by the lease sweep; dropping this run", job.id)
         return "lost"
-    if callback.stop_reason == "cancel" or (result.stopped and state.cancel_requested(job.id, settings)):
-        return "cancelled" if state.finish(job.id, job.attempt, "cancelled", settings) else "lost"
+    if callback.stop_reason == "cancel" or (result.stopped and lifecycle.cancel_requested(job.id, settings)):
+        return "cancelled" if lifecycle.finish(job.id, job.attempt, JobStatus.CANCELLED, settings) else "lost"
     if result.stopped:  # warm shutdown of this worker
         release(job, settings)
         return "released"
@@ -205,7 +194,7 @@ def _run_claimed(job: state.ClaimedJob, settings: Settings, lost: threading.Even
 
 def run_job(job_id: str, settings: Settings) -> str:
     """The whole life of one delivery of a job; returns how it ended (see the module docstring)."""
-    job = state.claim(job_id, settings)
+    job = lifecycle.claim(job_id, settings)
     if job is None:
         log.info("job %s is not queued (taken, cancelled or finished); nothing to do", job_id)
         return "skipped"
@@ -226,7 +215,9 @@ def run_job(job_id: str, settings: Settings) -> str:
             log.exception("job %s failed", job_id)
         else:
             log.warning("job %s failed: %s: %s", job_id, failure.code, failure.message)
-        ended = state.finish(job_id, job.attempt, "failed", settings, failure.code, failure.message)
+        ended = lifecycle.finish(
+            job_id, job.attempt, JobStatus.FAILED, settings, failure.code, failure.message
+        )
         outcome = "failed" if ended else "lost"
     finally:
         done.set()

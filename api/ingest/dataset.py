@@ -25,13 +25,11 @@ from api.ingest.images import extract_image, inspect_zip, read_labels_file, tall
 from api.ingest.labels import LabelTally
 from api.ingest.limits import IngestLimits
 from api.ingest.text import read_text_csv, read_text_jsonl
+from apl.formats import IMAGES_DIR, LABELS_FILE, SAMPLES_FILE
 
 DatasetFormat = Literal["csv", "jsonl", "zip"]
 Modality = Literal["text", "image"]
 
-SAMPLES_FILE = "samples.jsonl"
-LABELS_FILE = "labels.json"
-IMAGES_DIR = "images"
 FORMATS_BY_SUFFIX: dict[str, DatasetFormat] = {".csv": "csv", ".jsonl": "jsonl", ".zip": "zip"}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.errors import AppError
+from core.errors import AppError
 
 INVALID_DATASET_STATUS = 422
 UNSUPPORTED_FORMAT_STATUS = 415

@@ -25,10 +25,9 @@ from api.ingest.failures import invalid, quote
 from api.ingest.labels import LabelTally, split_label_list
 from api.ingest.limits import MIB, IngestLimits
 from api.ingest.lines import read_csv_records
+from apl.formats import DATASET_IMAGE_FORMATS, DATASET_IMAGE_SUFFIXES, IMAGES_DIR
 
 LABELS_MEMBER = "labels.csv"
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
-PIL_FORMATS = ("PNG", "JPEG", "WEBP")
 SUPPORTED_COMPRESSION = frozenset(
     {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 )
@@ -47,7 +46,7 @@ class ImageEntry:
 
     @property
     def stored_path(self) -> str:
-        return f"images/{self.member}"
+        return f"{IMAGES_DIR}/{self.member}"
 
 
 def unsafe_reason(name: str, limits: IngestLimits) -> str | None:
@@ -151,7 +150,7 @@ def read_labels_file(
                 )
             if member not in files:
                 raise invalid("missing_image", f"{where}: {quote(member)} is not in the ZIP")
-            if PurePosixPath(member).suffix.lower() not in IMAGE_SUFFIXES:
+            if PurePosixPath(member).suffix.lower() not in DATASET_IMAGE_SUFFIXES:
                 raise invalid(
                     "invalid_image", f"{where}: {quote(member)} is not a .png, .jpg, .jpeg or .webp file"
                 )
@@ -196,7 +195,7 @@ def extract_image(
 def check_image(path: Path, member: str, limits: IngestLimits) -> None:
     """Read the header first so a decompression bomb is refused before any pixel is decoded."""
     try:
-        with Image.open(path, formats=PIL_FORMATS) as image:
+        with Image.open(path, formats=sorted(DATASET_IMAGE_FORMATS)) as image:
             width, height = image.size
             if width * height > limits.max_image_pixels:
                 raise invalid(

@@ -21,7 +21,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartState, parse_options_header
 from starlette.requests import Request
 
-from api.errors import AppError
+from core.errors import AppError
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks

@@ -8,15 +8,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.db.models import new_id
-from api.db.session import session_factory
 from api.deps import OwnerDep, SessionDep, SettingsDep
-from api.errors import AppError
 from api.ingest import IngestResult, ReceivedUpload, ingest_dataset, receive_upload
 from api.schemas import Dataset, DatasetList, problem_responses
 from api.services import datasets as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from api.settings import Settings
+from api.state import app_state
+from core.db.models import new_id
+from core.db.session import session_factory
+from core.errors import AppError
+from core.settings import Settings
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=problem_responses(401))
 
@@ -79,7 +80,7 @@ def _ingest_and_store(settings: Settings, owner_id: str, upload: ReceivedUpload)
     """Runs in a worker thread: parsing and writing a dataset is CPU and disk work."""
     _dataset_name(upload)  # reject a bad name before the work
     dataset_id = new_id()
-    dataset_dir = settings.datasets_dir / dataset_id
+    dataset_dir = settings.files.dataset(dataset_id)
     result = ingest_dataset(upload.path, upload.filename, dataset_dir)
     try:
         return _store(settings, owner_id, dataset_id, upload, result)
@@ -101,12 +102,12 @@ async def upload_dataset(request: Request, principal: OwnerDep, settings: Settin
     The body is streamed to disk with the size limit, then validated and
     normalized; a dataset that fails validation leaves nothing behind.
     """
-    upload = await receive_upload(request, settings.uploads_dir, settings.max_upload_bytes)
+    upload = await receive_upload(request, settings.files.uploads, settings.max_upload_bytes)
     try:
         dataset = await run_in_threadpool(_ingest_and_store, settings, principal.owner_id, upload)
     finally:
         upload.path.unlink(missing_ok=True)
-    request.app.state.metrics.upload_bytes.inc(upload.size_bytes)
+    app_state(request.app).metrics.upload_bytes.inc(upload.size_bytes)
     return dataset
 
 
@@ -134,5 +135,5 @@ def delete_dataset(
     dataset_id: str, principal: OwnerDep, session: SessionDep, settings: SettingsDep
 ) -> Response:
     """Delete a dataset and its stored files; 409 `dataset_in_use` while a queued or running job needs it."""
-    service.delete(session, settings.datasets_dir, principal.owner_id, dataset_id)
+    service.delete(session, settings.files, principal.owner_id, dataset_id)
     return Response(status_code=204)

@@ -11,12 +11,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from api.broker import check_broker
-from api.db.session import get_engine
 from api.deps import SettingsDep
 from api.problems import PROBLEM_JSON
 from api.schemas import Health, Readiness
-from api.settings import Settings
+from core.broker import check_broker
+from core.db.session import get_engine
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

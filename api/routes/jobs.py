@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.broker import enqueue_job
-from api.db.models import TERMINAL_STATUSES
-from api.db.session import session_factory
 from api.deps import OwnerDep, SessionDep, SettingsDep
-from api.errors import AppError
-from api.schemas import Job, JobList, MetricPoint, MetricSeries, problem_responses
+from api.schemas import Job, JobList, MetricSeries, problem_responses
+from api.services import events
 from api.services import jobs as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from api.settings import Settings
 from apl.spec import JobSpec
+from core.broker import enqueue_job
+from core.errors import AppError
+from core.jobs import lifecycle
+from core.jobs.status import JobStatus
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401))
-
-HEARTBEAT_SECONDS = 15.0
-StatusFilter = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 @router.post("", status_code=202, response_model=Job, responses=problem_responses(404, 409, 422, 503))
@@ -67,7 +61,7 @@ def create_job(
             enqueue_job(job.id, settings)
         except Exception:
             log.exception("could not send job %s to the broker", job.id)
-            service.discard_unqueued(session, job.id)
+            lifecycle.discard_unsent(session, job.id)
             raise AppError(503, "broker_unavailable", "the job queue is unavailable; retry later") from None
     else:
         response.headers["Idempotent-Replayed"] = "true"
@@ -79,15 +73,13 @@ def create_job(
 def list_jobs(
     principal: OwnerDep,
     session: SessionDep,
-    status: Annotated[StatusFilter | None, Query(description="Only jobs in this state.")] = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobList:
     """The caller's jobs, newest first."""
     page = service.list_owned(session, principal.owner_id, status=status, limit=limit, cursor=cursor)
-    return JobList(
-        items=[service.to_schema(session, row) for row in page.items], next_cursor=page.next_cursor
-    )
+    return JobList(items=service.to_schemas(session, page.items), next_cursor=page.next_cursor)
 
 
 @router.get("/{job_id}", response_model=Job, responses=problem_responses(404))
@@ -114,55 +106,6 @@ def job_metrics(job_id: str, principal: OwnerDep, session: SessionDep) -> Metric
     return MetricSeries(job_id=job.id, series=[service.point_to_schema(point) for point in points])
 
 
-def _poll(
-    settings: Settings, owner_id: str, job_id: str, after_metric_id: int
-) -> tuple[Job, list[tuple[int, MetricPoint]]]:
-    with session_factory(settings)() as session:
-        job = service.get_owned(session, owner_id, job_id)
-        points = service.metric_points(session, job.id, after_id=after_metric_id)
-        return service.to_schema(session, job), [(p.id, service.point_to_schema(p)) for p in points]
-
-
-def _check_owned(settings: Settings, owner_id: str, job_id: str) -> None:
-    with session_factory(settings)() as session:
-        service.get_owned(session, owner_id, job_id)
-
-
-def _sse(event: str, data: str, event_id: int | None = None) -> str:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {event}\ndata: {data}\n\n"
-
-
-async def _event_stream(
-    request: Request, settings: Settings, owner_id: str, job_id: str, after_metric_id: int
-) -> AsyncIterator[str]:
-    """Poll the database and emit what changed; ends after the job reaches a final state."""
-    yield "retry: 2000\n\n"
-    last_status: str | None = None
-    last_progress: dict[str, int] | None = None
-    next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
-    while True:
-        try:
-            job, points = await run_in_threadpool(_poll, settings, owner_id, job_id, after_metric_id)
-        except AppError:  # the job is gone (its owner was deleted)
-            return
-        for point_id, point in points:
-            yield _sse("metric", point.model_dump_json(), point_id)
-            after_metric_id = point_id
-        progress = job.progress.model_dump()
-        if job.status != last_status:
-            yield _sse("status", job.model_dump_json())
-        elif progress != last_progress:
-            yield _sse("progress", job.model_dump_json())
-        last_status, last_progress = job.status, progress
-        if job.status in TERMINAL_STATUSES or await request.is_disconnected():
-            return
-        if time.monotonic() >= next_heartbeat:
-            yield ": heartbeat\n\n"
-            next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
-        await asyncio.sleep(settings.events_poll_seconds)
-
-
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
@@ -184,10 +127,10 @@ async def job_events(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     """Live job updates as server-sent events."""
-    await run_in_threadpool(_check_owned, settings, principal.owner_id, job_id)  # 404 before streaming
+    await run_in_threadpool(events.check_owned, settings, principal.owner_id, job_id)  # 404 before streaming
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() and len(last_event_id) < 10 else 0
     return StreamingResponse(
-        _event_stream(request, settings, principal.owner_id, job_id, after),
+        events.stream(request, settings, principal.owner_id, job_id, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -13,15 +13,13 @@ import base64
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.db.session import session_factory
 from api.deps import OwnerDep, SessionDep, SettingsDep
-from api.errors import AppError
 from api.schemas import problem_responses
 from api.services import models as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -38,8 +36,10 @@ from api.serving.inputs import (
 )
 from api.serving.schemas import Model, ModelList, PredictRequest, PredictResponse
 from api.serving.state import engine_of, get_engine, lookup_cache, serving_lifespan
-from api.settings import Settings
 from apl.errors import AplError
+from core.db.session import session_factory
+from core.errors import AppError
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,6 @@ router = APIRouter(
     prefix="/v1/models", tags=["models"], responses=problem_responses(401), lifespan=serving_lifespan
 )
 
-ArtifactFormat = Literal["tar", "onnx"]
-_MEDIA_TYPES: dict[str, str] = {"tar": "application/x-tar", "onnx": "application/zip"}
-_SUFFIXES: dict[str, str] = {"tar": ".tar", "onnx": ".onnx.zip"}
 #: JSON bodies up to this size are validated on the event loop (cheaper than a thread hop);
 #: larger ones (base64 images) in the thread pool.
 INLINE_PARSE_BYTES = 32 * 1024
@@ -204,25 +201,19 @@ def download_artifact(
     principal: OwnerDep,
     session: SessionDep,
     settings: SettingsDep,
-    format: Annotated[ArtifactFormat, Query(description="tar: safetensors + JSON; onnx: ONNX zip")] = "tar",
+    format: Annotated[
+        service.ArtifactFormat, Query(description="tar: safetensors + JSON; onnx: ONNX zip")
+    ] = "tar",
 ) -> Response:
     """Download the trained model (the ONNX export is made on the first request, then cached)."""
     row = service.get_owned(session, principal.owner_id, model_id)
     session.close()  # an ONNX export can take a while; do not hold a connection meanwhile
-    if format == "onnx":
-        path = service.onnx_archive(settings, row)
-        digest = service.file_sha256(path)
-    else:
-        path = service.artifact_path(settings, row)
-        digest = row.sha256
-    headers = _digest_headers(digest)
+    download = service.download(settings, row, format)
+    headers = _digest_headers(download.sha256)
     if request.headers.get("if-none-match", "").strip() == headers["ETag"]:
         return Response(status_code=304, headers=headers)
     return FileResponse(
-        path,
-        media_type=_MEDIA_TYPES[format],
-        filename=f"aplserve-model-{row.id}{_SUFFIXES[format]}",
-        headers=headers,
+        download.path, media_type=download.media_type, filename=download.filename, headers=headers
     )
 
 

@@ -11,9 +11,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api import schemas
-from api.db.models import ACTIVE_STATUSES, Dataset, Job
-from api.errors import AppError, not_found
 from api.services.pagination import Page, paginate
+from core.db.models import Dataset, Job
+from core.errors import AppError, not_found
+from core.files import DataFiles
+from core.jobs.status import ACTIVE_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def create(session: Session, *, dataset_id: str, owner_id: str, fields: dict[str
     return row
 
 
-def delete(session: Session, datasets_dir: Path, owner_id: str, dataset_id: str) -> None:
+def delete(session: Session, files: DataFiles, owner_id: str, dataset_id: str) -> None:
     """Delete the row, then the stored files; 409 while a queued or running job needs them.
 
     The row is locked (PostgreSQL) while the jobs are counted so that a job created
@@ -65,7 +67,7 @@ def delete(session: Session, datasets_dir: Path, owner_id: str, dataset_id: str)
         )
     session.delete(row)
     session.commit()
-    remove_files(datasets_dir / dataset_id)
+    remove_files(files.dataset(dataset_id))
 
 
 def remove_files(directory: Path) -> None:

@@ -11,18 +11,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import schemas
-from api.db.models import TERMINAL_STATUSES, Dataset, Job, MetricPoint, utcnow
-from api.errors import AppError
 from api.services.pagination import Page, paginate
-from api.webhooks.destinations import literal_refusal
-from api.webhooks.notify import notify_job_finished
 from apl.catalog import UnknownBaseModel, resolve_base_model
 from apl.spec import JobSpec
+from core.db.models import Dataset, Job, MetricPoint
+from core.errors import AppError
+from core.jobs import document, lifecycle
+from core.jobs.status import FINAL_STATUSES, JobStatus
+from core.webhooks.destinations import literal_refusal
+from core.webhooks.notify import notify_job_finished
 
 IDEMPOTENCY_KEY_MAX = 200
 
@@ -126,7 +128,7 @@ def create(
     job = Job(
         owner_id=owner_id,
         dataset_id=dataset.id,
-        status="queued",
+        status=JobStatus.QUEUED,
         spec=spec_json,
         progress={"epoch": 0, "epochs": spec.hyperparameters.epochs, "step": 0, "steps": 0},
         cancel_requested=False,
@@ -148,29 +150,14 @@ def create(
     return job, True
 
 
-def discard_unqueued(session: Session, job_id: str) -> None:
-    """Remove a job whose message never reached the broker, so a retry starts clean."""
-    session.execute(delete(Job).where(Job.id == job_id, Job.status == "queued"))
-    session.commit()
-
-
-def queue_position(session: Session, job: Job) -> int | None:
-    """How many queued jobs (of any owner: they share the workers) are ahead of this one."""
-    if job.status != "queued":
-        return None
-    ahead = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(
-            Job.status == "queued",
-            or_(Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id)),
-        )
-    )
-    return int(ahead or 0)
-
-
 def to_schema(session: Session, row: Job) -> schemas.Job:
-    return schemas.job_from_row(row, queue_position(session, row))
+    return to_schemas(session, [row])[0]
+
+
+def to_schemas(session: Session, rows: list[Job]) -> list[schemas.Job]:
+    """Job documents for a page of rows, their queue positions in one query."""
+    positions = lifecycle.queue_positions(session, [row.id for row in rows if row.status == JobStatus.QUEUED])
+    return [document.job_from_row(row, positions.get(row.id)) for row in rows]
 
 
 def list_owned(
@@ -185,27 +172,17 @@ def list_owned(
 def cancel(session: Session, owner_id: str, job_id: str, *, allow_private_webhooks: bool = False) -> Job:
     """Cancel a job: a queued one ends now, a running one is flagged for the worker; commits."""
     job = get_owned(session, owner_id, job_id)
-    if job.status == "queued":
-        now = utcnow()
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.status == "queued")
-            .values(status="cancelled", cancel_requested=True, finished_at=now)
-        )
-        session.commit()
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            session.refresh(job)
+    if job.status == JobStatus.QUEUED:
+        ended = lifecycle.cancel_queued(session, job.id)
+        session.refresh(job)  # when not ended, a worker claimed it meanwhile: it is running now
+        if ended:
             notify_job_finished(session, job.id, allow_private_webhooks)  # never raises; in the background
             return job
-        session.refresh(job)  # a worker claimed it meanwhile; it is running now
-    if job.status == "running":
-        session.execute(
-            update(Job).where(Job.id == job.id, Job.status == "running").values(cancel_requested=True)
-        )
-        session.commit()
+    if job.status == JobStatus.RUNNING:
+        lifecycle.request_cancel(session, job.id)
         session.refresh(job)
         return job
-    if job.status in TERMINAL_STATUSES:
+    if job.status in FINAL_STATUSES:
         raise AppError(409, "job_finished", f"the job has already finished ({job.status}); nothing to cancel")
     raise AppError(409, "job_not_cancellable", f"a job in state '{job.status}' cannot be cancelled")
 

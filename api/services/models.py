@@ -8,26 +8,27 @@ export per model, not one per download.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from api.db.models import Job, Model
-from api.errors import AppError, not_found
 from api.services.pagination import Page, paginate
 from api.serving.engine import ModelRef
 from api.serving.schemas import GLOBAL_THRESHOLD, ModelArtifact
 from api.serving.schemas import Model as ModelSchema
-from api.settings import Settings
+from apl.atomic import file_sha256 as hashed_file
+from core.db.models import Job, Model
+from core.errors import AppError, not_found
+from core.files import ARCHIVE_SUFFIX, ONNX_SUFFIX, DataFiles
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ONNX_SUFFIX = ".onnx.zip"
 _export_locks: dict[Path, threading.Lock] = {}
 _export_locks_guard = threading.Lock()
 _digests: dict[tuple[Path, int, int], str] = {}
@@ -75,21 +76,9 @@ def to_schema(row: Model, dataset_id: str | None) -> ModelSchema:
     )
 
 
-def _archive_location(settings: Settings, row: Model) -> Path | None:
-    """Where this server keeps the model's archive; None when the row points outside the data dir."""
-    data_dir = settings.data_dir.resolve()
-    archive = (data_dir / row.artifact_path).resolve()
-    return archive if archive.is_relative_to(data_dir) else None
-
-
-def _onnx_location(archive: Path, model_id: str) -> Path:
-    """The cached ONNX export, kept beside the archive."""
-    return archive.with_name(f"{model_id}{ONNX_SUFFIX}")
-
-
 def artifact_path(settings: Settings, row: Model) -> Path:
     """The archive file of a model; 503 `model_unavailable` when it is missing on this server."""
-    path = _archive_location(settings, row)
+    path = settings.files.stored_artifact(row.artifact_path)
     if path is None or not path.is_file():
         log.error("the artifact of model %s is missing", row.id)
         raise AppError(503, "model_unavailable", "the model's artifact is not available on this server")
@@ -108,7 +97,7 @@ def _lock_for(path: Path) -> threading.Lock:
 def onnx_archive(settings: Settings, row: Model) -> Path:
     """The ONNX export (zip) of a model, made once and cached beside the artifact (blocking)."""
     source = artifact_path(settings, row)
-    target = _onnx_location(source, row.id)
+    target = DataFiles.onnx_export(source, row.id)
     with _lock_for(target):
         if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
             return target
@@ -124,6 +113,26 @@ def onnx_archive(settings: Settings, row: Model) -> Path:
     return target
 
 
+ArtifactFormat = Literal["tar", "onnx"]
+
+
+@dataclass(frozen=True)
+class Download:
+    path: Path
+    sha256: str
+    media_type: str
+    filename: str
+
+
+def download(settings: Settings, row: Model, fmt: ArtifactFormat) -> Download:
+    """The file to send for a model download (blocking: the first ONNX request exports)."""
+    if fmt == "onnx":
+        path = onnx_archive(settings, row)
+        return Download(path, file_sha256(path), "application/zip", f"aplserve-model-{row.id}{ONNX_SUFFIX}")
+    path = artifact_path(settings, row)
+    return Download(path, row.sha256, "application/x-tar", f"aplserve-model-{row.id}{ARCHIVE_SUFFIX}")
+
+
 def delete(session: Session, settings: Settings, owner_id: str, model_id: str) -> None:
     """Delete the model row, then its archive and ONNX export; commits.
 
@@ -131,8 +140,8 @@ def delete(session: Session, settings: Settings, owner_id: str, model_id: str) -
     A request already being answered by a loaded copy of the model still completes.
     """
     row = get_owned(session, owner_id, model_id)
-    archive = _archive_location(settings, row)
-    files = (archive, _onnx_location(archive, row.id)) if archive is not None else ()
+    archive = settings.files.stored_artifact(row.artifact_path)
+    files = (archive, DataFiles.onnx_export(archive, row.id)) if archive is not None else ()
     session.execute(update(Job).where(Job.model_id == row.id).values(model_id=None))
     session.delete(row)
     session.commit()
@@ -144,15 +153,10 @@ def delete(session: Session, settings: Settings, owner_id: str, model_id: str) -
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) so repeated downloads hash once."""
+    """`apl.atomic.file_sha256`, remembered per (path, size, mtime) so repeated downloads hash once."""
     stat = path.stat()
     key = (path, stat.st_size, stat.st_mtime_ns)
     digest = _digests.get(key)
     if digest is None:
-        hasher = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                hasher.update(chunk)
-        digest = hasher.hexdigest()
-        _digests[key] = digest
+        digest = _digests[key] = hashed_file(path)
     return digest

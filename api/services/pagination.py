@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from api.errors import AppError
+from core.errors import AppError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

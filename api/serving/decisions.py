@@ -1,7 +1,8 @@
-"""From probabilities to the labels a request gets: thresholds, overrides and top_k.
+"""From probabilities to the labels a request gets: its thresholds and the decision rule.
 
 Decisions are made here, not in the model thread, because they depend on the
-request (its threshold override and top_k) while a batch mixes several requests.
+request (its threshold override, top_k and min_labels) while a batch mixes several
+requests. The rule itself is `apl.decisions`, the same one `apl.inference` applies.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from api.errors import AppError
 from api.serving.schemas import Prediction
+from apl.decisions import choose_batch
+from core.errors import AppError
 
 
 def resolve_thresholds(
@@ -39,24 +41,19 @@ def resolve_thresholds(
 
 
 def decide(
-    probabilities: Any, labels: Sequence[str], thresholds: Sequence[float], top_k: int | None
+    probabilities: Any,
+    labels: Sequence[str],
+    thresholds: Sequence[float],
+    top_k: int | None,
+    min_labels: int = 0,
 ) -> list[Prediction]:
-    """One Prediction per row: every label's score, and the labels at or above threshold, best first.
-
-    `top_k` keeps the k highest-scoring of those labels (ties broken by label order).
-    """
+    """One Prediction per row: every label's score, and the labels `apl.decisions` chooses."""
     rows: list[list[float]] = probabilities.tolist() if hasattr(probabilities, "tolist") else probabilities
+    chosen = choose_batch(rows, thresholds, top_k=top_k, min_labels=min_labels)
     return [
         Prediction(
-            labels=[labels[j] for j in _chosen(row, thresholds, top_k)],
+            labels=[labels[j] for j in picked],
             scores={label: float(score) for label, score in zip(labels, row, strict=True)},
         )
-        for row in rows
+        for row, picked in zip(rows, chosen, strict=True)
     ]
-
-
-def _chosen(row: Sequence[float], thresholds: Sequence[float], top_k: int | None) -> list[int]:
-    passing = [(-score, j) for j, score in enumerate(row) if score >= thresholds[j]]
-    passing.sort()
-    chosen = [j for _, j in passing]
-    return chosen if top_k is None else chosen[:top_k]

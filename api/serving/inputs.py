@@ -34,15 +34,14 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from api.errors import AppError
 from api.serving.schemas import ImageInput, PredictRequest
-from api.settings import Settings
+from apl.formats import PREDICT_IMAGE_FORMATS
+from core.errors import AppError
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-#: Image formats a predict request may carry (what Pillow decodes safely and datasets use).
-IMAGE_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF", "BMP"})
 MULTIPART_FILES_FIELD = "files"
 _MULTIPART_OPTIONS = ("threshold", "top_k")
 
@@ -310,7 +309,7 @@ def decode_image(data: bytes, index: int, limits: Limits, where: str = "input") 
 
     try:
         with PILImage.open(io.BytesIO(data)) as image:
-            if image.format not in IMAGE_FORMATS:
+            if image.format not in PREDICT_IMAGE_FORMATS:
                 raise _problem(
                     422,
                     "invalid_image",

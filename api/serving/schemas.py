@@ -7,13 +7,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from apl.decisions import FALLBACK_THRESHOLD
+
 _EXAMPLE_MODEL_ID = "5d2c7e1a-9b3f-4c8d-8e6a-1f2b3c4d5e6f"
 _EXAMPLE_JOB_ID = "8b7e4c1d-2f3a-4e5b-9c6d-7a8b9c0d1e2f"
 _EXAMPLE_DATASET_ID = "3f1c2a9e-6d0b-4a51-9d7e-2f4b8c1a0e55"
 _EXAMPLE_SHA = "2d33b2d38f74f1ec2eab2d6dced26f337fa1e5bfc9cae4044fd4d36ca96534c4"
 
 #: The threshold a label keeps when its validation split had too few positives to tune one.
-GLOBAL_THRESHOLD = 0.5
+GLOBAL_THRESHOLD = FALLBACK_THRESHOLD
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 

@@ -1,8 +1,8 @@
 """The serving engine of an app: created with the app's lifespan, metrics on its registry.
 
-The engine lives on `app.state.serving`. The models router's lifespan creates it at
-startup and stops its threads at shutdown; a request reaching an app whose lifespan
-did not run (e.g. a bare ASGI transport in a test) gets one created on first use.
+The engine lives in the app's `AppState.serving`. The models router's lifespan creates
+it at startup and stops its threads at shutdown; a request reaching an app whose
+lifespan did not run (e.g. a bare ASGI transport in a test) gets one created on first use.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from fastapi import FastAPI, Request
 
 from api.serving.batcher import BatchStats
 from api.serving.engine import EngineConfig, ServingEngine
-from api.settings import Settings
+from api.state import app_state
 from api.ttl_cache import TTLCache
+from core.settings import Settings
 
 _lock = threading.Lock()
-#: How long a model's registry entry is reused by predict without reading the database again.
-LOOKUP_TTL_S = 30.0
-LOOKUP_MAX_ENTRIES = 1024
 #: Items per forward pass, up to the largest sensible batch.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -102,40 +100,26 @@ def lookup_cache(app: FastAPI) -> TTLCache[Any]:
     authenticated on every request, so reusing the row briefly is safe; it saves a
     database round trip (and a thread-pool hop) on each prediction.
     """
-    cache = app.state.serving_lookups  # made by create_app
-    assert isinstance(cache, TTLCache)
-    return cache
-
-
-def _metrics(app: FastAPI) -> ServingMetrics | None:
-    existing = getattr(app.state, "serving_metrics", None)
-    if existing is not None:
-        return existing  # type: ignore[no-any-return]
-    collected = getattr(app.state, "metrics", None)
-    registry = getattr(collected, "registry", None)
-    if registry is None:
-        return None
-    app.state.serving_metrics = ServingMetrics(registry)
-    return app.state.serving_metrics  # type: ignore[no-any-return]
+    return app_state(app).serving_lookups
 
 
 def engine_of(app: FastAPI) -> ServingEngine:
     """The app's engine, created on first use."""
-    engine = getattr(app.state, "serving", None)
+    state = app_state(app)
+    engine = state.serving
     if engine is not None:
-        return engine  # type: ignore[no-any-return]
-    with _lock:
-        engine = getattr(app.state, "serving", None)
-        if engine is None:
-            metrics = _metrics(app)
-            settings: Settings = app.state.settings
-            engine = ServingEngine(
-                engine_config(settings),
-                stats=BatchStats(metrics.observe_batch if metrics else None),
-                on_change=metrics.update if metrics else None,
+        return engine
+    with state.lock:
+        if state.serving is None:
+            if state.serving_metrics is None:
+                state.serving_metrics = ServingMetrics(state.metrics.registry)
+            metrics = state.serving_metrics
+            state.serving = ServingEngine(
+                engine_config(state.settings),
+                stats=BatchStats(metrics.observe_batch),
+                on_change=metrics.update,
             )
-            app.state.serving = engine
-    return engine
+        return state.serving
 
 
 async def get_engine(request: Request) -> ServingEngine:
@@ -144,9 +128,9 @@ async def get_engine(request: Request) -> ServingEngine:
 
 
 def close_engine(app: FastAPI) -> None:
-    with _lock:
-        engine = getattr(app.state, "serving", None)
-        app.state.serving = None
+    state = app_state(app)
+    with state.lock:
+        engine, state.serving = state.serving, None
     if engine is not None:
         engine.close()
 

@@ -17,10 +17,7 @@ from typing import Literal
 import numpy as np
 
 from apl.errors import DatasetError
-
-SAMPLES_FILE = "samples.jsonl"
-LABELS_FILE = "labels.json"
-IMAGES_DIR = "images"
+from apl.formats import IMAGES_DIR, LABELS_FILE, SAMPLES_FILE
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ webhook call on the receiving side.
 
 from __future__ import annotations
 
-from api.webhooks.signing import verify_signature as verify_webhook
 from aplserve.client.core import DEFAULT_URL, Client, JobEvent
 from aplserve.client.errors import APIError
 from aplserve.client.schemas import (
@@ -28,6 +27,7 @@ from aplserve.client.schemas import (
     Prediction,
     WebhookSecret,
 )
+from core.webhooks.signing import verify_signature as verify_webhook
 
 __all__ = [
     "DEFAULT_URL",

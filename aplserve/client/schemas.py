@@ -10,8 +10,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+from core.jobs.status import FINAL_STATUSES, JobStatus
 
 
 class _Result(BaseModel):

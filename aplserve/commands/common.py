@@ -2,7 +2,7 @@
 
 The server URL and key come from options with environment fallbacks (APLSERVE_URL,
 APLSERVE_API_KEY) rather than a settings class: they configure this client, not the
-service, whose one settings class is api.settings.Settings.
+service, whose one settings class is core.settings.Settings.
 """
 
 from __future__ import annotations

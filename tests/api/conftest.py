@@ -22,12 +22,12 @@ from PIL import Image
 from sqlalchemy import text
 
 from api.auth import create_api_key
-from api.broker import close_celery_apps
-from api.db.migrate import upgrade_to_head
-from api.db.models import Base
-from api.db.session import dispose_engines, session_scope
 from api.main import create_app
-from api.settings import Settings
+from core.broker import close_celery_apps
+from core.db.migrate import upgrade_to_head
+from core.db.models import Base
+from core.db.session import dispose_engines, session_scope
+from core.settings import Settings
 from tests.services import unique_name
 
 BACKENDS = ["sqlite", "postgres"]

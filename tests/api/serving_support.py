@@ -16,16 +16,18 @@ import json
 import os
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from sqlalchemy import select
 
-from api.db.models import Job, Model, Owner, new_id, utcnow
-from api.db.session import session_scope
-from api.settings import Settings
+from core.db.models import Job, Owner, new_id, utcnow
+from core.db.session import session_scope
+from core.jobs.status import JobStatus
+from core.registry import ModelRecord, insert_model, model_record
+from core.settings import Settings
 from tests.apl.synthetic import write_image_dataset, write_text_dataset, write_tiny_bert
 
 #: A label on a single sample: too few validation positives to tune, so it keeps the global threshold.
@@ -42,12 +44,16 @@ TEXT_INPUTS = [
 
 @dataclass(frozen=True)
 class Trained:
-    """A trained, packed model and the Model-row fields the worker would write for it."""
+    """A trained, packed model and the Model row the worker would write for it."""
 
     kind: str
     archive: Path
-    fields: dict[str, Any]
+    record: ModelRecord
     dataset_dir: Path
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return asdict(self.record)
 
 
 _lock = threading.Lock()
@@ -78,21 +84,9 @@ def _train(kind: str, root: Path, base_model: str, dataset_dir: Path, **hyper: A
     result = train(config, [])
     archive = root / f"{kind}.tar"
     info = publish_result(result, archive)
-    best = result.best_metrics
-    metrics: dict[str, Any] = best.as_metric_point() if best else {}
-    metrics["best_epoch"] = result.best_epoch
-    metrics["epochs_completed"] = result.epochs_completed
-    metrics["fallback_labels"] = list(result.fallback_labels)
-    fields = {
-        "base_model": base_model,
-        "modality": result.model.modality,
-        "labels": list(result.labels),
-        "thresholds": dict(result.thresholds),
-        "metrics": metrics,
-        "sha256": info.sha256,
-        "size_bytes": info.size_bytes,
-    }
-    return Trained(kind=kind, archive=archive, fields=fields, dataset_dir=dataset_dir)
+    # A template: `register` gives each registration its own id and artifact path.
+    record = model_record(result, info, model_id="", artifact_path="", base_model=base_model)
+    return Trained(kind=kind, archive=archive, record=record, dataset_dir=dataset_dir)
 
 
 def trained_models(root: Path) -> dict[str, Trained]:
@@ -117,13 +111,13 @@ def trained_models(root: Path) -> dict[str, Trained]:
 def register(settings: Settings, trained: Trained, owner: str, model_id: str | None = None) -> str:
     """A succeeded job and its Model row for `owner`, the archive linked into the data dir."""
     model_id = model_id or new_id()
-    relative = Path("artifacts") / f"{model_id}.tar"
-    target = settings.data_dir / relative
+    target = settings.files.artifact(model_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(trained.archive, target)
     except OSError:
         shutil.copyfile(trained.archive, target)
+    record = replace(trained.record, id=model_id, artifact_path=settings.files.artifact_relative(model_id))
     now = utcnow()
     with session_scope(settings) as session:
         owner_row = session.scalar(select(Owner).where(Owner.name == owner))
@@ -134,27 +128,17 @@ def register(settings: Settings, trained: Trained, owner: str, model_id: str | N
         job = Job(
             owner_id=owner_row.id,
             dataset_id=None,
-            status="succeeded",
-            spec={"dataset_id": new_id(), "base_model": trained.fields["base_model"]},
+            status=JobStatus.SUCCEEDED,
+            spec={"dataset_id": new_id(), "base_model": record.base_model},
             progress={"epoch": 1, "epochs": 1, "step": 1, "steps": 1},
-            best_metrics={k: v for k, v in trained.fields["metrics"].items() if k != "per_class_ap"},
+            best_metrics=record.best_metrics(),
             attempts=1,
             started_at=now,
             finished_at=now,
         )
         session.add(job)
         session.flush()
-        session.add(
-            Model(
-                id=model_id,
-                owner_id=owner_row.id,
-                job_id=job.id,
-                artifact_path=relative.as_posix(),
-                **trained.fields,
-            )
-        )
-        session.flush()
-        job.model_id = model_id
+        insert_model(session, record, owner_id=owner_row.id, job_id=job.id)
     return model_id
 
 

@@ -9,11 +9,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from api.cli import app as cli
-from api.db.models import ApiKey, Owner, utcnow
-from api.db.session import session_scope
 from api.main import create_app
-from api.settings import Settings
+from api.state import app_state
+from aplserve.cli import app as cli
+from core.db.models import ApiKey, Owner, utcnow
+from core.db.session import session_scope
+from core.settings import Settings
 from tests.api.conftest import assert_problem, make_key
 
 V1_ROUTES = [
@@ -74,7 +75,7 @@ def test_cli_creates_a_key_that_the_api_accepts(
     monkeypatch.setenv("APLSERVE_DATA_DIR", str(settings.data_dir))
     if settings.database_url:
         monkeypatch.setenv("APLSERVE_DATABASE_URL", settings.database_url)
-    from api.settings import get_settings
+    from core.settings import get_settings
 
     get_settings.cache_clear()
     try:
@@ -119,7 +120,7 @@ def test_an_accepted_key_is_reused_for_auth_cache_seconds(
     assert client.get("/v1/datasets", headers=alice).status_code == 200
     _revoke_in_database(settings, alice)  # as another process (the CLI) would
     assert client.get("/v1/datasets", headers=alice).status_code == 200  # still within the cache time
-    client.app.state.principals.clear()  # type: ignore[attr-defined]  # the cache time has passed
+    app_state(client.app).principals.clear()  # the cache time has passed
     assert_problem(client.get("/v1/datasets", headers=alice), 401, "unauthorized")
 
 
@@ -136,7 +137,7 @@ def test_a_rejected_key_is_not_cached(client: TestClient, alice: dict[str, str])
     wrong = {"Authorization": alice["Authorization"][:-2] + "xx"}
     for _ in range(2):
         assert_problem(client.get("/v1/datasets", headers=wrong), 401, "unauthorized")
-    assert len(client.app.state.principals) == 0  # type: ignore[attr-defined]
+    assert len(app_state(client.app).principals) == 0
 
 
 def test_last_used_at_is_recorded(client: TestClient, settings: Settings, alice: dict[str, str]) -> None:
@@ -152,7 +153,7 @@ def test_cli_lists_and_revokes_keys(settings: Settings, monkeypatch: pytest.Monk
     monkeypatch.setenv("APLSERVE_DATA_DIR", str(settings.data_dir))
     if settings.database_url:
         monkeypatch.setenv("APLSERVE_DATABASE_URL", settings.database_url)
-    from api.settings import get_settings
+    from core.settings import get_settings
 
     key = make_key(settings, "frank")
     other = make_key(settings, "gina")

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from api.settings import Settings
+from core.settings import Settings
 from tests.api.conftest import JobPoster, Uploader, assert_problem, csv_bytes, jsonl_bytes, zip_bytes
 
 
@@ -28,10 +28,10 @@ def test_upload_csv_returns_the_dataset_and_stores_the_normalized_form(
     assert body["size_bytes"] == len(content)
     assert body["sha256"] == hashlib.sha256(content).hexdigest()
     assert isinstance(body["warnings"], list) and body["created_at"]
-    stored = settings.datasets_dir / body["id"]
+    stored = settings.files.dataset(body["id"])
     assert json.loads((stored / "labels.json").read_text()) == body["labels"]
     assert len((stored / "samples.jsonl").read_text().splitlines()) == 12
-    assert list(settings.uploads_dir.iterdir()) == []  # the raw upload is not kept
+    assert list(settings.files.uploads.iterdir()) == []  # the raw upload is not kept
 
 
 def test_upload_jsonl_and_zip(upload: Uploader, alice: dict[str, str], settings: Settings) -> None:
@@ -43,7 +43,7 @@ def test_upload_jsonl_and_zip(upload: Uploader, alice: dict[str, str], settings:
     body = images.json()
     assert (body["modality"], body["format"], body["num_samples"]) == ("image", "zip", 12)
     assert body["labels"] == ["blue", "red"]
-    assert (settings.datasets_dir / body["id"] / "images").is_dir()
+    assert (settings.files.dataset(body["id"]) / "images").is_dir()
 
 
 def test_invalid_upload_is_a_problem_and_leaves_nothing(
@@ -56,7 +56,7 @@ def test_invalid_upload_is_a_problem_and_leaves_nothing(
     assert_problem(
         client.post("/v1/datasets", headers=alice, data={"name": "x"}), 415, "unsupported_media_type"
     )
-    assert not settings.datasets_dir.exists() or list(settings.datasets_dir.iterdir()) == []
+    assert not settings.files.datasets.exists() or list(settings.files.datasets.iterdir()) == []
     assert client.get("/v1/datasets", headers=alice).json()["items"] == []
 
 
@@ -110,10 +110,10 @@ def test_delete_removes_row_and_files(
     client: TestClient, alice: dict[str, str], text_dataset: dict[str, Any], settings: Settings
 ) -> None:
     dataset_id = text_dataset["id"]
-    assert (settings.datasets_dir / dataset_id).is_dir()
+    assert (settings.files.dataset(dataset_id)).is_dir()
     response = client.delete(f"/v1/datasets/{dataset_id}", headers=alice)
     assert response.status_code == 204 and response.content == b""
-    assert not (settings.datasets_dir / dataset_id).exists()
+    assert not (settings.files.dataset(dataset_id)).exists()
     assert_problem(client.get(f"/v1/datasets/{dataset_id}", headers=alice), 404, "not_found")
     assert_problem(client.delete(f"/v1/datasets/{dataset_id}", headers=alice), 404, "not_found")
 

@@ -17,7 +17,8 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
-from api.demo_data import (
+from api.ingest import ingest_dataset
+from aplserve.demo_data import (
     DIGIT_NAMES,
     GRID,
     MOSAICS_ZIP,
@@ -31,7 +32,6 @@ from api.demo_data import (
     write_demo_data,
     write_digit_mosaics,
 )
-from api.ingest import ingest_dataset
 
 EXPECTED_FILES = [MOSAICS_ZIP, MOVIES_CSV, MOVIES_JSONL]
 

@@ -7,7 +7,7 @@ import socket
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from api.settings import Settings
+from core.settings import Settings
 from tests.api.conftest import assert_problem
 
 

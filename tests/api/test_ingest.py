@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from api.errors import AppError
 from api.ingest import IngestLimits, IngestResult, detect_format, ingest_dataset
+from core.errors import AppError
 
 # ---------------------------------------------------------------------------------------------
 # builders of upload files

@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 from kombu import Connection
 from sqlalchemy import select, update
 
-from api.broker import RUN_JOB_TASK
-from api.db.models import Job, MetricPoint
-from api.db.session import session_scope
 from api.main import create_app
-from api.settings import Settings
+from core.broker import RUN_JOB_TASK
+from core.db.models import Job, MetricPoint
+from core.db.session import session_scope
+from core.settings import Settings
 from tests.api.conftest import JobPoster, Uploader, assert_problem, zip_bytes
 
 

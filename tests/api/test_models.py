@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api.settings import Settings
+from api.state import app_state
+from core.settings import Settings
 from tests.api.conftest import assert_problem
 from tests.api.serving_support import (
     RARE_LABEL,
@@ -207,7 +208,7 @@ def test_deleting_a_model_removes_it_its_files_and_its_loaded_copy(
     archive = settings.data_dir / "artifacts" / f"{model_id}.tar"
     export = settings.data_dir / "artifacts" / f"{model_id}.onnx.zip"
     assert archive.is_file() and export.is_file()
-    assert model_id in client.app.state.serving.loaded()  # type: ignore[attr-defined]
+    assert model_id in app_state(client.app).serving.loaded()
 
     assert_problem(client.delete(f"/v1/models/{model_id}", headers=bob), 404, "not_found")
     deleted = client.delete(f"/v1/models/{model_id}", headers=alice)
@@ -220,7 +221,7 @@ def test_deleting_a_model_removes_it_its_files_and_its_loaded_copy(
     assert_problem(client.delete(f"/v1/models/{model_id}", headers=alice), 404, "not_found")
     assert not archive.exists() and not export.exists()
     assert trained["text"].archive.is_file()  # the registered file was a link; its source stays
-    assert model_id not in client.app.state.serving.loaded()  # type: ignore[attr-defined]
+    assert model_id not in app_state(client.app).serving.loaded()
     job = client.get(f"/v1/jobs/{job_id}", headers=alice).json()
     assert job["status"] == "succeeded" and job["model_id"] is None
     listed = [item["id"] for item in client.get("/v1/models", headers=alice).json()["items"]]
@@ -233,12 +234,12 @@ def test_importing_the_api_does_not_import_torch(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from fastapi.testclient import TestClient\n"
-        "import api.main\n"
+        "import api.main\nimport api.state\n"
         "assert 'torch' not in sys.modules, 'api.main imported torch'\n"
         "app = api.main.create_app()\n"
         "with TestClient(app) as client:\n"
         "    assert client.get('/healthz').status_code == 200\n"
-        "    assert app.state.serving is not None\n"
+        "    assert api.state.app_state(app).serving is not None\n"
         "    assert '/v1/models/{model_id}/predict' in client.get('/openapi.json').json()['paths']\n"
         "heavy = [m for m in ('torch', 'transformers', 'timm', 'onnx', 'numpy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

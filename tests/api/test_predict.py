@@ -19,7 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from api.settings import Settings
+from api.state import app_state
+from core.settings import Settings
 from tests.api.conftest import assert_problem
 from tests.api.serving_support import (
     RARE_LABEL,
@@ -269,6 +270,27 @@ LIMITS = {
 }
 
 
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"top_k": 1}, {"threshold": 0.0, "top_k": 2}, {"threshold": 0.3}, {"threshold": 0.3, "top_k": 1}],
+)
+def test_the_api_and_apl_inference_return_the_same_labels(
+    client: TestClient,
+    settings: Settings,
+    alice: dict[str, str],
+    trained: dict[str, Trained],
+    local: Any,
+    options: dict[str, Any],
+) -> None:
+    """One decision rule: predict over HTTP and `Predictor.predict` on the artifact agree label for label."""
+    model_id = register(settings, trained["text"], "alice")
+    over_http = _predict(client, alice, model_id, inputs=TEXT_INPUTS, **options).json()["predictions"]
+    in_process = local["text"].predict(TEXT_INPUTS, **options)
+    assert [p["labels"] for p in over_http] == [p.labels for p in in_process]
+    assert all(set(p["scores"]) == set(q.scores) for p, q in zip(over_http, in_process, strict=True))
+
+
 @pytest.mark.parametrize(
     ("kind", "request_kwargs", "status", "code"), [c[1:] for c in BAD], ids=[c[0] for c in BAD]
 )
@@ -287,7 +309,7 @@ def test_bad_inputs_answer_problem_json(
     with serving_client(settings, **LIMITS) as client:
         response = client.post(f"/v1/models/{model_id}/predict", headers=headers, **kwargs)
         assert_problem(response, status, code)
-        engine = client.app.state.serving
+        engine = app_state(client.app).serving
         assert engine.snapshot()["loads"] == 0, "a bad request must be refused before the model is loaded"
 
 
@@ -359,7 +381,7 @@ def test_32_concurrent_clients_are_batched_and_answered_in_order(
     with serving_client(settings, serving_max_wait_ms=50.0, serving_max_batch_size=64) as client:
         assert _predict(client, alice, model_id, inputs=["warm up"]).status_code == 200
         responses = _concurrent(client, alice, [(model_id, batch) for batch in inputs])
-        snapshot = client.app.state.serving.snapshot()
+        snapshot = app_state(client.app).serving.snapshot()
         metrics = client.get("/metrics").text
     labels = local["text"].labels
     for batch, response in zip(inputs, responses, strict=True):
@@ -383,7 +405,7 @@ def test_batching_off_runs_one_request_at_a_time(
     inputs = _client_inputs(8)
     with serving_client(settings, serving_batching=False, serving_instances=1) as client:
         responses = _concurrent(client, alice, [(model_id, batch) for batch in inputs])
-        snapshot = client.app.state.serving.snapshot()
+        snapshot = app_state(client.app).serving.snapshot()
     for batch, response in zip(inputs, responses, strict=True):
         _check_against(
             response.json()["predictions"], local["text"].predict_proba(batch), local["text"].labels
@@ -473,7 +495,7 @@ def test_lru_eviction_during_inflight_requests_fails_none(
     jobs = [(model_ids[i % 3], batch) for i, batch in enumerate(inputs)]
     with serving_client(settings, serving_max_models=1, serving_max_wait_ms=20.0) as client:
         responses = _concurrent(client, alice, jobs)
-        engine = client.app.state.serving
+        engine = app_state(client.app).serving
         snapshot = engine.snapshot()
         assert len(engine.loaded()) == 1
     for batch, response in zip(inputs, responses, strict=True):
@@ -543,14 +565,14 @@ def test_memory_bound_evicts_least_recently_used(
     image_id = register(settings, trained["image"], "alice")
     image = {"image_base64": b64(sample_images(trained["image"])[0])}
     with serving_client(settings, serving_max_memory_bytes=1) as client:
-        engine = client.app.state.serving
+        engine = app_state(client.app).serving
         assert _predict(client, alice, text_id, inputs=["x"]).status_code == 200
         assert list(engine.loaded()) == [text_id]  # over budget alone: the newest always stays
         assert _predict(client, alice, image_id, inputs=[image]).status_code == 200
         assert list(engine.loaded()) == [image_id]
         assert engine.snapshot()["evictions"] == 1
     with serving_client(settings) as client:
-        engine = client.app.state.serving
+        engine = app_state(client.app).serving
         for model_id, body in ((text_id, "x"), (image_id, image), (text_id, "y")):
             assert _predict(client, alice, model_id, inputs=[body]).status_code == 200
         assert list(engine.loaded()) == [image_id, text_id]  # least recently used first

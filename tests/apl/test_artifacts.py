@@ -21,9 +21,9 @@ from apl.artifacts import (
     read_config,
     read_config_from_archive,
     save_result,
-    sha256_file,
     unpack_artifact,
 )
+from apl.atomic import file_sha256
 from apl.data import load_stored_dataset
 from apl.errors import ArtifactError, DatasetError
 from apl.inference import Predictor, load
@@ -55,7 +55,7 @@ def test_image_artifact_round_trip_predicts_like_the_trained_model(
     image_result: TrainResult, image_dataset: Path, tmp_path: Path, suffix: str
 ) -> None:
     info = publish_result(image_result, tmp_path / f"model{suffix}")
-    assert info.sha256 == sha256_file(info.path) and info.size_bytes == info.path.stat().st_size
+    assert info.sha256 == file_sha256(info.path) and info.size_bytes == info.path.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"model{suffix}"]  # no staging left
     images = _images(image_dataset)
     in_memory = Predictor.from_model(image_result.model, image_result.labels, image_result.thresholds, "cpu")
@@ -120,7 +120,8 @@ def test_predict_applies_thresholds_and_top_k(text_result: TrainResult, tmp_path
         scores = [prediction.scores[name] for name in prediction.labels]
         assert scores == sorted(scores, reverse=True)
     everything = predictor.predict(TEXTS, threshold=0.0, top_k=2)
-    assert all(len(p.labels) == 2 and len(p.scores) == 2 for p in everything)
+    # top_k limits the labels, never the scores: every label keeps its score (the contract).
+    assert all(len(p.labels) == 2 and len(p.scores) == len(predictor.labels) for p in everything)
     assert all(p.labels == [] for p in predictor.predict(TEXTS, threshold=1.01))
 
 

@@ -16,15 +16,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.auth import create_api_key
-from api.broker import close_celery_apps
-from api.db.migrate import upgrade_to_head
-from api.db.session import dispose_engines, session_scope
 from api.main import create_app
-from api.settings import Settings
-from api.webhooks.delivery import Delivery, backoff_seconds, deliver
-from api.webhooks.destinations import literal_refusal, refusal
-from api.webhooks.signing import signature, verify_signature
 from aplserve.client import verify_webhook
+from core.broker import close_celery_apps
+from core.db.migrate import upgrade_to_head
+from core.db.session import dispose_engines, session_scope
+from core.settings import Settings
+from core.webhooks.delivery import Delivery, backoff_seconds, deliver
+from core.webhooks.destinations import literal_refusal, refusal
+from core.webhooks.signing import signature, verify_signature
 from tests.client.receiver import Call, running_receiver
 from tests.services import unique_name
 

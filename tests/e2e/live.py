@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 from api.auth import create_api_key
-from api.db.session import dispose_engines, session_scope
-from api.settings import Settings
+from core.db.session import dispose_engines, session_scope
+from core.settings import Settings
 from tests.apl.synthetic import FILLER, IMAGE_LABELS, TEXT_LABELS
 from tests.worker.harness import START_TIMEOUT, ServiceProcess, free_port, service_env, wait_for
 

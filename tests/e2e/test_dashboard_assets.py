@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from api.dashboard.router import STATIC_DIR
 from api.main import create_app
-from api.settings import Settings
+from core.settings import Settings
 
 IMPORT = re.compile(r"""(?:import|from)\s*(?:[\w{}\s,*]+from\s*)?["'](\.{1,2}/[^"']+)["']""")
 UNSAFE_HTML = re.compile(r"\.(?:inner|outer)HTML\b|insertAdjacentHTML|document\.write|\beval\(|new Function")

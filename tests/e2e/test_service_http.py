@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from api.db.models import Model
-from api.db.session import dispose_engines, session_scope
-from api.settings import Settings
+from core.db.models import Model
+from core.db.session import dispose_engines, session_scope
+from core.settings import Settings
 from tests.apl.synthetic import write_tiny_bert
 from tests.e2e.live import (
     LiveServer,
@@ -138,7 +138,7 @@ def test_sigterm_stops_server_and_worker_and_the_job_resumes_after_restart(
     with embedded.client() as client:
         dataset = upload(client, text_csv(64, seed=2), "resume.csv")
         job = post_job(client, text_spec(dataset["id"], tiny_bert, epochs=epochs))
-    checkpoint = embedded.settings.checkpoints_dir / job["id"] / "last.ckpt"
+    checkpoint = embedded.settings.files.checkpoint(job["id"])
     wait_for(checkpoint.is_file, 120, "the first epoch checkpoint", interval=0.05)
 
     serve_pid = embedded.process.pid if embedded.process else 0

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from api.db.migrate import upgrade_to_head
-from api.settings import Settings
+from core.db.migrate import upgrade_to_head
+from core.settings import Settings
 from tests.apl.synthetic import write_tiny_bert
 from tests.worker.harness import BACKENDS, backend_settings, release_backend
 

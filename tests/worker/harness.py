@@ -26,10 +26,10 @@ import pytest
 import redis
 from sqlalchemy import select, text
 
-from api.broker import close_celery_apps
-from api.db.models import Base, Dataset, Job, Owner
-from api.db.session import dispose_engines, session_scope
-from api.settings import Settings
+from core.broker import close_celery_apps
+from core.db.models import Base, Dataset, Job, Owner
+from core.db.session import dispose_engines, session_scope
+from core.settings import Settings
 from tests.services import unique_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -229,7 +229,7 @@ def make_dataset(settings: Settings, owner_id: str, write: Callable[[Path], Path
         session.add(row)
         session.flush()
         dataset_id = row.id
-    directory = write(settings.datasets_dir / dataset_id)
+    directory = write(settings.files.dataset(dataset_id))
     labels = json.loads((directory / "labels.json").read_text())
     samples = (directory / "samples.jsonl").read_text().splitlines()
     with session_scope(settings) as session:

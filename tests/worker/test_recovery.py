@@ -15,12 +15,12 @@ import torch
 from safetensors import safe_open
 from sqlalchemy import select
 
-from api.broker import enqueue_job
-from api.db.models import MetricPoint, Model
-from api.db.session import session_scope
-from api.settings import Settings
 from apl.spec import JobSpec
 from apl.training import TrainConfig, train
+from core.broker import enqueue_job
+from core.db.models import MetricPoint, Model
+from core.db.session import session_scope
+from core.settings import Settings
 from tests.apl.synthetic import write_text_dataset
 from tests.worker.harness import (
     BACKENDS,
@@ -77,7 +77,7 @@ def recovery(
 
 
 def checkpoint_file(settings: Settings, job_id: str) -> Path:
-    return settings.checkpoints_dir / job_id / "last.ckpt"
+    return settings.files.checkpoint(job_id)
 
 
 def checkpoint_epoch(settings: Settings, job_id: str) -> int:
@@ -172,7 +172,7 @@ def test_a_job_survives_a_warm_shutdown_and_a_crash(
         assert session.scalars(select(Model.id).where(Model.job_id == job_id)).all() == [job.model_id]
 
     # The interrupted run followed the same curve as one that was never interrupted.
-    expected = reference_curve(settings.datasets_dir / dataset_id, spec)
+    expected = reference_curve(settings.files.dataset(dataset_id), spec)
     for epoch, (loss, mean_ap) in enumerate(expected, start=1):
         got = points[epoch]
         assert got.train_loss is not None and got.map is not None

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select
 
-from api.broker import enqueue_job
-from api.db.models import Dataset, Job, MetricPoint, Model
-from api.db.session import session_scope
 from api.services import jobs as job_service
-from api.settings import Settings
 from apl.artifacts import read_config_from_archive
+from core.broker import enqueue_job
+from core.db.models import Dataset, Job, MetricPoint, Model
+from core.db.session import session_scope
+from core.settings import Settings
 from tests.apl.synthetic import write_image_dataset, write_text_dataset
 from tests.worker.harness import (
     BACKENDS,
@@ -115,8 +115,8 @@ def test_a_job_trains_and_publishes_its_model(deployment: Deployment, tiny_bert:
     assert sha256_of(artifact) == model.sha256
     assert read_config_from_archive(artifact)["labels"] == model.labels
     # Published atomically: no temporary or staging files left; the checkpoint is gone.
-    assert sorted(p.name for p in settings.artifacts_dir.iterdir()) == [artifact.name]
-    assert not (settings.checkpoints_dir / job_id).exists()
+    assert sorted(p.name for p in settings.files.artifacts.iterdir()) == [artifact.name]
+    assert not (settings.files.checkpoints / job_id).exists()
 
 
 def test_a_redelivered_message_changes_nothing(deployment: Deployment) -> None:
@@ -167,9 +167,9 @@ def test_unreadable_data_and_unavailable_models_fail_with_clear_codes(
         ),
     }
     # Break the data after the jobs were accepted, as a deletion or a disk fault would.
-    for path in (settings.datasets_dir / files_gone).iterdir():
+    for path in (settings.files.dataset(files_gone)).iterdir():
         path.unlink()
-    samples = settings.datasets_dir / corrupt / "samples.jsonl"
+    samples = settings.files.dataset(corrupt) / "samples.jsonl"
     samples.write_text(samples.read_text().replace("}", "", 1))
     with session_scope(settings) as session:
         session.execute(delete(Dataset).where(Dataset.id == row_gone))
@@ -183,7 +183,7 @@ def test_unreadable_data_and_unavailable_models_fail_with_clear_codes(
         assert words in message
         assert "Traceback" not in message and str(settings.data_dir) not in message
         assert models_of(settings, job_id) == []
-    assert sorted(json.loads((settings.datasets_dir / corrupt / "labels.json").read_text())) == [
+    assert sorted(json.loads((settings.files.dataset(corrupt) / "labels.json").read_text())) == [
         "animal",
         "color",
         "food",
@@ -208,4 +208,4 @@ def test_cancel_stops_a_running_job_at_its_next_step(deployment: Deployment, tin
     assert job.finished_at is not None and job.error_code is None and job.model_id is None
     assert job.progress["epoch"] < 200
     assert models_of(settings, job_id) == []
-    assert not (settings.checkpoints_dir / job_id).exists()
+    assert not (settings.files.checkpoints / job_id).exists()

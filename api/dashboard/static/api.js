@@ -2,6 +2,8 @@
 // The key lives in sessionStorage: it survives reloads of this tab and is gone when
 // the tab is closed; it is never put in a URL (so it never lands in server logs).
 
+import { FINAL_STATUSES } from "./format.js";
+
 const KEY_NAME = "aplserve.apiKey";
 
 export const session = {
@@ -164,7 +166,7 @@ export async function followJob(jobId, { signal, onStatus, onMetric, onConnectio
           const body = JSON.parse(data);
           if (event === "metric") onMetric(body);
           else if (event === "status" || event === "progress") {
-            if (["succeeded", "failed", "cancelled"].includes(body.status)) finished = true;
+            if (FINAL_STATUSES.has(body.status)) finished = true;
             onStatus(body, event);
           }
         },

@@ -80,4 +80,5 @@ export function progressText(job) {
   return `epoch ${p.epoch || 0}/${epochs}`;
 }
 
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+// The one list of final job states (core/jobs/status.py FINAL_STATUSES on the server).
+export const FINAL_STATUSES = new Set(["succeeded", "failed", "cancelled"]);

@@ -4,7 +4,7 @@
 import { api, listAll } from "../api.js";
 import { card, encodePath, h, link, notice, setChildren, statusBadge } from "../dom.js";
 import { chartBox, chartRegistry, colorAt, epochChart } from "../charts.js";
-import { baseModel, lossName, lossParams, num, shortId, TERMINAL } from "../format.js";
+import { baseModel, lossName, lossParams, num, shortId, FINAL_STATUSES } from "../format.js";
 import { datasetIndex, pageHeader, poll } from "./common.js";
 
 const MAX_JOBS = 10;
@@ -143,7 +143,7 @@ export async function comparePage({ root, query, signal }) {
     h("div", { class: "chart-grid two" }, chartBoxes.map((b) => b.box)));
 
   async function refresh() {
-    const pending = entries.filter((e) => !e.loaded || !TERMINAL.has(e.job.status));
+    const pending = entries.filter((e) => !e.loaded || !FINAL_STATUSES.has(e.job.status));
     await Promise.all(pending.map(async (e) => {
       const [job, metrics] = await Promise.all([
         api(`/v1/jobs/${encodeURIComponent(e.job.id)}`, { signal }),
@@ -156,7 +156,7 @@ export async function comparePage({ root, query, signal }) {
     entries.forEach((e, i) => METRICS.forEach((m, k) => lineCharts[k].set(i, e.series.map((p) => ({ x: p.epoch, y: p[m.key] })))));
     setChildren(tableBox, resultsTable(entries));
     root.dataset.compareReady = "true";
-    return entries.every((e) => TERMINAL.has(e.job.status)); // true: nothing changes any more
+    return entries.every((e) => FINAL_STATUSES.has(e.job.status)); // true: nothing changes any more
   }
   poll(refresh, POLL_MS, signal, errorBox);
   return () => charts.destroyAll();

@@ -4,7 +4,7 @@
 import { api, followJob } from "../api.js";
 import { card, definitionList, encodePath, h, link, notice, progressBar, setChildren, stat, statusBadge } from "../dom.js";
 import { chartBox, chartRegistry, epochChart, PALETTE } from "../charts.js";
-import { baseModel, dateTime, duration, lossName, lossParams, num, progressFraction, progressText, shortId, TERMINAL } from "../format.js";
+import { baseModel, dateTime, duration, lossName, lossParams, num, progressFraction, progressText, shortId, FINAL_STATUSES } from "../format.js";
 import { fetchOr404, pageHeader, problemText, sortableTable } from "./common.js";
 
 function perClassRows(point) {
@@ -104,7 +104,7 @@ export async function jobPage({ root, params: [jobId], signal }) {
   function renderJob() {
     setChildren(titleBadge, statusBadge(job.status));
     root.dataset.jobStatus = job.status;
-    cancelButton.hidden = TERMINAL.has(job.status);
+    cancelButton.hidden = FINAL_STATUSES.has(job.status);
     cancelButton.disabled = !!job.cancel_requested;
     if (Date.now() > armedUntil) cancelButton.textContent = job.cancel_requested ? "Cancelling…" : "Cancel job";
     setChildren(modelLink, job.model_id ? link(`/models/${encodePath(job.model_id)}`, h("span", { class: "button" }, "Open model")) : null);
@@ -142,9 +142,9 @@ export async function jobPage({ root, params: [jobId], signal }) {
 
   renderJob();
   renderPerClass();
-  const ticker = setInterval(() => { if (!TERMINAL.has(job.status)) renderJob(); }, 1000); // running time
+  const ticker = setInterval(() => { if (!FINAL_STATUSES.has(job.status)) renderJob(); }, 1000); // running time
 
-  if (TERMINAL.has(job.status)) {
+  if (FINAL_STATUSES.has(job.status)) {
     const series = await api(`/v1/jobs/${encodeURIComponent(job.id)}/metrics`, { signal });
     series.series.forEach(addPoint);
     renderPerClass();

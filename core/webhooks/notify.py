@@ -16,25 +16,26 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api import schemas
-from api.db.models import TERMINAL_STATUSES, Job, utcnow
-from api.db.session import session_scope
-from api.settings import Settings
-from api.webhooks.delivery import Delivery, deliver_in_background
-from api.webhooks.owner_secrets import get_or_create_secret
+from core.db.models import Job, utcnow
+from core.db.session import session_scope
+from core.jobs import document
+from core.jobs.status import FINAL_STATUSES
+from core.settings import Settings
+from core.webhooks.delivery import Delivery, deliver_in_background
+from core.webhooks.owner_secrets import get_or_create_secret
 
 log = logging.getLogger(__name__)
 
 
 def job_document(row: Job) -> dict[str, Any]:
     """The job as GET /v1/jobs/{id} shows it (a finished job has no queue position)."""
-    return schemas.job_from_row(row, queue_position=None).model_dump(mode="json")
+    return document.job_from_row(row, queue_position=None).model_dump(mode="json")
 
 
 def build_delivery(session: Session, job_id: str, allow_private: bool = False) -> Delivery | None:
     """The call for a finished job that names a webhook_url, else None. May commit (new secret)."""
     row = session.get(Job, job_id, populate_existing=True)
-    if row is None or row.status not in TERMINAL_STATUSES:
+    if row is None or row.status not in FINAL_STATUSES:
         return None
     url = (row.spec or {}).get("webhook_url")
     if not url:

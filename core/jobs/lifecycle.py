@@ -1,12 +1,26 @@
-"""Every change the worker makes to a job's row, each in its own short transaction.
+"""The job lifecycle: every conditional UPDATE of a job's status, in one module.
 
-The database is the single source of truth: these conditional UPDATEs are what
-make a redelivered task a no-op (the claim), let a sweeper take back a job whose
-worker died (the lease) and let cancel win over a late success.
+The database is the single source of truth, and a job's state moves only through
+the functions below, each a conditional UPDATE whose WHERE clause says which state
+it moves from, so two actors racing for one job (two workers claiming a redelivered
+task, a cancel against a claim, two sweepers) never both win:
 
-Every write after the claim is fenced by the claim's attempt number: a worker that
-stalled past its lease and had its job taken back (and perhaps claimed again by
-another worker) can no longer change the row, so two runs never interleave.
+    queued  --claim-->               running    (worker; attempts + 1)
+    queued  --cancel_queued-->       cancelled  (API)
+    queued  --mark_unsent-->         running with an expired lease (its message was lost)
+    running --request_cancel-->      running with cancel_requested (API; the worker stops)
+    running --finish_succeeded-->    succeeded  (worker; the Model row in the same transaction)
+    running --finish-->              failed | cancelled (worker)
+    running --release-->             queued     (worker shutdown; the attempt is given back)
+    running --sweep_expired-->       queued | failed (worker_lost) | cancelled  (lease expired)
+
+The fencing rule: every write a worker makes after its claim carries the claim's
+attempt number in its WHERE clause (`_ours`). A worker that stalled past its lease
+and had its job taken back, perhaps claimed again by another worker, can then no
+longer change the row, so two runs of one job never interleave.
+
+Worker-side functions open their own short transaction (each change is visible to
+the API as soon as it returns); API-side ones take the request's session and commit.
 """
 
 from __future__ import annotations
@@ -19,9 +33,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from api.db.models import Dataset, Job, MetricPoint, Model, UTCDateTime, utcnow
-from api.db.session import session_scope
-from api.settings import Settings
+from core.db.models import Dataset, Job, MetricPoint, UTCDateTime, utcnow
+from core.db.session import session_scope
+from core.jobs.status import JobStatus
+from core.registry import ModelRecord, insert_model
+from core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -37,7 +53,8 @@ class ClaimedJob:
 
 
 def _ours(job_id: str, attempt: int) -> tuple[ColumnElement[bool], ...]:
-    return (Job.id == job_id, Job.status == "running", Job.attempts == attempt)
+    """The fencing rule: the row is still running under this very claim."""
+    return (Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempts == attempt)
 
 
 def _lease(settings: Settings, now: datetime) -> datetime:
@@ -53,9 +70,9 @@ def claim(job_id: str, settings: Settings) -> ClaimedJob | None:
     with session_scope(settings) as session:
         result = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
             .values(
-                status="running",
+                status=JobStatus.RUNNING,
                 started_at=func.coalesce(Job.started_at, literal(now, UTCDateTime())),
                 heartbeat_at=now,
                 lease_expires_at=_lease(settings, now),
@@ -77,15 +94,8 @@ def claim(job_id: str, settings: Settings) -> ClaimedJob | None:
 
 def heartbeat(job_id: str, attempt: int, settings: Settings) -> bool:
     """Extend the lease; False when the job is no longer this attempt's to run."""
-    now = utcnow()
     with session_scope(settings) as session:
-        result = session.execute(
-            update(Job)
-            .where(*_ours(job_id, attempt))
-            .values(heartbeat_at=now, lease_expires_at=_lease(settings, now))
-            .execution_options(synchronize_session=False)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return _touch(session, job_id, attempt, settings)
 
 
 def cancel_requested(job_id: str, settings: Settings) -> bool:
@@ -140,13 +150,7 @@ def drop_metric_points_after(job_id: str, attempt: int, epoch: int, settings: Se
             session.execute(delete(MetricPoint).where(*stale))
 
 
-def finish_succeeded(
-    job_id: str,
-    attempt: int,
-    model: dict[str, Any],
-    best_metrics: dict[str, Any],
-    settings: Settings,
-) -> str:
+def finish_succeeded(job_id: str, attempt: int, model: ModelRecord, settings: Settings) -> str:
     """Mark the job succeeded and insert its Model row in one transaction.
 
     Returns "succeeded"; "cancelled" when a cancel arrived meanwhile (cancel wins and
@@ -158,33 +162,26 @@ def finish_succeeded(
         result = session.execute(
             update(Job)
             .where(*_ours(job_id, attempt), Job.cancel_requested.is_(False))
-            .values(status="succeeded", best_metrics=best_metrics, **done)
+            .values(status=JobStatus.SUCCEEDED, best_metrics=model.best_metrics(), **done)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             result = session.execute(
                 update(Job)
                 .where(*_ours(job_id, attempt))
-                .values(status="cancelled", **done)
+                .values(status=JobStatus.CANCELLED, **done)
                 .execution_options(synchronize_session=False)
             )
             return "cancelled" if result.rowcount == 1 else "lost"  # type: ignore[attr-defined]
         owner_id = session.execute(select(Job.owner_id).where(Job.id == job_id)).scalar_one()
-        session.add(Model(job_id=job_id, owner_id=owner_id, **model))
-        session.flush()
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(model_id=model["id"])
-            .execution_options(synchronize_session=False)
-        )
+        insert_model(session, model, owner_id=owner_id, job_id=job_id)
         return "succeeded"
 
 
 def finish(
     job_id: str,
     attempt: int,
-    status: str,
+    status: JobStatus,
     settings: Settings,
     code: str | None = None,
     message: str | None = None,
@@ -216,13 +213,15 @@ def release(job_id: str, attempt: int, settings: Settings) -> bool:
         result = session.execute(
             update(Job)
             .where(*_ours(job_id, attempt))
-            .values(status="queued", attempts=Job.attempts - 1, lease_expires_at=None, heartbeat_at=None)
+            .values(
+                status=JobStatus.QUEUED, attempts=Job.attempts - 1, lease_expires_at=None, heartbeat_at=None
+            )
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def unqueue_unsent(job_id: str, settings: Settings) -> bool:
+def mark_unsent(job_id: str, settings: Settings) -> bool:
     """queued -> running with an expired lease, after its message could not be sent.
 
     A queued job without a message would wait forever; as a lost running job it is
@@ -231,8 +230,8 @@ def unqueue_unsent(job_id: str, settings: Settings) -> bool:
     with session_scope(settings) as session:
         result = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "queued")
-            .values(status="running", lease_expires_at=utcnow() - timedelta(seconds=1))
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(status=JobStatus.RUNNING, lease_expires_at=utcnow() - timedelta(seconds=1))
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -261,19 +260,23 @@ def sweep_expired(
     with session_scope(settings) as session:
         lost = session.execute(
             select(Job.id, Job.attempts, Job.cancel_requested).where(
-                Job.status == "running", Job.lease_expires_at < now
+                Job.status == JobStatus.RUNNING, Job.lease_expires_at < now
             )
         ).all()
     for job_id, attempts, cancel in lost:
         if job_id in exclude:
             continue
-        expired = (Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
+        expired = (Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
         if cancel:
-            values: dict[str, Any] = {"status": "cancelled", "finished_at": now, "lease_expires_at": None}
+            values: dict[str, Any] = {
+                "status": JobStatus.CANCELLED,
+                "finished_at": now,
+                "lease_expires_at": None,
+            }
             target = cancelled
         elif attempts >= settings.job_max_attempts:
             values = {
-                "status": "failed",
+                "status": JobStatus.FAILED,
                 "finished_at": now,
                 "lease_expires_at": None,
                 "error_code": "worker_lost",
@@ -282,7 +285,7 @@ def sweep_expired(
             }
             target = failed
         else:
-            values = {"status": "queued", "lease_expires_at": None, "heartbeat_at": None}
+            values = {"status": JobStatus.QUEUED, "lease_expires_at": None, "heartbeat_at": None}
             target = requeued
         with session_scope(settings) as session:
             result = session.execute(
@@ -291,3 +294,56 @@ def sweep_expired(
             if result.rowcount == 1:  # type: ignore[attr-defined]
                 target.append(job_id)
     return SweepResult(requeued, failed, cancelled)
+
+
+# --- the API's side: cancel, discard, queue positions -----------------------------------
+
+
+def cancel_queued(session: Session, job_id: str) -> bool:
+    """queued -> cancelled at once; False when a worker claimed it first (it is running). Commits."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def request_cancel(session: Session, job_id: str) -> bool:
+    """Flag a running job; its worker stops within one training step. Commits."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(cancel_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def discard_unsent(session: Session, job_id: str) -> None:
+    """Remove a queued job whose message never reached the broker, so a retry starts clean. Commits."""
+    session.execute(delete(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED))
+    session.commit()
+
+
+def queue_positions(session: Session, job_ids: Collection[str]) -> dict[str, int]:
+    """How many queued jobs (of any owner: they share the workers) are ahead of each queued job.
+
+    One query for a whole page: the rank of every queued job in (created_at, id) order,
+    kept for the ids asked about. Jobs that are not queued are absent from the result.
+    """
+    if not job_ids:
+        return {}
+    ranked = (
+        select(
+            Job.id.label("id"),
+            (func.row_number().over(order_by=(Job.created_at, Job.id)) - 1).label("ahead"),
+        )
+        .where(Job.status == JobStatus.QUEUED)
+        .subquery()
+    )
+    rows = session.execute(select(ranked.c.id, ranked.c.ahead).where(ranked.c.id.in_(list(job_ids))))
+    return {job_id: int(ahead) for job_id, ahead in rows}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -30,11 +30,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
-#: A job in one of these states still needs its dataset and can change.
-ACTIVE_STATUSES: tuple[JobStatus, ...] = ("queued", "running")
-TERMINAL_STATUSES: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
+from core.jobs.status import JobStatus
 
 # Deterministic constraint names, so that migrations can address them on every backend
 # (SQLite batch mode needs names to drop or recreate a constraint).
@@ -161,7 +157,7 @@ class Job(Base):
     owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
     # Kept (set to NULL) when the dataset of a finished job is deleted; the spec keeps its id.
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     spec: Mapped[dict[str, Any]]
     progress: Mapped[dict[str, Any]]
     best_metrics: Mapped[dict[str, Any] | None]

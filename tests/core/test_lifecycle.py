@@ -1,4 +1,4 @@
-"""The job row's transitions (worker/state.py) on SQLite and PostgreSQL.
+"""The job row's transitions (worker/lifecycle.py) on SQLite and PostgreSQL.
 
 These conditional UPDATEs are the whole concurrency story of the worker: the claim
 makes a redelivered message a no-op, the attempt number fences a worker that lost
@@ -13,12 +13,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from api.db.models import Job, MetricPoint, Model, utcnow
-from api.db.session import session_scope
-from api.settings import Settings
+from core.db.models import Job, MetricPoint, Model, utcnow
+from core.db.session import session_scope
+from core.jobs import lifecycle
+from core.registry import ModelRecord
+from core.settings import Settings
 from tests.apl.synthetic import write_text_dataset
 from tests.worker.harness import job_row, make_dataset, make_job, make_owner
-from worker import state
 from worker.runner import run_job
 
 SPEC = {"base_model": "minilm-l6", "hyperparameters": {"epochs": 2}}
@@ -56,7 +57,7 @@ def count(settings: Settings, model: type[MetricPoint] | type[Model], job_id: st
 
 
 def test_claim_moves_queued_to_running_once(settings: Settings, job_id: str) -> None:
-    claimed = state.claim(job_id, settings)
+    claimed = lifecycle.claim(job_id, settings)
     assert claimed is not None
     assert claimed.attempt == 1 and claimed.dataset_modality == "text"
     row = job_row(settings, job_id)
@@ -65,19 +66,19 @@ def test_claim_moves_queued_to_running_once(settings: Settings, job_id: str) -> 
     assert row.lease_expires_at is not None
     assert row.lease_expires_at > utcnow() + timedelta(seconds=settings.job_lease_seconds - 30)
     # A redelivered message finds the job running: nothing changes.
-    assert state.claim(job_id, settings) is None
+    assert lifecycle.claim(job_id, settings) is None
     assert job_row(settings, job_id).attempts == 1
 
 
 def test_only_one_of_two_racing_claims_wins(settings: Settings, job_id: str) -> None:
     barrier = threading.Barrier(2)
-    results: list[state.ClaimedJob | None] = []
+    results: list[lifecycle.ClaimedJob | None] = []
     errors: list[BaseException] = []
 
     def contender() -> None:
         try:
             barrier.wait(timeout=10)
-            results.append(state.claim(job_id, settings))
+            results.append(lifecycle.claim(job_id, settings))
         except BaseException as exc:
             errors.append(exc)
 
@@ -95,7 +96,7 @@ def test_only_one_of_two_racing_claims_wins(settings: Settings, job_id: str) -> 
 def test_claim_skips_a_job_that_is_not_queued(settings: Settings, job_id: str, status: str) -> None:
     with session_scope(settings) as session:
         session.get_one(Job, job_id).status = status
-    assert state.claim(job_id, settings) is None
+    assert lifecycle.claim(job_id, settings) is None
     # The task body itself is a no-op too (before any data or model is touched).
     assert run_job(job_id, settings) == "skipped"
     assert job_row(settings, job_id).status == status
@@ -104,74 +105,74 @@ def test_claim_skips_a_job_that_is_not_queued(settings: Settings, job_id: str, s
 def test_claim_skips_a_queued_job_with_a_cancel_request(settings: Settings, job_id: str) -> None:
     with session_scope(settings) as session:
         session.get_one(Job, job_id).cancel_requested = True
-    assert state.claim(job_id, settings) is None
+    assert lifecycle.claim(job_id, settings) is None
 
 
 def test_resumed_claim_keeps_the_first_start_time(settings: Settings, job_id: str) -> None:
-    first = state.claim(job_id, settings)
+    first = lifecycle.claim(job_id, settings)
     assert first is not None
     started = job_row(settings, job_id).started_at
     expire(settings, job_id)
-    assert state.sweep_expired(settings).requeued == [job_id]
-    second = state.claim(job_id, settings)
+    assert lifecycle.sweep_expired(settings).requeued == [job_id]
+    second = lifecycle.claim(job_id, settings)
     assert second is not None and second.attempt == 2
     assert job_row(settings, job_id).started_at == started
 
 
 def test_writes_of_a_superseded_attempt_are_ignored(settings: Settings, job_id: str) -> None:
-    old = state.claim(job_id, settings)
+    old = lifecycle.claim(job_id, settings)
     assert old is not None
     expire(settings, job_id)
-    state.sweep_expired(settings)
-    new = state.claim(job_id, settings)
+    lifecycle.sweep_expired(settings)
+    new = lifecycle.claim(job_id, settings)
     assert new is not None and new.attempt == old.attempt + 1
 
-    assert state.heartbeat(job_id, new.attempt, settings)
-    assert not state.heartbeat(job_id, old.attempt, settings)
-    state.set_progress(job_id, old.attempt, {"epoch": 9, "epochs": 9, "step": 9, "steps": 9}, settings)
+    assert lifecycle.heartbeat(job_id, new.attempt, settings)
+    assert not lifecycle.heartbeat(job_id, old.attempt, settings)
+    lifecycle.set_progress(job_id, old.attempt, {"epoch": 9, "epochs": 9, "step": 9, "steps": 9}, settings)
     assert job_row(settings, job_id).progress["epoch"] != 9
-    assert not state.add_metric_point(job_id, old.attempt, point(1), settings)
+    assert not lifecycle.add_metric_point(job_id, old.attempt, point(1), settings)
     assert count(settings, MetricPoint, job_id) == 0
-    assert not state.finish(job_id, old.attempt, "failed", settings, "internal", "x")
-    assert state.finish_succeeded(job_id, old.attempt, {}, {}, settings) == "lost"
-    assert not state.release(job_id, old.attempt, settings)
+    assert not lifecycle.finish(job_id, old.attempt, "failed", settings, "internal", "x")
+    assert lifecycle.finish_succeeded(job_id, old.attempt, model_values("m-0"), settings) == "lost"
+    assert not lifecycle.release(job_id, old.attempt, settings)
     assert job_row(settings, job_id).status == "running"
 
 
 def test_metric_points_replace_a_repeated_epoch_and_drop_after_a_checkpoint(
     settings: Settings, job_id: str
 ) -> None:
-    job = state.claim(job_id, settings)
+    job = lifecycle.claim(job_id, settings)
     assert job is not None
     for epoch in (1, 2, 3):
-        assert state.add_metric_point(job_id, job.attempt, point(epoch), settings)
-    assert state.add_metric_point(job_id, job.attempt, point(2, loss=0.25), settings)
+        assert lifecycle.add_metric_point(job_id, job.attempt, point(epoch), settings)
+    assert lifecycle.add_metric_point(job_id, job.attempt, point(2, loss=0.25), settings)
     with session_scope(settings) as session:
         rows = session.scalars(select(MetricPoint).where(MetricPoint.job_id == job_id)).all()
         assert sorted(r.epoch for r in rows) == [1, 2, 3]
         assert next(r.train_loss for r in rows if r.epoch == 2) == 0.25
-    state.drop_metric_points_after(job_id, job.attempt, 1, settings)
+    lifecycle.drop_metric_points_after(job_id, job.attempt, 1, settings)
     assert count(settings, MetricPoint, job_id) == 1
 
 
-def model_values(model_id: str) -> dict[str, object]:
-    return {
-        "id": model_id,
-        "base_model": "minilm-l6",
-        "modality": "text",
-        "labels": ["a"],
-        "thresholds": {"a": 0.5},
-        "metrics": {"map": 0.5},
-        "artifact_path": f"artifacts/{model_id}.tar",
-        "sha256": "0" * 64,
-        "size_bytes": 1,
-    }
+def model_values(model_id: str) -> ModelRecord:
+    return ModelRecord(
+        id=model_id,
+        base_model="minilm-l6",
+        modality="text",
+        labels=["a"],
+        thresholds={"a": 0.5},
+        metrics={"map": 0.5, "per_class_ap": {"a": 0.5}},
+        artifact_path=f"artifacts/{model_id}.tar",
+        sha256="0" * 64,
+        size_bytes=1,
+    )
 
 
 def test_success_writes_the_model_row_and_the_job_together(settings: Settings, job_id: str) -> None:
-    job = state.claim(job_id, settings)
+    job = lifecycle.claim(job_id, settings)
     assert job is not None
-    outcome = state.finish_succeeded(job_id, job.attempt, model_values("m-1"), {"map": 0.5}, settings)
+    outcome = lifecycle.finish_succeeded(job_id, job.attempt, model_values("m-1"), settings)
     assert outcome == "succeeded"
     row = job_row(settings, job_id)
     assert row.status == "succeeded" and row.model_id == "m-1" and row.best_metrics == {"map": 0.5}
@@ -180,11 +181,11 @@ def test_success_writes_the_model_row_and_the_job_together(settings: Settings, j
 
 
 def test_a_cancel_that_arrives_before_the_model_is_kept_wins(settings: Settings, job_id: str) -> None:
-    job = state.claim(job_id, settings)
+    job = lifecycle.claim(job_id, settings)
     assert job is not None
     with session_scope(settings) as session:
         session.get_one(Job, job_id).cancel_requested = True
-    assert state.finish_succeeded(job_id, job.attempt, model_values("m-2"), {}, settings) == "cancelled"
+    assert lifecycle.finish_succeeded(job_id, job.attempt, model_values("m-2"), settings) == "cancelled"
     assert job_row(settings, job_id).status == "cancelled"
     assert count(settings, Model, job_id) == 0
 
@@ -194,14 +195,14 @@ def test_sweep_requeues_fails_and_cancels_expired_jobs(settings: Settings) -> No
     dataset = make_dataset(settings, owner, lambda d: write_text_dataset(d, n=12), "text")
     fresh, retry, last, cancel, mine = (make_job(settings, owner, dataset, SPEC) for _ in range(5))
     for job_id in (fresh, retry, last, cancel, mine):
-        assert state.claim(job_id, settings) is not None
+        assert lifecycle.claim(job_id, settings) is not None
     with session_scope(settings) as session:
         session.get_one(Job, last).attempts = settings.job_max_attempts
         session.get_one(Job, cancel).cancel_requested = True
     for job_id in (retry, last, cancel, mine):
         expire(settings, job_id)
 
-    result = state.sweep_expired(settings, exclude={mine})
+    result = lifecycle.sweep_expired(settings, exclude={mine})
     assert result.requeued == [retry]
     assert result.failed == [last]
     assert result.cancelled == [cancel]
@@ -214,16 +215,16 @@ def test_sweep_requeues_fails_and_cancels_expired_jobs(settings: Settings) -> No
     assert failed.error_message and "stopped responding" in failed.error_message
     assert job_row(settings, cancel).status == "cancelled"
     # A second sweeper finds nothing left to do.
-    again = state.sweep_expired(settings, exclude={mine})
+    again = lifecycle.sweep_expired(settings, exclude={mine})
     assert again.requeued == again.failed == again.cancelled == []
 
 
 def test_release_gives_the_attempt_back(settings: Settings, job_id: str) -> None:
-    job = state.claim(job_id, settings)
+    job = lifecycle.claim(job_id, settings)
     assert job is not None
-    assert state.release(job_id, job.attempt, settings)
+    assert lifecycle.release(job_id, job.attempt, settings)
     row = job_row(settings, job_id)
     assert row.status == "queued" and row.attempts == 0 and row.lease_expires_at is None
     # When its message cannot be sent, it becomes a lost job for the sweep to send again.
-    assert state.unqueue_unsent(job_id, settings)
-    assert state.sweep_expired(settings).requeued == [job_id]
+    assert lifecycle.mark_unsent(job_id, settings)
+    assert lifecycle.sweep_expired(settings).requeued == [job_id]

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu import Connection
 
-from api.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 RUN_JOB_TASK = "aplserve.run_job"
 

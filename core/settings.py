@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.files import DataFiles
+
 
 class Settings(BaseSettings):
     """Configuration from `APLSERVE_*` environment variables.
@@ -124,20 +126,9 @@ class Settings(BaseSettings):
         return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
 
     @property
-    def uploads_dir(self) -> Path:
-        return self.data_dir / "uploads"
-
-    @property
-    def datasets_dir(self) -> Path:
-        return self.data_dir / "datasets"
-
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.data_dir / "artifacts"
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.data_dir / "checkpoints"
+    def files(self) -> DataFiles:
+        """Where every file lives under `data_dir` (core.files)."""
+        return DataFiles(self.data_dir)
 
 
 @lru_cache

@@ -17,10 +17,10 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from api.cli import app as cli
-from api.db.migrate import check_models_match, downgrade_to_base, script_location, upgrade_to_head
-from api.db.models import Base
-from api.settings import Settings, get_settings
+from aplserve.cli import app as cli
+from core.db.migrate import check_models_match, downgrade_to_base, script_location, upgrade_to_head
+from core.db.models import Base
+from core.settings import Settings, get_settings
 from tests.services import POSTGRES_ADMIN_URL, require_service, unique_name
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from api.db.models import Owner
-from api.webhooks.signing import new_secret
+from core.db.models import Owner
+from core.webhooks.signing import new_secret
 
 
 def get_or_create_secret(session: Session, owner_id: str) -> str:

@@ -7,8 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import OwnerDep, SessionDep
 from api.schemas import problem_responses
-from api.webhooks.owner_secrets import get_or_create_secret, rotate_secret
-from api.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from core.webhooks.owner_secrets import get_or_create_secret, rotate_secret
+from core.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=problem_responses(401))
 

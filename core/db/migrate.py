@@ -13,7 +13,7 @@ from alembic.config import Config
 from sqlalchemy.engine import make_url
 
 import migrations
-from api.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 
 def script_location() -> Path:

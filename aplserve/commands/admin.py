@@ -11,8 +11,8 @@ keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 
 def migrate() -> None:
     """Upgrade the configured database to the newest schema (alembic upgrade head)."""
-    from api.db.migrate import upgrade_to_head
-    from api.settings import get_settings
+    from core.db.migrate import upgrade_to_head
+    from core.settings import get_settings
 
     settings = get_settings()
     upgrade_to_head(settings)
@@ -23,9 +23,9 @@ def migrate() -> None:
 def create_key(name: str = typer.Option(..., "--name", help="Owner of the key; created when new.")) -> None:
     """Create an API key. The key is printed once, alone on the last line."""
     from api.auth import create_api_key
-    from api.db.migrate import upgrade_to_head
-    from api.db.session import session_scope
-    from api.settings import get_settings
+    from core.db.migrate import upgrade_to_head
+    from core.db.session import session_scope
+    from core.settings import get_settings
 
     name = name.strip()
     if not name or len(name) > 200:
@@ -45,8 +45,8 @@ def list_keys(
 ) -> None:
     """List API keys (never their secrets): key id, owner, created, last used, revoked."""
     from api.auth import list_api_keys
-    from api.db.session import session_scope
-    from api.settings import get_settings
+    from core.db.session import session_scope
+    from core.settings import get_settings
 
     with session_scope(get_settings()) as session:
         rows = list_api_keys(session, name)
@@ -64,8 +64,8 @@ def revoke_key(
 ) -> None:
     """Revoke an API key. Servers stop accepting it within APLSERVE_AUTH_CACHE_SECONDS."""
     from api.auth import revoke_api_key
-    from api.db.session import session_scope
-    from api.settings import get_settings
+    from core.db.session import session_scope
+    from core.settings import get_settings
 
     with session_scope(get_settings()) as session:
         found = revoke_api_key(session, key_id)

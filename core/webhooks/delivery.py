@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from api.webhooks.destinations import refusal
-from api.webhooks.signing import (
+from core.webhooks.destinations import refusal
+from core.webhooks.signing import (
     DELIVERY_HEADER,
     EVENT_HEADER,
     SIGNATURE_HEADER,
@@ -45,7 +45,7 @@ class Delivery:
     event: str
     body: bytes
     secret: str = field(repr=False)
-    #: Whether the URL may lead to loopback, private or link-local addresses (api.webhooks.destinations).
+    #: Whether the URL may lead to loopback, private or link-local addresses (core.webhooks.destinations).
     allow_private: bool = False
 
 

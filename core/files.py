@@ -1,0 +1,66 @@
+"""Where every file of a deployment lives: the one place that knows the data dir's layout.
+
+    <data_dir>/uploads/                 uploads being received (deleted once ingested)
+    <data_dir>/datasets/<dataset id>/   normalized datasets (`apl.formats` layout)
+    <data_dir>/artifacts/<model id>.tar model archives; the ONNX export beside them
+    <data_dir>/checkpoints/<job id>/    the last epoch checkpoint of a running job
+
+The API writes uploads and datasets and reads artifacts; the worker reads datasets
+and writes checkpoints and artifacts. Both ask this class, so the two never disagree.
+A Model row stores its archive's path relative to the data dir, so a deployment can
+move its data dir without rewriting rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+ARCHIVE_SUFFIX = ".tar"
+ONNX_SUFFIX = ".onnx.zip"
+CHECKPOINT_FILE = "last.ckpt"
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    root: Path
+
+    @property
+    def uploads(self) -> Path:
+        return self.root / "uploads"
+
+    @property
+    def datasets(self) -> Path:
+        return self.root / "datasets"
+
+    def dataset(self, dataset_id: str) -> Path:
+        return self.datasets / dataset_id
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    def artifact_relative(self, model_id: str) -> str:
+        """What a Model row stores as `artifact_path` for a new model."""
+        return (PurePosixPath("artifacts") / f"{model_id}{ARCHIVE_SUFFIX}").as_posix()
+
+    def artifact(self, model_id: str) -> Path:
+        return self.root / self.artifact_relative(model_id)
+
+    def stored_artifact(self, artifact_path: str) -> Path | None:
+        """The archive a row's `artifact_path` names; None when it points outside the data dir."""
+        root = self.root.resolve()
+        archive = (root / artifact_path).resolve()
+        return archive if archive.is_relative_to(root) else None
+
+    @staticmethod
+    def onnx_export(archive: Path, model_id: str) -> Path:
+        """The cached ONNX export of a model, kept beside its archive."""
+        return archive.with_name(f"{model_id}{ONNX_SUFFIX}")
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, job_id: str) -> Path:
+        return self.checkpoints / job_id / CHECKPOINT_FILE

@@ -1,0 +1,1 @@
+"""The job lifecycle: its states, every conditional state change, and the Job document."""

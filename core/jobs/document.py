@@ -1,0 +1,111 @@
+"""The Job document: what GET /v1/jobs/{id}, the event stream and webhooks show of a job row.
+
+The API and the webhooks sent by the worker both build it here, so a job reads the
+same wherever it is shown.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from apl.spec import JobSpec
+from core.db.models import Job as JobRow
+from core.jobs.status import JobStatus
+
+_EXAMPLE_TIME = "2026-01-15T09:30:00.123456Z"
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
+class JobProgress(BaseModel):
+    model_config = _examples({"epoch": 1, "epochs": 3, "step": 40, "steps": 120})
+
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps: int = 0
+
+
+class JobError(BaseModel):
+    model_config = _examples({"code": "out_of_memory", "message": "the batch did not fit in memory"})
+
+    code: str
+    message: str
+
+
+JOB_EXAMPLE: dict[str, Any] = {
+    "id": "8b7e4c1d-2f3a-4e5b-9c6d-7a8b9c0d1e2f",
+    "status": "running",
+    "spec": {
+        "dataset_id": "3f1c2a9e-6d0b-4a51-9d7e-2f4b8c1a0e55",
+        "base_model": "minilm-l6",
+        "loss": {
+            "name": "apl",
+            "alpha1": 0.0,
+            "alpha2": 1.75,
+            "beta": 1.0,
+            "gamma_pos": 0.0,
+            "gamma_neg": 4.0,
+            "clip": 0.05,
+            "detach_focal_weight": True,
+        },
+        "hyperparameters": {"epochs": 3, "batch_size": 32, "learning_rate": 5e-5, "seed": 0},
+    },
+    "created_at": _EXAMPLE_TIME,
+    "started_at": "2026-01-15T09:30:02.000000Z",
+    "finished_at": None,
+    "progress": {"epoch": 1, "epochs": 3, "step": 40, "steps": 120},
+    "best_metrics": {"map": 0.71, "micro_f1": 0.66, "macro_f1": 0.58, "epoch": 1},
+    "model_id": None,
+    "error": None,
+    "queue_position": None,
+    "cancel_requested": False,
+    "attempts": 1,
+}
+
+
+class Job(BaseModel):
+    model_config = _examples(JOB_EXAMPLE)
+
+    id: str
+    status: JobStatus
+    spec: JobSpec = Field(description="The submitted spec with every default and loss preset filled in.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: JobProgress
+    best_metrics: dict[str, Any] | None
+    model_id: str | None
+    error: JobError | None
+    queue_position: int | None = Field(
+        default=None, description="For a queued job: how many queued jobs are ahead of it (0 = next)."
+    )
+    cancel_requested: bool = False
+    attempts: int = Field(default=0, description="How many times a worker has started this job.")
+
+
+def job_from_row(row: JobRow, queue_position: int | None) -> Job:
+    """The Job document of a row: what GET /v1/jobs/{id}, the event stream and webhooks show."""
+    error = (
+        JobError(code=row.error_code, message=row.error_message or row.error_code) if row.error_code else None
+    )
+    return Job(
+        id=row.id,
+        status=JobStatus(row.status),
+        spec=JobSpec.model_validate(row.spec),
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        progress=JobProgress.model_validate(row.progress or {}),
+        best_metrics=row.best_metrics,
+        model_id=row.model_id,
+        error=error,
+        queue_position=queue_position,
+        cancel_requested=row.cancel_requested,
+        attempts=row.attempts,
+    )

@@ -1,0 +1,86 @@
+"""Registering a trained model: the Model row's fields from a training result, and its insert.
+
+The worker publishes every model this way; the predict benchmark and the test helpers
+register theirs through the same two functions, so a model row always holds the same
+fields however it was made. Torch-free: the result is only read, never imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from core.db.models import Job, Model
+
+if TYPE_CHECKING:
+    from apl.artifacts import ArtifactInfo
+    from apl.training import TrainResult
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Everything a Model row holds except its owner and job."""
+
+    id: str
+    base_model: str
+    modality: str
+    labels: list[str]
+    thresholds: dict[str, float]
+    metrics: dict[str, Any]
+    artifact_path: str
+    sha256: str
+    size_bytes: int
+
+    def best_metrics(self) -> dict[str, Any]:
+        """The job's `best_metrics`: the model's metrics without the per-label APs."""
+        return {key: value for key, value in self.metrics.items() if key != "per_class_ap"}
+
+
+def model_metrics(result: TrainResult) -> dict[str, Any]:
+    """The best epoch's metric point plus how training ended and which thresholds fell back."""
+    best = result.best_metrics
+    metrics: dict[str, Any] = best.as_metric_point() if best else {}
+    metrics["best_epoch"] = result.best_epoch
+    metrics["epochs_completed"] = result.epochs_completed
+    metrics["fallback_labels"] = list(result.fallback_labels)
+    return metrics
+
+
+def model_record(
+    result: TrainResult,
+    info: ArtifactInfo,
+    *,
+    model_id: str,
+    artifact_path: str,
+    base_model: str,
+    modality: str | None = None,
+) -> ModelRecord:
+    """The row for a result whose archive `info` is already in place at `artifact_path`."""
+    return ModelRecord(
+        id=model_id,
+        base_model=base_model,
+        modality=modality or result.model.modality,
+        labels=list(result.labels),
+        thresholds={label: float(value) for label, value in result.thresholds.items()},
+        metrics=model_metrics(result),
+        artifact_path=artifact_path,
+        sha256=info.sha256,
+        size_bytes=info.size_bytes,
+    )
+
+
+def insert_model(session: Session, record: ModelRecord, *, owner_id: str, job_id: str) -> Model:
+    """Add the Model row and point its job at it (the caller's transaction commits both)."""
+    row = Model(owner_id=owner_id, job_id=job_id, **asdict(record))
+    session.add(row)
+    session.flush()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(model_id=record.id)
+        .execution_options(synchronize_session=False)
+    )
+    return row
