@@ -53,6 +53,56 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _prepare_mask(mask: Tensor | None, logits: Tensor, device: torch.device) -> Tensor | None:
+    """The boolean mask broadcast to the logits' shape on their device; wrong masks fail loudly."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a boolean tensor, got {mask.dtype}")
+    try:
+        return torch.broadcast_to(mask.detach().to(device), logits.shape)
+    except RuntimeError as exc:
+        shapes = f"{tuple(mask.shape)} -> {tuple(logits.shape)}"
+        raise ValueError(f"mask does not broadcast to the logits: {shapes}") from exc
+
+
+def _prepare_weight(weight: Tensor | None, logits: Tensor, x: Tensor) -> Tensor | None:
+    """Per-class weights as constants in the compute dtype and device of `x`."""
+    if weight is None:
+        return None
+    if weight.dim() != 1 or logits.dim() == 0 or weight.shape[0] != logits.shape[-1]:
+        raise ValueError(f"weight must be 1-D with one entry per class, got {tuple(weight.shape)}")
+    return weight.detach().to(device=x.device, dtype=x.dtype)
+
+
+def _kernel_config(
+    params: dict[str, float],
+    x: Tensor,
+    *,
+    detach_focal_weight: bool,
+    need_grad: bool,
+    reduction: str,
+    has_mask: bool,
+    has_weight: bool,
+) -> KernelConfig:
+    """The static facts the kernel specialises on (each distinct config is one compiled graph)."""
+    clip = float(params["clip"])
+    return KernelConfig(
+        dtype=x.dtype,
+        gamma_pos_int=integer_exponent(float(params["gamma_pos"])),
+        gamma_neg_int=integer_exponent(float(params["gamma_neg"])),
+        same_gamma=float(params["gamma_pos"]) == float(params["gamma_neg"]),
+        clip_zero=_negligible_clip(clip, x.dtype),
+        small_clip=clip < SMALL_CLIP,
+        detach_focal_weight=bool(detach_focal_weight),
+        need_grad=need_grad,
+        reduction=reduction,
+        has_mask=has_mask,
+        has_weight=has_weight,
+        hard_targets=x.device.type == "cpu",
+    )
+
+
 def asymmetric_polynomial_loss(
     logits: Tensor,
     targets: Tensor,
@@ -120,36 +170,18 @@ def asymmetric_polynomial_loss(
     dtype = _compute_dtype(logits.dtype)
     x = logits.to(dtype)
     y = targets.detach().to(device=x.device, dtype=dtype)
-    if mask is not None:
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a boolean tensor, got {mask.dtype}")
-        try:
-            mask = torch.broadcast_to(mask.detach().to(x.device), logits.shape)
-        except RuntimeError as exc:
-            shapes = f"{tuple(mask.shape)} -> {tuple(logits.shape)}"
-            raise ValueError(f"mask does not broadcast to the logits: {shapes}") from exc
-    if weight is not None:
-        if weight.dim() != 1 or logits.dim() == 0 or weight.shape[0] != logits.shape[-1]:
-            raise ValueError(f"weight must be 1-D with one entry per class, got {tuple(weight.shape)}")
-        weight = weight.detach().to(device=x.device, dtype=dtype)
-
-    gp_int = integer_exponent(float(gamma_pos))
-    gn_int = integer_exponent(float(gamma_neg))
+    mask = _prepare_mask(mask, logits, x.device)
+    weight = _prepare_weight(weight, logits, x)
     theta = _theta(tuple(float(v) for v in params.values()), dtype, x.device)
     need_grad = torch.is_grad_enabled() and x.requires_grad
-    config = KernelConfig(
-        dtype=dtype,
-        gamma_pos_int=gp_int,
-        gamma_neg_int=gn_int,
-        same_gamma=float(gamma_pos) == float(gamma_neg),
-        clip_zero=_negligible_clip(float(clip), dtype),
-        small_clip=float(clip) < SMALL_CLIP,
-        detach_focal_weight=bool(detach_focal_weight),
+    config = _kernel_config(
+        params,
+        x,
+        detach_focal_weight=detach_focal_weight,
         need_grad=need_grad,
         reduction=reduction,
         has_mask=mask is not None,
         has_weight=weight is not None,
-        hard_targets=x.device.type == "cpu",
     )
     # Flat (or rows x classes with weights) so a compiled kernel sees one dynamic size,
     # not one per dimension: a batch of one row then needs no recompilation.

@@ -1,4 +1,7 @@
-"""The training loop: one function, hooks for the worker, checkpoints for resuming.
+"""The training loop: hooks for the worker, checkpoints for resuming.
+
+`train` builds a `_Run` (`_setup`: data split, model, loaders, optimizer, resume) and
+drives it epoch by epoch (`run_epoch`, then `evaluate`) to `finish`.
 
 Losses are summed over labels and batch (`build_loss(..., reduction="sum")`); the
 update uses that sum divided by the batch size, and the reported train and
@@ -14,6 +17,8 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +40,7 @@ from apl.data import (
 from apl.errors import DatasetError, ModelUnavailableError, TrainingDivergedError
 from apl.metrics import EpochMetrics, score_validation
 from apl.models import BuiltModel, build_model
+from apl.spec import Hyperparameters
 from apl.training.callbacks import CallbackList, Progress, TrainerCallback, TrainInfo
 from apl.training.checkpoint import LoopState, cpu_state, read_checkpoint, restore_checkpoint, save_checkpoint
 from apl.training.config import TrainConfig, TrainResult
@@ -98,7 +104,7 @@ def _autocast(device: torch.device, precision: Precision) -> contextlib.Abstract
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _evaluate(
+def _predict(
     model: nn.Module,
     loader: DataLoader[Any],
     loss_fn: LossFn,
@@ -106,7 +112,10 @@ def _evaluate(
     precision: Precision,
     callbacks: CallbackList,
 ) -> tuple[float, np.ndarray, np.ndarray]:
-    """(per-sample validation loss, probabilities, targets); raises _Stopped on cancel."""
+    """(per-sample loss, probabilities, targets) of `model` on `loader`; raises _Stopped on cancel.
+
+    Split-agnostic so that validation and any later held-out split are scored the same way.
+    """
     model.eval()
     total, count = 0.0, 0
     probs: list[np.ndarray] = []
@@ -147,17 +156,23 @@ def _is_better(candidate: EpochMetrics, best: EpochMetrics | None) -> bool:
     return candidate.val_loss < best.val_loss
 
 
-def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
-    """Train `config.base_model` on `config.dataset_dir`; see the module docstring for the rules.
+@dataclass(frozen=True)
+class _Split:
+    """The dataset and its seeded train/validation split (the indices feed the fingerprint)."""
 
-    Raises an `apl.errors.AplError` subclass for every expected failure (bad data,
-    unavailable model or device, divergence, mismatched checkpoint).
+    dataset: StoredDataset
+    train_idx: np.ndarray
+    train_set: StoredDataset
+    val_set: StoredDataset
+
+
+def _load_split(config: TrainConfig) -> _Split:
+    """Load and split the data, failing on data problems before any model is built.
+
+    Building a model can mean a download or a long load, so a wrong modality or a
+    dataset too small to split is reported first.
     """
-    from apl.losses import build_loss
-
-    hooks = CallbackList(callbacks)
     hp = config.hyperparameters
-    device, precision = resolve_device(config.device, hp.mixed_precision)
     dataset = load_stored_dataset(config.dataset_dir)
     try:
         modality = resolve_base_model(config.base_model).modality
@@ -169,156 +184,322 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Tra
     train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
     if len(train_set) < 2:
         raise DatasetError("at least 2 training samples are needed; the dataset is too small to split")
+    return _Split(dataset=dataset, train_idx=train_idx, train_set=train_set, val_set=val_set)
 
+
+@dataclass
+class _EpochTally:
+    """Running training loss of one epoch; skipped (non-finite) steps count in neither sum."""
+
+    loss_sum: float = 0.0
+    seen: int = 0
+    #: Consecutive non-finite steps, reset by every finite one.
+    nonfinite: int = 0
+
+    @property
+    def mean(self) -> float:
+        """The per-sample training loss so far (0 before the first counted step)."""
+        return self.loss_sum / max(self.seen, 1)
+
+
+@dataclass
+class _Run:
+    """One training run's live objects and position, built by `_setup`.
+
+    `train` drives it epoch by epoch: `run_epoch` (the optimizer steps), `evaluate`
+    (validation, best epoch, early stopping, checkpoint) and `finish` (best weights,
+    result). Keeping the steps apart is what lets more of them slot in, e.g. scoring
+    the best weights on a held-out test split in `finish`.
+    """
+
+    config: TrainConfig
+    hooks: CallbackList
+    device: torch.device
+    precision: Precision
+    split: _Split
+    built: BuiltModel
+    model: nn.Module
+    loss_fn: LossFn
+    train_loader: DataLoader[Any]
+    val_loader: DataLoader[Any]
+    #: Drives the training loader's shuffle; reseeded per epoch so a resumed run shuffles alike.
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    #: What a checkpoint must match to continue this run (see `_fingerprint`).
+    fingerprint: dict[str, Any]
+    state: LoopState = field(default_factory=LoopState)
+    #: Monotonic clock origin, shifted back by the time a resumed run had already spent.
+    started: float = 0.0
+
+    @property
+    def hp(self) -> Hyperparameters:
+        return self.config.hyperparameters
+
+    @property
+    def labels(self) -> list[str]:
+        return self.split.dataset.labels
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    @property
+    def total_steps(self) -> int:
+        return self.hp.epochs * self.steps_per_epoch
+
+    def resume(self, path: Path) -> None:
+        """Load a checkpoint of this same configuration into every live object (RNGs included)."""
+        self.state = restore_checkpoint(
+            read_checkpoint(path),
+            fingerprint=self.fingerprint,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+        )
+
+    def begin(self) -> None:
+        """Tell the callbacks what is about to run, then start the clock (callback time excluded)."""
+        self.hooks.call(
+            "on_train_begin",
+            TrainInfo(
+                labels=list(self.labels),
+                num_train=len(self.split.train_set),
+                num_val=len(self.split.val_set),
+                epochs=self.hp.epochs,
+                steps_per_epoch=self.steps_per_epoch,
+                total_steps=self.total_steps,
+                start_epoch=self.state.epoch,
+                device=str(self.device),
+                precision=self.precision,
+                base_model=self.config.base_model,
+                modality=self.split.dataset.modality,
+            ),
+        )
+        self.started = time.monotonic() - self.state.elapsed_s
+
+    def run_epoch(self, epoch: int) -> float:
+        """Train one epoch and return its per-sample training loss; raises _Stopped on cancel.
+
+        The shuffle is reseeded from (seed, epoch) so that an epoch resumed from a
+        checkpoint sees the same batches as in an uninterrupted run.
+        """
+        self.model.train()
+        self.generator.manual_seed(epoch_seed(self.hp.seed, epoch))
+        tally = _EpochTally()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        for batch in self.train_loader:
+            if self.hooks.should_stop():
+                raise _Stopped
+            self._train_step(batch, tally, params)
+            self.scheduler.step()
+            self.state.step += 1
+            progress = Progress(epoch, self.hp.epochs, self.state.step, self.total_steps, tally.mean)
+            self.hooks.call("on_step_end", progress)
+        return tally.mean
+
+    def _train_step(self, batch: Batch, tally: _EpochTally, params: list[nn.Parameter]) -> None:
+        """One optimizer step on `batch`, or a skipped one when fp16 overflowed.
+
+        The update uses the summed loss divided by the batch size. Under fp16 a
+        non-finite loss is an overflow the GradScaler recovers from, so up to
+        MAX_NONFINITE_STEPS in a row are skipped; in any other precision it is divergence.
+        """
+        inputs, targets = _to_device(batch, self.device)
+        with _autocast(self.device, self.precision):
+            logits = self.model(**inputs)
+        loss = self.loss_fn(logits.float(), targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            tally.nonfinite += 1
+            if tally.nonfinite >= MAX_NONFINITE_STEPS or self.precision != "fp16":
+                raise TrainingDivergedError("the training loss became NaN or infinite")
+            return
+        tally.nonfinite = 0
+        self.scaler.scale(loss / len(targets)).backward()  # type: ignore[no-untyped-call]
+        if self.hp.grad_clip_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(params, self.hp.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        tally.loss_sum += float(loss.detach())
+        tally.seen += len(targets)
+
+    def evaluate(self, epoch: int, train_loss: float) -> EpochMetrics:
+        """Validate the epoch, update best epoch and early stopping, then checkpoint it.
+
+        `on_evaluate` comes before the checkpoint is written, `on_checkpoint` after it
+        is on disk. Raises _Stopped on cancel (checked before and during validation).
+        """
+        if self.hooks.should_stop():
+            raise _Stopped
+        metrics = self._validate(epoch, train_loss)
+        self._record(metrics)
+        self.hooks.call("on_evaluate", metrics)
+        if self.config.checkpoint_path is not None:
+            self._save_checkpoint(self.config.checkpoint_path, epoch)
+        return metrics
+
+    def _validate(self, epoch: int, train_loss: float) -> EpochMetrics:
+        """The epoch's metrics on the validation split; non-finite numbers mean divergence."""
+        try:
+            val_loss, probs, targets = _predict(
+                self.model, self.val_loader, self.loss_fn, self.device, self.precision, self.hooks
+            )
+            scores = score_validation(probs, targets, self.labels)
+        except ValueError as exc:
+            raise TrainingDivergedError("the validation predictions became NaN or infinite") from exc
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise TrainingDivergedError("the loss became NaN or infinite")
+        return EpochMetrics(
+            epoch=epoch,
+            step=self.state.step,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            map=scores.map,
+            micro_f1=scores.micro_f1,
+            macro_f1=scores.macro_f1,
+            per_class_ap=scores.per_class_ap,
+            time_s=time.monotonic() - self.started,
+            thresholds=scores.thresholds,
+            fallback_labels=scores.fallback_labels,
+        )
+
+    def _record(self, metrics: EpochMetrics) -> None:
+        """Advance the loop state past `metrics.epoch`: history, best epoch, early stopping.
+
+        Patience counts epochs without a strictly higher mAP; the kept weights also
+        prefer a lower validation loss at equal mAP (mAP saturates on easy data).
+        The last epoch never counts as early stopped.
+        """
+        state, epoch = self.state, metrics.epoch
+        state.bad_epochs = 0 if state.best is None or metrics.map > state.best.map else state.bad_epochs + 1
+        if _is_better(metrics, state.best):
+            state.best, state.best_weights = metrics, cpu_state(self.model)
+        state.history.append(metrics)
+        patience = self.hp.early_stopping_patience
+        state.early_stopped = patience is not None and state.bad_epochs >= patience and epoch < self.hp.epochs
+        state.epoch = epoch
+        state.elapsed_s = time.monotonic() - self.started
+
+    def _save_checkpoint(self, path: Path, epoch: int) -> None:
+        """Write the epoch's checkpoint atomically, then tell the callbacks it is safe on disk."""
+        save_checkpoint(
+            path,
+            fingerprint=self.fingerprint,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            state=self.state,
+        )
+        self.hooks.call("on_checkpoint", path, epoch)
+
+    def finish(self, stopped: bool) -> TrainResult:
+        """Put the best epoch's weights in the model and report the result to the callbacks.
+
+        Anything that needs the final model (e.g. scoring it on a test split) belongs
+        after `_load_best` and before the result is built.
+        """
+        self._load_best()
+        result = self._result(stopped)
+        self.hooks.call("on_train_end", result)
+        return result
+
+    def _load_best(self) -> None:
+        """The best epoch's weights (the last ones when no epoch was evaluated), in eval mode."""
+        if self.state.best_weights is not None:
+            self.model.load_state_dict(self.state.best_weights)
+        self.model.eval()
+
+    def _result(self, stopped: bool) -> TrainResult:
+        """The TrainResult; without an evaluated epoch every label gets threshold 0.5 and is a fallback."""
+        best, labels = self.state.best, self.labels
+        return TrainResult(
+            config=self.config,
+            model=self.built,
+            labels=list(labels),
+            thresholds=dict(best.thresholds) if best else dict.fromkeys(labels, 0.5),
+            fallback_labels=list(best.fallback_labels) if best else list(labels),
+            best_metrics=best,
+            history=list(self.state.history),
+            stopped=stopped,
+            early_stopped=self.state.early_stopped,
+            epochs_completed=self.state.epoch,
+            device=str(self.device),
+            precision=self.precision,
+        )
+
+
+def _setup(config: TrainConfig, hooks: CallbackList) -> _Run:
+    """Build everything a run needs, in a fixed order, and resume it when asked.
+
+    The order is part of reproducibility: the global seed is set after the split and
+    before the model's random initialisation, and everything after that draws from the
+    RNGs in the same sequence on every run (a resumed run then overwrites them all).
+    """
+    from apl.losses import build_loss
+
+    hp = config.hyperparameters
+    device, precision = resolve_device(config.device, hp.mixed_precision)
+    split = _load_split(config)
     seed_everything(hp.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
     built = build_model(
         config.base_model,
-        len(dataset.labels),
+        len(split.dataset.labels),
         image_size=hp.image_size,
         max_length=hp.max_length,
         allow_download=config.allow_download,
     )
     model = built.module.to(device)
     loss_fn: LossFn = build_loss(config.loss, reduction="sum")
-    train_loader, val_loader, generator = _loaders(config, built, train_set, val_set, device.type == "cuda")
-    steps_per_epoch = len(train_loader)
-    total_steps = hp.epochs * steps_per_epoch
+    pin = device.type == "cuda"
+    train_loader, val_loader, generator = _loaders(config, built, split.train_set, split.val_set, pin)
+    total_steps = hp.epochs * len(train_loader)
     optimizer = build_optimizer(model, hp.learning_rate, hp.weight_decay)
     scheduler = warmup_cosine(optimizer, round(hp.warmup_fraction * total_steps), total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    fingerprint = _fingerprint(config, dataset, train_idx)
-
-    state = LoopState()
-    if config.resume_from is not None:
-        state = restore_checkpoint(
-            read_checkpoint(config.resume_from),
-            fingerprint=fingerprint,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            scaler=scaler,
-        )
-    hooks.call(
-        "on_train_begin",
-        TrainInfo(
-            labels=list(dataset.labels),
-            num_train=len(train_set),
-            num_val=len(val_set),
-            epochs=hp.epochs,
-            steps_per_epoch=steps_per_epoch,
-            total_steps=total_steps,
-            start_epoch=state.epoch,
-            device=str(device),
-            precision=precision,
-            base_model=config.base_model,
-            modality=dataset.modality,
-        ),
+    run = _Run(
+        config=config,
+        hooks=hooks,
+        device=device,
+        precision=precision,
+        split=split,
+        built=built,
+        model=model,
+        loss_fn=loss_fn,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        generator=generator,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        fingerprint=_fingerprint(config, split.dataset, split.train_idx),
     )
-    started = time.monotonic() - state.elapsed_s
+    if config.resume_from is not None:
+        run.resume(config.resume_from)
+    return run
+
+
+def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
+    """Train `config.base_model` on `config.dataset_dir`; see the module docstring for the rules.
+
+    Raises an `apl.errors.AplError` subclass for every expected failure (bad data,
+    unavailable model or device, divergence, mismatched checkpoint). A cancel
+    (a callback's `should_stop`) is not an error: the result says `stopped`.
+    """
+    run = _setup(config, CallbackList(callbacks))
+    run.begin()
     stopped = False
-    params = [p for p in model.parameters() if p.requires_grad]
     try:
-        for epoch in range(state.epoch + 1, hp.epochs + 1):
-            if state.early_stopped:
+        for epoch in range(run.state.epoch + 1, run.hp.epochs + 1):
+            if run.state.early_stopped:
                 break
-            model.train()
-            generator.manual_seed(epoch_seed(hp.seed, epoch))
-            loss_sum, seen, nonfinite = 0.0, 0, 0
-            for batch in train_loader:
-                if hooks.should_stop():
-                    raise _Stopped
-                inputs, targets = _to_device(batch, device)
-                with _autocast(device, precision):
-                    logits = model(**inputs)
-                loss = loss_fn(logits.float(), targets)
-                optimizer.zero_grad(set_to_none=True)
-                if not torch.isfinite(loss):
-                    nonfinite += 1
-                    if nonfinite >= MAX_NONFINITE_STEPS or precision != "fp16":
-                        raise TrainingDivergedError("the training loss became NaN or infinite")
-                else:
-                    nonfinite = 0
-                    scaler.scale(loss / len(targets)).backward()  # type: ignore[no-untyped-call]
-                    if hp.grad_clip_norm is not None:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(params, hp.grad_clip_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    loss_sum += float(loss.detach())
-                    seen += len(targets)
-                scheduler.step()
-                state.step += 1
-                progress = Progress(epoch, hp.epochs, state.step, total_steps, loss_sum / max(seen, 1))
-                hooks.call("on_step_end", progress)
-            if hooks.should_stop():
-                raise _Stopped
-            try:
-                val_loss, probs, val_targets = _evaluate(model, val_loader, loss_fn, device, precision, hooks)
-                scores = score_validation(probs, val_targets, dataset.labels)
-            except ValueError as exc:
-                raise TrainingDivergedError("the validation predictions became NaN or infinite") from exc
-            train_loss = loss_sum / max(seen, 1)
-            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-                raise TrainingDivergedError("the loss became NaN or infinite")
-            metrics = EpochMetrics(
-                epoch=epoch,
-                step=state.step,
-                train_loss=train_loss,
-                val_loss=val_loss,
-                map=scores.map,
-                micro_f1=scores.micro_f1,
-                macro_f1=scores.macro_f1,
-                per_class_ap=scores.per_class_ap,
-                time_s=time.monotonic() - started,
-                thresholds=scores.thresholds,
-                fallback_labels=scores.fallback_labels,
-            )
-            # Patience counts epochs without a strictly higher mAP; the kept weights also
-            # prefer a lower validation loss at equal mAP (mAP saturates on easy data).
-            state.bad_epochs = (
-                0 if state.best is None or metrics.map > state.best.map else state.bad_epochs + 1
-            )
-            if _is_better(metrics, state.best):
-                state.best, state.best_weights = metrics, cpu_state(model)
-            state.history.append(metrics)
-            patience = hp.early_stopping_patience
-            state.early_stopped = patience is not None and state.bad_epochs >= patience and epoch < hp.epochs
-            state.epoch = epoch
-            state.elapsed_s = time.monotonic() - started
-            hooks.call("on_evaluate", metrics)
-            if config.checkpoint_path is not None:
-                save_checkpoint(
-                    config.checkpoint_path,
-                    fingerprint=fingerprint,
-                    model=model,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    scaler=scaler,
-                    state=state,
-                )
-                hooks.call("on_checkpoint", config.checkpoint_path, epoch)
+            train_loss = run.run_epoch(epoch)
+            run.evaluate(epoch, train_loss)
     except _Stopped:
         stopped = True
-
-    if state.best_weights is not None:
-        model.load_state_dict(state.best_weights)
-    model.eval()
-    best = state.best
-    result = TrainResult(
-        config=config,
-        model=built,
-        labels=list(dataset.labels),
-        thresholds=dict(best.thresholds) if best else dict.fromkeys(dataset.labels, 0.5),
-        fallback_labels=list(best.fallback_labels) if best else list(dataset.labels),
-        best_metrics=best,
-        history=list(state.history),
-        stopped=stopped,
-        early_stopped=state.early_stopped,
-        epochs_completed=state.epoch,
-        device=str(device),
-        precision=precision,
-    )
-    hooks.call("on_train_end", result)
-    return result
+    return run.finish(stopped)
