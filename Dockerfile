@@ -18,6 +18,7 @@ RUN pip install torch==2.14.1 torchvision==0.29.1
 WORKDIR /src
 COPY pyproject.toml README.md alembic.ini ./
 COPY apl ./apl
+COPY core ./core
 COPY api ./api
 COPY worker ./worker
 COPY migrations ./migrations

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 
 LossName = Literal["bce", "focal", "asl", "apl"]
 
-#: Preset parameters per loss name (spec/loss-functions.md, "Presets").
+#: Preset parameters per loss name (docs/losses.md, "Presets").
 LOSS_PRESETS: dict[str, dict[str, float]] = {
     "bce": {"alpha1": 1.0, "alpha2": 0.5, "beta": 1.0, "gamma_pos": 0.0, "gamma_neg": 0.0, "clip": 0.0},
     "focal": {"alpha1": 1.0, "alpha2": 0.5, "beta": 1.0, "gamma_pos": 2.0, "gamma_neg": 2.0, "clip": 0.0},

@@ -4,7 +4,7 @@ One function computes both, so that under ``torch.compile`` the whole loss (and 
 reduction) becomes a single loop over the input; the same function runs eagerly as
 the fallback, which keeps the compiled and the eager paths one definition.
 
-Numerics (see spec/loss-functions.md): ``p`` and ``q = 1 - p`` come from one
+Numerics (see docs/losses.md): ``p`` and ``q = 1 - p`` come from one
 ``exp(-|x|)``, ``-log p`` and ``-log q`` are softplus forms, never a clamped log.
 ``-log p - q`` (the part of the positive series from the square on) is summed as a
 short power series where ``q`` is small, because the direct difference cancels there
@@ -342,7 +342,7 @@ def _hard(
 def _general(
     x: Tensor, y: Tensor, e: Tensor, inv: Tensor, p: Tensor, q: Tensor, params: Params, config: KernelConfig
 ) -> tuple[Tensor, Tensor | None]:
-    """Any targets in [0, 1], mixed as the official codes do (spec/loss-functions.md)."""
+    """Any targets in [0, 1], mixed as the official codes do (docs/losses.md)."""
     beta, gamma_pos, gamma_neg, clip = params[2], params[3], params[4], params[5]
     b = beta - 1.0
     ny = 1.0 - y

@@ -1,4 +1,4 @@
-"""The asymmetric polynomial loss family as one function (spec/loss-functions.md).
+"""The asymmetric polynomial loss family as one function (docs/losses.md).
 
 BCE, focal, ASL and APL are all this function with different parameters, so there
 is one implementation to get exact, stable and fast, instead of four.

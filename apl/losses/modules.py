@@ -1,4 +1,4 @@
-"""nn.Module front ends, one class per preset of spec/loss-functions.md.
+"""nn.Module front ends, one class per preset of docs/losses.md.
 
 The classes differ only in their default parameters (taken from `apl.spec.LOSS_PRESETS`,
 the one table of presets), so a job's ``loss`` object maps

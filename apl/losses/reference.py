@@ -26,7 +26,7 @@ def reference_loss(
     detach_focal_weight: bool = True,
     reduction: str = "sum",
 ) -> Tensor:
-    """spec/loss-functions.md written out with autograd ops (soft targets mixed as the official codes)."""
+    """docs/losses.md written out with autograd ops (soft targets mixed as the official codes)."""
     x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     y = targets.to(x.dtype)
     p = torch.sigmoid(x)

@@ -67,7 +67,7 @@ class TrainResult:
     config: TrainConfig
     model: BuiltModel
     labels: list[str]
-    #: Per-label decision thresholds of the best epoch (0.5 for every label if none was evaluated).
+    #: Per-label decision thresholds of the best epoch (the fallback for every label if none was evaluated).
     thresholds: dict[str, float]
     fallback_labels: list[str]
     best_metrics: EpochMetrics | None

@@ -37,6 +37,7 @@ from apl.data import (
     load_stored_dataset,
     split_indices,
 )
+from apl.decisions import FALLBACK_THRESHOLD
 from apl.errors import DatasetError, ModelUnavailableError, TrainingDivergedError
 from apl.metrics import EpochMetrics, score_validation
 from apl.models import BuiltModel, build_model
@@ -415,13 +416,13 @@ class _Run:
         self.model.eval()
 
     def _result(self, stopped: bool) -> TrainResult:
-        """The TrainResult; without an evaluated epoch every label gets threshold 0.5 and is a fallback."""
+        """The TrainResult; without an evaluated epoch every label gets the fallback threshold."""
         best, labels = self.state.best, self.labels
         return TrainResult(
             config=self.config,
             model=self.built,
             labels=list(labels),
-            thresholds=dict(best.thresholds) if best else dict.fromkeys(labels, 0.5),
+            thresholds=dict(best.thresholds) if best else dict.fromkeys(labels, FALLBACK_THRESHOLD),
             fallback_labels=list(best.fallback_labels) if best else list(labels),
             best_metrics=best,
             history=list(self.state.history),

@@ -96,7 +96,7 @@ class Owner(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Signs this owner's webhook calls (HMAC-SHA256). Kept in clear because signing needs
-    # it; created on first use (api/webhooks/secrets.py), replaced by a rotation.
+    # it; created on first use (core/webhooks/owner_secrets.py), replaced by a rotation.
     webhook_secret: Mapped[str | None] = mapped_column(String(64))
 
 

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-01-01
 
-Written by hand from the models in api/db/models.py; `alembic check` in the tests
+Written by hand from the models in core/db/models.py (then at api/db/models.py); `alembic check` in the tests
 proves the two agree on SQLite and PostgreSQL. jobs.model_id and models.job_id
 refer to each other, so the jobs -> models foreign key is added once both tables
 exist (in SQLite batch mode that copies the still empty jobs table).

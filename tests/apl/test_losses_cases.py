@@ -1,4 +1,4 @@
-"""Every worked case of spec/loss_cases_public.json, in float64 and float32."""
+"""Every worked case of the loss spec (spec/loss_cases_public.json in ../shared, else the committed copy)."""
 
 from __future__ import annotations
 

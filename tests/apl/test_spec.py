@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from apl.spec import LOSS_PARAMETERS, LOSS_PRESETS, JobSpec, LossSpec
 
-PRESET_TABLE = {  # spec/loss-functions.md, "Presets"
+PRESET_TABLE = {  # docs/losses.md, "Presets"
     "bce": (1.0, 0.5, 1.0, 0.0, 0.0, 0.0),
     "focal": (1.0, 0.5, 1.0, 2.0, 2.0, 0.0),
     "asl": (1.0, 0.5, 1.0, 1.0, 4.0, 0.05),

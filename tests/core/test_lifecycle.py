@@ -1,4 +1,4 @@
-"""The job row's transitions (worker/lifecycle.py) on SQLite and PostgreSQL.
+"""The job row's transitions (core/jobs/lifecycle.py) on SQLite and PostgreSQL.
 
 These conditional UPDATEs are the whole concurrency story of the worker: the claim
 makes a redelivered message a no-op, the attempt number fences a worker that lost
