@@ -103,14 +103,11 @@ def prepare(data_dir: Path, base_model: str, train_samples: int) -> tuple[str, s
     """Train, publish and register a model; returns (api key, model id, texts to send)."""
 
     from api.auth import create_api_key
-    from apl.artifacts import publish_result
     from apl.spec import Hyperparameters
     from apl.training import TrainConfig, train
     from core.db.migrate import upgrade_to_head
-    from core.db.models import Job, new_id, utcnow
     from core.db.session import dispose_engines, session_scope
-    from core.jobs.status import JobStatus
-    from core.registry import insert_model, model_record
+    from core.registry import insert_finished_job, publish_model
     from core.settings import Settings
 
     settings = Settings(data_dir=data_dir)
@@ -121,34 +118,14 @@ def prepare(data_dir: Path, base_model: str, train_samples: int) -> tuple[str, s
     result = train(
         TrainConfig(data_dir / "bench-dataset", base_model, hyperparameters=hyper, device="cpu"), []
     )
-    model_id = new_id()
-    info = publish_result(result, settings.files.artifact(model_id))
-    record = model_record(
-        result,
-        info,
-        model_id=model_id,
-        artifact_path=settings.files.artifact_relative(model_id),
-        base_model=base_model,
-    )
+    record = publish_model(result, settings.files, base_model=base_model)
     print(
         f"trained {base_model} on {train_samples} samples in {time.perf_counter() - started:.1f}s", flush=True
     )
     with session_scope(settings) as session:
         owner, key = create_api_key(session, "bench")
-        now = utcnow()
-        job = Job(
-            owner_id=owner.id,
-            status=JobStatus.SUCCEEDED,
-            spec={"base_model": base_model},
-            progress={},
-            best_metrics=record.best_metrics(),
-            attempts=1,
-            started_at=now,
-            finished_at=now,
-        )
-        session.add(job)
-        session.flush()
-        insert_model(session, record, owner_id=owner.id, job_id=job.id)
+        insert_finished_job(session, record, owner_id=owner.id, spec={"base_model": base_model})
+    model_id = record.id
     dispose_engines()
     return key, model_id, texts
 

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from core.db.models import Job, Model
+from core.db.models import Job, Model, new_id, utcnow
+from core.files import DataFiles
+from core.jobs.status import JobStatus
 
 if TYPE_CHECKING:
     from apl.artifacts import ArtifactInfo
@@ -72,6 +74,27 @@ def model_record(
     )
 
 
+def publish_model(
+    result: TrainResult, files: DataFiles, *, base_model: str, modality: str | None = None
+) -> ModelRecord:
+    """Write the result's artifact archive into the data dir (temp file, fsync, rename) and describe it.
+
+    Imports the training stack (torch) when called: only processes that trained a model do.
+    """
+    from apl.artifacts import publish_result
+
+    model_id = new_id()
+    info = publish_result(result, files.artifact(model_id))
+    return model_record(
+        result,
+        info,
+        model_id=model_id,
+        artifact_path=files.artifact_relative(model_id),
+        base_model=base_model,
+        modality=modality,
+    )
+
+
 def insert_model(session: Session, record: ModelRecord, *, owner_id: str, job_id: str) -> Model:
     """Add the Model row and point its job at it (the caller's transaction commits both)."""
     row = Model(owner_id=owner_id, job_id=job_id, **asdict(record))
@@ -84,3 +107,23 @@ def insert_model(session: Session, record: ModelRecord, *, owner_id: str, job_id
         .execution_options(synchronize_session=False)
     )
     return row
+
+
+def insert_finished_job(session: Session, record: ModelRecord, *, owner_id: str, spec: dict[str, Any]) -> Job:
+    """A succeeded job with its Model row, for a model trained outside a worker (benchmarks, tests)."""
+    now = utcnow()
+    job = Job(
+        owner_id=owner_id,
+        dataset_id=None,
+        status=JobStatus.SUCCEEDED,
+        spec=spec,
+        progress={"epoch": 1, "epochs": 1, "step": 1, "steps": 1},
+        best_metrics=record.best_metrics(),
+        attempts=1,
+        started_at=now,
+        finished_at=now,
+    )
+    session.add(job)
+    session.flush()
+    insert_model(session, record, owner_id=owner_id, job_id=job.id)
+    return job

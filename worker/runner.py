@@ -28,10 +28,9 @@ from apl.errors import AplError, CheckpointError
 from apl.formats import SAMPLES_FILE
 from apl.spec import JobSpec
 from core.broker import enqueue_job
-from core.db.models import new_id
 from core.jobs import lifecycle
 from core.jobs.status import JobStatus
-from core.registry import model_record
+from core.registry import publish_model
 from core.settings import Settings
 from core.webhooks.notify import notify_job_finished_by_id
 from worker.callbacks import JobCallback
@@ -155,25 +154,15 @@ def _train(job: lifecycle.ClaimedJob, spec: JobSpec, settings: Settings, callbac
 
 def _publish(job: lifecycle.ClaimedJob, spec: JobSpec, result: Any, settings: Settings) -> str:
     """Write the artifact (temp file, fsync, rename), then the Model row with its sha256."""
-    from apl.artifacts import publish_result
-
-    model_id = new_id()
-    info = publish_result(result, settings.files.artifact(model_id))
-    record = model_record(
-        result,
-        info,
-        model_id=model_id,
-        artifact_path=settings.files.artifact_relative(model_id),
-        base_model=spec.base_model,
-        modality=job.dataset_modality,
-    )
+    record = publish_model(result, settings.files, base_model=spec.base_model, modality=job.dataset_modality)
+    archive = settings.files.artifact(record.id)
     try:
         outcome = lifecycle.finish_succeeded(job.id, job.attempt, record, settings)
     except BaseException:
-        info.path.unlink(missing_ok=True)
+        archive.unlink(missing_ok=True)
         raise
     if outcome != "succeeded":
-        info.path.unlink(missing_ok=True)  # cancelled or taken back meanwhile: keep no orphan file
+        archive.unlink(missing_ok=True)  # cancelled or taken back meanwhile: keep no orphan file
     return outcome
 
 

@@ -23,10 +23,9 @@ from typing import Any
 from PIL import Image
 from sqlalchemy import select
 
-from core.db.models import Job, Owner, new_id, utcnow
+from core.db.models import Owner, new_id
 from core.db.session import session_scope
-from core.jobs.status import JobStatus
-from core.registry import ModelRecord, insert_model, model_record
+from core.registry import ModelRecord, insert_finished_job, model_record
 from core.settings import Settings
 from tests.apl.synthetic import write_image_dataset, write_text_dataset, write_tiny_bert
 
@@ -118,27 +117,14 @@ def register(settings: Settings, trained: Trained, owner: str, model_id: str | N
     except OSError:
         shutil.copyfile(trained.archive, target)
     record = replace(trained.record, id=model_id, artifact_path=settings.files.artifact_relative(model_id))
-    now = utcnow()
     with session_scope(settings) as session:
         owner_row = session.scalar(select(Owner).where(Owner.name == owner))
         if owner_row is None:
             owner_row = Owner(name=owner)
             session.add(owner_row)
             session.flush()
-        job = Job(
-            owner_id=owner_row.id,
-            dataset_id=None,
-            status=JobStatus.SUCCEEDED,
-            spec={"dataset_id": new_id(), "base_model": record.base_model},
-            progress={"epoch": 1, "epochs": 1, "step": 1, "steps": 1},
-            best_metrics=record.best_metrics(),
-            attempts=1,
-            started_at=now,
-            finished_at=now,
-        )
-        session.add(job)
-        session.flush()
-        insert_model(session, record, owner_id=owner_row.id, job_id=job.id)
+        spec = {"dataset_id": new_id(), "base_model": record.base_model}
+        insert_finished_job(session, record, owner_id=owner_row.id, spec=spec)
     return model_id
 
 
