@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from sqlalchemy import select
 
-from core.db.models import Owner, new_id
+from api.auth import get_or_create_owner
+from core.db.models import new_id
 from core.db.session import session_scope
 from core.registry import ModelRecord, insert_finished_job, model_record
 from core.settings import Settings
@@ -118,11 +118,7 @@ def register(settings: Settings, trained: Trained, owner: str, model_id: str | N
         shutil.copyfile(trained.archive, target)
     record = replace(trained.record, id=model_id, artifact_path=settings.files.artifact_relative(model_id))
     with session_scope(settings) as session:
-        owner_row = session.scalar(select(Owner).where(Owner.name == owner))
-        if owner_row is None:
-            owner_row = Owner(name=owner)
-            session.add(owner_row)
-            session.flush()
+        owner_row = get_or_create_owner(session, owner)
         spec = {"dataset_id": new_id(), "base_model": record.base_model}
         insert_finished_job(session, record, owner_id=owner_row.id, spec=spec)
     return model_id

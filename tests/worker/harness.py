@@ -24,10 +24,11 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
-from sqlalchemy import select, text
+from sqlalchemy import text
 
+from api.auth import get_or_create_owner
 from core.broker import close_celery_apps
-from core.db.models import Base, Dataset, Job, Owner
+from core.db.models import Base, Dataset, Job
 from core.db.session import dispose_engines, session_scope
 from core.settings import Settings
 from tests.services import unique_name
@@ -202,12 +203,7 @@ def release_backend(settings: Settings) -> None:
 
 def make_owner(settings: Settings, name: str = "tester") -> str:
     with session_scope(settings) as session:
-        owner = session.scalar(select(Owner).where(Owner.name == name))
-        if owner is None:
-            owner = Owner(name=name)
-            session.add(owner)
-            session.flush()
-        return owner.id
+        return get_or_create_owner(session, name).id
 
 
 def make_dataset(settings: Settings, owner_id: str, write: Callable[[Path], Path], modality: str) -> str:
