@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -52,6 +53,15 @@ def _git_commit(root: Path) -> str:
         return "unknown (no git here)"
 
 
+def source_digest(root: Path) -> str:
+    """sha256 of apl/ and benchmarks/ sources: ties results to code where the tree has no .git."""
+    digest = hashlib.sha256()
+    for folder in ("apl", "benchmarks"):
+        for path in sorted((root / folder).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _gpu(device: torch.device) -> dict[str, Any]:
     if device.type != "cuda":
         return {"name": "none", "driver": driver_version()}
@@ -85,4 +95,5 @@ def describe(device: torch.device, root: Path) -> dict[str, Any]:
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "commit": _git_commit(root),
+        "source_digest": source_digest(root),
     }

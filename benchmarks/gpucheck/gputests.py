@@ -22,6 +22,8 @@ from gpucheck.plan import Deadline, Plan
 
 MARKER = "pytest.mark.gpu"
 OUTPUT_TAIL = 4000
+#: Below this much time left the tests are not started (pytest's start alone takes seconds).
+MIN_TIMEOUT_S = 20.0
 
 
 def gpu_test_files(root: Path) -> list[Path]:
@@ -81,7 +83,9 @@ def run(plan: Plan, deadline: Deadline, root: Path, cuda: bool) -> dict[str, Any
     if importlib.util.find_spec("pytest") is None:
         return {"result": "not run", "reason": "pytest is not installed here", "checks_passed": not cuda}
     files = gpu_test_files(root)
-    timeout = min(plan.gpu_tests_timeout_s, max(deadline.left(), 30.0))
+    timeout = min(plan.gpu_tests_timeout_s, deadline.left())
+    if timeout < MIN_TIMEOUT_S:
+        return {"result": "not run", "reason": "time budget spent", "checks_passed": False}
     with tempfile.TemporaryDirectory(prefix="gpu-tests-") as tmp:
         junit = Path(tmp) / "junit.xml"
         env = {

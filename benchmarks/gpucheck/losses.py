@@ -117,6 +117,21 @@ def _path(numel: int) -> str:
     return "compiled" if numel >= COMPILE_MIN_NUMEL and compile_enabled() else "eager"
 
 
+def compile_stats() -> dict[str, Any]:
+    """How many fused-kernel configurations were compiled, and what dynamo counted (graphs, breaks)."""
+    from apl.losses import _fused, compile_enabled
+
+    stats: dict[str, Any] = {"kernel_configs": len(_fused._compiled), "compile_enabled": compile_enabled()}
+    try:
+        from torch._dynamo.utils import counters
+
+        stats["unique_graphs"] = int(counters["stats"]["unique_graphs"])
+        stats["graph_breaks"] = int(sum(counters["graph_break"].values()))
+    except Exception as exc:  # a private counter that may move between torch versions
+        stats["counters"] = f"unavailable ({type(exc).__name__})"
+    return stats
+
+
 def first_calls(
     fns: dict[str, LossFn], sets: list[tuple[Tensor, Tensor]], device: torch.device
 ) -> tuple[dict[str, float], dict[str, tuple[float, Tensor]], list[str]]:
@@ -232,6 +247,7 @@ def run(plan: Plan, deadline: Deadline) -> dict[str, Any]:
         "rows": rows,
         "profiles": prof,
         "goals": goals(plan, rows),
+        "compile": compile_stats(),
         "checks_passed": passed and not skipped,
         "skipped": skipped,
     }

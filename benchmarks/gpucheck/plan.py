@@ -94,7 +94,7 @@ def quick_plan(device: str) -> Plan:
         serve_single=4,
         serve_batches=2,
         serve_batch_size=32,
-        gpu_tests=False,
+        gpu_tests=True,  # without CUDA they skip, in a few seconds; the subprocess path stays tested
         gpu_tests_timeout_s=120.0,
     )
 

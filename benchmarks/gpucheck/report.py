@@ -48,6 +48,10 @@ def loss_rows(section: dict[str, Any]) -> list[tuple[str, ...]]:
         first = section["rows"][0]
         calls = ", ".join(f"{k} {v / 1000:.2f} s" for k, v in first["first_call_ms"].items())
         notes = "; ".join(first["warnings"]) or "no warnings"
+        stats = section["compile"]
+        notes += (
+            f"; {stats['kernel_configs']} compiled kernel configs, {stats.get('unique_graphs', '?')} graphs"
+        )
         out.append(
             (
                 "loss",
@@ -146,7 +150,7 @@ def table(report: dict[str, Any]) -> str:
         f"gpu_check {report['mode']} on {report['device']}: {env['date']}, GPU {gpu['name']}, "
         f"driver {gpu['driver']}, torch {env['torch']} (CUDA {gpu.get('cuda_runtime', '-')}), "
         f"python {env['python']}, timm {env['timm']}, transformers {env['transformers']}, "
-        f"commit {env['commit']}",
+        f"commit {env['commit']}, sources {env['source_digest']}",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),

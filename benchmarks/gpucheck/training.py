@@ -17,6 +17,7 @@ bf16/fp32 ratio says little about the GPU.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import math
 import time
@@ -255,12 +256,18 @@ def loader_rate(plan: Plan, built: Any, dataset: Path, batch: int) -> float:
 
 
 def _halving(measure: Callable[[int], dict[str, Any]], batch: int) -> dict[str, Any]:
-    """Run `measure(batch)`; on CUDA out-of-memory retry once at half the batch (the row says which)."""
+    """Run `measure(batch)`; on CUDA out-of-memory retry once at half the batch (the row says which).
+
+    The retry happens after the except block: until the exception is dropped, its traceback
+    keeps the failed run's model and activations alive.
+    """
     try:
         return measure(batch)
     except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        return {**measure(batch // 2), "note": f"out of memory at batch {batch}"}
+        pass
+    gc.collect()
+    torch.cuda.empty_cache()
+    return {**measure(batch // 2), "note": f"out of memory at batch {batch}"}
 
 
 def text_shape(plan: Plan) -> dict[str, int]:
@@ -365,7 +372,7 @@ def run(plan: Plan, deadline: Deadline, root: Path) -> tuple[dict[str, Any], dic
     results: dict[str, Any] = {}
     skipped: list[str] = []
     for name, modality, _ in MODELS:
-        if not deadline.allows(45.0):
+        if not deadline.allows(90.0):  # one model's figures and short run take about a minute on an H200
             skipped.append(f"{name}: time budget spent")
             continue
         rows.append(measure_model(plan, name, modality, workspace))
