@@ -62,15 +62,26 @@ def reference(name: str, logits: Tensor, targets: Tensor) -> tuple[float, Tensor
 
 
 def loss_functions() -> dict[str, LossFn]:
-    from timm.loss import AsymmetricLossMultiLabel
-
     from apl.losses import build_loss
     from apl.spec import LossSpec
 
     fns: dict[str, LossFn] = {name: build_loss(LossSpec(name=name), reduction="sum") for name in PRESETS}
     fns["F.bce"] = lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction="sum")
-    fns["timm"] = AsymmetricLossMultiLabel(gamma_neg=4, gamma_pos=1, clip=0.05, reduction="sum")
+    fns["timm"] = timm_asl()
     return fns
+
+
+def timm_asl() -> LossFn:
+    """timm's ASL with the asl preset's parameters, summed (older timm has no `reduction`: it sums)."""
+    import inspect
+
+    from timm.loss import AsymmetricLossMultiLabel
+
+    options: dict[str, Any] = {"gamma_neg": 4, "gamma_pos": 1, "clip": 0.05}
+    if "reduction" in inspect.signature(AsymmetricLossMultiLabel).parameters:
+        options["reduction"] = "sum"
+    loss: LossFn = AsymmetricLossMultiLabel(**options)
+    return loss
 
 
 def fwd_bwd(fn: LossFn, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -85,7 +85,7 @@ def kernel_profile(fn: Callable[[], Any], device: torch.device, top: int = 8) ->
         synchronize(device)
     if device.type == "cuda":
         picked = [e for e in prof.events() if str(e.device_type).endswith("CUDA")]
-        times = [float(getattr(e, "device_time_total", 0.0)) for e in picked]
+        times = [float(e.time_range.elapsed_us()) for e in picked]
     else:
         picked = [e for e in prof.events() if e.cpu_parent is None]
         times = [float(e.cpu_time_total) for e in picked]
