@@ -68,7 +68,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def kernel_profile(fn: Callable[[], Any], device: torch.device, top: int = 8) -> dict[str, Any]:
-    """What one call launches: device kernels on CUDA (count, total and per-kernel microseconds).
+    """What one call launches: device kernels on CUDA (count, total, the longest, all in order).
 
     On a CPU there are no kernels; the top-level operators stand in for them, so the entry
     has the same fields everywhere.
@@ -95,4 +95,6 @@ def kernel_profile(fn: Callable[[], Any], device: torch.device, top: int = 8) ->
         "count": len(picked),
         "total_us": float(sum(times)),
         "top": [{"name": name[:90], "us": us} for us, name in ranked],
+        # Every kernel in launch order (the first 64): where the time of a missed goal goes.
+        "sequence": [{"name": e.name[:90], "us": us} for e, us in zip(picked[:64], times, strict=False)],
     }
