@@ -129,4 +129,6 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "http": PROTOCOL if importlib.util.find_spec("httptools") else "h11",
         "h11_max_incomplete_event_size": settings.max_header_bytes,
         "timeout_keep_alive": 5,
+        # uvicorn's own log level follows APLSERVE_LOG_LEVEL: `warning` also silences the access log.
+        "log_level": settings.log_level.lower(),
     }

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.deps import OwnerDep, SessionDep, SettingsDep, in_session
 from api.routing import APIRouter
 from api.schemas import Job, JobList, MetricSeries, problem_responses
 from api.services import events
@@ -54,21 +55,28 @@ def create_job(
 
 
 @router.get("", response_model=JobList, responses=problem_responses(400))
-def list_jobs(
+async def list_jobs(
     principal: OwnerDep,
-    session: SessionDep,
+    settings: SettingsDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobList:
     """The caller's jobs, newest first."""
-    page = service.list_owned(session, principal.owner_id, status=status, limit=limit, cursor=cursor)
-    return JobList(items=service.to_schemas(session, page.items), next_cursor=page.next_cursor)
+
+    def read(session: Session) -> JobList:
+        page = service.list_owned(session, principal.owner_id, status=status, limit=limit, cursor=cursor)
+        return JobList(items=service.to_schemas(session, page.items), next_cursor=page.next_cursor)
+
+    return await in_session(settings, read)
 
 
 @router.get("/{job_id}", response_model=Job, responses=problem_responses(404))
-def get_job(job_id: str, principal: OwnerDep, session: SessionDep) -> Job:
-    return service.to_schema(session, service.get_owned(session, principal.owner_id, job_id))
+async def get_job(job_id: str, principal: OwnerDep, settings: SettingsDep) -> Job:
+    return await in_session(
+        settings,
+        lambda session: service.to_schema(session, service.get_owned(session, principal.owner_id, job_id)),
+    )
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=Job, responses=problem_responses(404, 409))
@@ -82,11 +90,15 @@ def cancel_job(job_id: str, principal: OwnerDep, session: SessionDep, settings: 
 
 
 @router.get("/{job_id}/metrics", response_model=MetricSeries, responses=problem_responses(404))
-def job_metrics(job_id: str, principal: OwnerDep, session: SessionDep) -> MetricSeries:
+async def job_metrics(job_id: str, principal: OwnerDep, settings: SettingsDep) -> MetricSeries:
     """Every evaluation of the job so far, ordered by epoch."""
-    job = service.get_owned(session, principal.owner_id, job_id)
-    points = service.metric_points(session, job.id)
-    return MetricSeries(job_id=job.id, series=[service.point_to_schema(point) for point in points])
+
+    def read(session: Session) -> MetricSeries:
+        job = service.get_owned(session, principal.owner_id, job_id)
+        points = service.metric_points(session, job.id)
+        return MetricSeries(job_id=job.id, series=[service.point_to_schema(point) for point in points])
+
+    return await in_session(settings, read)
 
 
 @router.get(
