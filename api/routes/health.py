@@ -62,6 +62,9 @@ async def _probe(name: str, check: Callable[[Settings], None], settings: Setting
         log.warning("readiness: %s did not answer in time", name)
         return "timeout"
     except Exception as exc:
+        if "timeout" in type(exc).__name__.lower():  # the client library's own deadline (socket timeout)
+            log.warning("readiness: %s did not answer in time: %s", name, exc)
+            return "timeout"
         log.warning("readiness: %s is unavailable: %s", name, exc)
         return "unavailable"
     return "ok"

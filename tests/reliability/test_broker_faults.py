@@ -1,0 +1,179 @@
+"""A broker that hangs (SIGSTOP) or loses its data (FLUSHALL): no job is lost, nothing stalls.
+
+Each test starts its own redis-server on a free port and does to it what a real outage
+does; the shared Redis is never touched. The API runs as a real server process, the
+reconciler (which in production runs in every worker's sweep) is called directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.db.migrate import upgrade_to_head
+from core.db.session import dispose_engines
+from core.jobs import dispatch
+from core.settings import Settings
+from tests.api.conftest import assert_problem, csv_bytes
+from tests.reliability.faults import PrivateRedis, private_redis
+from tests.reliability.servers import HealthProbe, Server, outside_settings
+from tests.services import unique_name
+from tests.worker.harness import job_row
+
+SEND_TIMEOUT = 1.0
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PrivateRedis]:
+    with private_redis(tmp_path / "redis") as server:
+        yield server
+
+
+def broker_settings(tmp_path: Path, broker: PrivateRedis, **fields: object) -> Settings:
+    settings = outside_settings(
+        tmp_path,
+        broker_url=broker.url,
+        queue_name=unique_name("aplserve_rel_q"),
+        broker_send_timeout_seconds=SEND_TIMEOUT,
+        **fields,
+    )
+    upgrade_to_head(settings)
+    return settings
+
+
+def queued_ids(broker: PrivateRedis, queue: str) -> list[str]:
+    """The job ids of the messages waiting in the queue, in the order a worker receives them."""
+    with broker.client() as client:
+        raw = client.lrange(queue, 0, -1)
+    ids = []
+    for item in reversed(raw):  # kombu LPUSHes and its consumers BRPOP: the tail is next
+        message = json.loads(item)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        ids.append(args[0])
+    return ids
+
+
+def _in_order(expected: list[str], actual: list[str]) -> bool:
+    """`expected` appears in `actual` in this order (other items may come between)."""
+    remaining = iter(actual)
+    return all(item in remaining for item in expected)
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        "APLSERVE_BROKER_SEND_TIMEOUT_SECONDS": str(settings.broker_send_timeout_seconds),
+        "APLSERVE_JOB_RESEND_AFTER_SECONDS": str(settings.job_resend_after_seconds),
+        "APLSERVE_READINESS_TIMEOUT_SECONDS": "1",
+    }
+
+
+def _dataset(client: httpx.Client) -> str:
+    response = client.post("/v1/datasets", files={"file": ("d.csv", csv_bytes(), "text/csv")})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _post_all(
+    url: str, headers: dict[str, str], bodies: list[tuple[str, dict[str, Any]]]
+) -> list[tuple[float, Any]]:
+    """POST each (idempotency key, body) at once from its own thread; (seconds, response) each."""
+    answers: list[tuple[float, Any]] = [(0.0, None)] * len(bodies)
+
+    def post(index: int, key: str, body: dict[str, Any]) -> None:
+        started = time.monotonic()
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            response = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+        answers[index] = (time.monotonic() - started, response)
+
+    threads = [threading.Thread(target=post, args=(i, k, b)) for i, (k, b) in enumerate(bodies)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return answers
+
+
+def test_a_hung_broker_answers_503_fast_keeps_the_jobs_and_the_reconciler_sends_them(
+    tmp_path: Path, broker: PrivateRedis
+) -> None:
+    settings = broker_settings(tmp_path, broker)
+    server = Server(settings, tmp_path / "logs", env=_env(settings))
+    try:
+        headers = server.key()
+        with server.client(headers) as client:
+            spec = {"dataset_id": _dataset(client), "base_model": "minilm-l6"}
+            first = client.post("/v1/jobs", json=spec)
+            assert first.status_code == 202, first.text
+        assert queued_ids(broker, settings.queue_name) == [first.json()["id"]]
+
+        broker.sigstop()
+        with HealthProbe(server.url) as probe:
+            answers = _post_all(server.url, headers, [(f"key-{i}", spec) for i in range(8)])
+            with server.client() as client:
+                ready = client.get("/readyz")
+        for seconds, response in answers:
+            problem = assert_problem(response, 503, "broker_unavailable")
+            assert seconds < SEND_TIMEOUT + 2.0, f"a POST took {seconds:.1f} s with the broker hung"
+            assert response.headers["Location"] == f"/v1/jobs/{problem['job_id']}"
+        body = assert_problem(ready, 503, "not_ready")
+        assert body["broker"] == "timeout" and body["database"] == "ok"
+        assert probe.failures == 0 and len(probe.latencies) >= 5
+        assert statistics.median(probe.latencies) < 0.1 and max(probe.latencies) < 0.5, probe.latencies
+        saved = [response.json()["job_id"] for _, response in answers]
+        assert all(job_row(settings, job_id).status == "queued" for job_id in saved)
+        # The Idempotency-Key replay returns the saved job (still unsent: the broker is down).
+        with server.client(headers) as client:
+            replay = client.post("/v1/jobs", json=spec, headers={"Idempotency-Key": "key-3"})
+        assert replay.status_code == 202 and replay.json()["id"] == saved[3]
+
+        broker.sigcont()
+        result = dispatch.reconcile(settings)
+        by_age = sorted(saved, key=lambda job_id: job_row(settings, job_id).created_at)
+        assert result.sent == by_age and result.error is None  # oldest first
+        waiting = queued_ids(broker, settings.queue_name)
+        # Sends that timed out for the API may still land once the broker wakes up (the bytes
+        # were in its socket buffer): duplicates, which the worker's claim makes no-ops.
+        assert waiting[0] == first.json()["id"] and _in_order(by_age, waiting)
+        assert set(waiting) == {first.json()["id"], *saved}
+        assert dispatch.reconcile(settings).sent == []  # every job has its message now
+    finally:
+        server.close()
+        dispose_engines()
+
+
+def test_a_flushed_broker_gets_every_queued_job_again_in_queue_order(
+    tmp_path: Path, broker: PrivateRedis
+) -> None:
+    settings = broker_settings(tmp_path, broker, job_resend_after_seconds=0.5)
+    server = Server(settings, tmp_path / "logs", env=_env(settings))
+    try:
+        with server.client(server.key()) as client:
+            spec = {"dataset_id": _dataset(client), "base_model": "minilm-l6"}
+            ids = [client.post("/v1/jobs", json=spec).json()["id"] for _ in range(3)]
+            assert queued_ids(broker, settings.queue_name) == ids
+            broker.flushall()  # a Redis restarted without persistence looks the same
+            sent_at = [job_row(settings, job_id).sent_at for job_id in ids]
+            # Within job_resend_after_seconds of their send, messages are not presumed lost ...
+            assert dispatch.reconcile(settings, now=min(sent_at)).sent == []
+            # ... after it they are, and every queued job is sent again, oldest first.
+            later_on = max(sent_at) + timedelta(seconds=settings.job_resend_after_seconds + 0.1)
+            assert dispatch.reconcile(settings, now=later_on).sent == ids
+            assert queued_ids(broker, settings.queue_name) == ids
+            later = client.post("/v1/jobs", json=spec).json()
+            positions = [client.get(f"/v1/jobs/{job_id}").json()["queue_position"] for job_id in ids]
+        assert positions == [0, 1, 2] and later["queue_position"] == 3
+        assert queued_ids(broker, settings.queue_name) == [*ids, later["id"]]
+        assert dispatch.reconcile(settings).sent == []  # the broker holds one message per job again
+    finally:
+        server.close()
+        dispose_engines()
