@@ -29,6 +29,18 @@ def outside_settings(tmp_path: Path, **fields: object) -> Settings:
     return Settings(data_dir=data_dir, **(defaults | fields))  # type: ignore[arg-type]
 
 
+def explicit_env(settings: Settings) -> dict[str, str]:
+    """APLSERVE_* variables for every field the test set on `settings`, so a process gets them too."""
+    env = {}
+    for name in settings.model_fields_set:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        env[f"APLSERVE_{name.upper()}"] = text
+    return env
+
+
 class Server:
     """One `aplserve serve`; `tmpfs_bytes` puts its data dir on a private tmpfs of that size."""
 
@@ -62,7 +74,8 @@ class Server:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"serve-{self.port}.log"
-        self.process = ServiceProcess(command, service_env(settings, **(env or {})), log_path)
+        extra = explicit_env(settings) | (env or {})
+        self.process = ServiceProcess(command, service_env(settings, **extra), log_path)
         try:
             wait_for(self._healthy, START_TIMEOUT, f"{self.url}/healthz", interval=0.2)
             if worker:

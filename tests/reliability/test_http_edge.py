@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.servers import HealthProbe, Server, outside_settings
+from tests.worker.harness import wait_for
 
 HEAD_LIMIT = 64 * 1024
 SLOW_SECONDS = 1.0
@@ -158,3 +159,27 @@ def test_a_body_that_stalls_times_out(server: Server) -> None:
         answer = _read_answer(sock, 10)
     assert _status(answer) == 408 and b"request_timeout" in answer
     assert SLOW_SECONDS <= time.monotonic() - started < SLOW_SECONDS + 2
+
+
+@pytest.mark.reliability
+def test_eight_100_mb_headers_at_once_do_not_slow_other_clients(server: Server) -> None:
+    """The issue's attack: a 100 MB header stalled every client for 26 s; now each is cut at 64 KiB."""
+    results: list[tuple[float, int | None]] = []
+    with HealthProbe(server.url) as probe:
+        threads = [
+            threading.Thread(target=lambda: results.append(send_huge_header(server.port, 100 * 1024 * 1024)))
+            for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        wait_for(lambda: len(probe.latencies) >= 20, 10, "the probe's samples")
+    slowest = max(seconds for seconds, _ in results)
+    latencies = sorted(probe.latencies)
+    print(
+        f"\nEDGE 8 x 100 MB headers: each refused within {slowest:.3f} s; /healthz max "
+        f"{latencies[-1] * 1000:.0f} ms over {len(latencies)} probes"
+    )
+    assert len(results) == 8 and slowest < 1.0
+    assert probe.failures == 0 and latencies[-1] < 0.5

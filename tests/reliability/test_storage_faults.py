@@ -130,3 +130,64 @@ def test_a_server_killed_mid_upload_leaves_partials_that_the_next_start_removes(
         assert "removed 2 stale partial file(s)" in log
     finally:
         restarted.close()
+
+
+# --- the long runs (make reliability): a worker on a full disk, and a worker's own partials --------
+
+
+@pytest.mark.reliability
+def test_a_checkpoint_that_does_not_fit_fails_the_job_with_storage_full(
+    tmp_path: Path, tiny_bert: str
+) -> None:
+    """The dataset fits on the 1 MiB data dir; the first epoch checkpoint (several MB) does not."""
+    settings = outside_settings(tmp_path)
+    server = Server(settings, tmp_path / "logs", worker=True, tmpfs_bytes=1 * MIB)
+    try:
+        headers = server.key()
+        with server.client(headers) as client:
+            from tests.e2e.live import text_csv
+
+            dataset = client.post("/v1/datasets", files={"file": ("d.csv", text_csv(48), "text/csv")})
+            assert dataset.status_code == 201, dataset.text
+            hp = {"epochs": 2, "batch_size": 8, "learning_rate": 3e-3, "max_length": 16}
+            spec = {"dataset_id": dataset.json()["id"], "base_model": tiny_bert, "hyperparameters": hp}
+            job = client.post("/v1/jobs", json=spec).json()
+            done = wait_for(
+                lambda: (body := client.get(f"/v1/jobs/{job['id']}").json())["status"] == "failed" and body,
+                240,
+                "the job to fail",
+                interval=0.5,
+            )
+        assert done["error"]["code"] == "storage_full", done["error"]
+        checkpoints = seen_by(server.pid, settings.data_dir / "checkpoints")
+        assert [p for p in checkpoints.rglob("*") if p.is_file()] == []  # no temporary left behind
+        assert open_files_under(server.pid, settings.data_dir) == []
+    finally:
+        server.close()
+
+
+@pytest.mark.reliability
+def test_the_embedded_worker_removes_its_stale_partials_at_start(tmp_path: Path) -> None:
+    settings = outside_settings(tmp_path)
+    files = settings.files
+    (files.checkpoints / "job-1").mkdir(parents=True)
+    files.artifacts.mkdir(parents=True)
+    left = [
+        files.artifacts / ".m1.tar.0123abcd.tmp",  # an archive being packed when the worker died
+        files.artifacts / ".m1.tar.staging",  # its staging directory
+        files.checkpoints / "job-1" / ".last.ckpt.4567cdef.tmp",  # a checkpoint being written
+    ]
+    left[0].write_bytes(b"x" * 4096)
+    left[1].mkdir()
+    left[2].write_bytes(b"x" * 4096)
+    kept = files.checkpoints / "job-1" / "last.ckpt"  # a complete checkpoint: resumable, kept
+    kept.write_bytes(b"x")
+    hour_ago = time.time() - 3600
+    for path in [*left, kept]:
+        os.utime(path, (hour_ago, hour_ago))
+    server = Server(settings, tmp_path / "logs", worker=True)
+    try:
+        assert [path for path in left if path.exists()] == [] and kept.exists()
+        assert "removed 3 stale partial file(s) at start" in server.log()
+    finally:
+        server.close()
