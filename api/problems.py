@@ -79,6 +79,12 @@ def install_problem_handlers(app: FastAPI) -> None:
             AppError(503, "database_unavailable", "the database is unavailable; try again shortly")
         )
 
+    _install_resource_handlers(app)
+
+
+def _install_resource_handlers(app: FastAPI) -> None:
+    """Failures of what the service runs on: the pool, the disk, values the database cannot store."""
+
     @app.exception_handler(PoolTimeoutError)
     async def _pool_exhausted(_: Request, exc: PoolTimeoutError) -> JSONResponse:
         log.error("no database connection was free in time (pool exhausted)")

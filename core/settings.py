@@ -134,9 +134,10 @@ class Settings(BaseSettings):
     )
     # --- quotas and rate limits per owner (api/quotas.py) ---
     quota_active_jobs: int = Field(
-        default=20,
+        default=32,
         ge=0,
-        description="Most queued + running jobs per owner (429 quota_exceeded; 0: no limit).",
+        description="Most queued + running jobs per owner (429 quota_exceeded; 0: no limit); room for "
+        "two default sweeps (12 jobs each) and a few more.",
     )
     quota_dataset_bytes: int = Field(
         default=10 * 1024**3,

@@ -108,6 +108,22 @@ def _check_spec(
     return dataset
 
 
+def _earlier(
+    session: Session, owner_id: str, idempotency_key: str | None, spec_json: dict[str, Any]
+) -> Job | None:
+    """The job an Idempotency-Key already made for this owner (409 if for another spec), else None."""
+    if idempotency_key is None:
+        return None
+    if not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+        raise _unprocessable(
+            "invalid_idempotency_key",
+            ["header", "Idempotency-Key"],
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters",
+        )
+    existing = _by_idempotency_key(session, owner_id, idempotency_key)
+    return None if existing is None else _replay(existing, spec_json)
+
+
 def create(
     session: Session,
     owner_id: str,
@@ -127,16 +143,9 @@ def create(
     `send=False` and call `send_created` once for all of them.
     """
     spec_json = spec.model_dump(mode="json")
-    if idempotency_key is not None:
-        if not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
-            raise _unprocessable(
-                "invalid_idempotency_key",
-                ["header", "Idempotency-Key"],
-                f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters",
-            )
-        existing = _by_idempotency_key(session, owner_id, idempotency_key)
-        if existing is not None:
-            return _replayed(session, settings, _replay(existing, spec_json), send), False
+    existing = _earlier(session, owner_id, idempotency_key, spec_json)
+    if existing is not None:
+        return _replayed(session, settings, existing, send), False
     dataset = _check_spec(
         session, owner_id, spec, settings.allow_model_download, settings.webhook_allow_private_addresses
     )
