@@ -1,7 +1,7 @@
 """Load test of the job routes: many concurrent clients on a job's status, its metrics and the job list.
 
 Usage: .venv/bin/python benchmarks/api_load.py [--mode embedded|full|both] [--clients 32,128,256]
-       [--seconds 20] [--owners 8] [--jobs 20] [--points 10]
+       [--seconds 20] [--owners 8] [--jobs 20] [--points 10] [--api-processes 1]
        [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--redis-url redis://127.0.0.1:6379/0]
 
 What it does, all on this machine and loopback only, bounded in clients (at most 1024) and
@@ -229,12 +229,14 @@ def server_env(
 
 
 @contextlib.contextmanager
-def serve(env: dict[str, str], *, worker: bool, log_path: Path) -> Iterator[str]:
+def serve(env: dict[str, str], *, worker: bool, log_path: Path, processes: int = 1) -> Iterator[str]:
     """`aplserve serve` on a free loopback port in its own process group; always stopped on exit."""
     port = free_port()
     command = [sys.executable, "-m", "aplserve.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if not worker:
         command.append("--no-worker")
+    if processes > 1:
+        command += ["--workers", str(processes)]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -370,7 +372,11 @@ def measure(args: argparse.Namespace, mode: str, work: Path) -> list[Result]:
     results = []
     with contextlib.ExitStack() as stack:
         env = stack.enter_context(deployment(mode, work, args.postgres_url, args.redis_url))
-        base = stack.enter_context(serve(env, worker=mode == "embedded", log_path=work / f"{mode}.log"))
+        log_path = work / f"{mode}.log"
+        processes = args.api_processes if mode == "full" else 1
+        base = stack.enter_context(
+            serve(env, worker=mode == "embedded", log_path=log_path, processes=processes)
+        )
         targets = seed(env, args.owners, args.jobs, args.points)
         run_load(base, targets, 8, 2.0)  # warm-up: connections, caches, the pool
         for clients in args.clients:
@@ -408,6 +414,9 @@ def main() -> None:
         "--postgres-url", default=os.environ.get("APLSERVE_TEST_POSTGRES_URL", POSTGRES_ADMIN_URL)
     )
     parser.add_argument("--redis-url", default=REDIS_URL)
+    parser.add_argument(
+        "--api-processes", type=int, default=1, help="full mode: API processes (aplserve serve --workers N)"
+    )
     args = parser.parse_args()
     modes = ["embedded", "full"] if args.mode == "both" else [args.mode]
     work = Path(tempfile.mkdtemp(prefix="aplserve-load-"))
