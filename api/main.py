@@ -6,18 +6,45 @@ work happens lazily in the services that need it.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal
+from api.edge import EdgeMiddleware
 from api.observability import Metrics, install_metrics
 from api.problems import install_problem_handlers
+from api.quotas import RateLimits
 from api.routes import include_routers
-from api.state import LOOKUP_MAX_ENTRIES, LOOKUP_TTL_S, AppState
+from api.state import LOOKUP_MAX_ENTRIES, LOOKUP_TTL_S, AppState, app_state
 from api.ttl_cache import TTLCache
 from core.settings import Settings, get_settings
+from core.storage import remove_stale
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Size the thread pool (`api_threads`) and remove the partial files a killed server left."""
+    settings = app_state(app).settings
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+    removed = await run_in_threadpool(
+        remove_stale, settings.files.api_partials(), settings.stale_file_seconds
+    )
+    if removed:
+        log.warning(
+            "removed %d stale partial file(s), %d bytes",
+            len(removed),
+            sum(item.size_bytes for item in removed),
+        )
+    yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="aplserve",
         version="0.1.0",
         summary="Fine-tune multi-label classifiers with the Asymmetric Polynomial Loss family.",
+        lifespan=_lifespan,
     )
     metrics = Metrics(settings)
     app.state.aplserve = AppState(
@@ -33,9 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         principals=TTLCache[Principal](settings.auth_cache_seconds),
         serving_lookups=TTLCache[Any](LOOKUP_TTL_S, LOOKUP_MAX_ENTRIES),
         metrics=metrics,
+        rate_limits=RateLimits(settings),
     )
     install_problem_handlers(app)
     include_routers(app)
+    app.add_middleware(EdgeMiddleware, settings=settings)
     install_metrics(app, metrics)
     if settings.cors_origins:
         app.add_middleware(

@@ -19,6 +19,7 @@ from core.settings import Settings
 if TYPE_CHECKING:
     from api.auth import Principal
     from api.observability import Metrics
+    from api.quotas import RateLimits
     from api.serving.engine import ServingEngine
     from api.serving.state import ServingMetrics
 
@@ -35,6 +36,8 @@ class AppState:
     #: (owner id, model id) -> what predict needs of the Model row (rows never change).
     serving_lookups: TTLCache[Any]
     metrics: Metrics
+    #: Request rates per owner (writes, predict); api/quotas.py.
+    rate_limits: RateLimits
     #: Made by the models router's lifespan (or on first use); closed at shutdown.
     serving: ServingEngine | None = None
     serving_metrics: ServingMetrics | None = None

@@ -34,11 +34,13 @@ def serve(
     """
     import uvicorn
 
+    from api.http_server import server_options
     from core.settings import get_settings
     from worker.supervisor import EmbeddedWorker
 
+    settings = get_settings()
     logging.basicConfig(
-        level=get_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     migrate()
     embedded = EmbeddedWorker() if worker else None
@@ -49,7 +51,14 @@ def serve(
     if embedded is not None:
         embedded.start()
     try:
-        uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers)
+        uvicorn.run(
+            "api.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            **server_options(settings),
+        )
     except SystemExit as stop:
         if stop.code not in (0, None):
             raise

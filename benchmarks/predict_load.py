@@ -196,6 +196,7 @@ def server(data_dir: Path, mode: Mode) -> Iterator[str]:
         "APLSERVE_DATA_DIR": str(data_dir),
         "APLSERVE_SERVING_BATCHING": "true" if mode.batching else "false",
         "APLSERVE_LOG_LEVEL": "warning",
+        "APLSERVE_RATE_LIMIT_PREDICT": "",  # measure the server, not the per-owner rate limit
     }
     if mode.instances is not None:
         env["APLSERVE_SERVING_INSTANCES"] = str(mode.instances)

@@ -1,24 +1,66 @@
-"""The Celery application (client side and worker configuration) and `enqueue_job`.
+"""The Celery application (client side and worker configuration), sending, and queue depth.
 
 The API only ever sends a job id; the database holds the job. The worker imports
 `celery_app()` from here so both sides share one configuration: late acks, one
 prefetched task per process, JSON only, and one named queue.
+
+Every send has a deadline (`broker_send_timeout_seconds`): it runs in a small pool of
+sender threads and the caller stops waiting when the deadline passes, while the
+socket timeouts of the transport make the stuck thread give up soon after. A broker
+that just failed is not tried again for a moment (`_Breaker`), so a burst of
+requests during an outage fails fast instead of each waiting out the deadline.
+Callers never lose a job to a failed send: the row says it has no message
+(core.jobs.dispatch) and the reconciler sends it later.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from celery import Celery
 from kombu import Connection
+from kombu.exceptions import ChannelError
 
 from core.settings import Settings, get_settings
 
 RUN_JOB_TASK = "aplserve.run_job"
+#: Sends (and queue-depth reads) in flight at once per process; more wait for a free sender.
+SENDER_THREADS = 8
+#: After a failed send, further sends fail at once for this long (or the send timeout, if shorter).
+BREAKER_SECONDS = 2.0
 
 _lock = threading.Lock()
 _apps: dict[tuple[str, str], Celery] = {}
+_senders = concurrent.futures.ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="broker-send")
+T = TypeVar("T")
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not take the message in time, or refused the connection."""
+
+
+class _Breaker:
+    """Remembers a recent failure per broker URL so that the next sends fail fast."""
+
+    def __init__(self) -> None:
+        self._open_until: dict[str, float] = {}
+
+    def check(self, url: str) -> None:
+        if time.monotonic() < self._open_until.get(url, 0.0):
+            raise BrokerUnavailable("the broker failed moments ago")
+
+    def failed(self, url: str, seconds: float) -> None:
+        self._open_until[url] = time.monotonic() + seconds
+
+    def succeeded(self, url: str) -> None:
+        self._open_until.pop(url, None)
+
+
+_breaker = _Breaker()
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
@@ -32,7 +74,13 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     if url.startswith(("sqla+", "sqlalchemy+")):
         return {"connect_args": {"timeout": 30}} if "sqlite" in url else {}
     if url.startswith(("redis", "rediss")):
-        return {"visibility_timeout": settings.broker_visibility_timeout_seconds}
+        # Socket timeouts bound how long a sender thread stays stuck on a hung server.
+        timeout = settings.broker_send_timeout_seconds
+        return {
+            "visibility_timeout": settings.broker_visibility_timeout_seconds,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        }
     return {}
 
 
@@ -77,19 +125,76 @@ def celery_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-def enqueue_job(job_id: str, settings: Settings | None = None) -> None:
-    """Send the run-job task with only the job id. Raises when the broker cannot take it.
+def _within_deadline(settings: Settings, call: Callable[[], T]) -> T:
+    """Run `call` on a sender thread; BrokerUnavailable when it fails or outlives the send timeout."""
+    url = settings.resolved_broker_url
+    timeout = settings.broker_send_timeout_seconds
+    _breaker.check(url)
+    future = _senders.submit(call)
+    try:
+        result = future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        _breaker.failed(url, min(BREAKER_SECONDS, timeout))
+        raise BrokerUnavailable(f"the broker did not answer within {timeout:g} s") from None
+    except Exception as error:
+        _breaker.failed(url, min(BREAKER_SECONDS, timeout))
+        raise BrokerUnavailable(f"{type(error).__name__}: {error}") from error
+    _breaker.succeeded(url)
+    return result
 
-    Call it after the job row is committed, so the worker always finds the row.
+
+def _publish(job_ids: Sequence[str], settings: Settings) -> None:
+    app = celery_app(settings)
+    with app.producer_or_acquire() as producer:
+        for job_id in job_ids:
+            app.send_task(
+                RUN_JOB_TASK,
+                args=[job_id],
+                queue=settings.queue_name,
+                producer=producer,
+                retry=True,
+                retry_policy={
+                    "max_retries": 1,
+                    "interval_start": 0.0,
+                    "interval_step": 0.2,
+                    "interval_max": 0.2,
+                },
+            )
+
+
+def send_jobs(job_ids: Sequence[str], settings: Settings) -> None:
+    """Send the run-job task of each job (only its id), in order, within the send timeout.
+
+    Raises BrokerUnavailable when the broker cannot take them in time; some may have
+    been sent by then (a duplicate is harmless: the worker's claim is conditional).
+    Callers go through core.jobs.dispatch, which keeps the rows' outbox marks right.
     """
-    settings = settings or get_settings()
-    celery_app(settings).send_task(
-        RUN_JOB_TASK,
-        args=[job_id],
-        queue=settings.queue_name,
-        retry=True,
-        retry_policy={"max_retries": 2, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 0.5},
-    )
+    if job_ids:
+        _within_deadline(settings, lambda: _publish(list(job_ids), settings))
+
+
+def enqueue_job(job_id: str, settings: Settings | None = None) -> None:
+    """Send one job's message (tests and tools; services use core.jobs.dispatch)."""
+    send_jobs([job_id], settings or get_settings())
+
+
+def _count_waiting(settings: Settings) -> int:
+    with Connection(
+        settings.resolved_broker_url,
+        connect_timeout=settings.broker_send_timeout_seconds,
+        transport_options=transport_options(settings),
+    ) as connection:
+        channel = connection.default_channel
+        try:
+            _, count, _ = channel.queue_declare(queue=settings.queue_name, passive=True)
+        except ChannelError:  # no such queue: Redis drops an empty list, FLUSHALL drops everything
+            return 0
+        return int(count)
+
+
+def waiting_messages(settings: Settings) -> int:
+    """How many messages wait in the job queue (delivered, unacknowledged ones not counted)."""
+    return _within_deadline(settings, lambda: _count_waiting(settings))
 
 
 def check_broker(settings: Settings, timeout: float) -> None:

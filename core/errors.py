@@ -21,6 +21,7 @@ class AppError(Exception):
         title: str | None = None,
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -29,6 +30,8 @@ class AppError(Exception):
         self.title = title
         self.errors = errors
         self.headers = headers
+        #: Further members of the problem body (e.g. a quota's `limit`); never the standard ones.
+        self.extra = extra
 
     def problem(self) -> dict[str, Any]:
         from http import HTTPStatus
@@ -42,6 +45,8 @@ class AppError(Exception):
         }
         if self.errors is not None:
             body["errors"] = self.errors
+        for key, value in (self.extra or {}).items():
+            body.setdefault(key, value)
         return body
 
 

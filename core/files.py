@@ -5,6 +5,10 @@
     <data_dir>/artifacts/<model id>.tar model archives; the ONNX export beside them
     <data_dir>/checkpoints/<job id>/    the last epoch checkpoint of a running job
 
+Partial files (`api_partials`, `worker_partials`) are what an interrupted write leaves:
+the server and each worker remove their own at start once they are older than
+`stale_file_seconds` (core.storage.remove_stale).
+
 The API writes uploads and datasets and reads artifacts; the worker reads datasets
 and writes checkpoints and artifacts. Both ask this class, so the two never disagree.
 A Model row stores its archive's path relative to the data dir, so a deployment can
@@ -64,3 +68,29 @@ class DataFiles:
 
     def checkpoint(self, job_id: str) -> Path:
         return self.checkpoints / job_id / CHECKPOINT_FILE
+
+    # --- partial files a killed process leaves behind (removed at start, core.storage) ---
+
+    def api_partials(self) -> list[Path]:
+        """What the API writes and may leave half done: uploads being received, dataset staging
+        directories, temporary ONNX exports beside the archives."""
+        return [
+            *_glob(self.uploads, "*.part"),
+            *_glob(self.datasets, ".*.partial-*"),
+            *_glob(self.artifacts, f".*{ONNX_SUFFIX}.*.tmp"),
+        ]
+
+    def worker_partials(self) -> list[Path]:
+        """What a worker writes and may leave half done: artifact archives and their staging
+        directories, checkpoint temporaries (apl.atomic names them `.<name>.<hex>.tmp`)."""
+        artifacts = [
+            path
+            for pattern in (".*.tmp", ".*.tmpdir", ".*.old", ".*.staging")
+            for path in _glob(self.artifacts, pattern)
+            if ONNX_SUFFIX not in path.name
+        ]
+        return [*artifacts, *_glob(self.checkpoints, f"*/.{CHECKPOINT_FILE}.*.tmp")]
+
+
+def _glob(directory: Path, pattern: str) -> list[Path]:
+    return sorted(directory.glob(pattern)) if directory.is_dir() else []

@@ -75,6 +75,89 @@ class Settings(BaseSettings):
     allow_model_download: bool = Field(
         default=False, description="Let `hf:<hub id>` base models be fetched from the hub (needs network)."
     )
+    # --- reliability: sending, load, storage, the HTTP edge (docs/reliability.md) ---
+    broker_send_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait for the broker to take a job's message; past it POST /v1/jobs answers "
+        "503 broker_unavailable and the job, already committed, is sent by the reconciler.",
+    )
+    job_resend_after_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="When the broker holds fewer messages than there are queued jobs (it lost them: a "
+        "restart without persistence, FLUSHALL, a failover), queued jobs last sent this long ago are "
+        "sent again by the reconciler in every worker's sweep.",
+    )
+    api_threads: int = Field(
+        default=40,
+        ge=1,
+        description="Threads of the API process for blocking work (database calls, file work); "
+        "requests beyond it wait without holding a database connection.",
+    )
+    db_pool_size: int = Field(default=20, ge=1, description="Database connections kept open per process.")
+    db_max_overflow: int = Field(
+        default=30,
+        ge=0,
+        description="Extra connections opened under load; with db_pool_size at least api_threads + 10, "
+        "so no API thread ever waits for a connection.",
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Longest wait for a pooled database connection before a 503."
+    )
+    stale_file_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Partial files (unfinished uploads, dataset staging, temporary artifacts and "
+        "checkpoints) older than this are removed when the server or a worker starts.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request head (request line and all headers); a longer one is answered "
+        "431 and the connection closed.",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Longest time a client may take to send a request's headers."
+    )
+    max_json_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body outside dataset uploads and predict (job specs and other "
+        "JSON); a larger one is answered 413 before it is read.",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest pause while a request body arrives (and, for bodies under "
+        "max_json_body_bytes, the longest time for the whole body); past it the answer is 408.",
+    )
+    # --- quotas and rate limits per owner (api/quotas.py) ---
+    quota_active_jobs: int = Field(
+        default=32,
+        ge=0,
+        description="Most queued + running jobs per owner (429 quota_exceeded; 0: no limit); room for "
+        "two default sweeps (12 jobs each) and a few more.",
+    )
+    quota_dataset_bytes: int = Field(
+        default=10 * 1024**3,
+        ge=0,
+        description="Most bytes of datasets (as uploaded) per owner (429 quota_exceeded; 0: no limit).",
+    )
+    rate_limit_writes: str = Field(
+        default="120/minute",
+        description="Requests per owner that change something (POST, PUT, PATCH, DELETE other than "
+        "predict), in the `limits` notation; empty: no limit. Over it: 429 with Retry-After.",
+    )
+    rate_limit_predict: str = Field(
+        default="100/second",
+        description="Predict requests per owner, in the `limits` notation; empty: no limit.",
+    )
+    rate_limit_storage_url: str | None = Field(
+        default=None,
+        description="Where rate-limit counters live (a `limits` storage URL); default the broker's Redis "
+        "in full mode (shared by every API process), process memory in embedded mode.",
+    )
     # --- model serving (api/serving) ---
     predict_max_inputs: int = Field(default=64, ge=1, description="Most inputs one predict request may hold.")
     predict_max_text_chars: int = Field(default=10_000, ge=1, description="Longest text input (characters).")

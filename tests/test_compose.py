@@ -138,6 +138,18 @@ def test_full_mode_environment(compose: dict[str, Any]) -> None:
     assert _service(compose, "api")["ports"] == [{"published": 8000, "target": 8000}]
 
 
+def test_the_api_has_the_http_edge_limits_of_the_server(compose: dict[str, Any]) -> None:
+    """The same limits as a plain `aplserve serve` (core.settings defaults), set where operators see them."""
+    from core.settings import Settings
+
+    env = _service(compose, "api")["environment"]
+    fields = Settings.model_fields
+    assert env["APLSERVE_MAX_HEADER_BYTES"] == str(fields["max_header_bytes"].default) == "65536"
+    assert env["APLSERVE_MAX_JSON_BODY_BYTES"] == str(fields["max_json_body_bytes"].default)
+    # The API service shares the full-mode environment of the others.
+    assert env["APLSERVE_BROKER_URL"] == _service(compose, "worker")["environment"]["APLSERVE_BROKER_URL"]
+
+
 def test_worker_reserves_an_nvidia_gpu(compose: dict[str, Any]) -> None:
     devices = _service(compose, "worker")["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]

@@ -26,10 +26,12 @@ from celery import Celery
 from celery.exceptions import Reject, WorkerShutdown
 from celery.signals import worker_ready, worker_shutting_down
 
-from core.broker import RUN_JOB_TASK, celery_app, enqueue_job
-from core.jobs import lifecycle
+from core.broker import RUN_JOB_TASK, BrokerUnavailable, celery_app
+from core.db.session import session_scope
+from core.jobs import dispatch, lifecycle
 from core.settings import Settings, get_settings
-from core.webhooks.notify import notify_job_finished_by_id
+from core.storage import remove_stale
+from core.webhooks.notify import dispatch_due, notify_job_finished
 from worker import shutdown
 
 log = logging.getLogger(__name__)
@@ -61,23 +63,29 @@ def run_job_task(job_id: str) -> str:
 
 
 def sweep_once(settings: Settings) -> lifecycle.SweepResult:
-    """Re-queue (and re-send) jobs whose worker died, fail those out of attempts."""
+    """Take back jobs whose worker died, then make sure every queued job has a message
+    and every due webhook is being sent (the outboxes, after a broker loss or a restart)."""
     from worker.runner import ACTIVE_JOBS
 
     result = lifecycle.sweep_expired(settings, exclude=set(ACTIVE_JOBS))
     for job_id in result.requeued:
         log.warning("job %s lost its worker; re-queued to resume from its last checkpoint", job_id)
+    if result.requeued:
         try:
-            enqueue_job(job_id, settings)
-        except Exception:
-            log.exception("could not send job %s to the broker; the next sweep tries again", job_id)
-            lifecycle.mark_unsent(job_id, settings)
+            with session_scope(settings) as session:
+                dispatch.send(session, settings, result.requeued)
+        except BrokerUnavailable as error:
+            log.warning("could not send re-queued jobs (%s); the reconciler tries again", error)
     for job_id in result.failed:
         log.error("job %s lost its worker too many times; failed", job_id)
     for job_id in result.cancelled:
         log.info("job %s lost its worker while a cancel was pending; cancelled", job_id)
     for job_id in result.failed + result.cancelled:
-        notify_job_finished_by_id(job_id, settings)
+        notify_job_finished(settings, job_id)
+    reconciled = dispatch.reconcile(settings)
+    if reconciled.error is not None and (reconciled.unsent or reconciled.lost):
+        log.warning("%d queued job(s) wait for the broker: %s", len(reconciled.unsent), reconciled.error)
+    dispatch_due(settings)
     return result
 
 
@@ -181,6 +189,9 @@ def run_worker(loglevel: str = "INFO", supervisor_pid: int | None = None) -> Non
     global _supervisor_pid
     _supervisor_pid = supervisor_pid
     settings = get_settings()
+    removed = remove_stale(settings.files.worker_partials(), settings.stale_file_seconds)
+    if removed:
+        log.warning("removed %d stale partial file(s) at start", len(removed))
     _preload()
     app = build_worker_app(settings)
     worker_ready.connect(_on_ready, weak=False)

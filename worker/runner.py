@@ -17,7 +17,6 @@ How a run ends (the return value, for logs and tests):
 
 from __future__ import annotations
 
-import errno
 import logging
 import shutil
 import threading
@@ -27,12 +26,14 @@ from typing import Any
 from apl.errors import AplError, CheckpointError
 from apl.formats import SAMPLES_FILE
 from apl.spec import JobSpec
-from core.broker import enqueue_job
-from core.jobs import lifecycle
+from core.broker import BrokerUnavailable
+from core.db.session import session_scope
+from core.jobs import dispatch, lifecycle
 from core.jobs.status import JobStatus
 from core.registry import publish_model
 from core.settings import Settings
-from core.webhooks.notify import notify_job_finished_by_id
+from core.storage import is_storage_full
+from core.webhooks.notify import notify_job_finished
 from worker.callbacks import JobCallback
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ def classify(error: BaseException) -> JobFailure:
     """Turn an exception into the code and sentence a person reads in the job."""
     if isinstance(error, JobFailure):
         return error
+    if is_storage_full(error):  # a checkpoint, an artifact, the dataset read: however the write failed
+        return JobFailure("storage_full", "the server ran out of disk space; the operators must free some")
     if _is_out_of_memory(error):
         return JobFailure(
             "out_of_memory",
@@ -83,8 +86,6 @@ def classify(error: BaseException) -> JobFailure:
     if isinstance(error, AplError):
         message = str(error) or "training failed"
         return JobFailure(error.code, _CONTEXT.get(error.code, "") + message + _HINTS.get(error.code, ""))
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return JobFailure("storage_full", "the server ran out of disk space; the operators must free some")
     return JobFailure("internal", "training failed with an internal error; it was logged for the operators")
 
 
@@ -117,10 +118,10 @@ def release(job: lifecycle.ClaimedJob, settings: Settings) -> None:
     if not lifecycle.release(job.id, job.attempt, settings):
         return
     try:
-        enqueue_job(job.id, settings)
-    except Exception:
-        log.exception("could not queue job %s again; the lease sweep will", job.id)
-        lifecycle.mark_unsent(job.id, settings)
+        with session_scope(settings) as session:
+            dispatch.send(session, settings, [job.id])
+    except BrokerUnavailable as error:
+        log.warning("could not queue job %s again (%s); the reconciler will", job.id, error)
 
 
 def _train(job: lifecycle.ClaimedJob, spec: JobSpec, settings: Settings, callback: JobCallback) -> Any:
@@ -214,6 +215,6 @@ def run_job(job_id: str, settings: Settings) -> str:
         ACTIVE_JOBS.discard(job_id)
     if outcome in ("succeeded", "failed", "cancelled"):
         _discard_checkpoint(settings, job_id)
-        notify_job_finished_by_id(job_id, settings)
+        notify_job_finished(settings, job_id)
     log.info("job %s %s", job_id, outcome)
     return outcome

@@ -13,9 +13,9 @@ import mimetypes
 from functools import lru_cache
 from pathlib import Path
 
-from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 
+from api.routing import APIRouter
 from core.errors import AppError
 
 PACKAGE_DIR = Path(__file__).resolve().parent

@@ -10,6 +10,7 @@ failure at any point leaves nothing behind and readers never see half a dataset.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -80,7 +81,10 @@ def ingest_dataset(
             tally = _ingest_zip(upload_path, staging, limits)
         else:
             reader = read_text_csv if fmt == "csv" else read_text_jsonl
-            tally = _write_samples(reader(upload_path, limits), staging / SAMPLES_FILE, limits)
+            # Closed here, not by the garbage collector: a failed write (a full disk) must not
+            # leave the upload open through a suspended generator (issue 14).
+            with contextlib.closing(reader(upload_path, limits)) as samples:
+                tally = _write_samples(samples, staging / SAMPLES_FILE, limits)
             tally.check(limits)
         _write_json(staging / LABELS_FILE, tally.labels)
         os.rename(staging, dataset_dir)

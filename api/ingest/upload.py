@@ -243,11 +243,15 @@ class _FormSink:
         )
 
     def discard(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        if self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+        """Close and delete the partial file; closing may fail again (a full disk) but still frees it."""
+        try:
+            if self.file is not None:
+                with contextlib.suppress(OSError):
+                    self.file.close()
+        finally:
+            if self.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
 
 
 def _human(n: int) -> str:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from api.deps import OwnerDep
+from api.routing import APIRouter
 from api.schemas import BaseModelEntry, BaseModelList, problem_responses
 from apl.catalog import list_base_models
 

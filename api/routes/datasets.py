@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import quotas
 from api.deps import OwnerDep, SessionDep, SettingsDep
 from api.ingest import IngestResult, ReceivedUpload, ingest_dataset, receive_upload
+from api.ingest.upload import FORM_OVERHEAD_BYTES
+from api.routing import APIRouter
 from api.schemas import Dataset, DatasetList, problem_responses
 from api.services import datasets as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -72,13 +75,19 @@ def _store(
     }
     with session_factory(settings)() as session:
         return service.to_schema(
-            service.create(session, dataset_id=dataset_id, owner_id=owner_id, fields=fields)
+            service.create(session, settings, dataset_id=dataset_id, owner_id=owner_id, fields=fields)
         )
+
+
+def _check_room(settings: Settings, owner_id: str, adding: int) -> None:
+    with session_factory(settings)() as session:
+        quotas.check_dataset_bytes(session, owner_id, settings, adding)
 
 
 def _ingest_and_store(settings: Settings, owner_id: str, upload: ReceivedUpload) -> Dataset:
     """Runs in a worker thread: parsing and writing a dataset is CPU and disk work."""
     _dataset_name(upload)  # reject a bad name before the work
+    _check_room(settings, owner_id, upload.size_bytes)
     dataset_id = new_id()
     dataset_dir = settings.files.dataset(dataset_id)
     result = ingest_dataset(upload.path, upload.filename, dataset_dir)
@@ -94,14 +103,22 @@ def _ingest_and_store(settings: Settings, owner_id: str, upload: ReceivedUpload)
     status_code=201,
     response_model=Dataset,
     openapi_extra=_UPLOAD_BODY,
-    responses=problem_responses(400, 413, 415, 422),
+    responses=problem_responses(400, 408, 413, 415, 422, 429, 507),
 )
 async def upload_dataset(request: Request, principal: OwnerDep, settings: SettingsDep) -> Dataset:
     """Upload a dataset (multipart: `file`, optional `name`).
 
     The body is streamed to disk with the size limit, then validated and
-    normalized; a dataset that fails validation leaves nothing behind.
+    normalized; a dataset that fails validation leaves nothing behind. 429
+    `quota_exceeded` when the owner's datasets would pass the storage quota (checked
+    before the body is read when Content-Length says so); 507 `storage_full` when the
+    server's disk is full.
     """
+    declared = request.headers.get("content-length", "")
+    if settings.quota_dataset_bytes and declared.isdigit():
+        # The form's overhead is not dataset bytes; judge by what the file can at most be.
+        at_least = max(0, int(declared) - FORM_OVERHEAD_BYTES)
+        await run_in_threadpool(_check_room, settings, principal.owner_id, at_least)
     upload = await receive_upload(request, settings.files.uploads, settings.max_upload_bytes)
     try:
         dataset = await run_in_threadpool(_ingest_and_store, settings, principal.owner_id, upload)

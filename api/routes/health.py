@@ -1,18 +1,24 @@
-"""Liveness and readiness probes (no key needed)."""
+"""Liveness and readiness probes (no key needed).
+
+`/healthz` is async and touches nothing: it answers while the database, the broker or
+every API thread is stuck. `/readyz` probes the database and the broker on threads of
+their own (not the API's pool, which a hung dependency may have filled), each with a
+deadline, and names the dependency that is down.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Callable
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep
 from api.problems import PROBLEM_JSON
+from api.routing import APIRouter
 from api.schemas import Health, Readiness
 from core.broker import check_broker
 from core.db.session import get_engine
@@ -23,9 +29,16 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
+#: One small pool per dependency: a hung broker's stuck probes never delay the database's.
+_PROBE_THREADS = {
+    name: concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix=f"probe-{name}")
+    for name in ("database", "broker")
+}
+
+
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
-    """Liveness: the process answers."""
+async def healthz() -> Health:
+    """Liveness: the process answers (no database, broker or thread-pool wait)."""
     return Health()
 
 
@@ -39,12 +52,19 @@ def _check_broker(settings: Settings) -> None:
 
 
 async def _probe(name: str, check: Callable[[Settings], None], settings: Settings) -> str:
+    loop = asyncio.get_running_loop()
     try:
-        await asyncio.wait_for(run_in_threadpool(check, settings), timeout=settings.readiness_timeout_seconds)
+        await asyncio.wait_for(
+            loop.run_in_executor(_PROBE_THREADS[name], check, settings),
+            timeout=settings.readiness_timeout_seconds,
+        )
     except TimeoutError:
         log.warning("readiness: %s did not answer in time", name)
         return "timeout"
     except Exception as exc:
+        if "timeout" in type(exc).__name__.lower():  # the client library's own deadline (socket timeout)
+            log.warning("readiness: %s did not answer in time: %s", name, exc)
+            return "timeout"
         log.warning("readiness: %s is unavailable: %s", name, exc)
         return "unavailable"
     return "ok"
@@ -63,12 +83,17 @@ async def readyz(settings: SettingsDep) -> Readiness | JSONResponse:
     state = Readiness(database=database, broker=broker)
     if database == "ok" and broker == "ok":
         return state
+    down = [
+        f"the {name} ({result})"
+        for name, result in (("database", database), ("broker", broker))
+        if result != "ok"
+    ]
     return JSONResponse(
         {
             "type": "https://aplserve.dev/problems/not-ready",
             "title": "Service Unavailable",
             "status": 503,
-            "detail": "a dependency of the service is unavailable",
+            "detail": f"not ready: {' and '.join(down)} did not answer",
             "code": "not_ready",
             **state.model_dump(),
         },

@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.deps import OwnerDep, SessionDep, SettingsDep, in_session
+from api.routing import APIRouter
 from api.schemas import Job, JobList, MetricSeries, problem_responses
 from api.services import events
 from api.services import jobs as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from apl.spec import JobSpec
-from core.broker import enqueue_job
-from core.errors import AppError
-from core.jobs import lifecycle
 from core.jobs.status import JobStatus
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401))
 
 
-@router.post("", status_code=202, response_model=Job, responses=problem_responses(404, 409, 422, 503))
+@router.post("", status_code=202, response_model=Job, responses=problem_responses(404, 409, 422, 429, 503))
 def create_job(
     spec: JobSpec,
     response: Response,
@@ -45,46 +41,42 @@ def create_job(
     """Queue a training job. Loss presets and hyperparameter defaults are filled in.
 
     The job row is committed before its id is sent to the broker. When the broker
-    cannot take the message the job is removed again and the answer is 503, so a
-    retry (with the same Idempotency-Key) starts cleanly.
+    cannot take the message within the send timeout, the answer is 503
+    `broker_unavailable` with the saved job's id (`job_id`, `Location`): the job is
+    kept and sent as soon as the broker is back, and a retry with the same
+    Idempotency-Key returns it. 429 `quota_exceeded` when the owner already has the
+    most queued and running jobs allowed.
     """
-    job, created = service.create(
-        session,
-        principal.owner_id,
-        spec,
-        idempotency_key,
-        allow_download=settings.allow_model_download,
-        allow_private_webhooks=settings.webhook_allow_private_addresses,
-    )
-    if created:
-        try:
-            enqueue_job(job.id, settings)
-        except Exception:
-            log.exception("could not send job %s to the broker", job.id)
-            lifecycle.discard_unsent(session, job.id)
-            raise AppError(503, "broker_unavailable", "the job queue is unavailable; retry later") from None
-    else:
+    job, created = service.create(session, principal.owner_id, spec, idempotency_key, settings=settings)
+    if not created:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return service.to_schema(session, job)
 
 
 @router.get("", response_model=JobList, responses=problem_responses(400))
-def list_jobs(
+async def list_jobs(
     principal: OwnerDep,
-    session: SessionDep,
+    settings: SettingsDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobList:
     """The caller's jobs, newest first."""
-    page = service.list_owned(session, principal.owner_id, status=status, limit=limit, cursor=cursor)
-    return JobList(items=service.to_schemas(session, page.items), next_cursor=page.next_cursor)
+
+    def read(session: Session) -> JobList:
+        page = service.list_owned(session, principal.owner_id, status=status, limit=limit, cursor=cursor)
+        return JobList(items=service.to_schemas(session, page.items), next_cursor=page.next_cursor)
+
+    return await in_session(settings, read)
 
 
 @router.get("/{job_id}", response_model=Job, responses=problem_responses(404))
-def get_job(job_id: str, principal: OwnerDep, session: SessionDep) -> Job:
-    return service.to_schema(session, service.get_owned(session, principal.owner_id, job_id))
+async def get_job(job_id: str, principal: OwnerDep, settings: SettingsDep) -> Job:
+    return await in_session(
+        settings,
+        lambda session: service.to_schema(session, service.get_owned(session, principal.owner_id, job_id)),
+    )
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=Job, responses=problem_responses(404, 409))
@@ -93,17 +85,20 @@ def cancel_job(job_id: str, principal: OwnerDep, session: SessionDep, settings: 
 
     409 `job_finished` when the job has already ended.
     """
-    allow_private = settings.webhook_allow_private_addresses
-    job = service.cancel(session, principal.owner_id, job_id, allow_private_webhooks=allow_private)
+    job = service.cancel(session, principal.owner_id, job_id, settings=settings)
     return service.to_schema(session, job)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricSeries, responses=problem_responses(404))
-def job_metrics(job_id: str, principal: OwnerDep, session: SessionDep) -> MetricSeries:
+async def job_metrics(job_id: str, principal: OwnerDep, settings: SettingsDep) -> MetricSeries:
     """Every evaluation of the job so far, ordered by epoch."""
-    job = service.get_owned(session, principal.owner_id, job_id)
-    points = service.metric_points(session, job.id)
-    return MetricSeries(job_id=job.id, series=[service.point_to_schema(point) for point in points])
+
+    def read(session: Session) -> MetricSeries:
+        job = service.get_owned(session, principal.owner_id, job_id)
+        points = service.metric_points(session, job.id)
+        return MetricSeries(job_id=job.id, series=[service.point_to_schema(point) for point in points])
+
+    return await in_session(settings, read)
 
 
 @router.get(

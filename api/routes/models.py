@@ -15,11 +15,12 @@ import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.routing import APIRouter
 from api.schemas import problem_responses
 from api.services import models as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import OwnerDep, SessionDep
+from api.routing import APIRouter
 from api.schemas import problem_responses
 from core.webhooks.owner_secrets import get_or_create_secret, rotate_secret
 from core.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER

@@ -10,12 +10,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api import schemas
+from api import quotas, schemas
 from api.services.pagination import Page, paginate
 from core.db.models import Dataset, Job
 from core.errors import AppError, not_found
 from core.files import DataFiles
 from core.jobs.status import ACTIVE_STATUSES
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,23 @@ def list_owned(session: Session, owner_id: str, *, limit: int, cursor: str | Non
     )
 
 
-def create(session: Session, *, dataset_id: str, owner_id: str, fields: dict[str, Any]) -> Dataset:
-    """Insert the row for an ingested dataset whose files are already in place; commits."""
+def create(
+    session: Session, settings: Settings, *, dataset_id: str, owner_id: str, fields: dict[str, Any]
+) -> Dataset:
+    """Insert the row for an ingested dataset whose files are already in place; commits.
+
+    The owner's storage quota is checked with the new row counted and the owner locked,
+    so concurrent uploads cannot pass it together (429 `quota_exceeded`, nothing kept).
+    """
+    quotas.lock_owner(session, owner_id)
     row = Dataset(id=dataset_id, owner_id=owner_id, **fields)
     session.add(row)
+    session.flush()
+    try:
+        quotas.check_dataset_bytes(session, owner_id, settings, row.size_bytes, counted=True)
+    except AppError:
+        session.rollback()
+        raise
     session.commit()
     return row
 

@@ -1,13 +1,18 @@
 """Jobs: validation and creation, listing, cancel, metric series, snapshots for events.
 
 A job is inserted as `queued` and committed before its id goes to the broker, so a
-worker never receives an id it cannot find. The worker claims it with a
-conditional UPDATE (queued -> running); cancelling a queued job uses the same kind
-of UPDATE, so exactly one of the two wins.
+worker never receives an id it cannot find. `create` is the one way jobs are made
+(POST /v1/jobs, and sweeps for their children): it checks the owner's quota, commits,
+and sends through core.jobs.dispatch, whose outbox mark and reconciler make sure the
+job reaches a worker even when the broker fails now or loses the message later. The
+worker claims it with a conditional UPDATE (queued -> running); cancelling a queued
+job uses the same kind of UPDATE, so exactly one of the two wins.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +20,20 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api import schemas
+from api import quotas, schemas
 from api.services.pagination import Page, paginate
 from apl.catalog import UnknownBaseModel, resolve_base_model
 from apl.spec import JobSpec
+from core.broker import BrokerUnavailable
 from core.db.models import Dataset, Job, MetricPoint
 from core.errors import AppError
-from core.jobs import document, lifecycle
+from core.jobs import dispatch, document, lifecycle
 from core.jobs.status import FINAL_STATUSES, JobStatus
+from core.settings import Settings
 from core.webhooks.destinations import literal_refusal
 from core.webhooks.notify import notify_job_finished
+
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_MAX = 200
 
@@ -99,32 +108,48 @@ def _check_spec(
     return dataset
 
 
+def _earlier(
+    session: Session, owner_id: str, idempotency_key: str | None, spec_json: dict[str, Any]
+) -> Job | None:
+    """The job an Idempotency-Key already made for this owner (409 if for another spec), else None."""
+    if idempotency_key is None:
+        return None
+    if not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+        raise _unprocessable(
+            "invalid_idempotency_key",
+            ["header", "Idempotency-Key"],
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters",
+        )
+    existing = _by_idempotency_key(session, owner_id, idempotency_key)
+    return None if existing is None else _replay(existing, spec_json)
+
+
 def create(
     session: Session,
     owner_id: str,
     spec: JobSpec,
     idempotency_key: str | None,
     *,
-    allow_download: bool = False,
-    allow_private_webhooks: bool = False,
+    settings: Settings,
+    send: bool = True,
 ) -> tuple[Job, bool]:
-    """Validate and insert a queued job; commits. Returns (job, created).
+    """Validate, count against the owner's quota, insert a queued job, commit, send. Returns (job, created).
 
     With an Idempotency-Key already used by this owner for the same spec, the
-    existing job comes back with created=False and nothing new is queued.
+    existing job comes back with created=False and nothing new is queued (a replayed
+    job that still has no message is sent again, quietly). When the broker cannot take
+    the message, the job stays committed and this raises 503 `broker_unavailable`
+    naming it; the reconciler sends it later. Callers making many jobs at once pass
+    `send=False` and call `send_created` once for all of them.
     """
     spec_json = spec.model_dump(mode="json")
-    if idempotency_key is not None:
-        if not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
-            raise _unprocessable(
-                "invalid_idempotency_key",
-                ["header", "Idempotency-Key"],
-                f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters",
-            )
-        existing = _by_idempotency_key(session, owner_id, idempotency_key)
-        if existing is not None:
-            return _replay(existing, spec_json), False
-    dataset = _check_spec(session, owner_id, spec, allow_download, allow_private_webhooks)
+    existing = _earlier(session, owner_id, idempotency_key, spec_json)
+    if existing is not None:
+        return _replayed(session, settings, existing, send), False
+    dataset = _check_spec(
+        session, owner_id, spec, settings.allow_model_download, settings.webhook_allow_private_addresses
+    )
+    quotas.lock_owner(session, owner_id)
     job = Job(
         owner_id=owner_id,
         dataset_id=dataset.id,
@@ -137,7 +162,12 @@ def create(
     )
     session.add(job)
     try:
+        session.flush()
+        quotas.check_active_jobs(session, owner_id, settings)  # counts the new job too
         session.commit()
+    except AppError:
+        session.rollback()
+        raise
     except IntegrityError:
         # The same key arrived twice at once; the other request's job is the answer.
         session.rollback()
@@ -147,7 +177,36 @@ def create(
         if existing is None:
             raise
         return _replay(existing, spec_json), False
+    if send:
+        send_created(session, settings, [job.id])
     return job, True
+
+
+def send_created(session: Session, settings: Settings, job_ids: list[str]) -> None:
+    """Send committed queued jobs; 503 `broker_unavailable` (they stay queued) when the broker fails."""
+    try:
+        dispatch.send(session, settings, job_ids)
+    except BrokerUnavailable as error:
+        log.warning(
+            "could not send job(s) %s to the broker (%s); the reconciler will", ", ".join(job_ids), error
+        )
+        first = job_ids[0]
+        raise AppError(
+            503,
+            "broker_unavailable",
+            "the job queue is unavailable right now; the job is saved and will be queued as soon as it "
+            "is back (retrying with the same Idempotency-Key returns it)",
+            headers={"Retry-After": "5", "Location": f"/v1/jobs/{first}"},
+            extra={"job_id": first, "job_ids": job_ids},
+        ) from None
+
+
+def _replayed(session: Session, settings: Settings, job: Job, send: bool) -> Job:
+    if send and job.status == JobStatus.QUEUED and job.sent_at is None:
+        with contextlib.suppress(BrokerUnavailable):  # still saved; the reconciler sends it
+            dispatch.send(session, settings, [job.id])
+        session.refresh(job)
+    return job
 
 
 def to_schema(session: Session, row: Job) -> schemas.Job:
@@ -169,14 +228,14 @@ def list_owned(
     return paginate(session, statement, Job, limit=limit, cursor=cursor)
 
 
-def cancel(session: Session, owner_id: str, job_id: str, *, allow_private_webhooks: bool = False) -> Job:
+def cancel(session: Session, owner_id: str, job_id: str, *, settings: Settings) -> Job:
     """Cancel a job: a queued one ends now, a running one is flagged for the worker; commits."""
     job = get_owned(session, owner_id, job_id)
     if job.status == JobStatus.QUEUED:
         ended = lifecycle.cancel_queued(session, job.id)
         session.refresh(job)  # when not ended, a worker claimed it meanwhile: it is running now
         if ended:
-            notify_job_finished(session, job.id, allow_private_webhooks)  # never raises; in the background
+            notify_job_finished(settings, job.id)  # never raises; in the background
             return job
     if job.status == JobStatus.RUNNING:
         lifecycle.request_cancel(session, job.id)

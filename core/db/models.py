@@ -144,6 +144,9 @@ class Job(Base):
 
     `heartbeat_at` / `lease_expires_at` let a sweeper find a job whose worker died;
     `attempts` counts claims so a job that keeps killing workers ends `failed`.
+    `sent_at` is the outbox mark: when the job's message was last handed to the broker,
+    NULL while a queued job has no message (never sent, its send failed, or it was
+    queued again); the reconciler (core.jobs.dispatch) sends those.
     """
 
     __tablename__ = "jobs"
@@ -170,6 +173,7 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None]
     lease_expires_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -213,3 +217,33 @@ class Model(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The durable outbox of a job's webhook call: one row per job that named a `webhook_url`.
+
+    Written in the same transaction as the job's final state, so a call is never lost
+    between the two. Each attempt is claimed with a conditional UPDATE on `attempts`
+    (core.webhooks.outbox), so after a restart two processes never make the same
+    attempt; `id` is the delivery id the receiver deduplicates on.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2048))
+    event: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    #: pending (more attempts to make), delivered (a 2xx) or failed (refused, or out of attempts).
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    #: While an attempt is being made: when its sender is presumed dead and the attempt free.
+    lease_expires_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

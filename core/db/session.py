@@ -36,8 +36,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """A new engine for `url` with the settings both processes rely on."""
+def make_engine(url: str, settings: Settings | None = None) -> Engine:
+    """A new engine for `url` with the settings both processes rely on.
+
+    The pool (`db_pool_size` + `db_max_overflow`) is sized to cover every API thread
+    (`api_threads`) plus the few background threads, so no thread waits for a
+    connection; a connection is only held while a thread runs a query (api/routing.py).
+    """
+    settings = settings or get_settings()
+    pool = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_seconds,
+    }
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -45,25 +56,23 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             parsed,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            # Opening a SQLite connection (and its PRAGMAs) costs more than the query it
-            # serves; keep enough for every concurrent request of a busy predict load.
-            pool_size=32,
-            max_overflow=32,
+            **pool,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(parsed, pool_pre_ping=True, **pool)
 
 
 def session_factory(settings: Settings | None = None) -> sessionmaker[Session]:
     """The process-wide sessionmaker for the configured database (created once per URL)."""
-    url = (settings or get_settings()).resolved_database_url
+    settings = settings or get_settings()
+    url = settings.resolved_database_url
     factory = _factories.get(url)
     if factory is None:
         with _lock:
             factory = _factories.get(url)
             if factory is None:
-                factory = sessionmaker(bind=make_engine(url), expire_on_commit=False)
+                factory = sessionmaker(bind=make_engine(url, settings), expire_on_commit=False)
                 _factories[url] = factory
     return factory
 

@@ -7,7 +7,6 @@ task, a cancel against a claim, two sweepers) never both win:
 
     queued  --claim-->               running    (worker; attempts + 1)
     queued  --cancel_queued-->       cancelled  (API)
-    queued  --mark_unsent-->         running with an expired lease (its message was lost)
     running --request_cancel-->      running with cancel_requested (API; the worker stops)
     running --finish_succeeded-->    succeeded  (worker; the Model row in the same transaction)
     running --finish-->              failed | cancelled (worker)
@@ -18,6 +17,17 @@ The fencing rule: every write a worker makes after its claim carries the claim's
 attempt number in its WHERE clause (`_ours`). A worker that stalled past its lease
 and had its job taken back, perhaps claimed again by another worker, can then no
 longer change the row, so two runs of one job never interleave.
+
+A queued job also carries the outbox mark `sent_at` (when its message was handed to
+the broker; NULL while it has none). `take_for_sending` stamps it with a conditional
+UPDATE before a send, so two senders (a request and a reconciler, two workers) never
+both send one job in the same round; `mark_unsent` clears it again after a failed
+send. Re-queueing a job (`release`, `sweep_expired`) clears it too: its old message
+is spent. core.jobs.dispatch is the one caller that sends.
+
+The final transitions (`finish_succeeded`, `finish`, `sweep_expired`, `cancel_queued`)
+record the job's webhook delivery (core.webhooks.outbox) in the same transaction, so a
+webhook can never be lost between the state change and its call.
 
 Worker-side functions open their own short transaction (each change is visible to
 the API as soon as it returns); API-side ones take the request's session and commit.
@@ -30,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, literal, select, update
+from sqlalchemy import ColumnElement, delete, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db.models import Dataset, Job, MetricPoint, UTCDateTime, utcnow
@@ -38,6 +48,7 @@ from core.db.session import session_scope
 from core.jobs.status import JobStatus
 from core.registry import ModelRecord, insert_model
 from core.settings import Settings
+from core.webhooks.outbox import record_final
 
 
 @dataclass(frozen=True)
@@ -172,9 +183,13 @@ def finish_succeeded(job_id: str, attempt: int, model: ModelRecord, settings: Se
                 .values(status=JobStatus.CANCELLED, **done)
                 .execution_options(synchronize_session=False)
             )
-            return "cancelled" if result.rowcount == 1 else "lost"  # type: ignore[attr-defined]
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return "lost"
+            record_final(session, job_id)
+            return "cancelled"
         owner_id = session.execute(select(Job.owner_id).where(Job.id == job_id)).scalar_one()
         insert_model(session, model, owner_id=owner_id, job_id=job_id)
+        record_final(session, job_id)
         return "succeeded"
 
 
@@ -200,7 +215,10 @@ def finish(
             )
             .execution_options(synchronize_session=False)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        record_final(session, job_id)
+        return True
 
 
 def release(job_id: str, attempt: int, settings: Settings) -> bool:
@@ -214,24 +232,12 @@ def release(job_id: str, attempt: int, settings: Settings) -> bool:
             update(Job)
             .where(*_ours(job_id, attempt))
             .values(
-                status=JobStatus.QUEUED, attempts=Job.attempts - 1, lease_expires_at=None, heartbeat_at=None
+                status=JobStatus.QUEUED,
+                attempts=Job.attempts - 1,
+                lease_expires_at=None,
+                heartbeat_at=None,
+                sent_at=None,
             )
-            .execution_options(synchronize_session=False)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-def mark_unsent(job_id: str, settings: Settings) -> bool:
-    """queued -> running with an expired lease, after its message could not be sent.
-
-    A queued job without a message would wait forever; as a lost running job it is
-    picked up by the next lease sweep, which sends the message again.
-    """
-    with session_scope(settings) as session:
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-            .values(status=JobStatus.RUNNING, lease_expires_at=utcnow() - timedelta(seconds=1))
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -285,7 +291,12 @@ def sweep_expired(
             }
             target = failed
         else:
-            values = {"status": JobStatus.QUEUED, "lease_expires_at": None, "heartbeat_at": None}
+            values = {
+                "status": JobStatus.QUEUED,
+                "lease_expires_at": None,
+                "heartbeat_at": None,
+                "sent_at": None,
+            }
             target = requeued
         with session_scope(settings) as session:
             result = session.execute(
@@ -293,6 +304,8 @@ def sweep_expired(
             )
             if result.rowcount == 1:  # type: ignore[attr-defined]
                 target.append(job_id)
+                if target is not requeued:
+                    record_final(session, job_id)
     return SweepResult(requeued, failed, cancelled)
 
 
@@ -307,8 +320,11 @@ def cancel_queued(session: Session, job_id: str) -> bool:
         .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+    ended = bool(result.rowcount)  # type: ignore[attr-defined]
+    if ended:
+        record_final(session, job_id)
     session.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return ended
 
 
 def request_cancel(session: Session, job_id: str) -> bool:
@@ -323,10 +339,57 @@ def request_cancel(session: Session, job_id: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def discard_unsent(session: Session, job_id: str) -> None:
-    """Remove a queued job whose message never reached the broker, so a retry starts clean. Commits."""
-    session.execute(delete(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED))
+# --- the outbox mark: sending queued jobs (core.jobs.dispatch) ------------------------
+
+
+def take_for_sending(
+    session: Session, job_ids: Collection[str], sent_before: datetime | None = None
+) -> list[str]:
+    """Stamp `sent_at` on the queued jobs that are due for a message; the ids this caller won. Commits.
+
+    Due means: no message yet (`sent_at` NULL), or, with `sent_before`, last sent before
+    it (the broker lost it). The order of `job_ids` is kept, so jobs go out oldest first.
+    """
+    now = utcnow()
+    due = (
+        Job.sent_at.is_(None)
+        if sent_before is None
+        else or_(Job.sent_at.is_(None), Job.sent_at < sent_before)
+    )
+    taken = []
+    for job_id in job_ids:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED, due)
+            .values(sent_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            taken.append(job_id)
     session.commit()
+    return taken
+
+
+def mark_unsent(session: Session, job_ids: Collection[str]) -> None:
+    """Clear the outbox mark of queued jobs whose send failed; the reconciler sends them. Commits."""
+    if job_ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(list(job_ids)), Job.status == JobStatus.QUEUED)
+            .values(sent_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    session.commit()
+
+
+def queued_send_marks(session: Session) -> list[tuple[str, datetime | None]]:
+    """(id, sent_at) of every queued job a worker could still run, oldest first."""
+    rows = session.execute(
+        select(Job.id, Job.sent_at)
+        .where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
+        .order_by(Job.created_at, Job.id)
+    )
+    return [(job_id, sent_at) for job_id, sent_at in rows]
 
 
 def queue_positions(session: Session, job_ids: Collection[str]) -> dict[str, int]:

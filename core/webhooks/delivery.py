@@ -1,17 +1,16 @@
 """Sending one webhook call: signed POST, bounded retries with exponential backoff.
 
-Runs in a background thread (`deliver_in_background`), so neither training nor an
-API request ever waits for a receiver. A call counts as delivered on any 2xx answer;
-no answer, 408, 429 and 5xx are retried; any other answer is final (the receiver
-said no). Redirects are not followed, so a call only ever goes to the URL the job
-named. Retries live in the sending process: a process that stops drops the calls it
-still had pending (they are logged).
+A call counts as delivered on any 2xx answer; no answer, 408, 429 and 5xx are
+retried; any other answer is final (the receiver said no). Redirects are not
+followed, so a call only ever goes to the URL the job named. `attempt` makes one
+POST; `deliver` retries in memory. The service's job webhooks go through the durable
+outbox instead (core.webhooks.outbox and notify), which makes the same attempts but
+keeps each one in the database, so a restart resumes them.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +81,29 @@ def headers_for(delivery: Delivery, attempt: int, timestamp: int) -> dict[str, s
     }
 
 
+def attempt(client: httpx.Client, delivery: Delivery, number: int) -> tuple[Attempt, bool]:
+    """Make attempt `number` (1-based) of a delivery; (what happened, whether it ends the delivery).
+
+    An attempt whose URL leads to a non-public address (unless allowed) is not made
+    and ends the delivery.
+    """
+    refused = None if delivery.allow_private else refusal(delivery.url)
+    if refused is not None:
+        return Attempt(None, f"refused: {refused}"), True
+    try:
+        response = client.post(
+            delivery.url, content=delivery.body, headers=headers_for(delivery, number, int(time.time()))
+        )
+    except httpx.HTTPError as error:
+        return Attempt(None, f"{type(error).__name__}: {error}"), False
+    status = response.status_code
+    return Attempt(status), 200 <= status < 300 or not _retryable(status)
+
+
+def http_client(timeout: float = TIMEOUT_SECONDS) -> httpx.Client:
+    return httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
+
+
 def deliver(
     delivery: Delivery,
     *,
@@ -90,62 +112,15 @@ def deliver(
     timeout: float = TIMEOUT_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> DeliveryResult:
-    """POST until a 2xx, a final refusal or `max_attempts`; each attempt is signed afresh.
-
-    An attempt whose URL leads to a non-public address (unless allowed) is not made
-    and ends the delivery.
-    """
+    """POST until a 2xx, a final refusal or `max_attempts`; each attempt is signed afresh."""
     attempts: list[Attempt] = []
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    with http_client(timeout) as client:
         for number in range(1, max_attempts + 1):
-            refused = None if delivery.allow_private else refusal(delivery.url)
-            if refused is not None:
-                attempts.append(Attempt(None, f"refused: {refused}"))
-                break
-            try:
-                response = client.post(
-                    delivery.url,
-                    content=delivery.body,
-                    headers=headers_for(delivery, number, int(time.time())),
-                )
-            except httpx.HTTPError as error:
-                attempts.append(Attempt(None, f"{type(error).__name__}: {error}"))
-                retry = True
-            else:
-                attempts.append(Attempt(response.status_code))
-                if 200 <= response.status_code < 300:
-                    return DeliveryResult(True, attempts)
-                retry = _retryable(response.status_code)
-            if not retry or number == max_attempts:
+            made, final = attempt(client, delivery, number)
+            attempts.append(made)
+            if made.status is not None and 200 <= made.status < 300:
+                return DeliveryResult(True, attempts)
+            if final or number == max_attempts:
                 break
             sleep(backoff_seconds(number, first_backoff))
     return DeliveryResult(False, attempts)
-
-
-def _deliver_and_log(delivery: Delivery) -> None:
-    try:
-        result = deliver(delivery)
-    except Exception:
-        log.exception("webhook %s (%s) could not be sent", delivery.id, delivery.event)
-        return
-    if result.delivered:
-        log.info(
-            "webhook %s (%s) delivered after %d attempt(s)", delivery.id, delivery.event, len(result.attempts)
-        )
-    else:
-        last = result.attempts[-1] if result.attempts else Attempt(None, "no attempt")
-        log.warning(
-            "webhook %s (%s) not delivered after %d attempt(s); last: %s",
-            delivery.id,
-            delivery.event,
-            len(result.attempts),
-            last.error or f"HTTP {last.status}",
-        )
-
-
-def deliver_in_background(delivery: Delivery) -> threading.Thread:
-    thread = threading.Thread(
-        target=_deliver_and_log, args=(delivery,), name=f"webhook-{delivery.id}", daemon=True
-    )
-    thread.start()
-    return thread

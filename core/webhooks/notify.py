@@ -1,80 +1,105 @@
-"""The hook called where a job reaches a final state: build the signed call and send it.
+"""Sending the outbox's job webhooks: at once when a job ends, and after a restart on every sweep.
 
-Called by the worker (succeeded, failed, cancelled while running, lost) and by the
-API (cancelled while queued), once per transition: each caller calls it only when
-its own conditional UPDATE made the change. It never raises: a webhook problem must
-not change how a job ends.
+The delivery row was written with the job's final state (core.webhooks.outbox). The
+process that ended the job calls `notify_job_finished` to make the attempts right away
+in a background thread, so neither training nor a request waits for a receiver;
+every worker's sweep calls `dispatch_due`, which resumes deliveries whose sender
+stopped (a restart, a crash) once their next attempt is due. Both go through the
+same claimed attempts, so running both at once never sends an attempt twice.
+Nothing here raises: a webhook problem must not change how a job ends.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import uuid
-from typing import Any
+import time
+from collections.abc import Callable
 
-from sqlalchemy.orm import Session
-
-from core.db.models import Job, utcnow
-from core.db.session import session_scope
-from core.jobs import document
-from core.jobs.status import FINAL_STATUSES
 from core.settings import Settings
-from core.webhooks.delivery import Delivery, deliver_in_background
-from core.webhooks.owner_secrets import get_or_create_secret
+from core.webhooks import outbox
+from core.webhooks.delivery import FIRST_BACKOFF_SECONDS, MAX_ATTEMPTS, attempt, backoff_seconds, http_client
 
 log = logging.getLogger(__name__)
 
+#: Deliveries this process sends at once at most; the rest wait for a later sweep.
+MAX_SENDERS = 16
 
-def job_document(row: Job) -> dict[str, Any]:
-    """The job as GET /v1/jobs/{id} shows it (a finished job has no queue position)."""
-    return document.job_from_row(row, queue_position=None).model_dump(mode="json")
-
-
-def build_delivery(session: Session, job_id: str, allow_private: bool = False) -> Delivery | None:
-    """The call for a finished job that names a webhook_url, else None. May commit (new secret)."""
-    row = session.get(Job, job_id, populate_existing=True)
-    if row is None or row.status not in FINAL_STATUSES:
-        return None
-    url = (row.spec or {}).get("webhook_url")
-    if not url:
-        return None
-    event = f"job.{row.status}"
-    delivery_id = str(uuid.uuid4())
-    payload = {
-        "id": delivery_id,
-        "event": event,
-        "created_at": utcnow().isoformat().replace("+00:00", "Z"),
-        "job": job_document(row),
-    }
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    secret = get_or_create_secret(session, row.owner_id)
-    return Delivery(
-        id=delivery_id, url=str(url), event=event, body=body, secret=secret, allow_private=allow_private
-    )
+_lock = threading.Lock()
+_active: set[str] = set()
 
 
-def notify_job_finished(
-    session: Session, job_id: str, allow_private: bool = False
-) -> threading.Thread | None:
-    """Send the job's webhook in the background, if it has one; the sending thread, for tests."""
+def run_delivery(
+    settings: Settings,
+    delivery_id: str,
+    *,
+    max_attempts: int = MAX_ATTEMPTS,
+    first_backoff: float = FIRST_BACKOFF_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str | None:
+    """Make the delivery's attempts until it ends; its final status, or None when another process has it."""
+    with http_client() as client:
+        while True:
+            claimed = outbox.claim_attempt(settings, delivery_id)
+            if claimed is None:
+                return None
+            made, final = attempt(client, claimed.delivery, claimed.number)
+            status = outbox.record_attempt(
+                settings, claimed, made, final=final, max_attempts=max_attempts, first_backoff=first_backoff
+            )
+            outcome = made.error or f"HTTP {made.status}"
+            if status == outbox.DELIVERED:
+                log.info("webhook %s delivered (attempt %d)", delivery_id, claimed.number)
+                return status
+            if status == outbox.FAILED:
+                log.warning(
+                    "webhook %s not delivered after %d attempt(s): %s", delivery_id, claimed.number, outcome
+                )
+                return status
+            log.info("webhook %s attempt %d failed (%s); retrying", delivery_id, claimed.number, outcome)
+            sleep(backoff_seconds(claimed.number, first_backoff) + 0.01)
+
+
+def _run_logged(settings: Settings, delivery_id: str) -> None:
     try:
-        delivery = build_delivery(session, job_id, allow_private)
-        if delivery is None:
+        run_delivery(settings, delivery_id)
+    except Exception:
+        log.exception("webhook %s could not be sent; the next sweep tries again", delivery_id)
+    finally:
+        with _lock:
+            _active.discard(delivery_id)
+
+
+def _start(settings: Settings, delivery_id: str) -> threading.Thread | None:
+    with _lock:
+        if delivery_id in _active or len(_active) >= MAX_SENDERS:
             return None
-        log.info("sending webhook %s (%s) for job %s", delivery.id, delivery.event, job_id)
-        return deliver_in_background(delivery)
-    except Exception:
-        log.exception("the webhook of job %s could not be prepared", job_id)
-        return None
+        _active.add(delivery_id)
+    thread = threading.Thread(
+        target=_run_logged, args=(settings, delivery_id), name=f"webhook-{delivery_id}", daemon=True
+    )
+    thread.start()
+    return thread
 
 
-def notify_job_finished_by_id(job_id: str, settings: Settings) -> threading.Thread | None:
-    """The same for callers that hold settings, not a session (the worker)."""
+def notify_job_finished(settings: Settings, job_id: str) -> threading.Thread | None:
+    """Send the webhook of a job that just ended, if it has one; the sending thread, for tests."""
     try:
-        with session_scope(settings) as session:
-            return notify_job_finished(session, job_id, settings.webhook_allow_private_addresses)
+        delivery_id = outbox.delivery_of_job(settings, job_id)
+        if delivery_id is None:
+            return None
+        log.info("sending webhook %s for job %s", delivery_id, job_id)
+        return _start(settings, delivery_id)
     except Exception:
-        log.exception("the webhook of job %s could not be prepared", job_id)
+        log.exception("the webhook of job %s could not be started; the next sweep sends it", job_id)
         return None
+
+
+def dispatch_due(settings: Settings) -> list[threading.Thread]:
+    """Start the deliveries whose next attempt is due and that no live process is making."""
+    threads = []
+    for delivery_id in outbox.due_deliveries(settings):
+        thread = _start(settings, delivery_id)
+        if thread is not None:
+            threads.append(thread)
+    return threads

@@ -24,6 +24,7 @@ from core.db.models import Job, MetricPoint
 from core.db.session import session_scope
 from core.settings import Settings
 from tests.api.conftest import JobPoster, Uploader, assert_problem, zip_bytes
+from tests.worker.harness import job_row
 
 
 def drain_broker(settings: Settings, expect: int, timeout: float = 5.0) -> list[Any]:
@@ -378,7 +379,7 @@ def test_another_owner_gets_404_for_every_job_route(
     )  # bob cancelled nothing
 
 
-def test_unreachable_broker_is_503_and_keeps_no_job(
+def test_unreachable_broker_is_503_and_the_job_is_kept_for_the_reconciler(
     settings: Settings, alice: dict[str, str], text_dataset: dict[str, Any]
 ) -> None:
     with socket.socket() as sock:
@@ -388,8 +389,14 @@ def test_unreachable_broker_is_503_and_keeps_no_job(
     with TestClient(create_app(broken)) as client:
         body = {"dataset_id": text_dataset["id"], "base_model": "minilm-l6"}
         response = client.post("/v1/jobs", json=body, headers=alice | {"Idempotency-Key": "k1"})
-        assert_problem(response, 503, "broker_unavailable")
-        assert client.get("/v1/jobs", headers=alice).json()["items"] == []
+        problem = assert_problem(response, 503, "broker_unavailable")
+        assert response.headers["Location"] == f"/v1/jobs/{problem['job_id']}"
+        (kept,) = client.get("/v1/jobs", headers=alice).json()["items"]
+        assert kept["id"] == problem["job_id"] and kept["status"] == "queued"
+        assert job_row(settings, kept["id"]).sent_at is None  # no message: the reconciler's to send
+        replay = client.post("/v1/jobs", json=body, headers=alice | {"Idempotency-Key": "k1"})
+        assert replay.status_code == 202 and replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.json()["id"] == kept["id"]
 
 
 def test_base_models_lists_the_catalog(client: TestClient, alice: dict[str, str]) -> None:

@@ -225,6 +225,5 @@ def test_release_gives_the_attempt_back(settings: Settings, job_id: str) -> None
     assert lifecycle.release(job_id, job.attempt, settings)
     row = job_row(settings, job_id)
     assert row.status == "queued" and row.attempts == 0 and row.lease_expires_at is None
-    # When its message cannot be sent, it becomes a lost job for the sweep to send again.
-    assert lifecycle.mark_unsent(job_id, settings)
-    assert lifecycle.sweep_expired(settings).requeued == [job_id]
+    # Its old message is spent: it waits for a send (or the reconciler), still queued.
+    assert row.sent_at is None

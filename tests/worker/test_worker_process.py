@@ -199,7 +199,7 @@ def test_cancel_stops_a_running_job_at_its_next_step(deployment: Deployment, tin
         "the job to take its first steps",
     )
     with session_scope(settings) as session:
-        job_service.cancel(session, deployment.owner_id, job_id)  # what POST /cancel does
+        job_service.cancel(session, deployment.owner_id, job_id, settings=settings)  # what POST /cancel does
     asked = time.monotonic()
     job = wait_for_status(settings, job_id, ("cancelled", "failed", "succeeded"), timeout=30)
     waited = time.monotonic() - asked
