@@ -3,6 +3,8 @@ private Redis database/prefix per test session, and a temporary data dir per tes
 
 from __future__ import annotations
 
+import faulthandler
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +22,20 @@ from tests.services import (
     unique_name,
 )
 
+#: After the last test, how long the process may take to exit before it is ended as failed.
+EXIT_DEADLINE_S = 120.0
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Leave Redis as the session found it: drop the queues and bindings of this session's names."""
     remove_redis_keys(ISSUED_NAMES)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Past the per-test timeout's reach, the interpreter still joins every non-daemon thread
+    (a thread pool's workers among them) at exit: a stuck one would hold the run forever.
+    If the process is still there EXIT_DEADLINE_S from now, dump every thread and exit 1."""
+    faulthandler.dump_traceback_later(EXIT_DEADLINE_S, exit=True, file=sys.__stderr__)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,16 @@ the event loop side awaits it with `asyncio.wrap_future`, so the batcher does no
 care which event loop (or thread) a request came from. A request whose client went
 away is cancelled and skipped. When a merged batch fails, each request is retried on
 its own, so one bad request cannot fail the others it was batched with.
+
+Every wait here ends: a collecting thread's waits are bounded by `max_wait`, and an
+idle thread's wait is ended by the next request or by `close`, which queues one stop
+per thread behind everything already queued (no request can be queued after it).
+The queue is a `queue.Queue`, not a `queue.SimpleQueue`: on CPython 3.11 a timed
+`SimpleQueue.get` that is woken by a `put` but loses the item to another consumer
+(the other instance) recomputes a negative timeout, which its lock treats as "wait
+forever"; the thread then sat on the batch it was collecting until some later
+request arrived, and if none came (its model had just been evicted) those requests
+were never answered.
 """
 
 from __future__ import annotations
@@ -117,8 +127,11 @@ class ModelBatcher:
         self._arriving = arriving
         self._policy = policy
         self._stats = stats
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Not SimpleQueue: its timed get can block forever on 3.11 (see the module docstring).
+        self._queue: queue.Queue[Any] = queue.Queue()
         self._closed = False
+        #: Makes "closed?" and "queue it" one step, so no request can land behind the stops.
+        self._submit_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._run, name=f"aplserve-model-{name}-{index}", daemon=True)
             for index in range(max(1, policy.instances))
@@ -128,18 +141,20 @@ class ModelBatcher:
 
     def submit(self, items: Sequence[Any]) -> Future[Any]:
         """Queue `items`; the future's result is their probabilities, in order."""
-        if self._closed:
-            raise RuntimeError("this model's batcher is closed")
         request = BatchRequest(items)
-        self._queue.put(request)
+        with self._submit_lock:
+            if self._closed:
+                raise RuntimeError("this model's batcher is closed")
+            self._queue.put(request)
         return request.future
 
     def close(self, timeout: float | None = None) -> None:
         """Stop after the requests already queued have been answered."""
-        if not self._closed:
-            self._closed = True
-            for _ in self._threads:
-                self._queue.put(_STOP)
+        with self._submit_lock:
+            if not self._closed:
+                self._closed = True
+                for _ in self._threads:
+                    self._queue.put(_STOP)
         if timeout is not None and threading.current_thread() not in self._threads:
             deadline = time.monotonic() + timeout
             for thread in self._threads:

@@ -26,6 +26,9 @@ from core.settings import Settings
 from tests.api.conftest import JobPoster, Uploader, assert_problem, zip_bytes
 from tests.worker.harness import job_row
 
+#: How long the fake worker of the events test waits for the stream to show its last change.
+STEP_TIMEOUT_S = 30.0
+
 
 def drain_broker(settings: Settings, expect: int, timeout: float = 5.0) -> list[Any]:
     """Consume messages from the job queue with a real kombu consumer until `expect` arrived."""
@@ -199,7 +202,7 @@ def test_list_filters_by_status_and_pages(
     cancelled = client.get("/v1/jobs?status=cancelled", headers=alice).json()["items"]
     assert [job["id"] for job in cancelled] == [ids[1]] and cancelled[0]["queue_position"] is None
     seen, cursor = [], None
-    while True:
+    for _ in range(10):  # bounded: 3 pages are expected
         page = client.get(
             "/v1/jobs", headers=alice, params={"limit": 1} | ({"cursor": cursor} if cursor else {})
         )
@@ -207,6 +210,8 @@ def test_list_filters_by_status_and_pages(
         cursor = page.json()["next_cursor"]
         if not cursor:
             break
+    else:
+        pytest.fail(f"paging did not end after 10 pages: {seen}")
     assert seen == ids[::-1]
     body = assert_problem(client.get("/v1/jobs?status=paused", headers=alice), 422, "validation_error")
     assert body["errors"][0]["loc"] == ["query", "status"]
@@ -306,6 +311,22 @@ def _parse_sse(raw: str) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
+def _follow(response: Any, shown: dict[str, threading.Event]) -> str:
+    """The stream's text, read as it comes; sets `shown[status]` / `shown["progress"]` per event."""
+    raw, block = "", []
+    for line in response.iter_lines():
+        raw += line + "\n"
+        if line:
+            block.append(line)
+            continue
+        for kind, data in _parse_sse("\n".join(block)):
+            step = data["status"] if kind == "status" else kind
+            if step in shown:
+                shown[step].set()
+        block = []
+    return raw
+
+
 def test_events_stream_status_changes_and_metric_points_until_the_end(
     settings: Settings, alice: dict[str, str], text_dataset: dict[str, Any]
 ) -> None:
@@ -314,33 +335,42 @@ def test_events_stream_status_changes_and_metric_points_until_the_end(
         job = client.post(
             "/v1/jobs", json={"dataset_id": text_dataset["id"], "base_model": "minilm-l6"}, headers=alice
         ).json()
+        # The fake worker makes each change once the stream has shown the one before it, so
+        # no poll can fold two changes into one event, however slow the machine is.
+        shown = {step: threading.Event() for step in ("queued", "running", "progress")}
+        errors: list[BaseException] = []
 
         def worker() -> None:
-            time.sleep(0.3)
-            worker_sets(settings, job["id"], status="running", started_at=datetime.now(UTC))
-            time.sleep(0.3)
-            add_point(settings, job["id"], 0, 5, 0.61)
-            worker_sets(settings, job["id"], progress={"epoch": 1, "epochs": 3, "step": 5, "steps": 15})
-            time.sleep(0.3)
-            add_point(settings, job["id"], 1, 10, 0.72)
-            worker_sets(
-                settings,
-                job["id"],
-                status="succeeded",
-                finished_at=datetime.now(UTC),
-                best_metrics={"map": 0.72},
-            )
+            try:
+                assert shown["queued"].wait(STEP_TIMEOUT_S), "the stream never showed the queued job"
+                worker_sets(settings, job["id"], status="running", started_at=datetime.now(UTC))
+                assert shown["running"].wait(STEP_TIMEOUT_S), "the stream never showed the running job"
+                add_point(settings, job["id"], 0, 5, 0.61)
+                worker_sets(settings, job["id"], progress={"epoch": 1, "epochs": 3, "step": 5, "steps": 15})
+                assert shown["progress"].wait(STEP_TIMEOUT_S), "the stream never showed the progress"
+                add_point(settings, job["id"], 1, 10, 0.72)
+            except BaseException as exc:
+                errors.append(exc)
+            finally:  # the final status ends the stream whatever happened
+                worker_sets(
+                    settings,
+                    job["id"],
+                    status="succeeded",
+                    finished_at=datetime.now(UTC),
+                    best_metrics={"map": 0.72},
+                )
 
-        thread = threading.Thread(target=worker)
+        thread = threading.Thread(target=worker, daemon=True)
         thread.start()
         started = time.monotonic()
         try:
             with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers=alice) as response:
                 assert response.status_code == 200
                 assert response.headers["content-type"].startswith("text/event-stream")
-                raw = "".join(response.iter_text())
+                raw = _follow(response, shown)
         finally:
-            thread.join()
+            thread.join(timeout=4 * STEP_TIMEOUT_S)
+    assert not thread.is_alive() and not errors, errors
     assert time.monotonic() - started < 10
     events = _parse_sse(raw)
     statuses = [data["status"] for kind, data in events if kind == "status"]

@@ -246,6 +246,11 @@ def test_importing_the_api_does_not_import_torch(tmp_path: Path) -> None:
     )
     env = {"APLSERVE_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=Path(__file__).parents[2], env=env, capture_output=True, text=True
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import tarfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,12 @@ from tests.api.serving_support import (
     sample_images,
     trained_models,
 )
+from tests.concurrency import call_concurrently
 
 SQLITE_ONLY = pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
 TOLERANCE = 1e-5
+#: Bounds every wait for concurrent requests or an engine scenario (they take seconds).
+CALLS_TIMEOUT_S = 120.0
 
 
 @pytest.fixture(scope="session")
@@ -359,8 +361,7 @@ def _concurrent(client: TestClient, headers: dict[str, str], jobs: list[tuple[st
         model_id, inputs = job
         return client.post(f"/v1/models/{model_id}/predict", json={"inputs": inputs}, headers=headers)
 
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        return list(pool.map(call, jobs))
+    return call_concurrently(call, jobs, timeout=CALLS_TIMEOUT_S)
 
 
 def _client_inputs(n: int) -> list[list[str]]:
@@ -444,7 +445,7 @@ def test_two_instances_run_two_forward_passes_at_once(trained: dict[str, Trained
         )
 
     try:
-        first, second = asyncio.run(scenario())
+        first, second = asyncio.run(asyncio.wait_for(scenario(), CALLS_TIMEOUT_S))
     finally:
         both_inside.abort()
         engine.close()
@@ -478,8 +479,7 @@ def test_a_text_predictor_answers_from_many_threads_at_once(local: Any) -> None:
     predictor = local["text"]
     batches = [TEXT_INPUTS[i % len(TEXT_INPUTS) :] + TEXT_INPUTS[:1] for i in range(16)]
     expected = [predictor.predict_proba(batch) for batch in batches]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(predictor.predict_proba, batches))
+    answers = call_concurrently(predictor.predict_proba, batches, timeout=CALLS_TIMEOUT_S)
     for got, want in zip(answers, expected, strict=True):
         np.testing.assert_allclose(got, want, atol=TOLERANCE)
 
@@ -538,15 +538,14 @@ def test_evicting_a_model_waits_for_its_inflight_request(trained: dict[str, Trai
 
     async def scenario() -> tuple[Any, Any, dict[str, Any]]:
         pending = asyncio.create_task(engine.predict(model_a, TEXT_INPUTS))
-        while not inside.is_set():
-            await asyncio.sleep(0.01)
+        assert await asyncio.to_thread(inside.wait, 30), "model a's request never reached its forward pass"
         answer_b = await engine.predict(model_b, TEXT_INPUTS[:2])
         during = engine.snapshot()
         gate.set()
         return await pending, answer_b, during
 
     try:
-        answer_a, answer_b, during = asyncio.run(scenario())
+        answer_a, answer_b, during = asyncio.run(asyncio.wait_for(scenario(), CALLS_TIMEOUT_S))
         after = engine.snapshot()
     finally:
         gate.set()

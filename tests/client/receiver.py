@@ -63,10 +63,12 @@ def running_receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
             status = receiver.next_status()
+            # Recorded before the answer: once the caller has its response the call is in
+            # `calls`, and `at` is earlier than anything the caller does after it.
+            receiver.record(Call(self.path, dict(self.headers.items()), body, status, time.monotonic()))
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
-            receiver.record(Call(self.path, dict(self.headers.items()), body, status, time.monotonic()))
 
         def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
             return

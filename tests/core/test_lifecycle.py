@@ -82,11 +82,12 @@ def test_only_one_of_two_racing_claims_wins(settings: Settings, job_id: str) -> 
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=contender) for _ in range(2)]
+    threads = [threading.Thread(target=contender, daemon=True) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a claim did not return in 30 s"
     assert not errors
     assert len([r for r in results if r is not None]) == 1
     assert job_row(settings, job_id).attempts == 1
