@@ -58,7 +58,7 @@ def test_image_artifact_round_trip_predicts_like_the_trained_model(
     assert info.sha256 == file_sha256(info.path) and info.size_bytes == info.path.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"model{suffix}"]  # no staging left
     images = _images(image_dataset)
-    in_memory = Predictor.from_model(image_result.model, image_result.labels, image_result.thresholds, "cpu")
+    in_memory = Predictor.from_result(image_result, "cpu")
     loaded = load(info.path, device="cpu")
     expected = in_memory.predict_proba(images)
     got = loaded.predict_proba(images, batch_size=4)
@@ -72,7 +72,9 @@ def test_image_artifact_round_trip_predicts_like_the_trained_model(
     transform = build_transform(image_result.model.preprocessing, train=False)
     with torch.inference_mode():
         logits = image_result.model.module.eval()(torch.stack([transform(im) for im in images]))
-    np.testing.assert_allclose(got, torch.sigmoid(logits).numpy(), atol=1e-6)
+    temperatures = torch.tensor([image_result.temperatures[x] for x in loaded.labels])
+    assert (temperatures != 1).any()  # calibrated (the default), so the check below means something
+    np.testing.assert_allclose(got, torch.sigmoid(logits / temperatures).numpy(), atol=1e-6)
     # File paths and encoded bytes work as inputs too.
     paths = load_stored_dataset(image_dataset).inputs[:2]
     np.testing.assert_allclose(loaded.predict_proba(paths), got[:2], atol=1e-6)
@@ -102,7 +104,7 @@ def test_text_artifact_round_trip_rebuilds_encoder_and_tokenizer(
     assert config["preprocessing"] == {"max_length": 24}
     assert set(config["thresholds"]) == set(config["labels"])
     assert config["metrics"]["map"] == text_result.best_metrics.map  # type: ignore[union-attr]
-    in_memory = Predictor.from_model(text_result.model, text_result.labels, text_result.thresholds, "cpu")
+    in_memory = Predictor.from_result(text_result, "cpu")
     for source in (directory, pack_artifact(directory, tmp_path / "text.tar").path):
         loaded = load(source, device="cpu")
         np.testing.assert_allclose(loaded.predict_proba(TEXTS), in_memory.predict_proba(TEXTS), atol=1e-6)
