@@ -7,7 +7,12 @@ ranking of every label stays as it is (so each label's AP is unchanged) and only
 sure the scores are moves.
 
 Each label's T minimises the negative log-likelihood (binary cross-entropy) of its
-validation cells. The NLL is convex in 1/T, so its derivative is monotone and a
+validation cells against Platt's targets (Platt 1999, "Probabilistic outputs for support
+vector machines", section 2.2): (N+ + 1) / (N+ + 2) for its N+ positives and
+1 / (N- + 2) for its N- negatives instead of 1 and 0. With hard targets a validation
+split the model separates perfectly (common for small ones) drives T towards 0 and
+makes every later score 0 or 1; Platt's targets keep the fit finite and tend to 0/1 as
+the split grows. The NLL is convex in 1/T, so its derivative is monotone and a
 bisection on log(1/T) within [1/MAX_TEMPERATURE, 1/MIN_TEMPERATURE] finds the
 minimum to machine precision, for all labels at once and always the same way. A
 label with fewer than `min_positives` positives or without a negative keeps T = 1
@@ -57,6 +62,16 @@ def _fittable(binary: np.ndarray, known: np.ndarray, min_positives: int) -> np.n
     return fittable
 
 
+def platt_targets(binary: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Per cell: (N+ + 1) / (N+ + 2) for a positive, 1 / (N- + 2) for a negative, per label."""
+    positives = (binary & known).sum(axis=0).astype(np.float64)
+    negatives = (~binary & known).sum(axis=0).astype(np.float64)
+    smoothed: np.ndarray = np.where(
+        binary, ((positives + 1) / (positives + 2))[None, :], (1 / (negatives + 2))[None, :]
+    )
+    return smoothed
+
+
 def fit_temperatures(
     logits: np.ndarray,
     targets: np.ndarray,
@@ -68,13 +83,13 @@ def fit_temperatures(
     z, binary, known = check_scores(logits, targets, mask)
     if not np.isfinite(z).all():
         raise ValueError("the logits contain NaN or infinity")
-    y = binary.astype(np.float64)
+    y = platt_targets(binary, known)
     weight = known.astype(np.float64)
     low = np.full(z.shape[1], np.log(1.0 / MAX_TEMPERATURE))
     high = np.full(z.shape[1], np.log(1.0 / MIN_TEMPERATURE))
     for _ in range(_BISECTION_STEPS):
         middle = (low + high) / 2
-        # d NLL / d(1/T) = sum z * (sigmoid(z / T) - y), increasing in 1/T.
+        # d NLL / d(1/T) = sum z * (sigmoid(z / T) - target), increasing in 1/T.
         slope = (weight * z * (sigmoid(z * np.exp(middle)[None, :]) - y)).sum(axis=0)
         rising = slope > 0
         high = np.where(rising, middle, high)
