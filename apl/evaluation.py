@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.metrics import precision_recall_curve, precision_recall_fscore_support
@@ -35,7 +35,7 @@ from apl.spec import CalibrationMethod, DecisionSpec
 from apl.thresholds import ThresholdChoice, check_scores, choose_thresholds
 
 MAX_CURVE_POINTS = 101
-Split = str
+Split = Literal["validation", "test"]
 
 
 def pr_curve(scores: np.ndarray, truth: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> dict[str, Any]:

@@ -165,6 +165,8 @@ class JobSpec(BaseModel):
                     "base_model": "minilm-l6",
                     "loss": {"name": "apl"},
                     "hyperparameters": {"epochs": 3, "seed": 0},
+                    "decision": {"policy": "max_f1", "min_labels": 1},
+                    "calibration": "temperature",
                 }
             ]
         },

@@ -412,6 +412,9 @@ def test_new_job_form_starts_a_job_and_the_cancel_button_stops_it(
     form.get_by_label("Epochs").fill("200")
     form.get_by_label("Batch size").fill("8")
     form.get_by_label("γ₋").fill("2")
+    form.get_by_label("Threshold policy").select_option("recall_at")
+    form.get_by_label("Target").fill("0.9")
+    form.get_by_label("Min labels").fill("1")
     _screenshot(page, "new-job")
     form.get_by_role("button", name="Start job").click()
     page.wait_for_url("**/#/jobs/*")
@@ -419,6 +422,8 @@ def test_new_job_form_starts_a_job_and_the_cancel_button_stops_it(
     spec = live.job(job_id)["spec"]
     assert (spec["loss"]["name"], spec["loss"]["gamma_neg"], spec["loss"]["clip"]) == ("asl", 2.0, 0.05)
     assert spec["hyperparameters"]["epochs"] == 200
+    assert spec["decision"] == {"policy": "recall_at", "target": 0.9, "min_labels": 1}
+    assert spec["calibration"] == "temperature"
 
     page.get_by_role("button", name="Cancel job").click()
     page.get_by_role("button", name="Click again to cancel").click()
@@ -595,7 +600,7 @@ def test_model_page_shows_the_evaluation_and_marks_min_labels(
     page.locator("#predict-threshold").fill("1")
     page.get_by_role("button", name="Predict").click()
     predictions = page.locator("#predict-results .prediction")
-    predictions.nth(1).wait_for()
+    predictions.nth(1).wait_for(timeout=90_000)  # the first request loads the model
     for i in range(2):  # threshold 1: no label passes, the model's min_labels=1 adds the best one
         chips = predictions.nth(i).locator(".prediction-labels .chip")
         assert chips.count() == 1 and "from-min-labels" in (chips.get_attribute("class") or "")
