@@ -38,13 +38,26 @@ MAX_CURVE_POINTS = 101
 Split = Literal["validation", "test"]
 
 
-def pr_curve(scores: np.ndarray, truth: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> dict[str, Any]:
-    """The label's PR curve as lists (thresholds ascending), at most `max_points` points, ends kept."""
+def pr_curve(
+    scores: np.ndarray, truth: np.ndarray, max_points: int = MAX_CURVE_POINTS, keep_at: float | None = None
+) -> dict[str, Any]:
+    """The label's PR curve as lists (thresholds ascending), at most `max_points` points, ends kept.
+
+    With `keep_at` (the label's threshold), the point that threshold decides like (the lowest
+    stored threshold at or above it) is kept too, so reading the curve there gives exactly the
+    label's precision and recall.
+    """
     if not truth.any():
         return {"precision": [], "recall": [], "thresholds": []}
     precision, recall, cutoffs = precision_recall_curve(truth, scores)
     precision, recall = precision[:-1], recall[:-1]  # sklearn's closing point has no threshold
-    keep = np.unique(np.round(np.linspace(0, len(cutoffs) - 1, min(max_points, len(cutoffs)))).astype(int))
+    count = len(cutoffs)
+    wanted = max_points if keep_at is None else max_points - 1
+    keep = np.round(np.linspace(0, count - 1, min(wanted, count))).astype(int)
+    if keep_at is not None:
+        at = int(np.searchsorted(cutoffs, keep_at, side="left"))
+        keep = np.append(keep, min(at, count - 1))
+    keep = np.unique(keep)
     return {
         "precision": [float(v) for v in precision[keep]],
         "recall": [float(v) for v in recall[keep]],
@@ -84,7 +97,7 @@ def _label_entry(
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),
-        "pr_curve": pr_curve(scores, truth),
+        "pr_curve": pr_curve(scores, truth, keep_at=threshold),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 
 import numpy as np
@@ -40,6 +41,11 @@ def test_pr_curve_has_at_most_101_exact_points_and_keeps_both_ends() -> None:
     short = pr_curve(scores[:30], truth[:30])
     assert len(short["thresholds"]) == len(precision_recall_curve(truth[:30], scores[:30])[2])
     assert pr_curve(scores, np.zeros_like(truth)) == {"precision": [], "recall": [], "thresholds": []}
+    kept = pr_curve(scores, truth, keep_at=0.4321)
+    assert len(kept["thresholds"]) <= MAX_CURVE_POINTS
+    at = bisect.bisect_left(kept["thresholds"], 0.4321)  # how the dashboard reads the curve
+    assert kept["precision"][at] == pytest.approx(precision_score(truth, scores >= 0.4321))
+    assert kept["recall"][at] == pytest.approx(recall_score(truth, scores >= 0.4321))
 
 
 def test_frequency_thirds_are_a_third_each_by_count_ties_in_label_order() -> None:
@@ -71,6 +77,10 @@ def test_the_document_matches_sklearn_label_by_label_and_is_json() -> None:
         assert entry["threshold_source"] == "tuned" and entry["target_reached"] is True
         assert entry["precision"] >= 0.9
         assert entry["temperature"] == pytest.approx(result.temperatures[j])
+        # Read off the stored curve at the threshold, the curve gives the label's own numbers.
+        at = bisect.bisect_left(entry["pr_curve"]["thresholds"], entry["threshold"])
+        assert entry["pr_curve"]["precision"][at] == pytest.approx(entry["precision"])
+        assert entry["pr_curve"]["recall"][at] == pytest.approx(entry["recall"])
     aps = [entry["ap"] for entry in doc["per_label"]]
     assert doc["map"] == pytest.approx(np.mean(aps))
     assert doc["map_frequent"] == pytest.approx(np.mean(aps[:2]))  # support falls with the label index
