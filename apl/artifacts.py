@@ -2,10 +2,15 @@
 
 Layout:
     config.json          format version, modality, family, architecture, base model,
-                         labels, thresholds, fallback labels, preprocessing, metrics
+                         labels, thresholds, fallback labels, preprocessing, metrics,
+                         calibration (method and per-label temperatures) and decision
+                         (policy, target, min_labels, threshold sources, the rule)
     model.safetensors    the classifier's weights
     encoder/config.json  (text) the transformers encoder configuration
     tokenizer/           (text) the tokenizer, as `save_pretrained` writes it
+
+Artifacts written before calibration existed have no `calibration` or `decision`: they
+load with every temperature 1 (raw sigmoid) and min_labels 0, i.e. as they always did.
 
 Nothing is pickled, so loading never executes code. Writing is atomic: a temporary
 directory or file is filled, fsynced and renamed into place. Unpacking an archive
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
 import stat
 import tarfile
@@ -29,6 +35,7 @@ import torch
 from safetensors.torch import save_file
 
 from apl.atomic import atomic_directory, atomic_file, file_sha256
+from apl.decisions import DECISION_RULE
 from apl.errors import ArtifactError
 from apl.metrics import EpochMetrics
 from apl.models import BuiltModel
@@ -69,7 +76,10 @@ def build_config(
     fallback_labels: list[str],
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """config.json; `calibration` is {"method", "temperatures": {label: T}}, `decision` the policy."""
     if len(labels) != len(set(labels)):
         raise ArtifactError("label names must be unique")
     missing = [label for label in labels if label not in thresholds]
@@ -93,6 +103,11 @@ def build_config(
         "training": training or {},
         "library_versions": _versions(),
     }
+    if calibration is not None:
+        config["calibration"] = calibration
+    if decision is not None:
+        config["decision"] = decision
+    _check_calibration(config)
     if model.modality == "text":
         config["head"] = {"pooling": "mean", "hidden_size": model.hidden_size}
     return config
@@ -121,6 +136,8 @@ def save_artifact(
     fallback_labels: list[str] | None = None,
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> Path:
     """Write the artifact directory atomically (an existing one is replaced whole)."""
     config = build_config(
@@ -130,6 +147,8 @@ def save_artifact(
         fallback_labels=fallback_labels or [],
         metrics=metrics,
         training=training,
+        calibration=calibration,
+        decision=decision,
     )
     target = Path(directory)
     with atomic_directory(target) as tmp:
@@ -140,7 +159,21 @@ def save_artifact(
 def _result_fields(result: Any) -> dict[str, Any]:
     """The artifact arguments for a `TrainResult` (typed loosely to avoid importing training)."""
     best: EpochMetrics | None = result.best_metrics
+    config = result.config
+    finalized = bool(result.temperatures)
     return {
+        "calibration": (
+            {"method": config.calibration, "temperatures": dict(result.temperatures)} if finalized else None
+        ),
+        "decision": (
+            {
+                **config.decision.model_dump(mode="json"),
+                "threshold_sources": dict(result.threshold_sources),
+                "rule": DECISION_RULE,
+            }
+            if finalized
+            else None
+        ),
         "labels": result.labels,
         "thresholds": result.thresholds,
         "fallback_labels": result.fallback_labels,
@@ -308,6 +341,34 @@ def unpack_artifact(
     return target
 
 
+def _check_calibration(config: dict[str, Any]) -> None:
+    """Temperatures, when present, are one positive finite number per label; min_labels an int >= 0."""
+    calibration = config.get("calibration")
+    if calibration is not None:
+        temperatures = calibration.get("temperatures") if isinstance(calibration, dict) else None
+        if not isinstance(temperatures, dict) or set(temperatures) != set(config["labels"]):
+            raise ArtifactError("the artifact's temperatures do not match its labels")
+        if not all(isinstance(t, int | float) and math.isfinite(t) and t > 0 for t in temperatures.values()):
+            raise ArtifactError("the artifact's temperatures must be positive finite numbers")
+    decision = config.get("decision")
+    if decision is not None:
+        min_labels = decision.get("min_labels", 0) if isinstance(decision, dict) else None
+        if not isinstance(min_labels, int) or isinstance(min_labels, bool) or min_labels < 0:
+            raise ArtifactError("the artifact's decision has no valid min_labels")
+
+
+def temperatures_of(config: dict[str, Any]) -> list[float]:
+    """The temperature of each label in `labels` order; 1 for artifacts made before calibration."""
+    calibration = config.get("calibration") or {}
+    temperatures = calibration.get("temperatures") or {}
+    return [float(temperatures.get(label, 1.0)) for label in config["labels"]]
+
+
+def min_labels_of(config: dict[str, Any]) -> int:
+    """The model's default min_labels; 0 for artifacts made before decision policies."""
+    return int((config.get("decision") or {}).get("min_labels", 0))
+
+
 def read_config(directory: str | Path) -> dict[str, Any]:
     """Read and check an artifact's config.json (format, version, labels, thresholds)."""
     root = Path(directory)
@@ -333,6 +394,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         "transformers",
     ):
         raise ArtifactError("the artifact names an unknown modality or model family")
+    _check_calibration(config)
     if not (root / WEIGHTS_FILE).is_file():
         raise ArtifactError("the artifact has no model.safetensors")
     return config

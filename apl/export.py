@@ -1,13 +1,15 @@
 """ONNX export of a model artifact: one self-contained graph from model inputs to probabilities.
 
-The sigmoid is part of the graph, so a consumer needs no knowledge of the head to get
-the same probabilities as `apl.inference`. Text models take the tokenizer's outputs
+The per-label temperatures and the sigmoid are part of the graph (`sigmoid(logit / T)`),
+so a consumer needs no knowledge of the head or the calibration to get the same
+probabilities as `apl.inference` and the API. Text models take the tokenizer's outputs
 (`input_ids`, `attention_mask`, and `token_type_ids` where the tokenizer makes them)
 with dynamic batch and sequence axes; image models take normalised `pixel_values`
-of shape (batch, 3, image_size, image_size). The label map and the tuned thresholds
-travel twice: in the ONNX `metadata_props` (so a bare model.onnx is still usable) and
-in the config.json beside it, together with the preprocessing and, for text, the
-tokenizer files.
+of shape (batch, 3, image_size, image_size). The label map, the thresholds, the
+temperatures, min_labels and the decision rule (`apl.decisions.DECISION_RULE`) travel
+twice: in the ONNX `metadata_props` (so a bare model.onnx is still usable) and in the
+config.json beside it, together with the preprocessing and, for text, the tokenizer
+files.
 
 The TorchScript exporter (`dynamo=False`) is used on purpose: it needs only `onnx`,
 and the graph of these encoders is static apart from the batch and sequence sizes.
@@ -26,8 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from apl.artifacts import TOKENIZER_DIR, read_config, unpack_artifact
+from apl.artifacts import TOKENIZER_DIR, min_labels_of, read_config, temperatures_of, unpack_artifact
 from apl.atomic import atomic_file
+from apl.decisions import DECISION_RULE
 from apl.errors import ArtifactError
 from apl.models.text import TextClassifier
 
@@ -38,20 +41,30 @@ CONFIG_FILE = "config.json"
 OUTPUT_NAME = "probabilities"
 DEFAULT_OPSET = 17
 #: Keys of `metadata_props` in model.onnx (values are JSON strings).
-METADATA_KEYS = ("aplserve.labels", "aplserve.thresholds", "aplserve.modality", "aplserve.inputs")
+METADATA_KEYS = (
+    "aplserve.labels",
+    "aplserve.thresholds",
+    "aplserve.modality",
+    "aplserve.inputs",
+    "aplserve.temperatures",
+    "aplserve.decision",
+)
 
 
 class _Probabilities(nn.Module):
-    """The classifier with its sigmoid, taking positional tensors in `input_names` order."""
+    """The classifier with its calibration and sigmoid, taking tensors in `input_names` order."""
 
-    def __init__(self, module: nn.Module, input_names: list[str]) -> None:
+    temperatures: torch.Tensor
+
+    def __init__(self, module: nn.Module, input_names: list[str], temperatures: list[float]) -> None:
         super().__init__()
         self.module = module
         self.input_names = list(input_names)
+        self.register_buffer("temperatures", torch.tensor(temperatures, dtype=torch.float32))
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.module(**dict(zip(self.input_names, tensors, strict=True)))
-        return torch.sigmoid(logits.float())
+        return torch.sigmoid(logits.float() / self.temperatures)
 
 
 def _text_inputs(root: Path, config: dict[str, Any]) -> tuple[list[str], dict[str, torch.Tensor]]:
@@ -72,9 +85,14 @@ def _image_inputs(config: dict[str, Any]) -> tuple[list[str], dict[str, torch.Te
 
 
 def _export_graph(
-    module: nn.Module, names: list[str], example: dict[str, torch.Tensor], target: Path, opset: int
+    module: nn.Module,
+    names: list[str],
+    example: dict[str, torch.Tensor],
+    target: Path,
+    opset: int,
+    temperatures: list[float],
 ) -> None:
-    wrapper = _Probabilities(module, names).eval()
+    wrapper = _Probabilities(module, names, temperatures).eval()
     dynamic_axes: dict[str, dict[int, str]] = {
         name: ({0: "batch", 1: "sequence"} if example[name].dim() == 2 else {0: "batch"}) for name in names
     }
@@ -105,6 +123,21 @@ def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
+def decision_metadata(config: dict[str, Any]) -> dict[str, Any]:
+    """The decision rule with everything it needs: thresholds, temperatures, min_labels, policy."""
+    labels = list(config["labels"])
+    decision = config.get("decision") or {}
+    return {
+        "rule": DECISION_RULE,
+        "thresholds": {label: float(config["thresholds"][label]) for label in labels},
+        "temperatures": dict(zip(labels, temperatures_of(config), strict=True)),
+        "min_labels": min_labels_of(config),
+        "policy": decision.get("policy", "max_f1"),
+        "target": decision.get("target"),
+        "calibration": (config.get("calibration") or {}).get("method", "none"),
+    }
+
+
 def _onnx_config(config: dict[str, Any], names: list[str], extra: dict[str, Any]) -> dict[str, Any]:
     keep = ("modality", "family", "architecture", "base_model", "labels", "thresholds", "fallback_labels")
     return {
@@ -114,8 +147,10 @@ def _onnx_config(config: dict[str, Any], names: list[str], extra: dict[str, Any]
         "preprocessing": config.get("preprocessing", {}),
         "inputs": names,
         "output": OUTPUT_NAME,
-        "output_is": "sigmoid probabilities, one column per label in `labels` order",
-        "decision": "a label is predicted when its probability is >= its threshold",
+        "output_is": "calibrated probabilities sigmoid(logit / temperature), one column per label in "
+        "`labels` order (the temperatures are inside the graph)",
+        "decision": DECISION_RULE,
+        "decision_parameters": decision_metadata(config),
         **extra,
     }
 
@@ -139,7 +174,7 @@ def export_directory(
         names, example = _image_inputs(config)
     model_path = out_dir / ONNX_FILE
     try:
-        _export_graph(predictor.module, names, example, model_path, opset)
+        _export_graph(predictor.module, names, example, model_path, opset, temperatures_of(config))
     except Exception as exc:  # an architecture the tracer cannot express
         raise ArtifactError("this model cannot be exported to ONNX") from exc
     labels = list(config["labels"])
@@ -150,6 +185,8 @@ def export_directory(
             "aplserve.thresholds": json.dumps({label: config["thresholds"][label] for label in labels}),
             "aplserve.modality": json.dumps(config["modality"]),
             "aplserve.inputs": json.dumps(names),
+            "aplserve.temperatures": json.dumps(dict(zip(labels, temperatures_of(config), strict=True))),
+            "aplserve.decision": json.dumps(decision_metadata(config)),
         },
     )
     onnx_config = _onnx_config(config, names, extra or {})

@@ -4,6 +4,11 @@ The architecture is rebuilt from config.json (timm: `create_model(arch, num_clas
 transformers: `AutoConfig` + `AutoModel.from_config` from the saved encoder config),
 then the safetensors weights are loaded strictly. The image transform is the same
 evaluation transform training used, built from the stored preprocessing config.
+
+Probabilities are calibrated: `sigmoid(logit / temperature)` with the artifact's
+per-label temperatures (1 for artifacts made before calibration, i.e. the raw sigmoid).
+Labels come from `apl.decisions`, the rule the API and the ONNX metadata follow, with
+the model's `min_labels` as default.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +26,18 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-from apl.artifacts import ENCODER_DIR, TOKENIZER_DIR, WEIGHTS_FILE, read_config, unpack_artifact
+from apl.artifacts import (
+    ENCODER_DIR,
+    TOKENIZER_DIR,
+    WEIGHTS_FILE,
+    min_labels_of,
+    read_config,
+    temperatures_of,
+    unpack_artifact,
+)
 from apl.data.images import build_transform, decode_image, open_image
 from apl.data.text import TextCollator
-from apl.decisions import choose_batch
+from apl.decisions import decide_batch
 from apl.errors import ArtifactError
 from apl.models import BuiltModel, ImageClassifier, TextClassifier, create_timm
 
@@ -35,6 +48,8 @@ DEFAULT_BATCH_SIZE = 32
 class Prediction:
     labels: list[str]
     scores: dict[str, float]
+    #: The labels among `labels` that are there only because of `min_labels`.
+    added_by_min_labels: list[str] = field(default_factory=list)
 
 
 def select_device(device: str = "auto") -> torch.device:
@@ -47,6 +62,8 @@ class Predictor:
     """A loaded classifier: `predict_proba` for texts or images, plus labels and thresholds.
 
     Images may be PIL images, encoded bytes (PNG/JPEG/WebP...) or file paths.
+    `temperatures` (default all 1) calibrate the probabilities; `min_labels` is the
+    default of `predict`.
     """
 
     def __init__(
@@ -60,6 +77,8 @@ class Predictor:
         tokenizer: Any | None = None,
         config: dict[str, Any] | None = None,
         device: str = "auto",
+        temperatures: Sequence[float] | None = None,
+        min_labels: int = 0,
     ) -> None:
         self.device = select_device(device)
         self.module = module.to(self.device).eval()
@@ -68,6 +87,11 @@ class Predictor:
         self.modality = modality
         self.labels = list(labels)
         self.thresholds = np.array([thresholds[label] for label in self.labels], dtype=np.float64)
+        self.temperatures = np.ones(len(self.labels)) if temperatures is None else np.asarray(temperatures)
+        if self.temperatures.shape != (len(self.labels),) or not (self.temperatures > 0).all():
+            raise ValueError("one positive temperature per label is needed")
+        self._temperature_tensor = torch.tensor(self.temperatures, dtype=torch.float32, device=self.device)
+        self.min_labels = int(min_labels)
         self.preprocessing = dict(preprocessing)
         self.config = dict(config or {})
         self._collator = (
@@ -78,9 +102,16 @@ class Predictor:
 
     @classmethod
     def from_model(
-        cls, model: BuiltModel, labels: list[str], thresholds: dict[str, float], device: str = "auto"
+        cls,
+        model: BuiltModel,
+        labels: list[str],
+        thresholds: dict[str, float],
+        device: str = "auto",
+        *,
+        temperatures: dict[str, float] | None = None,
+        min_labels: int = 0,
     ) -> Predictor:
-        """A predictor around an in-memory model (e.g. `TrainResult.model`)."""
+        """A predictor around an in-memory model (e.g. `TrainResult.model` with its temperatures)."""
         return cls(
             model.module,
             modality=model.modality,
@@ -89,6 +120,20 @@ class Predictor:
             preprocessing=model.preprocessing,
             tokenizer=model.tokenizer,
             device=device,
+            temperatures=[temperatures[label] for label in labels] if temperatures else None,
+            min_labels=min_labels,
+        )
+
+    @classmethod
+    def from_result(cls, result: Any, device: str = "auto") -> Predictor:
+        """A predictor for a `TrainResult`: its best weights, temperatures, thresholds and min_labels."""
+        return cls.from_model(
+            result.model,
+            result.labels,
+            result.thresholds,
+            device,
+            temperatures=result.temperatures or None,
+            min_labels=result.config.decision.min_labels,
         )
 
     def _encode(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
@@ -114,14 +159,14 @@ class Predictor:
         raise TypeError("an image model predicts from PIL images, encoded image bytes or image file paths")
 
     def predict_proba(self, inputs: Sequence[Any], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        """Probabilities, shape (len(inputs), num_labels), float32, in input order."""
+        """Calibrated probabilities, shape (len(inputs), num_labels), float32, in input order."""
         out: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(inputs), batch_size):
                 batch = self._encode(inputs[start : start + batch_size])
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 logits = self.module(**batch).float()
-                out.append(torch.sigmoid(logits).cpu().numpy())
+                out.append(torch.sigmoid(logits / self._temperature_tensor).cpu().numpy())
         if not out:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return np.concatenate(out).astype(np.float32)
@@ -132,21 +177,24 @@ class Predictor:
         *,
         threshold: float | None = None,
         top_k: int | None = None,
-        min_labels: int = 0,
+        min_labels: int | None = None,
     ) -> list[Prediction]:
         """The labels `apl.decisions` chooses (best first) and every label's score, per input.
 
-        `threshold` replaces every per-label threshold; `top_k` and `min_labels` as in the rule.
+        `threshold` replaces every per-label threshold; `top_k` and `min_labels` (default:
+        the model's) as in the rule.
         """
         probs = self.predict_proba(inputs)
         cut = self.thresholds if threshold is None else np.full(len(self.labels), threshold)
-        chosen = choose_batch(probs, cut, top_k=top_k, min_labels=min_labels)
+        wanted = self.min_labels if min_labels is None else min_labels
+        choices = decide_batch(probs, cut, top_k=top_k, min_labels=wanted)
         return [
             Prediction(
-                labels=[self.labels[j] for j in picked],
+                labels=[self.labels[j] for j in choice.chosen],
                 scores={label: float(score) for label, score in zip(self.labels, row, strict=True)},
+                added_by_min_labels=[self.labels[j] for j in choice.added],
             )
-            for row, picked in zip(probs, chosen, strict=True)
+            for row, choice in zip(probs, choices, strict=True)
         ]
 
 
@@ -184,6 +232,8 @@ def _load_directory(root: Path, device: str) -> Predictor:
         tokenizer=tokenizer,
         config=config,
         device=device,
+        temperatures=temperatures_of(config),
+        min_labels=min_labels_of(config),
     )
 
 

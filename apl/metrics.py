@@ -3,9 +3,14 @@
 mAP is the macro average of scikit-learn's `average_precision_score` over the labels
 that have at least one positive in the validation split (AP is undefined without
 one). Decision thresholds are tuned per label on the validation split to maximise
-that label's F1; a label with too few validation positives to tune on falls back to
-the global threshold and is recorded as such. F1 scores are computed at the tuned
-thresholds: micro over all labels, macro over the labels that have a positive.
+that label's F1 (`apl.thresholds`, which also holds the other decision policies); a
+label with too few validation positives to tune on falls back to the global threshold
+and is recorded as such. F1 scores are computed at the tuned thresholds: micro over
+all labels, macro over the labels that have a positive.
+
+Every function takes an optional `mask` of known cells (true = known), for partially
+labelled data: unknown cells count nowhere, so a masked result equals the unmasked one
+computed on the known cells alone.
 """
 
 from __future__ import annotations
@@ -15,13 +20,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve
+from sklearn.metrics import average_precision_score, f1_score
 
 from apl.decisions import FALLBACK_THRESHOLD
+from apl.thresholds import MIN_POSITIVES_TO_TUNE, check_scores, choose_thresholds
 
 DEFAULT_THRESHOLD = FALLBACK_THRESHOLD
-#: Fewer validation positives than this and a label's threshold is not tuned.
-MIN_POSITIVES_TO_TUNE = 2
 
 
 @dataclass(frozen=True)
@@ -79,44 +83,26 @@ class EpochMetrics:
         return cls(**data)
 
 
-def _check(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    probs = np.asarray(probs, dtype=np.float64)
-    binary = np.asarray(targets) > 0.5
-    if probs.shape != binary.shape or probs.ndim != 2:
-        raise ValueError(f"probabilities {probs.shape} and targets {binary.shape} must be equal 2-D shapes")
-    return probs, binary
+def per_class_average_precision(
+    probs: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None
+) -> dict[int, float]:
+    """AP of each label that has at least one (known) positive, keyed by label index.
 
-
-def per_class_average_precision(probs: np.ndarray, targets: np.ndarray) -> dict[int, float]:
-    """AP of each label that has at least one positive, keyed by label index."""
-    probs, binary = _check(probs, targets)
-    return {
-        j: float(average_precision_score(binary[:, j], probs[:, j]))
-        for j in range(binary.shape[1])
-        if binary[:, j].any()
-    }
-
-
-def mean_average_precision(probs: np.ndarray, targets: np.ndarray) -> float:
-    """Macro AP over labels with a positive; 0.0 when no label has one (keeps JSON finite)."""
-    ap = per_class_average_precision(probs, targets)
-    return float(np.mean(list(ap.values()))) if ap else 0.0
-
-
-def _best_f1_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
-    """The threshold that maximises F1 for `score >= threshold`, placed midway between scores.
-
-    A midpoint generalises better than the exact score of the last included sample.
-    Ties in F1 go to the highest threshold, the more conservative choice.
+    With `mask`, each label's AP is computed on its known rows only.
     """
-    precision, recall, cutoffs = precision_recall_curve(truth, scores)
-    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
-    best = int(np.flatnonzero(f1 == f1.max())[-1])
-    lower = scores[scores < cutoffs[best]]
-    threshold = (cutoffs[best] + lower.max()) / 2 if lower.size else cutoffs[best] / 2
-    return float(np.clip(threshold, 0.0, 1.0))
+    scores, binary, known = check_scores(probs, targets, mask)
+    out: dict[int, float] = {}
+    for j in range(binary.shape[1]):
+        rows = known[:, j]
+        if binary[rows, j].any():
+            out[j] = float(average_precision_score(binary[rows, j], scores[rows, j]))
+    return out
+
+
+def mean_average_precision(probs: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Macro AP over labels with a positive; 0.0 when no label has one (keeps JSON finite)."""
+    ap = per_class_average_precision(probs, targets, mask)
+    return float(np.mean(list(ap.values()))) if ap else 0.0
 
 
 def tune_thresholds(
@@ -125,29 +111,35 @@ def tune_thresholds(
     *,
     min_positives: int = MIN_POSITIVES_TO_TUNE,
     default: float = DEFAULT_THRESHOLD,
+    mask: np.ndarray | None = None,
 ) -> Thresholds:
-    """Per-label F1-maximising thresholds; labels with < `min_positives` positives keep `default`."""
-    probs, binary = _check(probs, targets)
-    values = np.full(binary.shape[1], default, dtype=np.float64)
-    fallback: list[int] = []
-    for j in range(binary.shape[1]):
-        if binary[:, j].sum() < min_positives or binary[:, j].all():
-            fallback.append(j)
-            continue
-        values[j] = _best_f1_threshold(probs[:, j], binary[:, j])
-    return Thresholds(values=values, fallback=fallback)
+    """Per-label F1-maximising thresholds; labels with < `min_positives` positives keep `default`.
+
+    The `max_f1` policy of `apl.thresholds.choose_thresholds`, which holds the other policies.
+    """
+    choice = choose_thresholds(
+        probs, targets, "max_f1", mask=mask, min_positives=min_positives, default=default
+    )
+    return Thresholds(values=choice.values, fallback=choice.fallback)
 
 
-def f1_at_thresholds(probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
-    """(micro F1 over all labels, macro F1 over labels with a positive) for `prob >= threshold`."""
-    probs, binary = _check(probs, targets)
-    predicted = probs >= np.asarray(thresholds)[None, :]
-    micro = float(f1_score(binary, predicted, average="micro", zero_division=0))
-    present = binary.any(axis=0)
-    if not present.any():
-        return micro, 0.0
-    macro = float(f1_score(binary[:, present], predicted[:, present], average="macro", zero_division=0))
-    return micro, macro
+def f1_at_thresholds(
+    probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[float, float]:
+    """(micro F1 over all labels, macro F1 over labels with a positive) for `prob >= threshold`.
+
+    With `mask`, only known cells count: micro F1 over the known cells, each label's F1 over
+    its known rows.
+    """
+    scores, binary, known = check_scores(probs, targets, mask)
+    predicted = scores >= np.asarray(thresholds)[None, :]
+    micro = float(f1_score(binary[known], predicted[known], zero_division=0)) if known.any() else 0.0
+    per_label = [
+        float(f1_score(binary[known[:, j], j], predicted[known[:, j], j], zero_division=0))
+        for j in range(binary.shape[1])
+        if binary[known[:, j], j].any()
+    ]
+    return micro, float(np.mean(per_label)) if per_label else 0.0
 
 
 def score_validation(
@@ -157,16 +149,17 @@ def score_validation(
     *,
     min_positives: int = MIN_POSITIVES_TO_TUNE,
     default_threshold: float = DEFAULT_THRESHOLD,
+    mask: np.ndarray | None = None,
 ) -> ValidationScores:
-    """Everything an evaluation reports except the losses."""
-    probs, binary = _check(probs, targets)
+    """Everything an evaluation reports except the losses (known cells only, with `mask`)."""
+    probs, binary, known = check_scores(probs, targets, mask)
     if len(labels) != probs.shape[1]:
         raise ValueError("one label name per column is needed")
     if not np.isfinite(probs).all():
         raise ValueError("the predicted probabilities contain NaN or infinity")
-    ap = per_class_average_precision(probs, binary)
-    tuned = tune_thresholds(probs, binary, min_positives=min_positives, default=default_threshold)
-    micro, macro = f1_at_thresholds(probs, binary, tuned.values)
+    ap = per_class_average_precision(probs, binary, known)
+    tuned = tune_thresholds(probs, binary, min_positives=min_positives, default=default_threshold, mask=known)
+    micro, macro = f1_at_thresholds(probs, binary, tuned.values, known)
     return ValidationScores(
         map=float(np.mean(list(ap.values()))) if ap else 0.0,
         micro_f1=micro,

@@ -104,6 +104,55 @@ class Hyperparameters(BaseModel):
         return value
 
 
+DecisionPolicy = Literal["max_f1", "precision_at", "recall_at", "fixed"]
+CalibrationMethod = Literal["temperature", "none"]
+#: Policies whose `target` is a precision or recall to reach on the validation split.
+TARGET_POLICIES = ("precision_at", "recall_at")
+
+
+class DecisionSpec(BaseModel):
+    """How a model turns calibrated scores into labels: its thresholds' policy and `min_labels`.
+
+    `max_f1` tunes each label's threshold for F1 on the validation split; `precision_at`
+    takes the lowest threshold whose validation precision reaches `target`; `recall_at`
+    the highest threshold whose validation recall stays at or above `target`; `fixed` uses
+    `target` as every label's threshold. `min_labels` is the model's default for the
+    decision rule (`apl.decisions`); a predict request may override it.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"policy": "max_f1", "min_labels": 1},
+                {"policy": "precision_at", "target": 0.9},
+                {"policy": "fixed", "target": 0.4},
+            ]
+        },
+    )
+
+    policy: DecisionPolicy = "max_f1"
+    target: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="precision_at / recall_at: the value to reach on validation; fixed: the threshold.",
+    )
+    min_labels: int = Field(
+        default=0, ge=0, le=1000, description="The fewest labels a prediction returns (the best-scoring)."
+    )
+
+    @model_validator(mode="after")
+    def _target_fits_policy(self) -> DecisionSpec:
+        if self.policy == "max_f1" and self.target is not None:
+            raise ValueError("max_f1 takes no target; use precision_at, recall_at or fixed for one")
+        if self.policy != "max_f1" and self.target is None:
+            raise ValueError(f"the {self.policy} policy needs a target in [0, 1]")
+        if self.policy in TARGET_POLICIES and self.target == 0.0:
+            raise ValueError(f"a {self.policy} target of 0 is reached by any threshold; give one above 0")
+        return self
+
+
 class JobSpec(BaseModel):
     """What a client POSTs to /v1/jobs."""
 
@@ -116,6 +165,8 @@ class JobSpec(BaseModel):
                     "base_model": "minilm-l6",
                     "loss": {"name": "apl"},
                     "hyperparameters": {"epochs": 3, "seed": 0},
+                    "decision": {"policy": "max_f1", "min_labels": 1},
+                    "calibration": "temperature",
                 }
             ]
         },
@@ -125,6 +176,14 @@ class JobSpec(BaseModel):
     base_model: str = Field(min_length=1, max_length=500)
     loss: LossSpec = Field(default_factory=LossSpec)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    decision: DecisionSpec = Field(
+        default_factory=DecisionSpec,
+        description="Threshold policy and min_labels (default: max-F1 thresholds, min_labels 0).",
+    )
+    calibration: CalibrationMethod = Field(
+        default="temperature",
+        description="temperature: one temperature per label fitted on validation by NLL; none: raw sigmoid.",
+    )
     webhook_url: HttpUrl | None = Field(
         default=None,
         description="Called (POST, signed) when the job ends: succeeded, failed or cancelled.",

@@ -35,6 +35,10 @@ class ModelRecord:
     artifact_path: str
     sha256: str
     size_bytes: int
+    #: Policy, target, min_labels, calibration method, temperatures, threshold sources (or None).
+    decision: dict[str, Any] | None = None
+    #: The Evaluation document of the validation split, without `model_id` (or None).
+    evaluation: dict[str, Any] | None = None
 
     def best_metrics(self) -> dict[str, Any]:
         """The job's `best_metrics`: the model's metrics without the per-label APs."""
@@ -49,6 +53,18 @@ def model_metrics(result: TrainResult) -> dict[str, Any]:
     metrics["epochs_completed"] = result.epochs_completed
     metrics["fallback_labels"] = list(result.fallback_labels)
     return metrics
+
+
+def model_decision(result: TrainResult) -> dict[str, Any] | None:
+    """How the model decides: what `Model.decision` holds; None for a result that was not finalized."""
+    if not result.temperatures:
+        return None
+    return {
+        **result.config.decision.model_dump(mode="json"),
+        "calibration": result.config.calibration,
+        "temperatures": {label: float(t) for label, t in result.temperatures.items()},
+        "threshold_sources": dict(result.threshold_sources),
+    }
 
 
 def model_record(
@@ -71,6 +87,8 @@ def model_record(
         artifact_path=artifact_path,
         sha256=info.sha256,
         size_bytes=info.size_bytes,
+        decision=model_decision(result),
+        evaluation=result.evaluation,
     )
 
 

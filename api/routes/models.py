@@ -4,7 +4,7 @@ Predictions go through the app's serving engine (api/serving): the model is load
 on first use, kept in an LRU cache, and concurrent requests for one model are merged
 into micro-batches by the model's inference thread. The route itself only reads and
 checks the request (image decoding off the event loop), waits for the probabilities
-and applies the request's thresholds and top_k.
+and applies the decision rule with the request's thresholds, top_k and min_labels.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from api.serving.inputs import (
     parse_multipart,
     read_body,
 )
-from api.serving.schemas import Model, ModelList, PredictRequest, PredictResponse
+from api.serving.schemas import Evaluation, Model, ModelList, PredictRequest, PredictResponse
 from api.serving.state import engine_of, get_engine, lookup_cache, serving_lifespan
 from apl.errors import AplError
 from core.db.session import session_factory
@@ -90,6 +90,7 @@ _PREDICT_BODY: dict[str, Any] = {
                             "description": 'A number, or a JSON object {"label": threshold}.',
                         },
                         "top_k": {"type": "integer", "minimum": 1},
+                        "min_labels": {"type": "integer", "minimum": 0},
                     },
                 }
             },
@@ -103,6 +104,7 @@ class OwnedModel:
     ref: ModelRef
     labels: list[str]
     thresholds: dict[str, float]
+    min_labels: int = 0
 
 
 def _lookup(settings: Settings, owner_id: str, model_id: str) -> OwnedModel:
@@ -112,6 +114,7 @@ def _lookup(settings: Settings, owner_id: str, model_id: str) -> OwnedModel:
             ref=service.serving_ref(settings, row),
             labels=[str(label) for label in row.labels],
             thresholds={str(k): float(v) for k, v in row.thresholds.items()},
+            min_labels=service.min_labels(row),
         )
 
 
@@ -154,6 +157,21 @@ def get_model(model_id: str, principal: OwnerDep, session: SessionDep) -> Model:
     the artifact's digest and size, and the job and base model it came from."""
     row = service.get_owned(session, principal.owner_id, model_id)
     return service.to_schema(row, service.dataset_ids(session, [row]).get(row.job_id))
+
+
+@router.get("/{model_id}/evaluation", response_model=Evaluation, responses=problem_responses(404))
+def get_evaluation(model_id: str, principal: OwnerDep, session: SessionDep) -> Evaluation:
+    """How the model did on its validation split, computed once when it was published.
+
+    Per label: support, AP, the threshold and where it came from (tuned by the job's
+    decision policy, the fallback for labels with too few positives, or fixed), precision,
+    recall and F1 at it, its temperature and a PR curve of at most 101 points. Overall: mAP,
+    micro and macro F1 at the thresholds, mAP over the most and least frequent thirds of the
+    labels, and the calibration (ECE before and after, 15 equal-width bins over all label
+    cells, with the reliability bins). 404 `evaluation_unavailable` for a model published
+    before evaluations were stored.
+    """
+    return service.evaluation(service.get_owned(session, principal.owner_id, model_id))
 
 
 @router.delete("/{model_id}", status_code=204, response_class=Response, responses=problem_responses(404))
@@ -245,11 +263,13 @@ async def predict(
 ) -> PredictResponse:
     """Predict labels for texts (JSON) or images (JSON base64 or multipart `files`).
 
-    Every prediction has the probability of every label (`scores`) and the labels at
-    or above their threshold (`labels`, highest score first). `threshold` overrides
-    the model's tuned thresholds, as one number or per label; `top_k` keeps at most
-    the k best of the labels that pass. Results are in input order. Concurrent
-    requests for one model are answered from shared micro-batches.
+    Every prediction has the calibrated probability of every label (`scores`) and the
+    labels of the decision rule (`labels`, highest score first): those at or above their
+    threshold, then `top_k` keeps at most the k best of them, then `min_labels` (default:
+    the model's) adds the best-scoring others until that many are returned; those are
+    also listed in `added_by_min_labels`. `threshold` overrides the model's thresholds,
+    as one number or per label. Results are in input order. Concurrent requests for one
+    model are answered from shared micro-batches.
     """
     arrival = engine.arrive(target.ref.id)
     try:
@@ -267,8 +287,10 @@ async def predict(
     if probabilities.shape != (len(items), len(target.labels)):
         log.error("model %s: artifact outputs do not match the registered labels", target.ref.id)
         raise AppError(503, "model_unavailable", "the model's artifact does not match its registry entry")
+    min_labels = target.min_labels if parsed.min_labels is None else parsed.min_labels
     return PredictResponse(
         model_id=target.ref.id,
-        predictions=decide(probabilities, target.labels, thresholds, parsed.top_k),
+        predictions=decide(probabilities, target.labels, thresholds, parsed.top_k, min_labels),
         thresholds=dict(zip(target.labels, thresholds, strict=True)),
+        min_labels=min_labels,
     )

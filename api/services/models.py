@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.services.pagination import Page, paginate
 from api.serving.engine import ModelRef
-from api.serving.schemas import GLOBAL_THRESHOLD, ModelArtifact
+from api.serving.schemas import GLOBAL_THRESHOLD, Evaluation, ModelArtifact, ModelDecision
 from api.serving.schemas import Model as ModelSchema
 from apl.atomic import file_sha256 as hashed_file
 from core.db.models import Job, Model
@@ -69,11 +69,29 @@ def to_schema(row: Model, dataset_id: str | None) -> ModelSchema:
         threshold_fallback_labels=fallback,
         global_threshold=GLOBAL_THRESHOLD,
         metrics=metrics,
+        decision=ModelDecision.model_validate(row.decision) if row.decision else None,
+        evaluation_url=f"/v1/models/{row.id}/evaluation" if row.evaluation else None,
         artifact=ModelArtifact(
             sha256=row.sha256, size_bytes=row.size_bytes, url=f"/v1/models/{row.id}/artifact"
         ),
         created_at=row.created_at,
     )
+
+
+def min_labels(row: Model) -> int:
+    """The model's default min_labels (0 for models published before decision policies)."""
+    return int((row.decision or {}).get("min_labels", 0))
+
+
+def evaluation(row: Model) -> Evaluation:
+    """The evaluation stored when the model was published; 404 for models published before."""
+    if not row.evaluation:
+        raise AppError(
+            404,
+            "evaluation_unavailable",
+            "this model has no stored evaluation: it was published before evaluations were kept",
+        )
+    return Evaluation.model_validate({**row.evaluation, "model_id": row.id})
 
 
 def artifact_path(settings: Settings, row: Model) -> Path:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from api.serving.schemas import Prediction
-from apl.decisions import choose_batch
+from apl.decisions import decide_batch
 from core.errors import AppError
 
 
@@ -47,13 +47,15 @@ def decide(
     top_k: int | None,
     min_labels: int = 0,
 ) -> list[Prediction]:
-    """One Prediction per row: every label's score, and the labels `apl.decisions` chooses."""
+    """One Prediction per row: every label's score, the labels `apl.decisions` chooses, and
+    which of them only `min_labels` brought in."""
     rows: list[list[float]] = probabilities.tolist() if hasattr(probabilities, "tolist") else probabilities
-    chosen = choose_batch(rows, thresholds, top_k=top_k, min_labels=min_labels)
+    choices = decide_batch(rows, thresholds, top_k=top_k, min_labels=min_labels)
     return [
         Prediction(
-            labels=[labels[j] for j in picked],
+            labels=[labels[j] for j in choice.chosen],
             scores={label: float(score) for label, score in zip(labels, row, strict=True)},
+            added_by_min_labels=[labels[j] for j in choice.added],
         )
-        for row, picked in zip(rows, chosen, strict=True)
+        for row, choice in zip(rows, choices, strict=True)
     ]

@@ -8,7 +8,7 @@ anything reaches the model, so a bad request never takes part in a batch:
 | request_too_large | 413 | the body exceeds `predict_max_body_bytes` |
 | unsupported_media_type | 415 | neither application/json nor multipart/form-data |
 | invalid_multipart | 400 | a multipart body that cannot be parsed |
-| validation_error | 422 | the body does not match PredictRequest (incl. bad threshold / top_k) |
+| validation_error | 422 | the body does not match PredictRequest (incl. bad threshold / top_k / min_labels) |
 | empty_inputs | 422 | no inputs |
 | too_many_inputs | 422 | more than `predict_max_inputs` |
 | wrong_modality | 422 | texts for an image model, images for a text model, or a mix |
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 MULTIPART_FILES_FIELD = "files"
-_MULTIPART_OPTIONS = ("threshold", "top_k")
+_MULTIPART_OPTIONS = ("threshold", "top_k", "min_labels")
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ class ParsedPredict:
     items: list[Any]
     threshold: float | dict[str, float] | None
     top_k: int | None
+    #: None: the model's own min_labels.
+    min_labels: int | None = None
 
 
 def _problem(status: int, code: str, detail: str, loc: list[str | int] | None = None) -> AppError:
@@ -138,7 +140,7 @@ def parse_json(body: bytes, modality: str, limits: Limits) -> ParsedPredict:
                     f"input {index} has {len(text)} characters; at most {limits.max_text_chars} are allowed",
                     ["body", "inputs", index],
                 )
-        return ParsedPredict("text", texts, request.threshold, request.top_k)
+        return ParsedPredict("text", texts, request.threshold, request.top_k, request.min_labels)
     if texts:
         raise _problem(
             422,
@@ -152,7 +154,7 @@ def parse_json(body: bytes, modality: str, limits: Limits) -> ParsedPredict:
         for index, item in enumerate(inputs)
         if isinstance(item, ImageInput)
     ]
-    return ParsedPredict("image", images, request.threshold, request.top_k)
+    return ParsedPredict("image", images, request.threshold, request.top_k, request.min_labels)
 
 
 def _check_count(count: int, limits: Limits) -> None:
@@ -221,7 +223,7 @@ async def _chunks(upload: UploadFile, limit: int) -> AsyncIterator[bytes]:
 
 
 async def parse_multipart(request: Request, body: bytes, modality: str, limits: Limits) -> ParsedPredict:
-    """Images under `files` (one part per image), `threshold` and `top_k` as form fields."""
+    """Images under `files` (one part per image), `threshold`, `top_k` and `min_labels` as form fields."""
     replayed = Request(request.scope, _replay(body))
     try:
         form = await replayed.form(max_files=limits.max_inputs + 1, max_fields=16, max_part_size=64 * 1024)
@@ -245,7 +247,7 @@ async def parse_multipart(request: Request, body: bytes, modality: str, limits: 
                 ["body", unexpected[0]],
             )
         parts = form.getlist(MULTIPART_FILES_FIELD)
-        options = _multipart_options(form.get("threshold"), form.get("top_k"))
+        options = _multipart_options(form.get("threshold"), form.get("top_k"), form.get("min_labels"))
         if modality == "text":
             raise _problem(
                 422,
@@ -272,10 +274,10 @@ async def parse_multipart(request: Request, body: bytes, modality: str, limits: 
             images.append(data)
     finally:
         await form.close()
-    return ParsedPredict("image", images, options.threshold, options.top_k)
+    return ParsedPredict("image", images, options.threshold, options.top_k, options.min_labels)
 
 
-def _multipart_options(threshold: Any, top_k: Any) -> PredictRequest:
+def _multipart_options(threshold: Any, top_k: Any, min_labels: Any = None) -> PredictRequest:
     raw: dict[str, Any] = {"inputs": []}
     if isinstance(threshold, str) and threshold.strip():
         value = threshold.strip()
@@ -290,6 +292,8 @@ def _multipart_options(threshold: Any, top_k: Any) -> PredictRequest:
             raw["threshold"] = value
     if isinstance(top_k, str) and top_k.strip():
         raw["top_k"] = top_k.strip()
+    if isinstance(min_labels, str) and min_labels.strip():
+        raw["min_labels"] = min_labels.strip()
     try:
         return PredictRequest.model_validate(raw)
     except ValidationError as exc:

@@ -48,6 +48,15 @@ _MODEL_EXAMPLE: dict[str, Any] = {
         "best_epoch": 2,
         "fallback_labels": ["drama"],
     },
+    "decision": {
+        "policy": "max_f1",
+        "target": None,
+        "min_labels": 1,
+        "calibration": "temperature",
+        "temperatures": {"action": 1.42, "comedy": 0.87, "drama": 1.0},
+        "threshold_sources": {"action": "tuned", "comedy": "tuned", "drama": "fallback"},
+    },
+    "evaluation_url": f"/v1/models/{_EXAMPLE_MODEL_ID}/evaluation",
     "artifact": {
         "sha256": _EXAMPLE_SHA,
         "size_bytes": 90_931_200,
@@ -56,6 +65,15 @@ _MODEL_EXAMPLE: dict[str, Any] = {
     },
     "created_at": "2026-01-15T09:41:12.000000Z",
 }
+
+
+class ModelDecision(BaseModel):
+    policy: Literal["max_f1", "precision_at", "recall_at", "fixed"]
+    target: float | None = Field(description="precision_at / recall_at: the target; fixed: the threshold.")
+    min_labels: int = Field(description="The default min_labels of this model's predictions.")
+    calibration: Literal["temperature", "none"]
+    temperatures: dict[str, float] = Field(description="Per label; scores are sigmoid(logit / temperature).")
+    threshold_sources: dict[str, Literal["tuned", "fallback", "fixed"]] = Field(default_factory=dict)
 
 
 class Model(BaseModel):
@@ -68,13 +86,22 @@ class Model(BaseModel):
     modality: Literal["text", "image"]
     labels: list[str] = Field(description="Label names, in the order of the model's outputs.")
     thresholds: dict[str, float] = Field(
-        description="Per-label decision thresholds tuned for F1 on the validation split."
+        description="Per-label decision thresholds on the calibrated scores, chosen on the validation "
+        "split by the job's decision policy (default max_f1: the best F1 per label)."
     )
     threshold_fallback_labels: list[str] = Field(
         description="Labels with too few validation positives to tune: they use `global_threshold`."
     )
     global_threshold: float = GLOBAL_THRESHOLD
     metrics: dict[str, Any] = Field(description="Validation metrics of the best epoch.")
+    decision: ModelDecision | None = Field(
+        default=None,
+        description="How the model decides (null for models published before decision policies: "
+        "max_f1 thresholds on raw scores, min_labels 0).",
+    )
+    evaluation_url: str | None = Field(
+        default=None, description="Its evaluation report (GET), when one was stored at publishing."
+    )
     artifact: ModelArtifact
     created_at: datetime
 
@@ -120,20 +147,46 @@ class PredictRequest(BaseModel):
         description="Keep at most the k highest-scoring labels among those at or above their threshold. "
         "`scores` always holds every label.",
     )
+    min_labels: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Return at least this many labels (the highest-scoring), applied after top_k. "
+        "Default: the model's min_labels (its job's `decision.min_labels`, 0 unless set).",
+    )
 
 
 class Prediction(BaseModel):
-    labels: list[str] = Field(description="Labels at or above their threshold, highest score first.")
-    scores: dict[str, float] = Field(description="The probability of every label, in the model's order.")
+    labels: list[str] = Field(
+        description="The labels the decision rule chooses, highest score first: those at or above their "
+        "threshold, cut to top_k, then topped up to min_labels."
+    )
+    scores: dict[str, float] = Field(
+        description="The calibrated probability of every label, in the model's order."
+    )
+    added_by_min_labels: list[str] = Field(
+        default_factory=list,
+        description="The labels in `labels` that are there only because of min_labels (below their "
+        "threshold, or cut by top_k).",
+    )
 
 
 _PREDICT_EXAMPLE: dict[str, Any] = {
     "model_id": _EXAMPLE_MODEL_ID,
     "predictions": [
-        {"labels": ["drama", "action"], "scores": {"action": 0.62, "comedy": 0.08, "drama": 0.91}},
-        {"labels": ["comedy"], "scores": {"action": 0.11, "comedy": 0.77, "drama": 0.2}},
+        {
+            "labels": ["drama", "action"],
+            "scores": {"action": 0.62, "comedy": 0.08, "drama": 0.91},
+            "added_by_min_labels": [],
+        },
+        {
+            "labels": ["action"],
+            "scores": {"action": 0.31, "comedy": 0.12, "drama": 0.2},
+            "added_by_min_labels": ["action"],
+        },
     ],
     "thresholds": {"action": 0.41, "comedy": 0.37, "drama": 0.5},
+    "min_labels": 1,
 }
 
 
@@ -143,3 +196,89 @@ class PredictResponse(BaseModel):
     model_id: str
     predictions: list[Prediction] = Field(description="One per input, in input order.")
     thresholds: dict[str, float] = Field(description="The thresholds this request applied, per label.")
+    min_labels: int = Field(default=0, description="The min_labels this request applied.")
+
+
+class PRCurve(BaseModel):
+    precision: list[float]
+    recall: list[float]
+    thresholds: list[float] = Field(
+        description="Ascending; point i is exactly `score >= thresholds[i]` on the split."
+    )
+
+
+class LabelEvaluation(BaseModel):
+    label: str
+    support: int = Field(description="Positives of this label in the split.")
+    ap: float | None = Field(description="Average precision (null without a positive).")
+    threshold: float
+    threshold_source: Literal["tuned", "fallback", "fixed"] = Field(
+        description="tuned by the policy; fallback: too few positives to tune, the global threshold; "
+        "fixed: the fixed policy's threshold."
+    )
+    target_reached: bool | None = Field(
+        description="precision_at / recall_at: whether the target was reached on the split; else null."
+    )
+    precision: float = Field(description="At the threshold, on the split.")
+    recall: float
+    f1: float
+    temperature: float = Field(description="Scores are sigmoid(logit / temperature).")
+    pr_curve: PRCurve = Field(description="At most 101 points, both ends kept.")
+
+
+class ReliabilityBin(BaseModel):
+    lower: float
+    upper: float
+    count: int = Field(description="Label cells whose score falls in [lower, upper).")
+    confidence: float | None = Field(description="Their mean score (null when empty).")
+    frequency: float | None = Field(description="The fraction of them that are positive.")
+
+
+class Reliability(BaseModel):
+    before: list[ReliabilityBin]
+    after: list[ReliabilityBin]
+
+
+class CalibrationBlock(BaseModel):
+    method: Literal["temperature", "none"]
+    ece_before: float = Field(description="ECE of the raw sigmoid scores: 15 equal-width bins, all cells.")
+    ece_after: float = Field(description="ECE of the calibrated scores, the same way.")
+    ece_bins: int = 15
+    temperatures: dict[str, float]
+    reliability: Reliability
+
+
+class EvaluationDecision(BaseModel):
+    policy: Literal["max_f1", "precision_at", "recall_at", "fixed"]
+    target: float | None
+    min_labels: int
+    rule: str
+
+
+class LabelGroups(BaseModel):
+    frequent: list[str] = Field(description="The most frequent third of the labels.")
+    rare: list[str] = Field(description="The least frequent third.")
+    counted_on: str = Field(description="Where frequency was counted (the training split).")
+
+
+class MinLabelsScores(BaseModel):
+    micro_f1: float
+    macro_f1: float
+
+
+class Evaluation(BaseModel):
+    model_id: str
+    split: Literal["validation", "test"]
+    num_samples: int
+    map: float = Field(description="Macro AP over the labels with a positive in the split.")
+    micro_f1: float = Field(description="At the thresholds (without min_labels).")
+    macro_f1: float = Field(description="At the thresholds, over the labels with a positive.")
+    map_frequent: float | None = Field(description="mAP over the most frequent third of the labels.")
+    map_rare: float | None = Field(description="mAP over the least frequent third of the labels.")
+    label_groups: LabelGroups
+    decision: EvaluationDecision
+    calibration: CalibrationBlock
+    with_min_labels: MinLabelsScores | None = Field(
+        default=None, description="F1 of the whole decision rule with the model's min_labels (when > 0)."
+    )
+    per_label: list[LabelEvaluation]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from apl.metrics import EpochMetrics
 from apl.models import BuiltModel
-from apl.spec import Hyperparameters, JobSpec, LossSpec
+from apl.spec import CalibrationMethod, DecisionSpec, Hyperparameters, JobSpec, LossSpec
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -31,6 +31,10 @@ class TrainConfig:
     num_workers: int = 0
     #: Whether `hf:<hub id>` may be fetched from the network.
     allow_download: bool = False
+    #: The threshold policy and min_labels applied after training (they never change the weights).
+    decision: DecisionSpec = field(default_factory=DecisionSpec)
+    #: Per-label temperature scaling fitted on the validation split after training, or none.
+    calibration: CalibrationMethod = "temperature"
 
     @classmethod
     def from_job_spec(
@@ -54,6 +58,8 @@ class TrainConfig:
             device=device,
             num_workers=num_workers,
             allow_download=allow_download,
+            decision=spec.decision,
+            calibration=spec.calibration,
         )
 
 
@@ -62,12 +68,15 @@ class TrainResult:
     """The outcome of `train`.
 
     `model` holds the best epoch's weights, or the last ones if no epoch was evaluated.
+    `thresholds` apply to calibrated scores (`sigmoid(logit / temperature)`); a run that
+    was stopped, or evaluated no epoch, has no temperatures and no evaluation.
     """
 
     config: TrainConfig
     model: BuiltModel
     labels: list[str]
-    #: Per-label decision thresholds of the best epoch (the fallback for every label if none was evaluated).
+    #: Per-label decision thresholds chosen after training with the job's policy on calibrated
+    #: validation scores (the fallback for every label if no epoch was evaluated).
     thresholds: dict[str, float]
     fallback_labels: list[str]
     best_metrics: EpochMetrics | None
@@ -79,6 +88,12 @@ class TrainResult:
     epochs_completed: int
     device: str
     precision: str
+    #: Per-label temperatures (all 1.0 with calibration "none"); empty when not finalized.
+    temperatures: dict[str, float] = field(default_factory=dict)
+    #: Per label: "tuned", "fallback" or "fixed" (apl.thresholds).
+    threshold_sources: dict[str, str] = field(default_factory=dict)
+    #: The Evaluation document of the validation split (apl.evaluation), or None.
+    evaluation: dict[str, Any] | None = None
 
     @property
     def best_epoch(self) -> int | None:

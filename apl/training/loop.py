@@ -8,7 +8,8 @@ update uses that sum divided by the batch size, and the reported train and
 validation losses are the epoch's sum divided by its number of samples, i.e. the
 per-sample loss summed over labels. The best epoch is the one with the highest
 validation mAP (ties: lower validation loss), and its weights are what the result
-holds.
+holds. `finish` then calibrates the best model and chooses its thresholds on the
+validation split (`apl.evaluation.finalize`: the job's calibration and decision policy).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from apl.data import (
 )
 from apl.decisions import FALLBACK_THRESHOLD
 from apl.errors import DatasetError, ModelUnavailableError, TrainingDivergedError
+from apl.evaluation import Finalized, finalize
 from apl.metrics import EpochMetrics, score_validation
 from apl.models import BuiltModel, build_model
 from apl.spec import Hyperparameters
@@ -105,6 +107,16 @@ def _autocast(device: torch.device, precision: Precision) -> contextlib.Abstract
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@dataclass(frozen=True)
+class _Outputs:
+    """A model's outputs on one split."""
+
+    loss: float
+    logits: np.ndarray
+    probs: np.ndarray
+    targets: np.ndarray
+
+
 def _predict(
     model: nn.Module,
     loader: DataLoader[Any],
@@ -112,13 +124,15 @@ def _predict(
     device: torch.device,
     precision: Precision,
     callbacks: CallbackList,
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """(per-sample loss, probabilities, targets) of `model` on `loader`; raises _Stopped on cancel.
+) -> _Outputs:
+    """The per-sample loss, logits, probabilities and targets of `model` on `loader`.
 
-    Split-agnostic so that validation and any later held-out split are scored the same way.
+    Raises _Stopped on cancel. Split-agnostic so that validation and any later held-out
+    split are scored the same way.
     """
     model.eval()
     total, count = 0.0, 0
+    raw: list[np.ndarray] = []
     probs: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     with torch.inference_mode():
@@ -131,9 +145,12 @@ def _predict(
             logits = logits.float()
             total += float(loss_fn(logits, target))
             count += len(target)
+            raw.append(logits.cpu().numpy())
             probs.append(torch.sigmoid(logits).cpu().numpy())
             targets.append(target.cpu().numpy())
-    return total / max(count, 1), np.concatenate(probs), np.concatenate(targets)
+    return _Outputs(
+        total / max(count, 1), np.concatenate(raw), np.concatenate(probs), np.concatenate(targets)
+    )
 
 
 def _fingerprint(config: TrainConfig, dataset: StoredDataset, train_idx: np.ndarray) -> dict[str, Any]:
@@ -231,6 +248,8 @@ class _Run:
     #: What a checkpoint must match to continue this run (see `_fingerprint`).
     fingerprint: dict[str, Any]
     state: LoopState = field(default_factory=LoopState)
+    #: The best epoch's validation outputs, kept for `finish` (not checkpointed).
+    best_outputs: _Outputs | None = None
     #: Monotonic clock origin, shifted back by the time a resumed run had already spent.
     started: float = 0.0
 
@@ -336,29 +355,31 @@ class _Run:
         """
         if self.hooks.should_stop():
             raise _Stopped
-        metrics = self._validate(epoch, train_loss)
-        self._record(metrics)
+        metrics, outputs = self._validate(epoch, train_loss)
+        if self._record(metrics):
+            self.best_outputs = outputs
         self.hooks.call("on_evaluate", metrics)
         if self.config.checkpoint_path is not None:
             self._save_checkpoint(self.config.checkpoint_path, epoch)
         return metrics
 
-    def _validate(self, epoch: int, train_loss: float) -> EpochMetrics:
+    def _validation_outputs(self) -> _Outputs:
+        return _predict(self.model, self.val_loader, self.loss_fn, self.device, self.precision, self.hooks)
+
+    def _validate(self, epoch: int, train_loss: float) -> tuple[EpochMetrics, _Outputs]:
         """The epoch's metrics on the validation split; non-finite numbers mean divergence."""
         try:
-            val_loss, probs, targets = _predict(
-                self.model, self.val_loader, self.loss_fn, self.device, self.precision, self.hooks
-            )
-            scores = score_validation(probs, targets, self.labels)
+            outputs = self._validation_outputs()
+            scores = score_validation(outputs.probs, outputs.targets, self.labels)
         except ValueError as exc:
             raise TrainingDivergedError("the validation predictions became NaN or infinite") from exc
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        if not (math.isfinite(train_loss) and math.isfinite(outputs.loss)):
             raise TrainingDivergedError("the loss became NaN or infinite")
-        return EpochMetrics(
+        metrics = EpochMetrics(
             epoch=epoch,
             step=self.state.step,
             train_loss=train_loss,
-            val_loss=val_loss,
+            val_loss=outputs.loss,
             map=scores.map,
             micro_f1=scores.micro_f1,
             macro_f1=scores.macro_f1,
@@ -367,9 +388,12 @@ class _Run:
             thresholds=scores.thresholds,
             fallback_labels=scores.fallback_labels,
         )
+        return metrics, outputs
 
-    def _record(self, metrics: EpochMetrics) -> None:
+    def _record(self, metrics: EpochMetrics) -> bool:
         """Advance the loop state past `metrics.epoch`: history, best epoch, early stopping.
+
+        Returns whether the epoch became the best one.
 
         Patience counts epochs without a strictly higher mAP; the kept weights also
         prefer a lower validation loss at equal mAP (mAP saturates on easy data).
@@ -377,13 +401,15 @@ class _Run:
         """
         state, epoch = self.state, metrics.epoch
         state.bad_epochs = 0 if state.best is None or metrics.map > state.best.map else state.bad_epochs + 1
-        if _is_better(metrics, state.best):
+        better = _is_better(metrics, state.best)
+        if better:
             state.best, state.best_weights = metrics, cpu_state(self.model)
         state.history.append(metrics)
         patience = self.hp.early_stopping_patience
         state.early_stopped = patience is not None and state.bad_epochs >= patience and epoch < self.hp.epochs
         state.epoch = epoch
         state.elapsed_s = time.monotonic() - self.started
+        return better
 
     def _save_checkpoint(self, path: Path, epoch: int) -> None:
         """Write the epoch's checkpoint atomically, then tell the callbacks it is safe on disk."""
@@ -399,13 +425,20 @@ class _Run:
         self.hooks.call("on_checkpoint", path, epoch)
 
     def finish(self, stopped: bool) -> TrainResult:
-        """Put the best epoch's weights in the model and report the result to the callbacks.
+        """Put the best epoch's weights in the model, finalize it, report the result to the callbacks.
 
-        Anything that needs the final model (e.g. scoring it on a test split) belongs
-        after `_load_best` and before the result is built.
+        Finalizing (`apl.evaluation.finalize`: temperatures, the decision policy's thresholds,
+        the evaluation) needs the final model, as would scoring it on a test split; a stopped
+        run is not finalized, since its model is not kept.
         """
         self._load_best()
-        result = self._result(stopped)
+        final = None
+        if not stopped and self.state.best is not None:
+            try:
+                final = self._finalize()
+            except _Stopped:
+                stopped = True
+        result = self._result(stopped, final)
         self.hooks.call("on_train_end", result)
         return result
 
@@ -415,15 +448,47 @@ class _Run:
             self.model.load_state_dict(self.state.best_weights)
         self.model.eval()
 
-    def _result(self, stopped: bool) -> TrainResult:
+    def _finalize(self) -> Finalized:
+        """Calibrate and choose thresholds on the best epoch's validation outputs.
+
+        Those outputs are kept from its evaluation; a run resumed after its best epoch
+        scores the validation split once more with the best weights (the same numbers).
+        """
+        outputs = self.best_outputs or self._validation_outputs()
+        try:
+            return finalize(
+                outputs.logits,
+                outputs.targets,
+                self.labels,
+                self.config.decision,
+                self.config.calibration,
+                label_counts=self.split.train_set.targets.sum(axis=0).tolist(),
+            )
+        except ValueError as exc:
+            raise TrainingDivergedError("the validation logits became NaN or infinite") from exc
+
+    def _result(self, stopped: bool, final: Finalized | None) -> TrainResult:
         """The TrainResult; without an evaluated epoch every label gets the fallback threshold."""
         best, labels = self.state.best, self.labels
+        thresholds = dict.fromkeys(labels, FALLBACK_THRESHOLD)
+        fallback, extra = list(labels), dict[str, Any]()
+        if final is not None:
+            choice = final.thresholds
+            thresholds = {name: float(choice.values[j]) for j, name in enumerate(labels)}
+            fallback = [labels[j] for j in choice.fallback]
+            extra = {
+                "temperatures": {name: float(final.temperatures[j]) for j, name in enumerate(labels)},
+                "threshold_sources": dict(zip(labels, choice.sources, strict=True)),
+                "evaluation": final.evaluation,
+            }
+        elif best is not None:
+            thresholds, fallback = dict(best.thresholds), list(best.fallback_labels)
         return TrainResult(
             config=self.config,
             model=self.built,
             labels=list(labels),
-            thresholds=dict(best.thresholds) if best else dict.fromkeys(labels, FALLBACK_THRESHOLD),
-            fallback_labels=list(best.fallback_labels) if best else list(labels),
+            thresholds=thresholds,
+            fallback_labels=fallback,
             best_metrics=best,
             history=list(self.state.history),
             stopped=stopped,
@@ -431,6 +496,7 @@ class _Run:
             epochs_completed=self.state.epoch,
             device=str(self.device),
             precision=self.precision,
+            **extra,
         )
 
 

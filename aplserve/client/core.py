@@ -216,14 +216,24 @@ class Jobs:
         hyperparameters: Mapping[str, Any] | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        decision: Mapping[str, Any] | None = None,
+        calibration: str | None = None,
     ) -> Job:
-        """Queue a training job. Parameters left out (or None) take the server's defaults."""
+        """Queue a training job. Parameters left out (or None) take the server's defaults.
+
+        `decision`: {"policy": "max_f1"|"precision_at"|"recall_at"|"fixed", "target", "min_labels"};
+        `calibration`: "temperature" (the server's default) or "none".
+        """
         spec: dict[str, Any] = {
             "dataset_id": dataset_id,
             "base_model": base_model,
             "loss": {"name": loss, **_params(**(loss_params or {}))},
             "hyperparameters": _params(**(hyperparameters or {})),
         }
+        if decision:
+            spec["decision"] = _params(**decision)
+        if calibration:
+            spec["calibration"] = calibration
         if webhook_url:
             spec["webhook_url"] = webhook_url
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -375,6 +385,7 @@ class Models:
         *,
         threshold: float | None = None,
         top_k: int | None = None,
+        min_labels: int | None = None,
     ) -> builtins.list[Prediction]:
         """Predictions in input order. A str is a text; a path or bytes is an image (sent base64)."""
         if not inputs:
@@ -391,9 +402,14 @@ class Models:
                 if not isinstance(item, str)
             ]
         )
-        body = {"inputs": payload, **_params(threshold=threshold, top_k=top_k)}
+        body = {"inputs": payload, **_params(threshold=threshold, top_k=top_k, min_labels=min_labels)}
         answer = self._client.request("POST", f"/v1/models/{model_id}/predict", json=body).json()
         return [Prediction.model_validate(item) for item in answer["predictions"]]
+
+    def evaluation(self, model_id: str) -> dict[str, Any]:
+        """The model's stored evaluation (per-label PR curves, thresholds, calibration), as JSON."""
+        body: dict[str, Any] = self._client.get_json(f"/v1/models/{model_id}/evaluation")
+        return body
 
     def download(
         self,

@@ -53,6 +53,8 @@ class JobSpec(_Result):
     base_model: str
     loss: dict[str, Any] = Field(default_factory=dict)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    decision: dict[str, Any] = Field(default_factory=dict)
+    calibration: str | None = None
     webhook_url: str | None = None
 
 
@@ -101,6 +103,7 @@ class Model(_Result):
     labels: list[str]
     thresholds: dict[str, float]
     metrics: dict[str, Any] = Field(default_factory=dict)
+    decision: dict[str, Any] | None = None
     artifact: Artifact
     created_at: datetime
 
@@ -108,6 +111,8 @@ class Model(_Result):
 class Prediction(_Result):
     labels: list[str]
     scores: dict[str, float]
+    #: The labels in `labels` that only `min_labels` brought in.
+    added_by_min_labels: list[str] = Field(default_factory=list)
 
 
 class BaseModelEntry(_Result):

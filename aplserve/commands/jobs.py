@@ -26,6 +26,7 @@ app = typer.Typer(help="Submit, follow and cancel training jobs.", no_args_is_he
 LOSS_HELP = "Loss parameter (default: the loss preset's value)."
 HP = "Hyperparameters"
 LOSS = "Loss"
+DECISION = "Decision"
 
 
 def _progress(job: Job) -> str:
@@ -104,6 +105,20 @@ def create(
     gamma_pos: Annotated[float | None, typer.Option(help=LOSS_HELP, rich_help_panel=LOSS)] = None,
     gamma_neg: Annotated[float | None, typer.Option(help=LOSS_HELP, rich_help_panel=LOSS)] = None,
     clip: Annotated[float | None, typer.Option(help=LOSS_HELP, rich_help_panel=LOSS)] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(help="Thresholds: max_f1, precision_at, recall_at or fixed.", rich_help_panel=DECISION),
+    ] = None,
+    target: Annotated[
+        float | None,
+        typer.Option(help="The precision/recall to reach, or the fixed threshold.", rich_help_panel=DECISION),
+    ] = None,
+    min_labels: Annotated[
+        int | None, typer.Option(min=0, help="Fewest labels per prediction.", rich_help_panel=DECISION)
+    ] = None,
+    calibration: Annotated[
+        str | None, typer.Option(help="temperature (default) or none.", rich_help_panel=DECISION)
+    ] = None,
     webhook_url: Annotated[
         str | None, typer.Option(help="POSTed the job (signed) when it ends; see `aplserve webhooks secret`.")
     ] = None,
@@ -144,6 +159,8 @@ def create(
             hyperparameters=hyperparameters,
             webhook_url=webhook_url,
             idempotency_key=idempotency_key,
+            decision={"policy": policy, "target": target, "min_labels": min_labels},
+            calibration=calibration,
         )
         if watch:
             if not json_output:

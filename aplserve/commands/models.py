@@ -116,14 +116,18 @@ def _as_input(value: str) -> str | Path:
 
 
 def show_predictions(inputs: list[str], predictions: list[Prediction]) -> None:
+    """A table; a label marked * is there only because of min_labels (below its threshold)."""
     rows = table("input", "labels", "scores")
     for given, prediction in zip(inputs, predictions, strict=True):
         top = sorted(prediction.scores.items(), key=lambda item: -item[1])
+        added = set(prediction.added_by_min_labels)
         rows.add_row(
             given if len(given) <= 60 else given[:57] + "...",
-            ", ".join(prediction.labels) or "-",
+            ", ".join(label + ("*" if label in added else "") for label in prediction.labels) or "-",
             "  ".join(f"{label} {score:.3f}" for label, score in top),
         )
+    if any(prediction.added_by_min_labels for prediction in predictions):
+        rows.caption = "* added by min_labels (below its threshold)"
     console().print(rows)
 
 
@@ -134,6 +138,9 @@ def predict(
         float | None, typer.Option(min=0, max=1, help="One threshold for every label instead of the model's.")
     ] = None,
     top_k: Annotated[int | None, typer.Option(min=1, help="Only the k best labels.")] = None,
+    min_labels: Annotated[
+        int | None, typer.Option(min=0, help="At least this many labels (default: the model's).")
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
@@ -141,7 +148,9 @@ def predict(
     """Predict labels: an argument that is an existing image file is sent as an image, else as text."""
     values = [_as_input(value) for value in inputs]
     with connected(url, api_key) as client:
-        predictions = client.models.predict(model_id, values, threshold=threshold, top_k=top_k)
+        predictions = client.models.predict(
+            model_id, values, threshold=threshold, top_k=top_k, min_labels=min_labels
+        )
     if json_output:
         print_json(predictions)
     else:

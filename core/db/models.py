@@ -200,7 +200,12 @@ class MetricPoint(Base):
 
 
 class Model(Base):
-    """A trained model; the artifact file lives at <data_dir>/<artifact_path>."""
+    """A trained model; the artifact file lives at <data_dir>/<artifact_path>.
+
+    `decision` (policy, target, min_labels, calibration method, temperatures, threshold
+    sources) and `evaluation` (the Evaluation document of its validation split, made
+    once when the worker published it) are NULL for models published before they existed.
+    """
 
     __tablename__ = "models"
     __table_args__ = (Index("ix_models_owner_created", "owner_id", "created_at", "id"),)
@@ -216,6 +221,8 @@ class Model(Base):
     artifact_path: Mapped[str] = mapped_column(String(1000))
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    decision: Mapped[dict[str, Any] | None]
+    evaluation: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -57,6 +57,7 @@ class Trained:
 
 _lock = threading.Lock()
 _cache: dict[Path, dict[str, Trained]] = {}
+_policy_cache: dict[Path, dict[str, Trained]] = {}
 
 
 def _add_rare_label(dataset_dir: Path) -> None:
@@ -69,9 +70,25 @@ def _add_rare_label(dataset_dir: Path) -> None:
     (dataset_dir / "labels.json").write_text(json.dumps(labels))
 
 
-def _train(kind: str, root: Path, base_model: str, dataset_dir: Path, **hyper: Any) -> Trained:
+#: A text model per decision policy (`policy_models`); min_labels set where it shows.
+POLICIES: dict[str, dict[str, Any]] = {
+    "max_f1": {"policy": "max_f1", "min_labels": 1},
+    "precision_at": {"policy": "precision_at", "target": 0.9},
+    "recall_at": {"policy": "recall_at", "target": 0.9, "min_labels": 1},
+    "fixed": {"policy": "fixed", "target": 0.8, "min_labels": 2},
+}
+
+
+def _train(
+    kind: str,
+    root: Path,
+    base_model: str,
+    dataset_dir: Path,
+    decision: dict[str, Any] | None = None,
+    **hyper: Any,
+) -> Trained:
     from apl.artifacts import publish_result
-    from apl.spec import Hyperparameters
+    from apl.spec import DecisionSpec, Hyperparameters
     from apl.training import TrainConfig, train
 
     config = TrainConfig(
@@ -79,6 +96,7 @@ def _train(kind: str, root: Path, base_model: str, dataset_dir: Path, **hyper: A
         base_model=base_model,
         hyperparameters=Hyperparameters(batch_size=16, learning_rate=2e-3, seed=0, **hyper),
         device="cpu",
+        decision=DecisionSpec.model_validate(decision or {}),
     )
     result = train(config, [])
     archive = root / f"{kind}.tar"
@@ -105,6 +123,19 @@ def trained_models(root: Path) -> dict[str, Trained]:
                 "image": _train("image", root, "timm:test_efficientnet", image_dir, epochs=2, image_size=32),
             }
         return _cache[root]
+
+
+def policy_models(root: Path) -> dict[str, Trained]:
+    """One text model per entry of POLICIES (same data, base model and seed), trained once per `root`."""
+    trained_models(root)
+    with _lock:
+        if root not in _policy_cache:
+            text_dir, bert = root / "text-data", root / "tiny-bert"
+            _policy_cache[root] = {
+                name: _train(f"text-{name}", root, f"hf:{bert}", text_dir, decision, epochs=3, max_length=32)
+                for name, decision in POLICIES.items()
+            }
+        return _policy_cache[root]
 
 
 def register(settings: Settings, trained: Trained, owner: str, model_id: str | None = None) -> str:

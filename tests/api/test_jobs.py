@@ -102,6 +102,8 @@ def test_create_fills_defaults_and_the_id_lands_on_the_broker(
     }
     assert job["spec"]["hyperparameters"]["epochs"] == 3
     assert job["spec"]["hyperparameters"]["early_stopping_patience"] is None
+    assert job["spec"]["decision"] == {"policy": "max_f1", "target": None, "min_labels": 0}
+    assert job["spec"]["calibration"] == "temperature"
     assert job["progress"] == {"epoch": 0, "epochs": 3, "step": 0, "steps": 0}
     assert job["started_at"] is None and job["finished_at"] is None
     assert (job["best_metrics"], job["model_id"], job["error"]) == (None, None, None)
@@ -155,6 +157,17 @@ def test_idempotency_key_returns_the_same_job(
         ({"base_model": "timm:Bad Name!"}, "unknown_base_model", ["body", "base_model"]),
         ({"base_model": "mobilenetv2-100"}, "modality_mismatch", ["body", "base_model"]),
         ({"base_model": "timm:resnet18"}, "modality_mismatch", ["body", "base_model"]),
+        ({"decision": {"policy": "precision_at"}}, "validation_error", ["body", "decision"]),
+        ({"decision": {"policy": "max_f1", "target": 0.9}}, "validation_error", ["body", "decision"]),
+        ({"decision": {"policy": "recall_at", "target": 0.0}}, "validation_error", ["body", "decision"]),
+        (
+            {"decision": {"policy": "fixed", "target": 1.5}},
+            "validation_error",
+            ["body", "decision", "target"],
+        ),
+        ({"decision": {"policy": "top3"}}, "validation_error", ["body", "decision", "policy"]),
+        ({"decision": {"min_labels": -1}}, "validation_error", ["body", "decision", "min_labels"]),
+        ({"calibration": "isotonic"}, "validation_error", ["body", "calibration"]),
         # A hub id on a deployment without model downloads (the default) is refused up front.
         ({"base_model": "hf:someone/some-encoder"}, "model_unavailable", ["body", "base_model"]),
     ],

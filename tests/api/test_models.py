@@ -83,6 +83,56 @@ def test_list_and_get_models(
     assert len(bob_items) == 1 and bob_items[0]["id"] not in (text_id, image_id)
 
 
+def test_evaluation_is_stored_per_model_and_owner_isolated(
+    client: TestClient,
+    settings: Settings,
+    alice: dict[str, str],
+    bob: dict[str, str],
+    trained: dict[str, Trained],
+) -> None:
+    model_id = register(settings, trained["text"], "alice")
+    model = client.get(f"/v1/models/{model_id}", headers=alice).json()
+    assert model["evaluation_url"] == f"/v1/models/{model_id}/evaluation"
+    assert model["decision"]["calibration"] == "temperature" and model["decision"]["policy"] == "max_f1"
+    response = client.get(model["evaluation_url"], headers=alice)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    stored = trained["text"].fields["evaluation"]
+    # Exactly what publishing stored (with_min_labels is null: this model's min_labels is 0).
+    assert body == {"model_id": model_id, "with_min_labels": None, **stored}
+    assert body["split"] == "validation" and body["num_samples"] > 0
+    assert {e["label"] for e in body["per_label"]} == set(model["labels"])
+    for entry in body["per_label"]:
+        assert entry["threshold"] == pytest.approx(model["thresholds"][entry["label"]])
+        assert len(entry["pr_curve"]["precision"]) == len(entry["pr_curve"]["recall"]) <= 101
+        assert entry["temperature"] == pytest.approx(model["decision"]["temperatures"][entry["label"]])
+    rare = next(e for e in body["per_label"] if e["label"] == RARE_LABEL)
+    assert rare["threshold_source"] == "fallback" and rare["threshold"] == 0.5
+    calibration = body["calibration"]
+    assert calibration["method"] == "temperature" and calibration["ece_bins"] == 15
+    assert isinstance(calibration["ece_before"], float) and isinstance(calibration["ece_after"], float)
+    assert assert_problem(client.get(model["evaluation_url"], headers=bob), 404, "not_found")
+    assert_problem(client.get("/v1/models/nope/evaluation", headers=alice), 404, "not_found")
+
+
+def test_models_published_before_evaluations_have_none_and_min_labels_zero(
+    client: TestClient, settings: Settings, alice: dict[str, str], trained: dict[str, Trained]
+) -> None:
+    from dataclasses import replace
+
+    old = replace(trained["text"], record=replace(trained["text"].record, decision=None, evaluation=None))
+    model_id = register(settings, old, "alice")
+    model = client.get(f"/v1/models/{model_id}", headers=alice).json()
+    assert model["decision"] is None and model["evaluation_url"] is None
+    assert_problem(
+        client.get(f"/v1/models/{model_id}/evaluation", headers=alice), 404, "evaluation_unavailable"
+    )
+    body = client.post(
+        f"/v1/models/{model_id}/predict", json={"inputs": TEXT_INPUTS, "threshold": 1.0}, headers=alice
+    ).json()
+    assert body["min_labels"] == 0 and all(p["labels"] == [] for p in body["predictions"])
+
+
 def test_artifact_download_is_the_published_archive(
     client: TestClient, settings: Settings, alice: dict[str, str], trained: dict[str, Trained], tmp_path: Path
 ) -> None:

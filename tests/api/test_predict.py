@@ -11,6 +11,7 @@ import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 import numpy as np
@@ -22,11 +23,13 @@ from api.state import app_state
 from core.settings import Settings
 from tests.api.conftest import assert_problem
 from tests.api.serving_support import (
+    POLICIES,
     RARE_LABEL,
     TEXT_INPUTS,
     Trained,
     b64,
     pil,
+    policy_models,
     register,
     sample_images,
     trained_models,
@@ -42,6 +45,11 @@ CALLS_TIMEOUT_S = 120.0
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
     return trained_models(tmp_path_factory.getbasetemp() / "serving-models")
+
+
+@pytest.fixture(scope="session")
+def by_policy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
+    return policy_models(tmp_path_factory.getbasetemp() / "serving-models")
 
 
 @pytest.fixture(scope="session")
@@ -251,6 +259,8 @@ def _bad_cases() -> list[tuple[str, str, dict[str, Any], int, str]]:
             "validation_error",
         ),
         ("top-k-zero", "text", _js(inputs=["x"], top_k=0), 422, "validation_error"),
+        ("min-labels-negative", "text", _js(inputs=["x"], min_labels=-1), 422, "validation_error"),
+        ("bad-form-min-labels", "image", _files(small, min_labels="x"), 422, "validation_error"),
         ("unknown-field", "text", _js(input=["x"]), 422, "validation_error"),
         ("not-a-list", "text", _js(inputs="x"), 422, "validation_error"),
         ("not-json", "text", raw(b"{nope", "application/json"), 422, "validation_error"),
@@ -275,7 +285,15 @@ LIMITS = {
 @SQLITE_ONLY
 @pytest.mark.parametrize(
     "options",
-    [{}, {"top_k": 1}, {"threshold": 0.0, "top_k": 2}, {"threshold": 0.3}, {"threshold": 0.3, "top_k": 1}],
+    [
+        {},
+        {"top_k": 1},
+        {"threshold": 0.0, "top_k": 2},
+        {"threshold": 0.3},
+        {"threshold": 0.3, "top_k": 1},
+        {"threshold": 1.0, "min_labels": 1},
+        {"threshold": 0.0, "top_k": 1, "min_labels": 3},
+    ],
 )
 def test_the_api_and_apl_inference_return_the_same_labels(
     client: TestClient,
@@ -290,7 +308,87 @@ def test_the_api_and_apl_inference_return_the_same_labels(
     over_http = _predict(client, alice, model_id, inputs=TEXT_INPUTS, **options).json()["predictions"]
     in_process = local["text"].predict(TEXT_INPUTS, **options)
     assert [p["labels"] for p in over_http] == [p.labels for p in in_process]
+    assert [p["added_by_min_labels"] for p in over_http] == [p.added_by_min_labels for p in in_process]
     assert all(set(p["scores"]) == set(q.scores) for p, q in zip(over_http, in_process, strict=True))
+
+
+def _onnx_probabilities(client: TestClient, headers: dict[str, str], model_id: str) -> tuple[Any, Any]:
+    """(probabilities of TEXT_INPUTS from onnxruntime, the model's aplserve.decision metadata)."""
+    import json
+    import zipfile
+
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    response = client.get(f"/v1/models/{model_id}/artifact?format=onnx", headers=headers)
+    assert response.status_code == 200, response.text
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive, TemporaryDirectory() as tmp:
+        archive.extractall(tmp)
+        config = json.loads(archive.read("config.json"))
+        session = ort.InferenceSession(archive.read("model.onnx"), providers=["CPUExecutionProvider"])
+        tokenizer = AutoTokenizer.from_pretrained(f"{tmp}/tokenizer", local_files_only=True)
+    encoded = tokenizer(
+        TEXT_INPUTS,
+        padding=True,
+        truncation=True,
+        max_length=config["preprocessing"]["max_length"],
+        return_tensors="np",
+    )
+    probs = session.run(["probabilities"], {name: encoded[name] for name in config["inputs"]})[0]
+    decision = json.loads(session.get_modelmeta().custom_metadata_map["aplserve.decision"])
+    assert decision == config["decision_parameters"] and config["decision"] == decision["rule"]
+    return probs, decision
+
+
+def _onnx_labels(probs: Any, decision: dict[str, Any], labels: list[str], options: dict[str, Any]) -> Any:
+    """What an ONNX consumer does with the metadata: the rule, its thresholds and min_labels."""
+    from apl.decisions import decide_batch
+
+    cut = [options.get("threshold", decision["thresholds"][label]) for label in labels]
+    wanted = options.get("min_labels", decision["min_labels"])
+    choices = decide_batch(probs, cut, top_k=options.get("top_k"), min_labels=wanted)
+    return [[labels[j] for j in c.chosen] for c in choices], [[labels[j] for j in c.added] for c in choices]
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_api_apl_inference_and_onnxruntime_return_the_same_labels_under_each_policy(
+    client: TestClient,
+    settings: Settings,
+    alice: dict[str, str],
+    by_policy: dict[str, Trained],
+    tmp_path: Path,
+    policy: str,
+) -> None:
+    """One decision rule everywhere: HTTP, `apl.inference` on the downloaded artifact, and
+    onnxruntime on the ONNX export with the rule's parameters from its metadata."""
+    from apl.inference import load
+
+    trained = by_policy[policy]
+    model_id = register(settings, trained, "alice")
+    model = client.get(f"/v1/models/{model_id}", headers=alice).json()
+    assert model["decision"]["policy"] == policy
+    assert model["decision"]["min_labels"] == POLICIES[policy].get("min_labels", 0)
+    predictor = load(_download(client, alice, model_id, tmp_path), device="cpu")
+    assert predictor.min_labels == model["decision"]["min_labels"]
+    onnx_probs, decision = _onnx_probabilities(client, alice, model_id)
+    assert decision["policy"] == policy and decision["thresholds"] == pytest.approx(model["thresholds"])
+    assert decision["temperatures"] == pytest.approx(model["decision"]["temperatures"])
+    labels = predictor.labels
+    added_somewhere = False
+    for options in ({}, {"top_k": 1}, {"min_labels": 0}, {"min_labels": 3, "top_k": 1}, {"threshold": 0.97}):
+        body = _predict(client, alice, model_id, inputs=TEXT_INPUTS, **options).json()
+        over_http = body["predictions"]
+        assert body["min_labels"] == options.get("min_labels", decision["min_labels"])
+        in_process = predictor.predict(TEXT_INPUTS, **options)
+        onnx_labels, onnx_added = _onnx_labels(onnx_probs, decision, labels, options)
+        assert [p["labels"] for p in over_http] == [p.labels for p in in_process] == onnx_labels, options
+        added = [p["added_by_min_labels"] for p in over_http]
+        assert added == [p.added_by_min_labels for p in in_process] == onnx_added
+        added_somewhere = added_somewhere or any(added)
+        for prediction, row in zip(over_http, onnx_probs, strict=True):
+            np.testing.assert_allclose([prediction["scores"][label] for label in labels], row, atol=1e-5)
+    assert added_somewhere  # min_labels took part in the comparison
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from apl.artifacts import (
     unpack_artifact,
 )
 from apl.atomic import file_sha256
-from apl.data import load_stored_dataset
+from apl.data import build_transform, load_stored_dataset
 from apl.errors import ArtifactError, DatasetError
 from apl.inference import Predictor, load
 from apl.spec import Hyperparameters
@@ -58,7 +58,7 @@ def test_image_artifact_round_trip_predicts_like_the_trained_model(
     assert info.sha256 == file_sha256(info.path) and info.size_bytes == info.path.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"model{suffix}"]  # no staging left
     images = _images(image_dataset)
-    in_memory = Predictor.from_model(image_result.model, image_result.labels, image_result.thresholds, "cpu")
+    in_memory = Predictor.from_result(image_result, "cpu")
     loaded = load(info.path, device="cpu")
     expected = in_memory.predict_proba(images)
     got = loaded.predict_proba(images, batch_size=4)
@@ -72,7 +72,9 @@ def test_image_artifact_round_trip_predicts_like_the_trained_model(
     transform = build_transform(image_result.model.preprocessing, train=False)
     with torch.inference_mode():
         logits = image_result.model.module.eval()(torch.stack([transform(im) for im in images]))
-    np.testing.assert_allclose(got, torch.sigmoid(logits).numpy(), atol=1e-6)
+    temperatures = torch.tensor([image_result.temperatures[x] for x in loaded.labels])
+    assert (temperatures != 1).any()  # calibrated (the default), so the check below means something
+    np.testing.assert_allclose(got, torch.sigmoid(logits / temperatures).numpy(), atol=1e-6)
     # File paths and encoded bytes work as inputs too.
     paths = load_stored_dataset(image_dataset).inputs[:2]
     np.testing.assert_allclose(loaded.predict_proba(paths), got[:2], atol=1e-6)
@@ -102,7 +104,7 @@ def test_text_artifact_round_trip_rebuilds_encoder_and_tokenizer(
     assert config["preprocessing"] == {"max_length": 24}
     assert set(config["thresholds"]) == set(config["labels"])
     assert config["metrics"]["map"] == text_result.best_metrics.map  # type: ignore[union-attr]
-    in_memory = Predictor.from_model(text_result.model, text_result.labels, text_result.thresholds, "cpu")
+    in_memory = Predictor.from_result(text_result, "cpu")
     for source in (directory, pack_artifact(directory, tmp_path / "text.tar").path):
         loaded = load(source, device="cpu")
         np.testing.assert_allclose(loaded.predict_proba(TEXTS), in_memory.predict_proba(TEXTS), atol=1e-6)
@@ -228,3 +230,76 @@ def test_foreign_or_future_artifacts_are_refused(image_result: TrainResult, tmp_
         load(tmp_path / "junk.tar")
     with pytest.raises(ArtifactError, match="does not exist"):
         load(tmp_path / "missing.tar")
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def _old_inputs() -> list[Image.Image]:
+    """The images `pre_calibration_expected.json` was recorded on."""
+    rng = np.random.default_rng(16)
+    return [Image.fromarray(rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)) for _ in range(5)]
+
+
+def test_an_artifact_made_before_calibration_loads_and_predicts_as_before(tmp_path: Path) -> None:
+    """tests/apl/data/pre_calibration_artifact.tar was packed by the code before temperatures and
+    decision policies existed (commit 4b5d5cf: timm:test_efficientnet, 16 px, one epoch), and
+    pre_calibration_expected.json holds what that code's `load(...).predict` answered."""
+    archive = DATA / "pre_calibration_artifact.tar"
+    expected = json.loads((DATA / "pre_calibration_expected.json").read_text())
+    config = read_config_from_archive(archive)
+    assert "calibration" not in config and "decision" not in config
+    predictor = load(archive, device="cpu")
+    assert predictor.temperatures.tolist() == [1.0] * 3 and predictor.min_labels == 0
+    np.testing.assert_allclose(predictor.thresholds, expected["thresholds"])
+    np.testing.assert_allclose(predictor.predict_proba(_old_inputs()), expected["probabilities"], atol=1e-6)
+    assert [p.labels for p in predictor.predict(_old_inputs())] == expected["labels"]
+    assert all(p.added_by_min_labels == [] for p in predictor.predict(_old_inputs()))
+    # Its ONNX export is the raw sigmoid too, and says so in its metadata.
+    import onnxruntime as ort
+
+    from apl.export import export_onnx_archive
+
+    with zipfile.ZipFile(export_onnx_archive(archive, tmp_path / "old.onnx.zip")) as exported:
+        session = ort.InferenceSession(exported.read("model.onnx"), providers=["CPUExecutionProvider"])
+    decision = json.loads(session.get_modelmeta().custom_metadata_map["aplserve.decision"])
+    assert decision["min_labels"] == 0 and set(decision["temperatures"].values()) == {1.0}
+    assert decision["calibration"] == "none"
+
+
+def test_a_config_without_the_new_keys_loads_with_raw_scores(
+    image_result: TrainResult, tmp_path: Path
+) -> None:
+    directory = save_result(image_result, tmp_path / "artifact")
+    config = json.loads((directory / "config.json").read_text())
+    assert config["calibration"]["method"] == "temperature"
+    assert config["calibration"]["temperatures"] == image_result.temperatures
+    assert config["decision"]["policy"] == "max_f1" and config["decision"]["min_labels"] == 0
+    images = _images(image_result.config.dataset_dir)
+    calibrated = load(directory, device="cpu").predict_proba(images)
+    stripped = {k: v for k, v in config.items() if k not in ("calibration", "decision")}
+    (directory / "config.json").write_text(json.dumps(stripped))
+    raw = load(directory, device="cpu")
+    transform = build_transform(image_result.model.preprocessing, train=False)
+    with torch.inference_mode():
+        logits = image_result.model.module.eval()(torch.stack([transform(im) for im in images]))
+    np.testing.assert_allclose(raw.predict_proba(images), torch.sigmoid(logits).numpy(), atol=1e-6)
+    assert not np.allclose(raw.predict_proba(images), calibrated, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "calibration",
+    [{"method": "temperature"}, {"temperatures": {"blue": 1.0}}, {"temperatures": "x"}, "nope"],
+)
+def test_malformed_temperatures_are_refused(
+    image_result: TrainResult, tmp_path: Path, calibration: object
+) -> None:
+    directory = save_result(image_result, tmp_path / "artifact")
+    config = json.loads((directory / "config.json").read_text())
+    bad = [calibration]
+    if isinstance(calibration, dict) and "temperatures" not in calibration:
+        bad.append({"temperatures": dict.fromkeys(config["labels"], -1.0)})
+    for value in bad:
+        (directory / "config.json").write_text(json.dumps(config | {"calibration": value}))
+        with pytest.raises(ArtifactError, match="temperatures"):
+            load(directory)

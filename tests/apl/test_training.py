@@ -14,7 +14,7 @@ from safetensors import safe_open
 from apl.data import build_transform, load_stored_dataset, open_image, split_indices
 from apl.errors import CheckpointError, DatasetError, DeviceUnavailableError
 from apl.metrics import EpochMetrics
-from apl.spec import Hyperparameters, LossSpec
+from apl.spec import DecisionSpec, Hyperparameters, LossSpec
 from apl.training import Progress, StopFlag, TrainConfig, TrainerCallback, TrainInfo, TrainResult, train
 from apl.training.device import resolve_device
 from tests.apl.conftest import TINY_IMAGE_MODEL
@@ -214,6 +214,7 @@ def test_resume_from_a_checkpoint_continues_the_same_curve(
     ):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert resumed.thresholds == pytest.approx(straight.thresholds)
+    assert resumed.temperatures == pytest.approx(straight.temperatures, rel=1e-5)
 
 
 def test_checkpoint_is_safetensors_with_json_state_and_written_atomically(
@@ -254,6 +255,53 @@ def test_resume_of_a_finished_run_returns_its_result(image_dataset: Path, tmp_pa
         again.model.module.state_dict().values(), done.model.module.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+    # Finalizing scores the validation split again with the best weights: the same numbers.
+    assert again.temperatures == pytest.approx(done.temperatures, rel=1e-6)
+    assert again.thresholds == pytest.approx(done.thresholds, rel=1e-6)
+    assert again.evaluation is not None and done.evaluation is not None
+    assert again.evaluation["map"] == pytest.approx(done.evaluation["map"])
+
+
+@pytest.mark.parametrize(
+    "decision",
+    [
+        DecisionSpec(),
+        DecisionSpec(policy="precision_at", target=0.9, min_labels=1),
+        DecisionSpec(policy="recall_at", target=0.9),
+        DecisionSpec(policy="fixed", target=0.4),
+    ],
+    ids=lambda d: d.policy,
+)
+def test_every_policy_finishes_with_calibrated_thresholds_and_an_evaluation(
+    image_dataset: Path, decision: DecisionSpec
+) -> None:
+    result = train(image_config(image_dataset, epochs=2, decision=decision))
+    evaluation = result.evaluation
+    assert evaluation is not None and evaluation["decision"]["policy"] == decision.policy
+    assert evaluation["decision"]["min_labels"] == decision.min_labels
+    assert result.best_metrics is not None and evaluation["map"] == pytest.approx(result.best_metrics.map)
+    per_label = {entry["label"]: entry for entry in evaluation["per_label"]}
+    assert set(per_label) == set(result.labels) == set(result.temperatures)
+    for label, entry in per_label.items():
+        assert entry["threshold"] == result.thresholds[label]
+        assert entry["threshold_source"] == result.threshold_sources[label]
+        assert entry["temperature"] == result.temperatures[label]
+        if entry["threshold_source"] == "tuned" and decision.policy in ("precision_at", "recall_at"):
+            measured = entry["precision"] if decision.policy == "precision_at" else entry["recall"]
+            assert entry["target_reached"] == (measured >= 0.9)
+    if decision.policy == "fixed":
+        assert set(result.thresholds.values()) == {0.4} and result.fallback_labels == []
+    assert evaluation["calibration"]["method"] == "temperature"
+
+
+def test_calibration_none_keeps_raw_scores_and_a_stopped_run_is_not_finalized(image_dataset: Path) -> None:
+    raw = train(image_config(image_dataset, epochs=1, calibration="none"))
+    assert set(raw.temperatures.values()) == {1.0}
+    assert raw.evaluation is not None and raw.evaluation["calibration"]["method"] == "none"
+    assert raw.best_metrics is not None  # max-F1 thresholds on the raw scores, as every epoch tunes them
+    assert raw.thresholds == pytest.approx(raw.best_metrics.thresholds, rel=1e-6)
+    stopped = train(image_config(image_dataset, epochs=2), [Recorder(stop_after_epoch=1)])
+    assert stopped.stopped and stopped.evaluation is None and stopped.temperatures == {}
 
 
 def test_early_stopping_on_validation_map_keeps_the_best_epoch(image_dataset: Path) -> None:

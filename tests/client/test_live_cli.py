@@ -53,6 +53,7 @@ def test_text_workflow(cli: CliRunner, text_csv: Path, tiny_bert: Path) -> None:
             "--loss", "apl",
             "--epochs", "2", "--batch-size", "8", "--lr", "0.001", "--seed", "7", "--max-length", "32",
             "--gamma-neg", "3", "--clip", "0.1",
+            "--policy", "precision_at", "--target", "0.8", "--min-labels", "1",
             "--json",
         )
     )  # fmt: skip
@@ -60,6 +61,7 @@ def test_text_workflow(cli: CliRunner, text_csv: Path, tiny_bert: Path) -> None:
     assert created["spec"]["loss"] | {"gamma_neg": 3.0, "clip": 0.1} == created["spec"]["loss"]
     assert created["spec"]["loss"]["alpha2"] == 1.75  # the rest from the apl preset
     assert created["spec"]["hyperparameters"]["seed"] == 7
+    assert created["spec"]["decision"] == {"policy": "precision_at", "target": 0.8, "min_labels": 1}
     job_id = created["id"]
 
     watched = run(cli, "jobs", "watch", job_id)
@@ -83,6 +85,13 @@ def test_text_workflow(cli: CliRunner, text_csv: Path, tiny_bert: Path) -> None:
     table = run(cli, "predict", job["model_id"], "a dog and a horse", "--threshold", "0").stdout
     (row,) = [line for line in table.splitlines() if "a dog and a horse" in line]
     assert set(row.split("│")[2].strip().split(", ")) == {"animal", "color", "food"}  # threshold 0: all
+    forced = run(cli, "predict", job["model_id"], "a dog and a horse", "--threshold", "1").stdout
+    (row,) = [line for line in forced.splitlines() if "a dog and a horse" in line]
+    assert row.split("│")[2].strip().endswith("*") and "added by min_labels" in forced  # the job's 1
+    none = as_json(
+        run(cli, "predict", job["model_id"], "x", "--threshold", "1", "--min-labels", "0", "--json")
+    )
+    assert none[0]["labels"] == [] and none[0]["added_by_min_labels"] == []
 
 
 def test_image_workflow_sends_existing_image_paths_as_images(

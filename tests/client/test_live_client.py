@@ -63,8 +63,12 @@ def test_train_follow_predict_download_and_the_signed_webhook(
     secret = client.webhooks.secret().secret
     updates: list[tuple[str, int, MetricPoint | None]] = []
     with running_receiver([500]) as receiver:  # the first call fails: the retry must arrive
-        job = client.jobs.create(dataset.id, webhook_url=receiver.url, **tiny_text_job(tiny_bert))
+        job = client.jobs.create(
+            dataset.id, webhook_url=receiver.url, decision={"min_labels": 1}, **tiny_text_job(tiny_bert)
+        )
         assert job.status == "queued" and job.spec.webhook_url == receiver.url
+        assert job.spec.decision == {"policy": "max_f1", "target": None, "min_labels": 1}
+        assert job.spec.calibration == "temperature"
         assert job.spec.loss["gamma_neg"] == 4.0  # the apl preset, filled in by the server
         final = client.jobs.wait(
             job.id, timeout=180, on_update=lambda j, p: updates.append((j.status, j.progress.epoch, p))
@@ -93,6 +97,13 @@ def test_train_follow_predict_download_and_the_signed_webhook(
         assert set(prediction.labels) <= set(model.labels)
     everything = client.models.predict(model.id, ["the cat"], threshold=0.0)
     assert set(everything[0].labels) == set(model.labels)
+    (forced,) = client.models.predict(model.id, ["the cat"], threshold=1.0)  # the job's min_labels=1
+    assert len(forced.labels) == 1 and forced.added_by_min_labels == forced.labels
+    assert client.models.predict(model.id, ["the cat"], threshold=1.0, min_labels=0)[0].labels == []
+    assert model.decision is not None and model.decision["min_labels"] == 1
+    evaluation = client.models.evaluation(model.id)
+    assert evaluation["model_id"] == model.id and evaluation["decision"]["min_labels"] == 1
+    assert [entry["label"] for entry in evaluation["per_label"]] == model.labels
 
     path = client.models.download(model.id, tmp_path)
     assert path.parent == tmp_path and path.stat().st_size == model.artifact.size_bytes

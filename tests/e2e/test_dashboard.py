@@ -4,13 +4,14 @@ against a live `aplserve serve` with its embedded worker training a tiny BERT.
 The server runs as a subprocess with a private data dir (SQLite + server-less broker),
 so nothing here shares state with other tests. Every page must load without a single
 console error, and a label named like an HTML tag must show up as text.
-Screenshots land in test-output/screenshots/; the compare view is also copied to
-docs/compare.png for the README when that file is missing or
-APLSERVE_UPDATE_DOCS_SCREENSHOT=1 is set.
+Screenshots land in test-output/screenshots/; the compare view and the model page are
+also copied to docs/compare.png and docs/model-page.png for the README when those files
+are missing or APLSERVE_UPDATE_DOCS_SCREENSHOT=1 is set.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import csv
 import os
@@ -82,8 +83,10 @@ class Live:
             base_url=self.base_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
         )
 
-    def submit(self, loss: dict[str, Any], epochs: int, seed: int = 0) -> str:
-        spec = {
+    def submit(
+        self, loss: dict[str, Any], epochs: int, seed: int = 0, decision: dict[str, Any] | None = None
+    ) -> str:
+        spec: dict[str, Any] = {
             "dataset_id": self.dataset["id"],
             "base_model": self.tiny_bert,
             "loss": loss,
@@ -96,6 +99,8 @@ class Live:
                 "warmup_fraction": 0.0,
             },
         }
+        if decision is not None:
+            spec["decision"] = decision
         with self.client() as client:
             response = client.post("/v1/jobs", json=spec)
         assert response.status_code == 202, response.text
@@ -407,6 +412,9 @@ def test_new_job_form_starts_a_job_and_the_cancel_button_stops_it(
     form.get_by_label("Epochs").fill("200")
     form.get_by_label("Batch size").fill("8")
     form.get_by_label("γ₋").fill("2")
+    form.get_by_label("Threshold policy").select_option("recall_at")
+    form.get_by_label("Target").fill("0.9")
+    form.get_by_label("Min labels").fill("1")
     _screenshot(page, "new-job")
     form.get_by_role("button", name="Start job").click()
     page.wait_for_url("**/#/jobs/*")
@@ -414,6 +422,8 @@ def test_new_job_form_starts_a_job_and_the_cancel_button_stops_it(
     spec = live.job(job_id)["spec"]
     assert (spec["loss"]["name"], spec["loss"]["gamma_neg"], spec["loss"]["clip"]) == ("asl", 2.0, 0.05)
     assert spec["hyperparameters"]["epochs"] == 200
+    assert spec["decision"] == {"policy": "recall_at", "target": 0.9, "min_labels": 1}
+    assert spec["calibration"] == "temperature"
 
     page.get_by_role("button", name="Cancel job").click()
     page.get_by_role("button", name="Click again to cancel").click()
@@ -522,3 +532,83 @@ def test_event_stream_parser_handles_any_chunk_boundaries(open_page: Callable[..
         {"event": "message", "data": "x", "id": "7"},
     ]
     assert results == [{"retry": 1500, "events": expected}] * 7
+
+
+def _curve_at(curve: dict[str, list[float]], value: float) -> tuple[float | None, float]:
+    """What the slider shows: the stored point with the smallest threshold at or above `value`."""
+    at = bisect.bisect_left(curve["thresholds"], value)
+    if at == len(curve["thresholds"]):
+        return None, 0.0
+    return curve["precision"][at], curve["recall"][at]
+
+
+def _shown(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def test_model_page_shows_the_evaluation_and_marks_min_labels(
+    open_page: Callable[..., Watched], live: Live
+) -> None:
+    """PR curve with the chosen threshold, a slider read off the stored curve without a request,
+    the reliability diagram, and the try-it box marking the labels min_labels added."""
+    decision = {"policy": "precision_at", "target": 0.8, "min_labels": 1}
+    job = live.wait_job(live.submit({"name": "apl"}, epochs=4, decision=decision), {"succeeded"})
+    with live.client() as client:
+        evaluation = client.get(f"/v1/models/{job['model_id']}/evaluation").json()
+    entries = {entry["label"]: entry for entry in evaluation["per_label"]}
+    first = evaluation["per_label"][0]
+    watched = open_page(f"/#/models/{job['model_id']}")
+    page = watched.page
+    figure = page.locator('figure[data-chart="pr-curve"]')
+    figure.locator(f'xpath=self::*[@data-points="{len(first["pr_curve"]["thresholds"])}"]').wait_for()
+    marker = page.evaluate(
+        """() => Chart.getChart(document.querySelector('figure[data-chart="pr-curve"] canvas'))
+              .data.datasets[1].data[0]"""
+    )
+    assert (marker["x"], marker["y"]) == pytest.approx((first["recall"], first["precision"]))
+    assert page.locator("#slider-precision").inner_text() == _shown(first["precision"])
+
+    page.locator("#eval-label").select_option(label=XSS_LABEL)  # the label name is text, not markup
+    assert figure.get_attribute("data-label") == XSS_LABEL
+    entry = entries[XSS_LABEL]
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    slider = page.locator("#threshold-slider")
+    for value in (0.05, 0.3, entry["threshold"], 0.75, 0.999):
+        slider.evaluate(
+            "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', { bubbles: true })); }",
+            value,
+        )
+        precision, recall = _curve_at(entry["pr_curve"], value)
+        assert page.locator("#slider-precision").inner_text() == _shown(precision), value
+        assert page.locator("#slider-recall").inner_text() == _shown(recall), value
+    assert requests == []  # every slider position came from the stored curve
+
+    calibration = evaluation["calibration"]
+    reliability = page.locator('figure[data-chart="reliability"]')
+    nonempty = [sum(1 for b in calibration["reliability"][k] if b["count"]) for k in ("before", "after")]
+    assert reliability.get_attribute("data-points") == str(nonempty[0])
+    assert reliability.get_attribute("data-after") == str(nonempty[1])
+    assert (
+        f"{calibration['ece_before']:.3f} → {calibration['ece_after']:.3f}"
+        in page.locator("#evaluation").inner_text()
+    )
+    table = page.locator(".evaluation-table tbody tr td:first-child")
+    assert sorted(table.all_inner_texts()) == sorted(KEYWORDS)
+
+    page.locator("#predict-input").fill("the cat with red bread\nnothing at all here")
+    page.locator("#predict-threshold").fill("1")
+    page.get_by_role("button", name="Predict").click()
+    predictions = page.locator("#predict-results .prediction")
+    predictions.nth(1).wait_for(timeout=90_000)  # the first request loads the model
+    for i in range(2):  # threshold 1: no label passes, the model's min_labels=1 adds the best one
+        chips = predictions.nth(i).locator(".prediction-labels .chip")
+        assert chips.count() == 1 and "from-min-labels" in (chips.get_attribute("class") or "")
+    path = _screenshot(page, "model-evaluation")
+    page.locator("#predict-min-labels").fill("0")
+    page.get_by_role("button", name="Predict").click()
+    page.get_by_text("no label above its threshold").first.wait_for()
+    assert page.locator("#predict-results .chip").count() == 0
+    readme_image = REPO / "docs" / "model-page.png"
+    if os.environ.get("APLSERVE_UPDATE_DOCS_SCREENSHOT") == "1" or not readme_image.exists():
+        shutil.copyfile(path, readme_image)

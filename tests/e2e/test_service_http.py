@@ -112,6 +112,64 @@ def test_each_loss_trains_a_model_over_http(embedded: LiveServer, tiny_bert: str
             check_model(embedded, job, "text")
 
 
+#: One job per policy on the demo movies (tiny BERT): what the evaluation must say about each.
+DECISIONS = {
+    "max_f1": {"policy": "max_f1", "min_labels": 1},
+    "precision_at": {"policy": "precision_at", "target": 0.6},
+    "recall_at": {"policy": "recall_at", "target": 0.7},
+    "fixed": {"policy": "fixed", "target": 0.35, "min_labels": 2},
+}
+
+
+def _check_policy(decision: dict[str, Any], evaluation: dict[str, Any], model: dict[str, Any]) -> None:
+    """Every label's threshold is what the policy says, and a target is met exactly when claimed."""
+    assert (
+        evaluation["decision"] | {"rule": None} == {"target": None, "min_labels": 0, "rule": None} | decision
+    )
+    for entry in evaluation["per_label"]:
+        assert entry["threshold"] == pytest.approx(model["thresholds"][entry["label"]])
+        assert len(entry["pr_curve"]["thresholds"]) <= 101
+        if decision["policy"] == "fixed":
+            assert entry["threshold"] == decision["target"] and entry["threshold_source"] == "fixed"
+        elif entry["threshold_source"] == "fallback":
+            assert entry["threshold"] == 0.5 and entry["support"] < 2
+        elif decision["policy"] in ("precision_at", "recall_at"):
+            measured = entry["precision" if decision["policy"] == "precision_at" else "recall"]
+            assert entry["target_reached"] == (measured >= decision["target"]), entry["label"]
+    calibration = evaluation["calibration"]
+    assert calibration["method"] == "temperature" and calibration["ece_bins"] == 15
+    assert 0.0 <= calibration["ece_after"] <= 1.0 and 0.0 <= calibration["ece_before"] <= 1.0
+
+
+def test_each_decision_policy_trains_on_the_demo_movies_over_http(
+    embedded: LiveServer, tiny_bert: str, tmp_path: Path
+) -> None:
+    """`aplserve demo-data` movies, one job per decision policy: each is evaluated and decides
+    by its policy, and predictions keep its min_labels."""
+    from aplserve.demo_data import write_demo_data
+
+    csv_path = next(path for path in write_demo_data(tmp_path) if path.suffix == ".csv")
+    with embedded.client() as client:
+        dataset = upload(client, csv_path.read_bytes(), "movies-genres.csv")
+        hp = {"epochs": 1, "batch_size": 64, "learning_rate": 3e-3, "max_length": 24}
+        jobs = {
+            name: post_job(client, text_spec(dataset["id"], tiny_bert, **hp) | {"decision": decision})["id"]
+            for name, decision in DECISIONS.items()
+        }
+        for name, job_id in jobs.items():
+            job = wait_for_job(client, job_id, timeout=300)
+            assert job["status"] == "succeeded", (name, pretty(job), embedded.log()[-3000:])
+            model = client.get(f"/v1/models/{job['model_id']}").json()
+            evaluation = client.get(f"/v1/models/{job['model_id']}/evaluation").json()
+            assert evaluation["model_id"] == model["id"] and evaluation["split"] == "validation"
+            assert [entry["label"] for entry in evaluation["per_label"]] == dataset["labels"]
+            _check_policy(DECISIONS[name], evaluation, model)
+            probe = {"inputs": ["Toy Story (1995)", "zzz"], "threshold": 1.0}
+            predictions = client.post(f"/v1/models/{model['id']}/predict", json=probe).json()["predictions"]
+            wanted = DECISIONS[name].get("min_labels", 0)
+            assert all(len(p["labels"]) == len(p["added_by_min_labels"]) == wanted for p in predictions)
+
+
 def test_cancel_over_http_stops_a_running_job_promptly(embedded: LiveServer, tiny_bert: str) -> None:
     with embedded.client() as client:
         dataset = upload(client, text_csv(48, seed=1), "cancel.csv")

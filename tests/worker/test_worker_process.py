@@ -88,7 +88,10 @@ def models_of(settings: Settings, job_id: str) -> list[Model]:
 def test_a_job_trains_and_publishes_its_model(deployment: Deployment, tiny_bert: str) -> None:
     settings = deployment.settings
     dataset_id = deployment.text_dataset()
-    job_id = deployment.submit(dataset_id, tiny_text_spec(tiny_bert, epochs=2))
+    spec = tiny_text_spec(tiny_bert, epochs=2) | {
+        "decision": {"policy": "recall_at", "target": 0.8, "min_labels": 1}
+    }
+    job_id = deployment.submit(dataset_id, spec)
 
     job = wait_for_status(settings, job_id, ("succeeded", "failed", "cancelled"))
     assert job.status == "succeeded", (job.error_code, job.error_message, deployment.worker.log()[-2000:])
@@ -113,7 +116,21 @@ def test_a_job_trains_and_publishes_its_model(deployment: Deployment, tiny_bert:
     artifact = settings.data_dir / model.artifact_path
     assert artifact.is_file() and artifact.stat().st_size == model.size_bytes
     assert sha256_of(artifact) == model.sha256
-    assert read_config_from_archive(artifact)["labels"] == model.labels
+    config = read_config_from_archive(artifact)
+    assert config["labels"] == model.labels
+    # The job's decision policy and the calibration reach the row, the artifact and the evaluation.
+    assert model.decision is not None and model.evaluation is not None
+    assert (model.decision["policy"], model.decision["target"], model.decision["min_labels"]) == (
+        "recall_at",
+        0.8,
+        1,
+    )
+    assert model.decision["temperatures"] == config["calibration"]["temperatures"]
+    assert config["decision"]["min_labels"] == 1 and config["thresholds"] == model.thresholds
+    assert model.evaluation["decision"]["policy"] == "recall_at"
+    assert [e["threshold"] for e in model.evaluation["per_label"]] == [
+        model.thresholds[x] for x in model.labels
+    ]
     # Published atomically: no temporary or staging files left; the checkpoint is gone.
     assert sorted(p.name for p in settings.files.artifacts.iterdir()) == [artifact.name]
     assert not (settings.files.checkpoints / job_id).exists()

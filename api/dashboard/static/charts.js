@@ -123,6 +123,47 @@ export function barChart({ box, canvas }, labels, values, { color = PALETTE[0], 
   return chart;
 }
 
+/**
+ * An x/y chart on [0, 1] x [0, 1] (PR curves, reliability diagrams). `series`: [{label, color,
+ * points: [{x, y}], line, dash, radius, pointStyle}]. `data-points` counts the first series'
+ * points. Returns the Chart; `chart.data.datasets[i].data = ...; chart.update("none")` moves one.
+ */
+export function unitChart({ box, canvas }, series, { xTitle, yTitle, tooltip } = {}) {
+  const Chart = chartLib();
+  const chart = new Chart(canvas, {
+    type: "scatter",
+    data: {
+      datasets: series.map((s) => ({
+        label: s.label,
+        data: s.points,
+        showLine: !!s.line,
+        borderColor: s.color,
+        backgroundColor: s.color,
+        borderDash: s.dash ? [6, 4] : [],
+        borderWidth: s.line ? 2 : 1,
+        pointRadius: s.radius ?? (s.line ? 0 : 4),
+        pointHoverRadius: (s.radius ?? 4) + 2,
+        pointStyle: s.pointStyle || "circle",
+        clip: 8,
+      })),
+    },
+    options: {
+      interaction: { mode: "nearest", intersect: false },
+      scales: {
+        x: { type: "linear", min: 0, max: 1, title: { display: !!xTitle, text: xTitle } },
+        y: { type: "linear", min: 0, max: 1.02, title: { display: !!yTitle, text: yTitle },
+          ticks: { callback: (v) => (v > 1 ? "" : v) } },
+      },
+      plugins: {
+        legend: { position: "bottom", labels: { filter: (item) => !!item.text } },
+        tooltip: tooltip ? { callbacks: { label: tooltip } } : {},
+      },
+    },
+  });
+  box.dataset.points = String(series.length ? series[0].points.length : 0);
+  return chart;
+}
+
 /** Free chart instances when a page is left (Chart.js keeps resize observers otherwise). */
 export function chartRegistry() {
   const charts = [];

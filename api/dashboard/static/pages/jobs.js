@@ -10,6 +10,8 @@ const LOSSES = ["apl", "asl", "focal", "bce"];
 const LOSS_PARAMS = [
   ["alpha1", "α₁"], ["alpha2", "α₂"], ["beta", "β"], ["gamma_pos", "γ₊"], ["gamma_neg", "γ₋"], ["clip", "clip m"],
 ];
+const POLICIES = { max_f1: "max F1", precision_at: "precision at target", recall_at: "recall at target",
+  fixed: "fixed threshold" };
 const PRESETS = {
   bce: { alpha1: 1, alpha2: 0.5, beta: 1, gamma_pos: 0, gamma_neg: 0, clip: 0 },
   focal: { alpha1: 1, alpha2: 0.5, beta: 1, gamma_pos: 2, gamma_neg: 2, clip: 0 },
@@ -50,6 +52,17 @@ function newJobForm(datasets, baseModels, onCreated) {
   const lr = h("input", { id: "job-learning-rate", type: "number", step: "any", min: 0, value: "5e-5" });
   const seed = h("input", { id: "job-seed", type: "number", min: 0, value: 0 });
   const paramInputs = LOSS_PARAMS.map(([key]) => h("input", { id: `job-loss-${key}`, type: "number", step: "any", "data-param": key }));
+  const policy = h("select", { id: "job-policy" }, Object.entries(POLICIES).map(([v, text]) => h("option", { value: v }, text)));
+  const target = h("input", { id: "job-target", type: "number", step: "any", min: 0, max: 1, disabled: true, placeholder: "—" });
+  const minLabels = h("input", { id: "job-min-labels", type: "number", min: 0, step: 1, value: 0 });
+  const calibration = h("select", { id: "job-calibration" },
+    h("option", { value: "temperature" }, "temperature"), h("option", { value: "none" }, "none"));
+  policy.addEventListener("change", () => {
+    target.disabled = policy.value === "max_f1";
+    target.required = !target.disabled;
+    target.placeholder = target.disabled ? "—" : policy.value === "fixed" ? "threshold" : "0.9";
+    if (target.disabled) target.value = "";
+  });
   const message = h("div", { class: "form-message", role: "alert" });
   const submit = h("button", { type: "submit", class: "button primary" }, "Start job");
 
@@ -72,6 +85,9 @@ function newJobForm(datasets, baseModels, onCreated) {
     field("Epochs", epochs), field("Batch size", batch), field("Learning rate", lr), field("Seed", seed),
     h("fieldset", { class: "params" }, h("legend", null, "Loss parameters (empty = the preset's value)"),
       LOSS_PARAMS.map(([, symbol], i) => field(symbol, paramInputs[i]))),
+    h("fieldset", { class: "params" }, h("legend", null, "Decision (thresholds chosen on the validation split)"),
+      field("Threshold policy", policy), field("Target", target), field("Min labels", minLabels),
+      field("Calibration", calibration)),
     h("div", { class: "form-actions" }, submit, message));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -83,7 +99,10 @@ function newJobForm(datasets, baseModels, onCreated) {
       loss,
       hyperparameters: { epochs: Number(epochs.value), batch_size: Number(batch.value),
         learning_rate: Number(lr.value), seed: Number(seed.value) },
+      decision: { policy: policy.value, min_labels: Number(minLabels.value || 0) },
+      calibration: calibration.value,
     };
+    if (!target.disabled) spec.decision.target = Number(target.value);
     submit.disabled = true;
     setChildren(message);
     try {

@@ -1,10 +1,13 @@
-// Models: the list, and one model's thresholds, metrics, artifact download and a
-// try-it box that calls /predict with text lines or uploaded images.
+// Models: the list, and one model's thresholds, metrics, evaluation (PR curves, threshold
+// slider, reliability diagram), artifact download and a try-it box that calls /predict with
+// text lines or uploaded images and marks the labels that min_labels added.
 
 import { api, download, listAll } from "../api.js";
+import { chartRegistry } from "../charts.js";
 import { card, definitionList, encodePath, h, link, notice, setChildren, stat } from "../dom.js";
 import { baseModel, bytes, dateTime, num, shortId } from "../format.js";
 import { pageHeader, problemText, sortableTable } from "./common.js";
+import { evaluationSection, policyText } from "./evaluation.js";
 
 const MAX_INPUTS = 32;
 const METRIC_NAMES = { epoch: "Epoch", step: "Step", train_loss: "Train loss", val_loss: "Validation loss",
@@ -57,8 +60,12 @@ function scoreList(prediction, thresholds) {
 }
 
 function predictionCard(input, prediction, thresholds) {
+  const added = new Set(prediction.added_by_min_labels || []);
   const predicted = prediction.labels.length
-    ? prediction.labels.map((l) => h("span", { class: "chip" }, l))
+    ? prediction.labels.map((l) => added.has(l)
+      ? h("span", { class: "chip from-min-labels", title: "added by min_labels: below its threshold" }, l,
+        h("span", { class: "chip-note" }, " · min_labels"))
+      : h("span", { class: "chip" }, l))
     : h("span", { class: "muted" }, "no label above its threshold");
   return h("div", { class: "prediction" },
     h("div", { class: "prediction-input" }, input),
@@ -72,6 +79,8 @@ function tryItBox(model) {
   const fileInput = h("input", { id: "predict-files", type: "file", accept: "image/png,image/jpeg,image/webp", multiple: true });
   const threshold = h("input", { id: "predict-threshold", type: "number", min: 0, max: 1, step: "any", placeholder: "per-label" });
   const topK = h("input", { id: "predict-top-k", type: "number", min: 1, step: 1, placeholder: "all" });
+  const modelMin = (model.decision && model.decision.min_labels) || 0;
+  const minLabels = h("input", { id: "predict-min-labels", type: "number", min: 0, step: 1, placeholder: `model's: ${modelMin}` });
   const submit = h("button", { type: "submit", class: "button primary", id: "predict-submit" }, "Predict");
   const results = h("div", { id: "predict-results", class: "predictions" });
   const form = h("form", { class: "try-it", id: "predict-form" },
@@ -80,6 +89,7 @@ function tryItBox(model) {
     h("div", { class: "form-row" },
       h("div", { class: "field" }, h("label", { for: "predict-threshold" }, "Threshold (optional)"), threshold),
       h("div", { class: "field" }, h("label", { for: "predict-top-k" }, "Top k (optional)"), topK),
+      h("div", { class: "field" }, h("label", { for: "predict-min-labels" }, "Min labels (optional)"), minLabels),
       h("div", { class: "field end" }, submit)),
     results);
   const previews = [];
@@ -106,6 +116,7 @@ function tryItBox(model) {
     const body = { inputs };
     if (threshold.value !== "") body.threshold = Number(threshold.value);
     if (topK.value !== "") body.top_k = Number(topK.value);
+    if (minLabels.value !== "") body.min_labels = Number(minLabels.value);
     submit.disabled = true;
     setChildren(results, h("p", { class: "muted" }, "Predicting…"));
     try {
@@ -138,7 +149,19 @@ export async function modelPage({ root, params: [modelId], signal }) {
       downloadButton.disabled = false;
     }
   });
-  const thresholds = Object.entries(model.thresholds || {}).map(([label, threshold]) => ({ label, threshold }));
+  const sources = (model.decision && model.decision.threshold_sources) || {};
+  const thresholds = Object.entries(model.thresholds || {}).map(([label, threshold]) =>
+    ({ label, threshold, source: sources[label] || (model.threshold_fallback_labels.includes(label) ? "fallback" : "tuned") }));
+  const charts = chartRegistry();
+  let evaluation = notice("info", "This model has no stored evaluation: it was published before evaluations were kept.");
+  if (model.evaluation_url) {
+    try {
+      evaluation = evaluationSection(await api(model.evaluation_url, { signal }), charts);
+    } catch (error) {
+      if (signal.aborted) throw error;
+      evaluation = notice("error", `The evaluation could not be loaded: ${problemText(error)}`);
+    }
+  }
   const otherMetrics = Object.entries(metrics).filter(([k, v]) => typeof v !== "object" && !["map", "micro_f1", "macro_f1"].includes(k));
   setChildren(root,
     pageHeader(h("span", null, "Model ", h("code", null, shortId(model.id))), {
@@ -154,11 +177,16 @@ export async function modelPage({ root, params: [modelId], signal }) {
       card("Decision thresholds", h("div", { class: "table-wrap scroll" }, sortableTable([
         { key: "label", label: "Label", render: (r) => h("span", { class: "label-name" }, r.label) },
         { key: "threshold", label: "Threshold", numeric: true, render: (r) => num(r.threshold) },
+        { key: "source", label: "Source" },
       ], thresholds, { initial: { key: "label" }, className: "thresholds-table" })))),
+    evaluation,
     card("Details", definitionList([
       ["Model id", h("code", null, model.id)],
       ["Base model", h("code", null, model.base_model)],
       ["Artifact SHA-256", h("code", { class: "hash" }, (model.artifact && model.artifact.sha256) || "—")],
+      ["Decision policy", policyText(model.decision)],
+      ["Calibration", model.decision ? model.decision.calibration : "none (published before calibration)"],
       ...otherMetrics.map(([k, v]) => [metricName(k), typeof v === "number" && !Number.isInteger(v) ? num(v, 4) : String(v)]),
     ])));
+  return () => charts.destroyAll();
 }

@@ -1,0 +1,152 @@
+"""Per-label decision thresholds chosen on a validation split, one rule per policy.
+
+Every policy reads scikit-learn's `precision_recall_curve` of a label: the points
+(threshold t, precision, recall) for `score >= t`, t running over the label's scores.
+
+- `max_f1`: the point of highest F1 (ties: the highest threshold);
+- `precision_at`: the lowest threshold whose precision reaches `target`; when none
+  does, the point of highest precision (ties: the lowest threshold), and the label
+  says that the target was not reached;
+- `recall_at`: the highest threshold whose recall is still at least `target` (always
+  reachable: the lowest score keeps every positive);
+- `fixed`: `target` for every label, nothing tuned (`source="fixed"`).
+
+A tuned threshold sits midway between the chosen point's score and the next lower
+score, so that it decides the validation samples exactly as the point does while not
+sitting on one sample's score. A label with fewer than `min_positives` positives (or
+no negative) on the split is not tuned: it keeps `FALLBACK_THRESHOLD` and says so
+(`source="fallback"`).
+
+`mask` (optional, same shape as the scores, true for known cells) leaves unknown
+cells out: each label is tuned on its known rows only, exactly as if the others were
+not there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve
+
+from apl.decisions import FALLBACK_THRESHOLD
+from apl.spec import DecisionPolicy
+
+#: Fewer validation positives than this and a label's threshold is not tuned.
+MIN_POSITIVES_TO_TUNE = 2
+
+ThresholdSource = Literal["tuned", "fallback", "fixed"]
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The thresholds of every label, where each came from, and whether its target was met."""
+
+    policy: DecisionPolicy
+    target: float | None
+    values: np.ndarray
+    sources: list[ThresholdSource]
+    #: Per label: True/False for precision_at and recall_at on tuned labels; None otherwise.
+    target_reached: list[bool | None]
+
+    @property
+    def fallback(self) -> list[int]:
+        """Indices of the labels that kept the fallback threshold."""
+        return [j for j, source in enumerate(self.sources) if source == "fallback"]
+
+
+def check_scores(
+    probs: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(float64 scores, boolean targets, boolean known-cell mask), all of one 2-D shape."""
+    scores = np.asarray(probs, dtype=np.float64)
+    binary = np.asarray(targets) > 0.5
+    if scores.shape != binary.shape or scores.ndim != 2:
+        raise ValueError(f"probabilities {scores.shape} and targets {binary.shape} must be equal 2-D shapes")
+    known = np.ones(binary.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if known.shape != binary.shape:
+        raise ValueError(f"the mask {known.shape} must have the shape of the targets {binary.shape}")
+    return scores, binary, known
+
+
+def _midpoint(scores: np.ndarray, cutoff: float) -> float:
+    """Midway between `cutoff` and the highest score below it (half of it when none is)."""
+    lower = scores[scores < cutoff]
+    threshold = (cutoff + lower.max()) / 2 if lower.size else cutoff / 2
+    return float(np.clip(threshold, 0.0, 1.0))
+
+
+def _curve(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """precision, recall, thresholds of `score >= threshold`, one entry per threshold (ascending)."""
+    precision, recall, cutoffs = precision_recall_curve(truth, scores)
+    return precision[:-1], recall[:-1], cutoffs  # sklearn's last point (recall 0) has no threshold
+
+
+def _max_f1(precision: np.ndarray, recall: np.ndarray) -> int:
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+    return int(np.flatnonzero(f1 == f1.max())[-1])
+
+
+def _precision_at(precision: np.ndarray, target: float) -> tuple[int, bool]:
+    reaching = np.flatnonzero(precision >= target)
+    if reaching.size:
+        return int(reaching[0]), True
+    return int(np.flatnonzero(precision == precision.max())[0]), False
+
+
+def _recall_at(recall: np.ndarray, target: float) -> tuple[int, bool]:
+    keeping = np.flatnonzero(recall >= target)  # recall falls as the threshold rises
+    return int(keeping[-1]), True
+
+
+def tune_label(
+    scores: np.ndarray, truth: np.ndarray, policy: DecisionPolicy, target: float | None
+) -> tuple[float, bool | None]:
+    """(threshold, target reached or None) of one label with positives and negatives."""
+    precision, recall, cutoffs = _curve(scores, truth)
+    reached: bool | None = None
+    if policy == "max_f1":
+        best = _max_f1(precision, recall)
+    elif policy == "precision_at":
+        best, reached = _precision_at(precision, float(target or 0.0))
+    elif policy == "recall_at":
+        best, reached = _recall_at(recall, float(target or 0.0))
+    else:
+        raise ValueError(f"the {policy} policy is not tuned per label")
+    return _midpoint(scores, float(cutoffs[best])), reached
+
+
+def choose_thresholds(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    policy: DecisionPolicy = "max_f1",
+    target: float | None = None,
+    *,
+    mask: np.ndarray | None = None,
+    min_positives: int = MIN_POSITIVES_TO_TUNE,
+    default: float = FALLBACK_THRESHOLD,
+) -> ThresholdChoice:
+    """The thresholds of every label under `policy` (see the module docstring)."""
+    scores, binary, known = check_scores(probs, targets, mask)
+    if policy != "max_f1" and target is None:
+        raise ValueError(f"the {policy} policy needs a target")
+    labels = binary.shape[1]
+    if policy == "fixed":
+        value = float(target)  # type: ignore[arg-type]
+        return ThresholdChoice(policy, value, np.full(labels, value), ["fixed"] * labels, [None] * labels)
+    values = np.full(labels, default, dtype=np.float64)
+    sources: list[ThresholdSource] = []
+    reached: list[bool | None] = []
+    for j in range(labels):
+        rows = known[:, j]
+        truth = binary[rows, j]
+        if truth.sum() < min_positives or truth.all():
+            sources.append("fallback")
+            reached.append(None)
+            continue
+        values[j], hit = tune_label(scores[rows, j], truth, policy, target)
+        sources.append("tuned")
+        reached.append(hit)
+    return ThresholdChoice(policy, target, values, sources, reached)
