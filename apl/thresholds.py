@@ -9,7 +9,8 @@ Every policy reads scikit-learn's `precision_recall_curve` of a label: the point
   says that the target was not reached;
 - `recall_at`: the highest threshold whose recall is still at least `target` (always
   reachable: the lowest score keeps every positive);
-- `fixed`: `target` for every label, nothing tuned (`source="fixed"`).
+- `fixed`: `target` for every label, nothing fitted to the data (the policy's threshold, so
+  `source="tuned"` as the contract's sources are "tuned" (set by the policy) | "fallback").
 
 A tuned threshold sits midway between the chosen point's score and the next lower
 score, so that it decides the validation samples exactly as the point does while not
@@ -36,7 +37,7 @@ from apl.spec import DecisionPolicy
 #: Fewer validation positives than this and a label's threshold is not tuned.
 MIN_POSITIVES_TO_TUNE = 2
 
-ThresholdSource = Literal["tuned", "fallback", "fixed"]
+ThresholdSource = Literal["tuned", "fallback"]
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def choose_thresholds(
     labels = binary.shape[1]
     if policy == "fixed":
         value = float(target)  # type: ignore[arg-type]
-        return ThresholdChoice(policy, value, np.full(labels, value), ["fixed"] * labels, [None] * labels)
+        return ThresholdChoice(policy, value, np.full(labels, value), ["tuned"] * labels, [None] * labels)
     values = np.full(labels, default, dtype=np.float64)
     sources: list[ThresholdSource] = []
     reached: list[bool | None] = []

@@ -73,7 +73,7 @@ class ModelDecision(BaseModel):
     min_labels: int = Field(description="The default min_labels of this model's predictions.")
     calibration: Literal["temperature", "none"]
     temperatures: dict[str, float] = Field(description="Per label; scores are sigmoid(logit / temperature).")
-    threshold_sources: dict[str, Literal["tuned", "fallback", "fixed"]] = Field(default_factory=dict)
+    threshold_sources: dict[str, Literal["tuned", "fallback"]] = Field(default_factory=dict)
 
 
 class Model(BaseModel):
@@ -212,9 +212,9 @@ class LabelEvaluation(BaseModel):
     support: int = Field(description="Positives of this label in the split.")
     ap: float | None = Field(description="Average precision (null without a positive).")
     threshold: float
-    threshold_source: Literal["tuned", "fallback", "fixed"] = Field(
-        description="tuned by the policy; fallback: too few positives to tune, the global threshold; "
-        "fixed: the fixed policy's threshold."
+    threshold_source: Literal["tuned", "fallback"] = Field(
+        description="tuned: set by the job's decision policy (for `fixed`, its target); fallback: too "
+        "few positives to tune, the global threshold."
     )
     target_reached: bool | None = Field(
         description="precision_at / recall_at: whether the target was reached on the split; else null."

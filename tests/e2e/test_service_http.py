@@ -130,7 +130,7 @@ def _check_policy(decision: dict[str, Any], evaluation: dict[str, Any], model: d
         assert entry["threshold"] == pytest.approx(model["thresholds"][entry["label"]])
         assert len(entry["pr_curve"]["thresholds"]) <= 101
         if decision["policy"] == "fixed":
-            assert entry["threshold"] == decision["target"] and entry["threshold_source"] == "fixed"
+            assert entry["threshold"] == decision["target"] and entry["threshold_source"] == "tuned"
         elif entry["threshold_source"] == "fallback":
             assert entry["threshold"] == 0.5 and entry["support"] < 2
         elif decision["policy"] in ("precision_at", "recall_at"):
