@@ -1,4 +1,4 @@
-"""/v1/jobs: submit, list, read, cancel, metric series and the live event stream."""
+"""/v1/jobs: submit, list, read, cancel, metric series, the event history and stream, checkpoints."""
 
 from __future__ import annotations
 
@@ -6,28 +6,40 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import OwnerDep, SessionDep, SettingsDep
-from api.schemas import Job, JobList, MetricSeries, problem_responses
+from api.deps import IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
+from api.schemas import (
+    CheckpointList,
+    Job,
+    JobEventList,
+    JobList,
+    JobRequest,
+    MetricSeries,
+    problem_responses,
+)
 from api.services import events
 from api.services import jobs as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from apl.spec import JobSpec
 from core.broker import enqueue_job
+from core.db.session import session_factory
 from core.errors import AppError
 from core.jobs import lifecycle
 from core.jobs.status import JobStatus
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401))
 
+DEFAULT_EVENTS_PAGE = 100
+MAX_EVENTS_PAGE = 500
+
 
 @router.post("", status_code=202, response_model=Job, responses=problem_responses(404, 409, 422, 503))
 def create_job(
-    spec: JobSpec,
+    body: JobRequest,
     response: Response,
     principal: OwnerDep,
     session: SessionDep,
@@ -51,10 +63,12 @@ def create_job(
     job, created = service.create(
         session,
         principal.owner_id,
-        spec,
+        body.spec(),
         idempotency_key,
         allow_download=settings.allow_model_download,
         allow_private_webhooks=settings.webhook_allow_private_addresses,
+        name=body.name,
+        metadata=body.metadata,
     )
     if created:
         try:
@@ -76,9 +90,12 @@ def list_jobs(
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    id_prefix: IdPrefixQuery = None,
 ) -> JobList:
     """The caller's jobs, newest first."""
-    page = service.list_owned(session, principal.owner_id, status=status, limit=limit, cursor=cursor)
+    page = service.list_owned(
+        session, principal.owner_id, status=status, limit=limit, cursor=cursor, id_prefix=id_prefix
+    )
     return JobList(items=service.to_schemas(session, page.items), next_cursor=page.next_cursor)
 
 
@@ -106,17 +123,38 @@ def job_metrics(job_id: str, principal: OwnerDep, session: SessionDep) -> Metric
     return MetricSeries(job_id=job.id, series=[service.point_to_schema(point) for point in points])
 
 
+EVENTS_DESCRIPTION = (
+    "Two views of the job's events. **JSON** (when `Accept` prefers `application/json`, or `after` / "
+    "`limit` is given): a page of the stored history, oldest first. **Server-sent events** (otherwise, "
+    "e.g. a plain request or `Accept: text/event-stream`): the stored history replayed after "
+    "`Last-Event-ID` (all of it on a first connection), then the job live until it ends: `history` (each "
+    "stored event), `metric` (the MetricPoint of each evaluated epoch; it carries its event's id), "
+    "`status` (the Job, on each status change) and `progress` (the Job, when progress moves)."
+)
+
+
+def _wants_json(request: Request, after: int | None, limit: int | None) -> bool:
+    if after is not None or limit is not None:
+        return True
+    accept = request.headers.get("accept", "").lower()
+    return "application/json" in accept and "text/event-stream" not in accept
+
+
+def _last_event_id(value: str | None) -> int:
+    return int(value) if value and value.isdigit() and len(value) < 16 else 0
+
+
 @router.get(
     "/{job_id}/events",
-    response_class=StreamingResponse,
+    response_model=None,
+    description=EVENTS_DESCRIPTION,
     responses={
         200: {
-            "content": {"text/event-stream": {}},
-            "description": "Server-sent events: `status` (the Job, on each status change), `progress` "
-            "(the Job, when progress moves), `metric` (a MetricPoint; its id is the event id). The stream "
-            "ends after a final status. Send Last-Event-ID to skip metric points already seen.",
+            "model": JobEventList,
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "The history page (JSON) or the event stream.",
         },
-        **problem_responses(404),
+        **problem_responses(404, 422),
     },
 )
 async def job_events(
@@ -124,13 +162,38 @@ async def job_events(
     request: Request,
     principal: OwnerDep,
     settings: SettingsDep,
+    after: Annotated[int | None, Query(ge=0, description="JSON: events with a greater id only.")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_EVENTS_PAGE, description="JSON: page size.")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
-    """Live job updates as server-sent events."""
+) -> Response:
+    """The job's event history (JSON, paginated) or its live event stream (SSE)."""
+    if _wants_json(request, after, limit):
+        page = await run_in_threadpool(
+            _history_page, settings, principal.owner_id, job_id, after or 0, limit or DEFAULT_EVENTS_PAGE
+        )
+        return JSONResponse(page.model_dump(mode="json"))
     await run_in_threadpool(events.check_owned, settings, principal.owner_id, job_id)  # 404 before streaming
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() and len(last_event_id) < 10 else 0
     return StreamingResponse(
-        events.stream(request, settings, principal.owner_id, job_id, after),
+        events.stream(request, settings, principal.owner_id, job_id, _last_event_id(last_event_id)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _history_page(settings: Settings, owner_id: str, job_id: str, after: int, limit: int) -> JobEventList:
+    with session_factory(settings)() as session:
+        return events.history_page(session, owner_id, job_id, after, limit)
+
+
+@router.get("/{job_id}/checkpoints", response_model=CheckpointList, responses=problem_responses(404))
+def job_checkpoints(
+    job_id: str, principal: OwnerDep, session: SessionDep, settings: SettingsDep
+) -> CheckpointList:
+    """The epoch checkpoints the job saved, with each epoch's metrics.
+
+    A running job keeps only its newest checkpoint on disk (`on_disk`), to resume
+    from after a lost worker; it is deleted when the job ends, and the model keeps
+    the weights of the best epoch (`best`). The list comes from the job's history,
+    so it also shows the checkpoints that were overwritten.
+    """
+    return events.checkpoint_list(session, settings, principal.owner_id, job_id)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.deps import IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
 from api.schemas import problem_responses
 from api.services import models as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -137,9 +137,10 @@ def list_models(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    id_prefix: IdPrefixQuery = None,
 ) -> ModelList:
     """The caller's models, newest first."""
-    page = service.list_owned(session, principal.owner_id, limit=limit, cursor=cursor)
+    page = service.list_owned(session, principal.owner_id, limit=limit, cursor=cursor, id_prefix=id_prefix)
     datasets = service.dataset_ids(session, page.items)
     return ModelList(
         items=[service.to_schema(row, datasets.get(row.job_id)) for row in page.items],

@@ -16,10 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import schemas
-from api.services.pagination import Page, paginate
+from api.services.pagination import Page, id_starts_with, paginate
 from apl.catalog import UnknownBaseModel, resolve_base_model
 from apl.spec import JobSpec
-from core.db.models import Dataset, Job, MetricPoint
+from core.db.models import Dataset, Job, MetricPoint, new_id
 from core.errors import AppError
 from core.jobs import document, lifecycle
 from core.jobs.status import FINAL_STATUSES, JobStatus
@@ -44,8 +44,10 @@ def _by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None
     return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
 
 
-def _replay(existing: Job, spec_json: dict[str, Any]) -> Job:
-    if existing.spec != spec_json:
+def _replay(
+    existing: Job, spec_json: dict[str, Any], name: str | None, metadata: dict[str, str] | None
+) -> Job:
+    if existing.spec != spec_json or (existing.name, existing.job_metadata) != (name, metadata):
         raise AppError(
             409,
             "idempotency_key_reused",
@@ -107,11 +109,14 @@ def create(
     *,
     allow_download: bool = False,
     allow_private_webhooks: bool = False,
+    name: str | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> tuple[Job, bool]:
-    """Validate and insert a queued job; commits. Returns (job, created).
+    """Validate and insert a queued job with its first history entry; commits. Returns (job, created).
 
-    With an Idempotency-Key already used by this owner for the same spec, the
-    existing job comes back with created=False and nothing new is queued.
+    With an Idempotency-Key already used by this owner for the same spec (and the
+    same name and metadata), the existing job comes back with created=False and
+    nothing new is queued.
     """
     spec_json = spec.model_dump(mode="json")
     if idempotency_key is not None:
@@ -123,10 +128,13 @@ def create(
             )
         existing = _by_idempotency_key(session, owner_id, idempotency_key)
         if existing is not None:
-            return _replay(existing, spec_json), False
+            return _replay(existing, spec_json, name, metadata), False
     dataset = _check_spec(session, owner_id, spec, allow_download, allow_private_webhooks)
     job = Job(
+        id=new_id(),
         owner_id=owner_id,
+        name=name,
+        job_metadata=metadata,
         dataset_id=dataset.id,
         status=JobStatus.QUEUED,
         spec=spec_json,
@@ -136,6 +144,8 @@ def create(
         idempotency_key=idempotency_key,
     )
     session.add(job)
+    session.flush()  # the row first: the event refers to it
+    lifecycle.record_queued(session, job.id)
     try:
         session.commit()
     except IntegrityError:
@@ -146,7 +156,7 @@ def create(
         existing = _by_idempotency_key(session, owner_id, idempotency_key)
         if existing is None:
             raise
-        return _replay(existing, spec_json), False
+        return _replay(existing, spec_json, name, metadata), False
     return job, True
 
 
@@ -161,11 +171,19 @@ def to_schemas(session: Session, rows: list[Job]) -> list[schemas.Job]:
 
 
 def list_owned(
-    session: Session, owner_id: str, *, status: str | None, limit: int, cursor: str | None
+    session: Session,
+    owner_id: str,
+    *,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    id_prefix: str | None = None,
 ) -> Page[Job]:
     statement = select(Job).where(Job.owner_id == owner_id)
     if status is not None:
         statement = statement.where(Job.status == status)
+    if id_prefix is not None:
+        statement = statement.where(id_starts_with(Job.id, id_prefix))
     return paginate(session, statement, Job, limit=limit, cursor=cursor)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from api.services import jobs as job_service
 from apl.artifacts import read_config_from_archive
 from core.broker import enqueue_job
-from core.db.models import Dataset, Job, MetricPoint, Model
+from core.db.models import Dataset, Job, JobEvent, MetricPoint, Model
 from core.db.session import session_scope
 from core.settings import Settings
 from tests.apl.synthetic import write_image_dataset, write_text_dataset
@@ -117,6 +117,30 @@ def test_a_job_trains_and_publishes_its_model(deployment: Deployment, tiny_bert:
     # Published atomically: no temporary or staging files left; the checkpoint is gone.
     assert sorted(p.name for p in settings.files.artifacts.iterdir()) == [artifact.name]
     assert not (settings.files.checkpoints / job_id).exists()
+
+    # The history: claimed, each epoch evaluated and checkpointed, succeeded with its model.
+    with session_scope(settings) as session:
+        rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
+        events = [(row.type, row.data.get("epoch"), row.data.get("status")) for row in rows]
+        epochs = [row for row in rows if row.type == "epoch"]
+    assert events == [
+        ("status", None, "running"),
+        ("epoch", 1, None),
+        ("checkpoint", 1, None),
+        ("epoch", 2, None),
+        ("checkpoint", 2, None),
+        ("status", None, "succeeded"),
+    ]
+    assert all(
+        row.data["samples_per_s"] > 0 and row.data["map"] == p.map
+        for row, p in zip(epochs, points, strict=True)
+    )
+    # One log line per epoch with the losses, mAP, F1 and throughput.
+    lines = [line for line in deployment.worker.log().splitlines() if f"job {job_id} epoch " in line]
+    assert len(lines) == 2 and all(
+        "mAP" in line and "macro-F1" in line and "samples/s" in line for line in lines
+    )
+    assert "epoch 2/2: train loss" in lines[1]
 
 
 def test_a_redelivered_message_changes_nothing(deployment: Deployment) -> None:
