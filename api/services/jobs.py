@@ -8,7 +8,6 @@ of UPDATE, so exactly one of the two wins.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -17,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from api import schemas
 from api.services.pagination import Page, id_starts_with, paginate
-from apl.catalog import UnknownBaseModel, resolve_base_model
+from apl.catalog import UnknownBaseModel, check_base_model
 from apl.spec import JobSpec
 from core.db.models import Dataset, Job, MetricPoint, new_id
 from core.errors import AppError
@@ -70,17 +69,10 @@ def _check_spec(
                 "(APLSERVE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES allows others)",
             )
     try:
-        base_model = resolve_base_model(spec.base_model)
+        # Refused now rather than as a failed job after its wait in the queue.
+        base_model = check_base_model(spec.base_model, allow_download=allow_download)
     except UnknownBaseModel as exc:
         raise _unprocessable("unknown_base_model", ["body", "base_model"], str(exc)) from None
-    if base_model.name.startswith("hf:") and not allow_download and not Path(base_model.source).is_dir():
-        # Refused now rather than as a failed job minutes later, on a worker with no network.
-        raise _unprocessable(
-            "model_unavailable",
-            ["body", "base_model"],
-            f"'{base_model.source}' is not a model directory on the server, and this deployment "
-            "does not download models (APLSERVE_ALLOW_MODEL_DOWNLOAD)",
-        )
     dataset = session.scalar(
         select(Dataset).where(Dataset.id == spec.dataset_id, Dataset.owner_id == owner_id).with_for_update()
     )

@@ -169,7 +169,10 @@ def test_idempotency_key_returns_the_same_job(
         ({"base_model": "mobilenetv2-100"}, "modality_mismatch", ["body", "base_model"]),
         ({"base_model": "timm:resnet18"}, "modality_mismatch", ["body", "base_model"]),
         # A hub id on a deployment without model downloads (the default) is refused up front.
-        ({"base_model": "hf:someone/some-encoder"}, "model_unavailable", ["body", "base_model"]),
+        ({"base_model": "hf:someone/some-encoder"}, "unknown_base_model", ["body", "base_model"]),
+        # So is a timm architecture the installed timm does not have, and a path that is no model.
+        ({"base_model": "timm:resnet999"}, "unknown_base_model", ["body", "base_model"]),
+        ({"base_model": "hf:/no/such/dir"}, "unknown_base_model", ["body", "base_model"]),
     ],
 )
 def test_invalid_specs_are_422_with_errors(
