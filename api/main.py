@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.auth import Principal
 from api.observability import Metrics, install_metrics
+from api.openapi import install_problem_openapi
 from api.problems import install_problem_handlers
 from api.routes import include_routers
 from api.state import LOOKUP_MAX_ENTRIES, LOOKUP_TTL_S, AppState
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     include_routers(app)
+    install_problem_openapi(app)
     install_metrics(app, metrics)
     if settings.cors_origins:
         app.add_middleware(

@@ -7,11 +7,13 @@ with the same schema.
 from __future__ import annotations
 
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from apl.spec import JobSpec
+from core.error_codes import ERROR_CODES
 from core.jobs.document import JOB_EXAMPLE, Job
 
 _EXAMPLE_TIME = "2026-01-15T09:30:00.123456Z"
@@ -312,9 +314,56 @@ class BaseModelList(BaseModel):
     items: list[BaseModelEntry]
 
 
-#: `responses=` for routes: the problem+json shapes, so /docs shows them.
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+#: What a paginated list can answer besides 401: a bad cursor, a bad limit or filter.
+LIST_PROBLEMS = ("invalid_cursor", "validation_error")
+
+
+def _problem_example(status: int, code: str) -> dict[str, Any]:
+    entry = ERROR_CODES[code]
     return {
-        status: {"model": Problem, "content": {"application/problem+json": {}}, "description": "Error"}
-        for status in statuses
+        "summary": code,
+        "description": entry.advice,
+        "value": {
+            "type": f"https://aplserve.dev/problems/{code.replace('_', '-')}",
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": entry.advice,
+            "code": code,
+        },
     }
+
+
+def problem_responses(*problems: int | str | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each error status with the Problem schema and an example per code.
+
+    Name the codes the route can answer with: `"dataset_in_use"` (its status comes from
+    `core.error_codes`), or `(413, "image_too_large")` for a code registered with several
+    statuses. A bare status (`404`) documents the status without naming its codes.
+    Unknown codes fail at import, so a route cannot document a code the registry lacks.
+    """
+    by_status: dict[int, list[str]] = {}
+    for problem in problems:
+        if isinstance(problem, int):
+            by_status.setdefault(problem, [])
+            continue
+        status, code = problem if isinstance(problem, tuple) else (None, problem)
+        entry = ERROR_CODES[code]  # KeyError: register the code in core/error_codes.py
+        if status is None:
+            if len(entry.statuses) != 1:
+                raise ValueError(f"{code} has statuses {entry.statuses}; pass (status, {code!r})")
+            status = entry.statuses[0]
+        elif status not in entry.statuses:
+            raise ValueError(f"{code} is registered with {entry.statuses}, not {status}")
+        by_status.setdefault(status, []).append(code)
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, codes in sorted(by_status.items()):
+        listed = ", ".join(f"`{code}`" for code in codes)
+        content: dict[str, Any] = {}
+        if codes:
+            content["examples"] = {code: _problem_example(status, code) for code in codes}
+        responses[status] = {
+            "model": Problem,
+            "content": {"application/problem+json": content},
+            "description": f"{HTTPStatus(status).phrase}: {listed or 'a problem'} (see docs/errors.md).",
+        }
+    return responses

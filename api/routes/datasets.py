@@ -10,16 +10,17 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
 from api.ingest import IngestResult, ReceivedUpload, UploadOptions, ingest_dataset, receive_upload
-from api.schemas import Dataset, DatasetList, problem_responses
+from api.schemas import LIST_PROBLEMS, Dataset, DatasetList, problem_responses
 from api.services import datasets as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from api.state import app_state
 from core.db.models import new_id
 from core.db.session import session_factory
+from core.error_codes import CONTENT, ERROR_CODES, UPLOAD
 from core.errors import AppError
 from core.settings import Settings
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=problem_responses(401))
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=problem_responses("unauthorized"))
 
 NAME_MAX = 200
 
@@ -40,6 +41,14 @@ cell: with the default `|`, a cell holding `,` or `;` is refused (422 \
 `suspicious_label_separator`) because it usually means another separator; naming the separator, \
 even `|`, accepts such cells.
 """
+
+
+#: What an upload can be refused with: the request's problems, then every content problem of the file.
+UPLOAD_PROBLEMS: tuple[str | tuple[int, str], ...] = (
+    "validation_error",
+    *(entry.code for entry in ERROR_CODES.values() if entry.area == UPLOAD),
+    *((422, entry.code) for entry in ERROR_CODES.values() if entry.area == CONTENT),
+)
 
 
 def _text_field(description: str, max_length: int = 100) -> dict[str, Any]:
@@ -154,7 +163,7 @@ def _ingest_and_store(
             "model": Dataset,
             "description": "With `?dedupe=true`: the existing dataset of identical bytes.",
         },
-        **problem_responses(400, 413, 415, 422),
+        **problem_responses(*UPLOAD_PROBLEMS),
     },
 )
 async def upload_dataset(
@@ -191,7 +200,7 @@ async def upload_dataset(
     return dataset
 
 
-@router.get("", response_model=DatasetList, responses=problem_responses(400))
+@router.get("", response_model=DatasetList, responses=problem_responses(*LIST_PROBLEMS))
 def list_datasets(
     principal: OwnerDep,
     session: SessionDep,
@@ -204,13 +213,16 @@ def list_datasets(
     return DatasetList(items=[service.to_schema(row) for row in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{dataset_id}", response_model=Dataset, responses=problem_responses(404))
+@router.get("/{dataset_id}", response_model=Dataset, responses=problem_responses("not_found"))
 def get_dataset(dataset_id: str, principal: OwnerDep, session: SessionDep) -> Dataset:
     return service.to_schema(service.get_owned(session, principal.owner_id, dataset_id))
 
 
 @router.delete(
-    "/{dataset_id}", status_code=204, response_class=Response, responses=problem_responses(404, 409)
+    "/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses("not_found", "dataset_in_use"),
 )
 def delete_dataset(
     dataset_id: str, principal: OwnerDep, session: SessionDep, settings: SettingsDep

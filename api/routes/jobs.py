@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
 from api.schemas import (
+    LIST_PROBLEMS,
     CheckpointList,
     Job,
     JobEventList,
@@ -31,13 +32,27 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses("unauthorized"))
 
 DEFAULT_EVENTS_PAGE = 100
 MAX_EVENTS_PAGE = 500
 
 
-@router.post("", status_code=202, response_model=Job, responses=problem_responses(404, 409, 422, 503))
+@router.post(
+    "",
+    status_code=202,
+    response_model=Job,
+    responses=problem_responses(
+        "validation_error",
+        "dataset_not_found",
+        "unknown_base_model",
+        "modality_mismatch",
+        "webhook_url_refused",
+        "invalid_idempotency_key",
+        "idempotency_key_reused",
+        "broker_unavailable",
+    ),
+)
 def create_job(
     body: JobRequest,
     response: Response,
@@ -83,7 +98,7 @@ def create_job(
     return service.to_schema(session, job)
 
 
-@router.get("", response_model=JobList, responses=problem_responses(400))
+@router.get("", response_model=JobList, responses=problem_responses(*LIST_PROBLEMS))
 def list_jobs(
     principal: OwnerDep,
     session: SessionDep,
@@ -99,12 +114,17 @@ def list_jobs(
     return JobList(items=service.to_schemas(session, page.items), next_cursor=page.next_cursor)
 
 
-@router.get("/{job_id}", response_model=Job, responses=problem_responses(404))
+@router.get("/{job_id}", response_model=Job, responses=problem_responses("not_found"))
 def get_job(job_id: str, principal: OwnerDep, session: SessionDep) -> Job:
     return service.to_schema(session, service.get_owned(session, principal.owner_id, job_id))
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=Job, responses=problem_responses(404, 409))
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=Job,
+    responses=problem_responses("not_found", "job_finished", "job_not_cancellable"),
+)
 def cancel_job(job_id: str, principal: OwnerDep, session: SessionDep, settings: SettingsDep) -> Job:
     """Cancel a job: a queued job ends `cancelled` at once; a running one stops within one step.
 
@@ -115,7 +135,7 @@ def cancel_job(job_id: str, principal: OwnerDep, session: SessionDep, settings: 
     return service.to_schema(session, job)
 
 
-@router.get("/{job_id}/metrics", response_model=MetricSeries, responses=problem_responses(404))
+@router.get("/{job_id}/metrics", response_model=MetricSeries, responses=problem_responses("not_found"))
 def job_metrics(job_id: str, principal: OwnerDep, session: SessionDep) -> MetricSeries:
     """Every evaluation of the job so far, ordered by epoch."""
     job = service.get_owned(session, principal.owner_id, job_id)
@@ -154,7 +174,7 @@ def _last_event_id(value: str | None) -> int:
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
             "description": "The history page (JSON) or the event stream.",
         },
-        **problem_responses(404, 422),
+        **problem_responses("not_found", "validation_error"),
     },
 )
 async def job_events(
@@ -185,7 +205,7 @@ def _history_page(settings: Settings, owner_id: str, job_id: str, after: int, li
         return events.history_page(session, owner_id, job_id, after, limit)
 
 
-@router.get("/{job_id}/checkpoints", response_model=CheckpointList, responses=problem_responses(404))
+@router.get("/{job_id}/checkpoints", response_model=CheckpointList, responses=problem_responses("not_found"))
 def job_checkpoints(
     job_id: str, principal: OwnerDep, session: SessionDep, settings: SettingsDep
 ) -> CheckpointList:

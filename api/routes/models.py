@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
-from api.schemas import problem_responses
+from api.schemas import LIST_PROBLEMS, problem_responses
 from api.services import models as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from api.serving.decisions import decide, resolve_thresholds
@@ -44,7 +44,27 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 router = APIRouter(
-    prefix="/v1/models", tags=["models"], responses=problem_responses(401), lifespan=serving_lifespan
+    prefix="/v1/models",
+    tags=["models"],
+    responses=problem_responses("unauthorized"),
+    lifespan=serving_lifespan,
+)
+
+PREDICT_PROBLEMS = (
+    "not_found",
+    "validation_error",
+    "unsupported_media_type",
+    "invalid_multipart",
+    "request_too_large",
+    (413, "image_too_large"),
+    "empty_inputs",
+    "too_many_inputs",
+    "text_too_long",
+    "invalid_image",
+    "image_too_many_pixels",
+    "wrong_modality",
+    "unknown_label",
+    "model_unavailable",
 )
 
 #: JSON bodies up to this size are validated on the event loop (cheaper than a thread hop);
@@ -131,7 +151,7 @@ OwnedModelDep = Annotated[OwnedModel, Depends(owned_model)]
 EngineDep = Annotated[ServingEngine, Depends(get_engine)]
 
 
-@router.get("", response_model=ModelList, responses=problem_responses(400))
+@router.get("", response_model=ModelList, responses=problem_responses(*LIST_PROBLEMS))
 def list_models(
     principal: OwnerDep,
     session: SessionDep,
@@ -148,7 +168,7 @@ def list_models(
     )
 
 
-@router.get("/{model_id}", response_model=Model, responses=problem_responses(404))
+@router.get("/{model_id}", response_model=Model, responses=problem_responses("not_found"))
 def get_model(model_id: str, principal: OwnerDep, session: SessionDep) -> Model:
     """A model: labels, tuned thresholds (and which labels fell back to the global one), metrics,
     the artifact's digest and size, and the job and base model it came from."""
@@ -156,7 +176,9 @@ def get_model(model_id: str, principal: OwnerDep, session: SessionDep) -> Model:
     return service.to_schema(row, service.dataset_ids(session, [row]).get(row.job_id))
 
 
-@router.delete("/{model_id}", status_code=204, response_class=Response, responses=problem_responses(404))
+@router.delete(
+    "/{model_id}", status_code=204, response_class=Response, responses=problem_responses("not_found")
+)
 def delete_model(
     model_id: str, request: Request, principal: OwnerDep, session: SessionDep, settings: SettingsDep
 ) -> Response:
@@ -193,7 +215,7 @@ def _digest_headers(sha256_hex: str) -> dict[str, str]:
             "config.json and, for text models, tokenizer/. The SHA-256 is in `ETag` and `Repr-Digest`.",
         },
         304: {"description": "If-None-Match matched the ETag."},
-        **problem_responses(404, 422, 503),
+        **problem_responses("not_found", "validation_error", "model_unavailable", "onnx_export_failed"),
     },
 )
 def download_artifact(
@@ -238,7 +260,7 @@ async def _parse(request: Request, target: OwnedModel, settings: Settings) -> An
     "/{model_id}/predict",
     response_model=PredictResponse,
     openapi_extra=_PREDICT_BODY,
-    responses=problem_responses(400, 404, 413, 415, 422, 503),
+    responses=problem_responses(*PREDICT_PROBLEMS),
 )
 async def predict(
     request: Request, target: OwnedModelDep, settings: SettingsDep, engine: EngineDep
