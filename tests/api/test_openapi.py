@@ -87,4 +87,3 @@ def test_problem_responses_refuses_unregistered_codes_and_wrong_statuses() -> No
         problem_responses("image_too_large")  # registered with two statuses: say which
     with pytest.raises(ValueError, match="not 404"):
         problem_responses((404, "dataset_in_use"))
-
