@@ -27,6 +27,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="aplserve",
         version="0.1.0",
         summary="Fine-tune multi-label classifiers with the Asymmetric Polynomial Loss family.",
+        # /docs and /redoc are served from vendored assets (api/apidocs), not FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
     )
     metrics = Metrics(settings)
     app.state.aplserve = AppState(
