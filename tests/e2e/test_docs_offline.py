@@ -118,3 +118,9 @@ def test_package_data_ships_every_vendored_file() -> None:
         for path in directory.rglob("*"):
             if path.is_file():
                 assert any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns), path
+
+
+def test_serve_says_where_the_dashboard_and_the_docs_are(server: LiveServer) -> None:
+    assert server.process is not None
+    server.process.wait_for_log(f"API docs   {server.url}/docs  (ReDoc: {server.url}/redoc)")
+    assert f"aplserve is up:\n  dashboard  {server.url}/\n" in server.log()

@@ -233,3 +233,30 @@ def test_cancel_stops_a_running_job_at_its_next_step(deployment: Deployment, tin
     assert job.progress["epoch"] < 200
     assert models_of(settings, job_id) == []
     assert not (settings.files.checkpoints / job_id).exists()
+
+
+def test_a_requeue_at_shutdown_is_logged_as_one_line() -> None:
+    """Celery logs a rejected task with exc_info; the worker's filter keeps the line, drops the traceback."""
+    import logging
+
+    from celery.exceptions import Reject
+
+    from worker.app import ExpectedRejectFilter
+
+    def record(error: BaseException) -> logging.LogRecord:
+        try:
+            raise error
+        except BaseException:
+            import sys
+
+            return logging.LogRecord(
+                "celery.app.trace", logging.WARNING, __file__, 1, "rejected", (), sys.exc_info()
+            )
+
+    requeued = record(Reject("the worker is shutting down", requeue=True))
+    assert ExpectedRejectFilter().filter(requeued) and requeued.exc_info is None
+    assert "Traceback" not in logging.Formatter().format(requeued)
+    dropped = record(Reject("bad message", requeue=False))
+    assert ExpectedRejectFilter().filter(dropped) and dropped.exc_info is not None  # not expected: kept
+    failure = record(RuntimeError("boom"))
+    assert ExpectedRejectFilter().filter(failure) and "Traceback" in logging.Formatter().format(failure)
