@@ -52,6 +52,9 @@ LimitOption = Annotated[int, typer.Option("--limit", min=1, max=200, help="How m
 AllOption = Annotated[bool, typer.Option("--all", help="Every page, not just the newest --limit.")]
 WideOption = Annotated[bool, typer.Option("--wide", help="Whole ids and more columns (wider than 80).")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only the id (for scripts: DS=$(aplserve ... -q)).")
+]
 
 #: Exit codes: the input was refused as given / the service failed (see the module docstring).
 USER_ERROR = 2

@@ -14,6 +14,7 @@ from aplserve.commands.common import (
     JsonOption,
     KeyOption,
     LimitOption,
+    QuietOption,
     UrlOption,
     WideOption,
     YesOption,
@@ -79,6 +80,7 @@ def upload(
     dedupe: Annotated[
         bool, typer.Option("--dedupe", help="Identical bytes already uploaded: reuse that dataset.")
     ] = False,
+    quiet: QuietOption = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
@@ -89,7 +91,7 @@ def upload(
             dataset = client.datasets.upload(
                 file,
                 name,
-                progress=True,
+                progress=not quiet,
                 text_column=text_column,
                 labels_column=labels_column,
                 filename_column=filename_column,
@@ -98,7 +100,10 @@ def upload(
             )
         except APIError as error:
             raise _with_options(error) from None
-    print_json(dataset) if json_output else show_dataset(dataset)
+    if quiet:
+        typer.echo(dataset.id)
+    else:
+        print_json(dataset) if json_output else show_dataset(dataset)
 
 
 _FIELD = re.compile(r"(send (?:it in )?)?the form field '([a-z_]+)'")

@@ -12,6 +12,7 @@ from aplserve.commands.common import (
     JsonOption,
     KeyOption,
     LimitOption,
+    QuietOption,
     UrlOption,
     WideOption,
     connected,
@@ -92,8 +93,20 @@ def show_metrics(points: list[MetricPoint]) -> None:
     console().print(rows)
 
 
-def _watch(client: Client, job_id: str, timeout: float | None, json_output: bool) -> None:
-    job = client.jobs.wait(job_id, timeout=timeout, progress=True)
+def _watch(
+    client: Client, job_id: str, timeout: float | None, json_output: bool, quiet: bool = False
+) -> None:
+    job = client.jobs.wait(job_id, timeout=timeout, progress=not quiet)
+    if quiet:
+        if job.status != "succeeded":
+            error = f": {job.error.code}: {job.error.message}" if job.error else ""
+            fail(
+                f"job {job.id} ended {job.status}{error}",
+                job.error.code if job.error else job.status,
+                exit_code=1,
+            )
+        typer.echo(job.model_id)
+        return
     if json_output:
         print_json(job)
     else:
@@ -136,6 +149,7 @@ def create(
         list[str] | None, typer.Option("--metadata", help="KEY=VALUE, kept with the job (repeatable).")
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
+    quiet: QuietOption = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
@@ -173,11 +187,14 @@ def create(
             metadata=pairs,
         )
         if watch:
-            if not json_output:
+            if not json_output and not quiet:
                 console().print(f"queued job [bold]{job.id}[/bold]", highlight=False)
-            _watch(client, job.id, None, json_output)
+            _watch(client, job.id, None, json_output, quiet)
             return
-    print_json(job) if json_output else show_job(job)
+    if quiet:
+        typer.echo(job.id)
+    else:
+        print_json(job) if json_output else show_job(job)
 
 
 def _metadata(items: list[str]) -> dict[str, str]:
@@ -254,6 +271,9 @@ def get(
 def watch_job(
     job_id: JobId,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No bar; print only the model id when it succeeds.")
+    ] = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
@@ -261,9 +281,10 @@ def watch_job(
     """Follow a job live (progress bar of epochs with the latest metrics) until it ends.
 
     Exit code 0 when it succeeded, 1 when it failed, was cancelled or timed out.
+    With --quiet, MODEL=$(aplserve jobs watch JOB -q) waits for the model id.
     """
     with connected(url, api_key) as client:
-        _watch(client, client.jobs.resolve(job_id), timeout, json_output)
+        _watch(client, client.jobs.resolve(job_id), timeout, json_output, quiet)
 
 
 @app.command("cancel")

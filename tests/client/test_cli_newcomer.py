@@ -44,7 +44,11 @@ def test_lists_fit_80_columns_with_short_ids_that_every_command_takes(
             "--name", "an-80-column-job", "--metadata", "team=newcomers", "--json",
         )
     )  # fmt: skip
-    run(cli80, "jobs", "cancel", job["id"][:8])  # it would wait for the worker; the row is what matters
+    quiet = run(cli80, "jobs", "create", "--dataset", dataset["id"][:8], "--model", "minilm-l6", "-q").stdout
+    assert len(quiet.strip()) == 36 and quiet.count("\n") == 1
+    for job_id in (job["id"], quiet.strip()):  # the rows are what matters here, not the training
+        run(cli80, "jobs", "cancel", job_id[:8])
+        run(cli80, "jobs", "watch", job_id[:8], "-q", code=1)  # a claimed job stops within one step
     for command in (["datasets", "list"], ["jobs", "list"], ["models", "list"]):
         output = run(cli80, *command).stdout
         lines = output.splitlines()
@@ -58,13 +62,10 @@ def test_lists_fit_80_columns_with_short_ids_that_every_command_takes(
     shown = run(cli80, "jobs", "get", job["id"][:8]).stdout
     assert f"job {job['id']} 'an-80-column-job': cancelled" in shown and "team=newcomers" in shown
     assert dataset["id"] in run(cli80, "datasets", "get", dataset["id"][:6]).stdout
-    assert [
-        e["type"]
-        for e in map(_json_line, run(cli80, "jobs", "events", job["id"][:8], "--json").stdout.splitlines())
-    ] == [
-        "status",
-        "status",
+    events = [
+        _json_line(line) for line in run(cli80, "jobs", "events", job["id"][:8], "--json").stdout.splitlines()
     ]
+    assert events[0]["message"].startswith("queued") and events[-1]["message"].startswith("cancelled")
 
 
 def _json_line(line: str) -> dict[str, Any]:
@@ -152,6 +153,8 @@ def test_upload_options_and_dedupe_from_the_cli(
     assert first["labels"] == ["a", "b"] and first["upload_options"]["label_separator"] == ","
     again = as_json(run(cli80, "datasets", "upload", str(path), *options, "--dedupe", "--json"))
     assert again["id"] == first["id"]
+    quiet = run(cli80, "datasets", "upload", str(path), *options, "--dedupe", "-q")
+    assert quiet.stdout == f"{first['id']}\n" and quiet.stderr == ""  # -q: the id alone, no progress bar
     copy = run(cli80, "datasets", "upload", str(path), *options).stdout
     assert f"identical to dataset {first['id']}" in " ".join(copy.split())
     assert "read with text_column='title'" in copy
