@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, authenticate, default_principal, hash_key
 from api.quotas import request_kind
+from api.services.pagination import ID_PREFIX_PATTERN
 from api.state import app_state
 from core.db.session import session_factory
 from core.settings import Settings
@@ -109,3 +110,13 @@ async def get_principal(
 
 
 OwnerDep = Annotated[Principal, Depends(get_principal)]
+
+#: `?id_prefix=`: only rows whose id starts with it (how the CLI turns a short id into a whole one).
+IdPrefixQuery = Annotated[
+    str | None,
+    Query(
+        pattern=ID_PREFIX_PATTERN,
+        description="Only items whose id starts with this (lower-case hex and dashes), e.g. the first 8 "
+        "characters the dashboard shows.",
+    ),
+]

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal
 from api.edge import EdgeMiddleware
 from api.observability import Metrics, install_metrics
+from api.openapi import install_problem_openapi
 from api.problems import install_problem_handlers
 from api.quotas import RateLimits
 from api.routes import include_routers
@@ -54,6 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Fine-tune multi-label classifiers with the Asymmetric Polynomial Loss family.",
         lifespan=_lifespan,
+        # /docs and /redoc are served from vendored assets (api/apidocs), not FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
     )
     metrics = Metrics(settings)
     app.state.aplserve = AppState(
@@ -66,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     include_routers(app)
     app.add_middleware(EdgeMiddleware, settings=settings)
+    install_problem_openapi(app)
     install_metrics(app, metrics)
     if settings.cors_origins:
         app.add_middleware(

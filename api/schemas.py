@@ -7,10 +7,13 @@ with the same schema.
 from __future__ import annotations
 
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from apl.spec import JobSpec
+from core.error_codes import ERROR_CODES
 from core.jobs.document import JOB_EXAMPLE, Job
 
 _EXAMPLE_TIME = "2026-01-15T09:30:00.123456Z"
@@ -91,6 +94,16 @@ class Dataset(BaseModel):
     sha256: str = Field(description="SHA-256 of the uploaded file.")
     created_at: datetime
     warnings: list[str]
+    upload_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="The reading options the upload gave (text_column, labels_column, filename_column, "
+        "label_separator); empty when the file used the default layout.",
+    )
+
+    @field_validator("upload_options", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class DatasetList(BaseModel):
@@ -100,6 +113,65 @@ class DatasetList(BaseModel):
 
     items: list[Dataset]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
+
+
+#: Bounds of a job's `name` and `metadata` (the metadata bounds are OpenAI's).
+JOB_NAME_MAX = 128
+METADATA_MAX_KEYS = 16
+METADATA_KEY_MAX = 64
+METADATA_VALUE_MAX = 512
+
+
+class JobRequest(JobSpec):
+    """What POST /v1/jobs takes: a JobSpec plus the submitter's own `name` and `metadata`."""
+
+    model_config = _examples(
+        {
+            "dataset_id": _EXAMPLE_DATASET_ID,
+            "base_model": "minilm-l6",
+            "loss": {"name": "apl"},
+            "hyperparameters": {"epochs": 3, "seed": 0},
+            "name": "movies-apl-baseline",
+            "metadata": {"experiment": "apl-vs-bce"},
+        }
+    )
+
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=JOB_NAME_MAX,
+        description="A label for the job, shown in lists, the dashboard and the CLI.",
+    )
+    metadata: dict[str, str] | None = Field(
+        default=None,
+        description=f"Up to {METADATA_MAX_KEYS} string pairs (keys up to {METADATA_KEY_MAX} characters, "
+        f"values up to {METADATA_VALUE_MAX}) kept with the job for your own bookkeeping.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or not value.isprintable()):
+            raise ValueError("must be printable text, not only spaces")
+        return value.strip() if value is not None else None
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > METADATA_MAX_KEYS:
+            raise ValueError(f"at most {METADATA_MAX_KEYS} keys")
+        for key, item in value.items():
+            if not 0 < len(key) <= METADATA_KEY_MAX:
+                raise ValueError(f"keys must be 1 to {METADATA_KEY_MAX} characters")
+            if len(item) > METADATA_VALUE_MAX:
+                raise ValueError(f"the value of {key[:40]!r} is longer than {METADATA_VALUE_MAX} characters")
+        return value
+
+    def spec(self) -> JobSpec:
+        """The training spec alone (what the worker reads and idempotency compares)."""
+        return JobSpec.model_validate(self.model_dump(exclude={"name", "metadata"}))
 
 
 class JobList(BaseModel):
@@ -143,6 +215,80 @@ class MetricSeries(BaseModel):
     series: list[MetricPoint] = Field(description="One point per evaluation, ordered by epoch.")
 
 
+_EVENT_EXAMPLE: dict[str, Any] = {
+    "id": 42,
+    "job_id": _EXAMPLE_JOB_ID,
+    "created_at": _EXAMPLE_TIME,
+    "type": "epoch",
+    "level": "info",
+    "message": "epoch 1/3: train loss 0.2120, val loss 0.1980, mAP 0.710, micro-F1 0.660, macro-F1 0.580, "
+    "96.4 samples/s",
+    "data": {"epoch": 1, "step": 40, "map": 0.71, "micro_f1": 0.66, "macro_f1": 0.58, "samples_per_s": 96.4},
+}
+
+
+class JobEvent(BaseModel):
+    """One entry of a job's stored history."""
+
+    model_config = _examples(_EVENT_EXAMPLE)
+
+    id: int = Field(description="Increasing; pass as ?after= (or Last-Event-ID) to continue after it.")
+    job_id: str
+    created_at: datetime
+    type: Literal["status", "epoch", "checkpoint", "message"] = Field(
+        description="status: a state change or cancel request; epoch: an evaluated epoch; "
+        "checkpoint: an epoch checkpoint was saved; message: anything else worth knowing."
+    )
+    level: Literal["info", "warning", "error"]
+    message: str
+    data: dict[str, Any] = Field(
+        description="The facts in machine form: status, epoch metrics, error code..."
+    )
+
+
+class JobEventList(BaseModel):
+    model_config = _examples({"job_id": _EXAMPLE_JOB_ID, "items": [_EVENT_EXAMPLE], "next_after": None})
+
+    job_id: str
+    items: list[JobEvent] = Field(description="Oldest first.")
+    next_after: int | None = Field(description="Pass as ?after= for the next page; null on the last page.")
+
+
+_CHECKPOINT_EXAMPLE: dict[str, Any] = {
+    "epoch": 2,
+    "step": 80,
+    "attempt": 1,
+    "created_at": _EXAMPLE_TIME,
+    "metrics": {"train_loss": 0.18, "val_loss": 0.17, "map": 0.76, "micro_f1": 0.7, "macro_f1": 0.63},
+    "on_disk": True,
+    "best": True,
+}
+
+
+class Checkpoint(BaseModel):
+    """An epoch checkpoint the job saved, with the metrics of that epoch."""
+
+    model_config = _examples(_CHECKPOINT_EXAMPLE)
+
+    epoch: int
+    step: int | None
+    attempt: int | None = Field(description="Which run of the job saved it (a resumed job runs again).")
+    created_at: datetime
+    metrics: dict[str, float | None]
+    on_disk: bool = Field(
+        description="Whether this checkpoint is the file on disk now. Only the newest one is kept, while "
+        "the job runs (to resume it); it is removed when the job ends."
+    )
+    best: bool = Field(description="The epoch whose weights the job's model keeps (best validation mAP).")
+
+
+class CheckpointList(BaseModel):
+    model_config = _examples({"job_id": _EXAMPLE_JOB_ID, "items": [_CHECKPOINT_EXAMPLE]})
+
+    job_id: str
+    items: list[Checkpoint] = Field(description="One per epoch, oldest first (a re-saved epoch shows once).")
+
+
 _BASE_MODEL_EXAMPLE: dict[str, Any] = {
     "name": "minilm-l6",
     "modality": "text",
@@ -168,9 +314,56 @@ class BaseModelList(BaseModel):
     items: list[BaseModelEntry]
 
 
-#: `responses=` for routes: the problem+json shapes, so /docs shows them.
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+#: What a paginated list can answer besides 401: a bad cursor, a bad limit or filter.
+LIST_PROBLEMS = ("invalid_cursor", "validation_error")
+
+
+def _problem_example(status: int, code: str) -> dict[str, Any]:
+    entry = ERROR_CODES[code]
     return {
-        status: {"model": Problem, "content": {"application/problem+json": {}}, "description": "Error"}
-        for status in statuses
+        "summary": code,
+        "description": entry.advice,
+        "value": {
+            "type": f"https://aplserve.dev/problems/{code.replace('_', '-')}",
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": entry.advice,
+            "code": code,
+        },
     }
+
+
+def problem_responses(*problems: int | str | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each error status with the Problem schema and an example per code.
+
+    Name the codes the route can answer with: `"dataset_in_use"` (its status comes from
+    `core.error_codes`), or `(413, "image_too_large")` for a code registered with several
+    statuses. A bare status (`404`) documents the status without naming its codes.
+    Unknown codes fail at import, so a route cannot document a code the registry lacks.
+    """
+    by_status: dict[int, list[str]] = {}
+    for problem in problems:
+        if isinstance(problem, int):
+            by_status.setdefault(problem, [])
+            continue
+        status, code = problem if isinstance(problem, tuple) else (None, problem)
+        entry = ERROR_CODES[code]  # KeyError: register the code in core/error_codes.py
+        if status is None:
+            if len(entry.statuses) != 1:
+                raise ValueError(f"{code} has statuses {entry.statuses}; pass (status, {code!r})")
+            status = entry.statuses[0]
+        elif status not in entry.statuses:
+            raise ValueError(f"{code} is registered with {entry.statuses}, not {status}")
+        by_status.setdefault(status, []).append(code)
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, codes in sorted(by_status.items()):
+        listed = ", ".join(f"`{code}`" for code in codes)
+        content: dict[str, Any] = {}
+        if codes:
+            content["examples"] = {code: _problem_example(status, code) for code in codes}
+        responses[status] = {
+            "model": Problem,
+            "content": {"application/problem+json": content},
+            "description": f"{HTTPStatus(status).phrase}: {listed or 'a problem'} (see docs/errors.md).",
+        }
+    return responses

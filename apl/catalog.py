@@ -9,9 +9,13 @@ an `nn.Module` is `apl.models`' job; this module only names and classifies.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
+
+from apl.timm_names import architecture_of, timm_architectures
 
 Modality = Literal["text", "image"]
 Family = Literal["transformers", "timm"]
@@ -64,6 +68,10 @@ BUILTIN_MODELS: tuple[BaseModelInfo, ...] = (
 )
 
 _TIMM_ARCH = re.compile(r"^[a-z0-9_.]+$")
+#: A hub id as transformers accepts it: `name` or `owner/name`.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+#: What transformers needs in a model directory to know the architecture.
+HF_CONFIG_FILE = "config.json"
 
 
 class UnknownBaseModel(ValueError):
@@ -109,3 +117,46 @@ def resolve_base_model(name: str) -> BaseModelInfo:
         )
     known = ", ".join(entry.name for entry in BUILTIN_MODELS)
     raise UnknownBaseModel(f"unknown base model '{name}'; use one of {known}, timm:<arch> or hf:<path>")
+
+
+def check_base_model(name: str, *, allow_download: bool) -> BaseModelInfo:
+    """`resolve_base_model` plus the checks that need no torch, so a job is refused when it is posted.
+
+    A `timm:` architecture must be one the installed timm has (its name list, see
+    `apl.timm_names`); an `hf:` reference must be a model directory on this machine
+    (with config.json) or, where downloads are allowed, a hub id. Raises UnknownBaseModel.
+    """
+    info = resolve_base_model(name)
+    if name.startswith("timm:"):
+        _check_timm(info.source)
+    elif name.startswith("hf:"):
+        _check_hf(info.source, allow_download)
+    return info
+
+
+def _check_timm(source: str) -> None:
+    names = timm_architectures()
+    arch = architecture_of(source)
+    if names is None or arch in names:
+        return  # without a name list the worker's timm has the last word
+    close = difflib.get_close_matches(arch, sorted(names), n=3, cutoff=0.75)
+    hint = f"; did you mean {', '.join(close)}?" if close else " (timm.list_models() lists them)"
+    raise UnknownBaseModel(f"timm has no architecture named '{arch}'{hint}")
+
+
+def _check_hf(ref: str, allow_download: bool) -> None:
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / HF_CONFIG_FILE).is_file():
+            raise UnknownBaseModel(
+                f"'{ref}' is a directory on the server without {HF_CONFIG_FILE}; hf: needs a transformers "
+                "model directory (as written by save_pretrained)"
+            )
+        return
+    if ref.startswith(("/", "./", "../", "~")) or path.exists() or not _HUB_ID.match(ref):
+        raise UnknownBaseModel(f"'{ref}' is not a model directory on the server")
+    if not allow_download:
+        raise UnknownBaseModel(
+            f"'{ref}' is not a model directory on the server, and this deployment does not download "
+            "models from the hub (APLSERVE_ALLOW_MODEL_DOWNLOAD)"
+        )

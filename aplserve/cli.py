@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
+import threading
+import time
 
 import typer
 
@@ -50,6 +53,7 @@ def serve(
         signal.signal(signum, _exit_cleanly)
     if embedded is not None:
         embedded.start()
+    threading.Thread(target=announce_when_up, args=(host, port), name="announce", daemon=True).start()
     try:
         uvicorn.run(
             "api.main:create_app",
@@ -65,6 +69,43 @@ def serve(
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+#: How long `serve` waits for its own /healthz before it stops waiting to say where it is.
+ANNOUNCE_TIMEOUT_S = 120.0
+
+
+def local_url(host: str, port: int) -> str:
+    """A URL a browser on this machine can open (0.0.0.0 and :: are not addresses to visit)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{port}"
+
+
+def announce_when_up(host: str, port: int, timeout: float = ANNOUNCE_TIMEOUT_S) -> bool:
+    """Once the API answers /healthz, print where the dashboard and the docs are (stdout)."""
+    import httpx
+
+    base = local_url(host, port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2.0).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    else:
+        return False
+    listening = f" (listening on {host})" if host in ("0.0.0.0", "::") else ""
+    typer.echo(
+        f"aplserve is up{listening}:\n"
+        f"  dashboard  {base}/\n"
+        f"  API docs   {base}/docs  (ReDoc: {base}/redoc)\n",
+        nl=False,
+    )
+    sys.stdout.flush()
+    return True
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:

@@ -62,6 +62,24 @@ def run_job_task(job_id: str) -> str:
         _busy.clear()
 
 
+class ExpectedRejectFilter(logging.Filter):
+    """Celery logs a rejected task with its traceback; a requeue at shutdown is expected, so one line.
+
+    The record stays (`Task aplserve.run_job[...] reject requeue=True: the worker is
+    shutting down`); only the traceback of our own Reject is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], Reject) and record.exc_info[1].requeue:
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+#: Where Celery logs what became of a task (celery.app.trace).
+TRACE_LOGGER = "celery.app.trace"
+
+
 def sweep_once(settings: Settings) -> lifecycle.SweepResult:
     """Take back jobs whose worker died, then make sure every queued job has a message
     and every due webhook is being sent (the outboxes, after a broker loss or a restart)."""
@@ -193,6 +211,7 @@ def run_worker(loglevel: str = "INFO", supervisor_pid: int | None = None) -> Non
     if removed:
         log.warning("removed %d stale partial file(s) at start", len(removed))
     _preload()
+    logging.getLogger(TRACE_LOGGER).addFilter(ExpectedRejectFilter())
     app = build_worker_app(settings)
     worker_ready.connect(_on_ready, weak=False)
     worker_shutting_down.connect(_on_shutting_down, weak=False)

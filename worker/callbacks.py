@@ -1,6 +1,8 @@
 """The training callback that connects `apl`'s loop to the job's row.
 
-It writes a MetricPoint per evaluation and progress every second, and answers
+It writes a MetricPoint (and the history's epoch event) per evaluation, a
+checkpoint event per saved checkpoint, progress every second, logs one line per
+epoch (losses, mAP, F1, training samples per second), and answers
 `should_stop()` for a cancel (the job's `cancel_requested` flag), a warm shutdown of
 the worker, or a lost lease. Database reads are throttled so a fast loop does not
 turn into a database benchmark; a cancel is still seen within a fraction of a second.
@@ -12,11 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from apl.metrics import EpochMetrics
 from apl.training import Progress, TrainerCallback, TrainInfo
-from core.jobs import lifecycle
+from core.jobs import history, lifecycle
 from core.settings import Settings
 from worker import shutdown
 
@@ -38,8 +41,14 @@ class JobCallback(TrainerCallback):
         self.stop_reason: StopReason | None = None
         self.start_epoch = 0
         self._steps_per_epoch = 0
+        self._epochs: int | None = None
+        self._num_train = 0
         self._last_progress = 0.0
         self._last_poll = 0.0
+        #: When the current epoch's first step started, and when its last step ended (monotonic).
+        self._epoch_started = 0.0
+        self._epoch_trained: float | None = None
+        self._last_summary: dict[str, Any] = {}
 
     def _progress(self, progress: dict[str, int]) -> None:
         try:
@@ -50,6 +59,21 @@ class JobCallback(TrainerCallback):
     def on_train_begin(self, info: TrainInfo) -> None:
         self.start_epoch = info.start_epoch
         self._steps_per_epoch = info.steps_per_epoch
+        self._epochs = info.epochs
+        self._num_train = info.num_train
+        self._epoch_started = time.monotonic()
+        log.info(
+            "job %s trains %s on %s (%s): %d train / %d validation samples, %d epochs of %d steps%s",
+            self.job.id,
+            info.base_model,
+            info.device,
+            info.precision,
+            info.num_train,
+            info.num_val,
+            info.epochs,
+            info.steps_per_epoch,
+            f", resuming after epoch {info.start_epoch}" if info.start_epoch else "",
+        )
         # Evaluations past the checkpoint (or all, when starting afresh) are redone now.
         lifecycle.drop_metric_points_after(self.job.id, self.job.attempt, info.start_epoch, self.settings)
         self._progress(
@@ -64,15 +88,35 @@ class JobCallback(TrainerCallback):
     def on_step_end(self, progress: Progress) -> None:
         now = time.monotonic()
         epoch_end = self._steps_per_epoch > 0 and progress.step % self._steps_per_epoch == 0
+        if epoch_end:
+            self._epoch_trained = now
         if epoch_end or now - self._last_progress >= PROGRESS_EVERY_SECONDS:
             self._last_progress = now
             self._progress(progress.as_dict())
 
+    def _samples_per_s(self) -> float | None:
+        """Training throughput of the epoch just evaluated (its steps only, validation excluded)."""
+        if self._epoch_trained is None or self._epoch_trained <= self._epoch_started:
+            return None
+        return round(self._num_train / (self._epoch_trained - self._epoch_started), 2)
+
     def on_evaluate(self, metrics: EpochMetrics) -> None:
+        point = metrics.as_metric_point()
+        rate = self._samples_per_s()
+        self._last_summary = history.metric_summary(point)
+        self._epoch_started, self._epoch_trained = time.monotonic(), None
+        log.info(
+            "job %s %s", self.job.id, history.epoch_message(point | {"samples_per_s": rate}, self._epochs)
+        )
         for attempt in range(METRIC_WRITE_TRIES):
             try:
                 if not lifecycle.add_metric_point(
-                    self.job.id, self.job.attempt, metrics.as_metric_point(), self.settings
+                    self.job.id,
+                    self.job.attempt,
+                    point,
+                    self.settings,
+                    epochs=self._epochs,
+                    samples_per_s=rate,
                 ):
                     self.lost.set()
                 return
@@ -81,6 +125,15 @@ class JobCallback(TrainerCallback):
                     raise
                 log.warning("could not store a metric point of job %s; retrying", self.job.id, exc_info=True)
                 time.sleep(0.5 * (attempt + 1))
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None:
+        summary = self._last_summary if self._last_summary.get("epoch") == epoch else {"epoch": epoch}
+        try:
+            if not lifecycle.record_checkpoint(self.job.id, self.job.attempt, summary, self.settings):
+                self.lost.set()
+        except Exception:
+            log.warning("could not record the checkpoint of job %s; going on", self.job.id, exc_info=True)
+        self._epoch_started = time.monotonic()  # the next epoch's clock starts after the checkpoint
 
     def should_stop(self) -> bool:
         if self.stop_reason is not None:

@@ -133,6 +133,9 @@ def _train(job: lifecycle.ClaimedJob, spec: JobSpec, settings: Settings, callbac
     resume = ckpt if ckpt.is_file() else None
     if resume is not None:
         log.info("job %s resumes from its last checkpoint", job.id)
+        lifecycle.record_message(
+            job.id, job.attempt, "resuming from the last epoch checkpoint", settings, level="info"
+        )
 
     def config(resume_from: Path | None) -> TrainConfig:
         return TrainConfig.from_job_spec(
@@ -149,6 +152,13 @@ def _train(job: lifecycle.ClaimedJob, spec: JobSpec, settings: Settings, callbac
         if resume is None:
             raise
         log.warning("the checkpoint of job %s cannot be used; starting afresh", job.id, exc_info=True)
+        lifecycle.record_message(
+            job.id,
+            job.attempt,
+            "the last checkpoint cannot be used; training starts afresh",
+            settings,
+            level="warning",
+        )
         ckpt.unlink(missing_ok=True)
         return train(config(None), [callback])
 

@@ -1,5 +1,6 @@
 """Dataset intake: streamed uploads, validation and the normalized stored form."""
 
+from api.ingest.columns import UploadOptions
 from api.ingest.dataset import IngestResult, detect_format, ingest_dataset
 from api.ingest.limits import IngestLimits
 from api.ingest.upload import ReceivedUpload, receive_upload
@@ -8,6 +9,7 @@ __all__ = [
     "IngestLimits",
     "IngestResult",
     "ReceivedUpload",
+    "UploadOptions",
     "detect_format",
     "ingest_dataset",
     "receive_upload",

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from api.ingest.columns import UploadOptions
 from api.ingest.failures import invalid, quote, unsupported_format
 from api.ingest.images import extract_image, inspect_zip, read_labels_file, tally_entries
 from api.ingest.labels import LabelTally
@@ -61,14 +62,20 @@ def detect_format(filename: str) -> DatasetFormat:
 
 
 def ingest_dataset(
-    upload_path: Path, filename: str, dataset_dir: Path, limits: IngestLimits = IngestLimits()
+    upload_path: Path,
+    filename: str,
+    dataset_dir: Path,
+    limits: IngestLimits = IngestLimits(),
+    options: UploadOptions = UploadOptions(),
 ) -> IngestResult:
     """Validate and normalize an upload into dataset_dir (created here; must not hold anything).
 
-    Raises AppError (415 unsupported_format, 422 for content problems) with nothing
-    left behind. The upload file itself belongs to the caller and is not touched.
+    `options` says which columns hold what and how labels are separated. Raises
+    AppError (415 unsupported_format, 422 for content problems) with nothing left
+    behind. The upload file itself belongs to the caller and is not touched.
     """
     fmt = detect_format(filename)
+    options.check_applies_to("image" if fmt == "zip" else "text")
     if dataset_dir.exists():
         if any(dataset_dir.iterdir()):
             raise FileExistsError(f"{dataset_dir} already holds files; each dataset needs a new directory")
@@ -78,12 +85,12 @@ def ingest_dataset(
     staging.mkdir()
     try:
         if fmt == "zip":
-            tally = _ingest_zip(upload_path, staging, limits)
+            tally = _ingest_zip(upload_path, staging, limits, options)
         else:
             reader = read_text_csv if fmt == "csv" else read_text_jsonl
             # Closed here, not by the garbage collector: a failed write (a full disk) must not
             # leave the upload open through a suspended generator (issue 14).
-            with contextlib.closing(reader(upload_path, limits)) as samples:
+            with contextlib.closing(reader(upload_path, limits, options)) as samples:
                 tally = _write_samples(samples, staging / SAMPLES_FILE, limits)
             tally.check(limits)
         _write_json(staging / LABELS_FILE, tally.labels)
@@ -113,14 +120,14 @@ def _write_samples(
     return tally
 
 
-def _ingest_zip(upload_path: Path, staging: Path, limits: IngestLimits) -> LabelTally:
+def _ingest_zip(upload_path: Path, staging: Path, limits: IngestLimits, options: UploadOptions) -> LabelTally:
     try:
         archive = zipfile.ZipFile(upload_path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise invalid("invalid_zip", "the file is not a readable ZIP archive") from None
     with archive:
         files = inspect_zip(archive, limits)
-        entries = read_labels_file(archive, files, limits)
+        entries = read_labels_file(archive, files, limits, options)
         tally = tally_entries(entries, limits)
         images_root = staging / IMAGES_DIR
         images_root.mkdir()

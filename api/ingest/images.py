@@ -21,8 +21,9 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
+from api.ingest.columns import UploadOptions
 from api.ingest.failures import invalid, quote
-from api.ingest.labels import LabelTally, split_label_list
+from api.ingest.labels import LabelTally
 from api.ingest.limits import MIB, IngestLimits
 from api.ingest.lines import read_csv_records
 from apl.formats import DATASET_IMAGE_FORMATS, DATASET_IMAGE_SUFFIXES, IMAGES_DIR
@@ -128,7 +129,10 @@ def _file_type_problem(info: zipfile.ZipInfo) -> str | None:
 
 
 def read_labels_file(
-    archive: zipfile.ZipFile, files: dict[str, zipfile.ZipInfo], limits: IngestLimits
+    archive: zipfile.ZipFile,
+    files: dict[str, zipfile.ZipInfo],
+    limits: IngestLimits,
+    options: UploadOptions = UploadOptions(),
 ) -> list[ImageEntry]:
     """Parse labels.csv and prove it and the members describe the same set of images."""
     if LABELS_MEMBER not in files:
@@ -137,8 +141,9 @@ def read_labels_file(
         raise invalid("missing_labels_file", f"the ZIP has no labels.csv at its root{hint}")
     entries: list[ImageEntry] = []
     first_seen: dict[str, str] = {}
+    columns, optional = options.required_columns("image"), options.optional_columns("image")
     with _reading(LABELS_MEMBER), archive.open(files[LABELS_MEMBER]) as stream:
-        for line, record in read_csv_records(stream, LABELS_MEMBER, ("filename", "labels"), limits):
+        for line, record in read_csv_records(stream, LABELS_MEMBER, columns, limits, optional):
             where = f"{LABELS_MEMBER} line {line}"
             member = record["filename"].strip().removeprefix("./")
             if not member:
@@ -155,7 +160,7 @@ def read_labels_file(
                     "invalid_image", f"{where}: {quote(member)} is not a .png, .jpg, .jpeg or .webp file"
                 )
             first_seen[member] = f"line {line}"
-            entries.append(ImageEntry(where, member, split_label_list(record["labels"], where, limits)))
+            entries.append(ImageEntry(where, member, options.split_labels(record["labels"], where, limits)))
     unlisted = [name for name in files if name != LABELS_MEMBER and name not in first_seen]
     if unlisted:
         more = f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else ""

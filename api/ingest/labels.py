@@ -9,25 +9,23 @@ from dataclasses import dataclass, field
 from api.ingest.failures import invalid, quote
 from api.ingest.limits import IngestLimits
 
+#: Separates the label names of a CSV labels cell unless the upload names another.
 LABEL_SEPARATOR = "|"
 
 
-def split_label_list(raw: str, where: str, limits: IngestLimits) -> list[str]:
-    """Parse the `|`-separated labels cell of a CSV row; an empty cell means no label."""
-    if not raw.strip():
-        return []
-    return clean_labels(raw.split(LABEL_SEPARATOR), where, limits)
+def clean_labels(
+    names: Iterable[str], where: str, limits: IngestLimits, separator: str | None = None
+) -> list[str]:
+    """Trim names, reject empty or overlong ones, drop repeats; sorted so equal sets store equally.
 
-
-def clean_labels(names: Iterable[str], where: str, limits: IngestLimits) -> list[str]:
-    """Trim names, reject empty or overlong ones, drop repeats; sorted so equal sets store equally."""
+    `separator` is the one the names were split on (a CSV cell), for the error message.
+    """
     cleaned: set[str] = set()
     for name in names:
         label = name.strip()
         if not label:
-            raise invalid(
-                "invalid_label", f"{where}: a label name is empty (check for '||' or a trailing '|')"
-            )
+            hint = f" (check for {separator * 2!r} or a trailing {separator!r})" if separator else ""
+            raise invalid("invalid_label", f"{where}: a label name is empty{hint}")
         if len(label) > limits.max_label_chars:
             raise invalid(
                 "invalid_label",

@@ -11,7 +11,7 @@ sequence.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from typing import IO
 
 from api.ingest.failures import invalid, quote
@@ -51,12 +51,18 @@ def numbered_lines(stream: IO[bytes], source: str, limits: IngestLimits) -> Iter
 
 
 def read_csv_records(
-    stream: IO[bytes], source: str, columns: Sequence[str], limits: IngestLimits
+    stream: IO[bytes],
+    source: str,
+    columns: Mapping[str, str],
+    limits: IngestLimits,
+    optional: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield (first line of the record, {column: cell}) for the named columns.
+    """Yield (first line of the record, {role: cell}) for the columns named by `columns` (role -> header).
 
-    The header must name every column in `columns` once (case and surrounding
-    spaces ignored); other columns are allowed and ignored. Blank lines are skipped.
+    The header must name every required column once and an optional one at most
+    once (case and surrounding spaces ignored); an optional column that is absent
+    is absent from the records. Other columns are allowed and ignored; blank lines
+    are skipped.
     """
     position = {"line": 0}
 
@@ -69,7 +75,7 @@ def read_csv_records(
     header = _next_row(reader, source, position)
     if header is None:
         raise invalid("invalid_csv_header", f"{source or 'the file'} is empty; expected a header row")
-    index = _column_index(header, source, columns)
+    index = _column_index(header, source, columns, optional or {})
     while True:
         start = position["line"] + 1
         row = _next_row(reader, source, position)
@@ -78,12 +84,18 @@ def read_csv_records(
         if not row:
             continue
         if len(row) != len(header):
-            raise invalid(
-                "invalid_csv",
-                f"{at(source, start)} has {len(row)} fields but the header has {len(header)} "
-                "(quote fields that contain commas)",
-            )
-        yield start, {name: row[i] for name, i in index.items()}
+            raise invalid("invalid_csv", f"{at(source, start)} {_field_count_problem(len(row), len(header))}")
+        yield start, {role: row[i] for role, i in index.items()}
+
+
+def _field_count_problem(found: int, expected: int) -> str:
+    """Quoting is the fix only when a row has more fields than the header (an unquoted comma)."""
+    if found > expected:
+        return (
+            f"has {found} fields but the header has {expected}: a field holds an unquoted comma. Quote "
+            "such fields (\"Hello, world\"); labels are separated by '|' (or the form field label_separator)"
+        )
+    return f"has {found} fields but the header has {expected}: a field is missing"
 
 
 def _next_row(reader: Iterator[list[str]], source: str, position: dict[str, int]) -> list[str] | None:
@@ -93,19 +105,25 @@ def _next_row(reader: Iterator[list[str]], source: str, position: dict[str, int]
         raise invalid("invalid_csv", f"{at(source, position['line'])} is not valid CSV ({exc})") from None
 
 
-def _column_index(header: list[str], source: str, columns: Sequence[str]) -> dict[str, int]:
+def _column_index(
+    header: list[str], source: str, columns: Mapping[str, str], optional: Mapping[str, str]
+) -> dict[str, int]:
     names = [cell.strip().lower() for cell in header]
     index: dict[str, int] = {}
-    for column in columns:
-        hits = [i for i, name in enumerate(names) if name == column]
-        if len(hits) != 1:
-            wanted = " and ".join(repr(c) for c in columns)
+    for role, column in [*columns.items(), *optional.items()]:
+        hits = [i for i, name in enumerate(names) if name == column.strip().lower()]
+        if len(hits) == 1:
+            index[role] = hits[0]
+        elif hits or role in columns:
+            wanted = " and ".join(repr(c) for c in columns.values())
             found = ", ".join(quote(cell, 30) for cell in header[:10]) or "nothing"
             problem = "names it twice" if hits else "lacks it"
+            hint = (
+                "" if hits else f"; if the column has another name, send it in the form field '{role}_column'"
+            )
             raise invalid(
                 "invalid_csv_header",
                 f"{at(source, 1)}: the header must name the columns {wanted}; column {column!r}: "
-                f"the header {problem} (found {found})",
+                f"the header {problem} (found {found}){hint}",
             )
-        index[column] = hits[0]
     return index

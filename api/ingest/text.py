@@ -1,4 +1,9 @@
-"""Text datasets: CSV (`text`, `labels` columns) and JSONL (`{"text", "labels"}` a line)."""
+"""Text datasets: CSV (`text`, `labels` columns) and JSONL (`{"text", "labels"}` a line).
+
+Column (and key) names come from the upload's `UploadOptions`, so a file whose labels
+are in `tags` is read with `labels_column=tags`; the stored samples always use the
+roles' own names.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from api.ingest.columns import UploadOptions
 from api.ingest.failures import invalid
-from api.ingest.labels import clean_labels, split_label_list
+from api.ingest.labels import clean_labels
 from api.ingest.limits import IngestLimits
 from api.ingest.lines import at, numbered_lines, read_csv_records
 
 TextSample = dict[str, Any]
 
 
-def read_text_csv(path: Path, limits: IngestLimits) -> Iterator[tuple[str, TextSample]]:
+def read_text_csv(
+    path: Path, limits: IngestLimits, options: UploadOptions = UploadOptions()
+) -> Iterator[tuple[str, TextSample]]:
     """Yield (where, normalized sample) for each CSV record."""
+    columns, optional = options.required_columns("text"), options.optional_columns("text")
     with path.open("rb") as stream:
-        for line, record in read_csv_records(stream, "", ("text", "labels"), limits):
+        for line, record in read_csv_records(stream, "", columns, limits, optional):
             where = at("", line)
             text = _checked_text(record["text"], where, limits)
-            yield where, {"text": text, "labels": split_label_list(record["labels"], where, limits)}
+            yield where, {"text": text, "labels": options.split_labels(record["labels"], where, limits)}
 
 
-def read_text_jsonl(path: Path, limits: IngestLimits) -> Iterator[tuple[str, TextSample]]:
+def read_text_jsonl(
+    path: Path, limits: IngestLimits, options: UploadOptions = UploadOptions()
+) -> Iterator[tuple[str, TextSample]]:
     """Yield (where, normalized sample) for each non-blank JSONL line."""
     with path.open("rb") as stream:
         for line, raw in numbered_lines(stream, "", limits):
@@ -37,28 +48,41 @@ def read_text_jsonl(path: Path, limits: IngestLimits) -> Iterator[tuple[str, Tex
                 raise invalid(
                     "invalid_json", f"{where} is not valid JSON ({exc.msg} at column {exc.colno})"
                 ) from None
-            yield where, _sample_from_object(obj, where, limits)
+            yield where, _sample_from_object(obj, where, limits, options)
 
 
-def _sample_from_object(obj: object, where: str, limits: IngestLimits) -> TextSample:
+def _sample_from_object(obj: object, where: str, limits: IngestLimits, options: UploadOptions) -> TextSample:
+    text_key, labels_key = options.column("text"), options.column("labels")
     if not isinstance(obj, dict):
         raise invalid(
             "invalid_json",
-            f'{where}: expected an object like {{"text": "...", "labels": ["a"]}}, found {_json_type(obj)}',
+            f'{where}: expected an object like {{"{text_key}": "...", "{labels_key}": ["a"]}}, '
+            f"found {_json_type(obj)}",
         )
-    if "text" not in obj:
-        raise invalid("invalid_json", f"{where}: the object has no 'text' field")
-    text = obj["text"]
+    if text_key not in obj:
+        raise invalid(
+            "invalid_json", f"{where}: the object has no {text_key!r} field{_key_hint('text', obj)}"
+        )
+    text = obj[text_key]
     if not isinstance(text, str):
-        raise invalid("invalid_json", f"{where}: 'text' must be a string, found {_json_type(text)}")
-    if "labels" not in obj:
-        raise invalid("invalid_json", f"{where}: the object has no 'labels' field (use [] for no label)")
-    labels = obj["labels"]
+        raise invalid("invalid_json", f"{where}: {text_key!r} must be a string, found {_json_type(text)}")
+    if labels_key not in obj:
+        raise invalid(
+            "invalid_json",
+            f"{where}: the object has no {labels_key!r} field (use [] for no label)"
+            + _key_hint("labels", obj),
+        )
+    labels = obj[labels_key]
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise invalid(
-            "invalid_json", f"{where}: 'labels' must be a list of strings, found {_json_type(labels)}"
+            "invalid_json", f"{where}: {labels_key!r} must be a list of strings, found {_json_type(labels)}"
         )
     return {"text": _checked_text(text, where, limits), "labels": clean_labels(labels, where, limits)}
+
+
+def _key_hint(role: str, obj: dict[str, object]) -> str:
+    keys = ", ".join(repr(key)[:40] for key in list(obj)[:8]) or "none"
+    return f"; its keys are {keys}: send the form field '{role}_column' to name another"
 
 
 def _checked_text(text: str, where: str, limits: IngestLimits) -> str:

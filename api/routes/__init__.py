@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 
 def include_routers(app: FastAPI) -> None:
-    from api import dashboard
+    from api import apidocs, dashboard
     from api.routes import base_models, datasets, health, jobs, models, webhooks
 
     app.include_router(health.router)
@@ -16,3 +16,4 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(models.router)
     app.include_router(webhooks.router)
     app.include_router(dashboard.router)
+    app.include_router(apidocs.router)

@@ -7,7 +7,9 @@ from api.routing import APIRouter
 from api.schemas import BaseModelEntry, BaseModelList, problem_responses
 from apl.catalog import list_base_models
 
-router = APIRouter(prefix="/v1/base-models", tags=["base models"], responses=problem_responses(401))
+router = APIRouter(
+    prefix="/v1/base-models", tags=["base models"], responses=problem_responses("unauthorized")
+)
 
 
 @router.get("", response_model=BaseModelList)

@@ -9,26 +9,59 @@ from fastapi import Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import quotas
-from api.deps import OwnerDep, SessionDep, SettingsDep
-from api.ingest import IngestResult, ReceivedUpload, ingest_dataset, receive_upload
+from api.deps import IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
+from api.ingest import IngestResult, ReceivedUpload, UploadOptions, ingest_dataset, receive_upload
 from api.ingest.upload import FORM_OVERHEAD_BYTES
 from api.routing import APIRouter
-from api.schemas import Dataset, DatasetList, problem_responses
+from api.schemas import LIST_PROBLEMS, Dataset, DatasetList, problem_responses
 from api.services import datasets as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from api.state import app_state
 from core.db.models import new_id
 from core.db.session import session_factory
+from core.error_codes import CONTENT, ERROR_CODES, UPLOAD
 from core.errors import AppError
 from core.settings import Settings
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=problem_responses(401))
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=problem_responses("unauthorized"))
 
 NAME_MAX = 200
+
+UPLOAD_FORMATS = """\
+Three file formats, told apart by the file name's extension:
+
+* **Text CSV** (`.csv`, UTF-8, a header row): columns `text` and `labels`; `labels` holds the \
+label names separated by `|` (`action|comedy`), empty for a sample with no label. Quote a field \
+that contains a comma (`"Hello, world"`). Other columns are ignored.
+* **Text JSONL** (`.jsonl`): one object a line, `{"text": "...", "labels": ["action", "comedy"]}`.
+* **Images ZIP** (`.zip`): PNG, JPEG or WebP files plus `labels.csv` at the ZIP's root with \
+columns `filename,labels` (`filename` relative to the root, e.g. `img/001.png`; labels as in the \
+text CSV). Every image must be listed, and every listed file must be there.
+
+Columns named otherwise are mapped with `text_column`, `labels_column` (CSV and JSONL keys) and \
+`filename_column` (the ZIP's labels.csv). `label_separator` sets what separates labels in a CSV \
+cell: with the default `|`, a cell holding `,` or `;` is refused (422 \
+`suspicious_label_separator`) because it usually means another separator; naming the separator, \
+even `|`, accepts such cells.
+"""
+
+
+#: What an upload can be refused with: the request's problems, then every content problem of the file.
+UPLOAD_PROBLEMS: tuple[str | tuple[int, str], ...] = (
+    "validation_error",
+    *(entry.code for entry in ERROR_CODES.values() if entry.area == UPLOAD),
+    *((422, entry.code) for entry in ERROR_CODES.values() if entry.area == CONTENT),
+)
+
+
+def _text_field(description: str, max_length: int = 100) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length, "description": description}
+
 
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
+        "description": UPLOAD_FORMATS,
         "content": {
             "multipart/form-data": {
                 "schema": {
@@ -40,13 +73,22 @@ _UPLOAD_BODY: dict[str, Any] = {
                             "format": "binary",
                             "description": "A text .csv or .jsonl, or a .zip of images with labels.csv.",
                         },
-                        "name": {
-                            "type": "string",
-                            "maxLength": NAME_MAX,
-                            "description": "Defaults to the file name.",
-                        },
+                        "name": _text_field("Defaults to the file name.", NAME_MAX),
+                        "text_column": _text_field(
+                            "The CSV column (or JSONL key) of the texts; default `text`."
+                        ),
+                        "labels_column": _text_field(
+                            "The CSV column (or JSONL key) of the labels; default `labels`."
+                        ),
+                        "filename_column": _text_field(
+                            "ZIP uploads: the labels.csv column of the image paths; default `filename`."
+                        ),
+                        "label_separator": _text_field(
+                            "What separates label names in a CSV labels cell; default `|`.", 8
+                        ),
                     },
-                }
+                },
+                "encoding": {"file": {"contentType": "text/csv, application/x-ndjson, application/zip"}},
             }
         },
     }
@@ -66,13 +108,22 @@ def _dataset_name(upload: ReceivedUpload) -> str:
 
 
 def _store(
-    settings: Settings, owner_id: str, dataset_id: str, upload: ReceivedUpload, result: IngestResult
+    settings: Settings,
+    owner_id: str,
+    dataset_id: str,
+    upload: ReceivedUpload,
+    result: IngestResult,
+    options: UploadOptions,
+    duplicate: str | None,
 ) -> Dataset:
     fields = result.as_dict() | {
         "name": _dataset_name(upload),
         "size_bytes": upload.size_bytes,
         "sha256": upload.sha256,
+        "upload_options": options.as_fields(),
     }
+    if duplicate is not None:
+        fields["warnings"] = [*result.warnings, duplicate]
     with session_factory(settings)() as session:
         return service.to_schema(
             service.create(session, settings, dataset_id=dataset_id, owner_id=owner_id, fields=fields)
@@ -84,15 +135,29 @@ def _check_room(settings: Settings, owner_id: str, adding: int) -> None:
         quotas.check_dataset_bytes(session, owner_id, settings, adding)
 
 
-def _ingest_and_store(settings: Settings, owner_id: str, upload: ReceivedUpload) -> Dataset:
-    """Runs in a worker thread: parsing and writing a dataset is CPU and disk work."""
+def _ingest_and_store(
+    settings: Settings, owner_id: str, upload: ReceivedUpload, dedupe: bool
+) -> tuple[Dataset, bool]:
+    """Runs in a worker thread: parsing and writing a dataset is CPU and disk work.
+
+    Returns (dataset, created): with `dedupe`, identical bytes read with the same
+    options give back the existing dataset and nothing is written (nor counted against
+    the storage quota).
+    """
     _dataset_name(upload)  # reject a bad name before the work
+    options = UploadOptions.from_fields(upload.fields)
+    with session_factory(settings)() as session:
+        existing = service.same_file(session, owner_id, upload.sha256)
+        reused = service.reusable(existing, options.as_fields()) if dedupe else None
+        if reused is not None:
+            return service.to_schema(reused), False
+        duplicate = service.duplicate_warning(existing, options.as_fields())
     _check_room(settings, owner_id, upload.size_bytes)
     dataset_id = new_id()
     dataset_dir = settings.files.dataset(dataset_id)
-    result = ingest_dataset(upload.path, upload.filename, dataset_dir)
+    result = ingest_dataset(upload.path, upload.filename, dataset_dir, options=options)
     try:
-        return _store(settings, owner_id, dataset_id, upload, result)
+        return _store(settings, owner_id, dataset_id, upload, result, options, duplicate), True
     except BaseException:
         service.remove_files(dataset_dir)
         raise
@@ -103,13 +168,32 @@ def _ingest_and_store(settings: Settings, owner_id: str, upload: ReceivedUpload)
     status_code=201,
     response_model=Dataset,
     openapi_extra=_UPLOAD_BODY,
-    responses=problem_responses(400, 408, 413, 415, 422, 429, 507),
+    responses={
+        200: {
+            "model": Dataset,
+            "description": "With `?dedupe=true`: the existing dataset of identical bytes.",
+        },
+        **problem_responses(*UPLOAD_PROBLEMS),
+    },
 )
-async def upload_dataset(request: Request, principal: OwnerDep, settings: SettingsDep) -> Dataset:
-    """Upload a dataset (multipart: `file`, optional `name`).
+async def upload_dataset(
+    request: Request,
+    response: Response,
+    principal: OwnerDep,
+    settings: SettingsDep,
+    dedupe: Annotated[
+        bool,
+        Query(
+            description="Identical bytes already uploaded (read with the same options) return that "
+            "dataset (200) instead of a new copy; without it the copy gets a warning naming it."
+        ),
+    ] = False,
+) -> Dataset:
+    """Upload a dataset (multipart: `file`, optional `name` and reading options).
 
     The body is streamed to disk with the size limit, then validated and
-    normalized; a dataset that fails validation leaves nothing behind. 429
+    normalized; a dataset that fails validation leaves nothing behind. The upload
+    formats and options are described with the request body below. 429
     `quota_exceeded` when the owner's datasets would pass the storage quota (checked
     before the body is read when Content-Length says so); 507 `storage_full` when the
     server's disk is full.
@@ -121,32 +205,42 @@ async def upload_dataset(request: Request, principal: OwnerDep, settings: Settin
         await run_in_threadpool(_check_room, settings, principal.owner_id, at_least)
     upload = await receive_upload(request, settings.files.uploads, settings.max_upload_bytes)
     try:
-        dataset = await run_in_threadpool(_ingest_and_store, settings, principal.owner_id, upload)
+        dataset, created = await run_in_threadpool(
+            _ingest_and_store, settings, principal.owner_id, upload, dedupe
+        )
     finally:
         upload.path.unlink(missing_ok=True)
-    app_state(request.app).metrics.upload_bytes.inc(upload.size_bytes)
+    if created:
+        app_state(request.app).metrics.upload_bytes.inc(upload.size_bytes)
+    else:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return dataset
 
 
-@router.get("", response_model=DatasetList, responses=problem_responses(400))
+@router.get("", response_model=DatasetList, responses=problem_responses(*LIST_PROBLEMS))
 def list_datasets(
     principal: OwnerDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    id_prefix: IdPrefixQuery = None,
 ) -> DatasetList:
     """The caller's datasets, newest first."""
-    page = service.list_owned(session, principal.owner_id, limit=limit, cursor=cursor)
+    page = service.list_owned(session, principal.owner_id, limit=limit, cursor=cursor, id_prefix=id_prefix)
     return DatasetList(items=[service.to_schema(row) for row in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{dataset_id}", response_model=Dataset, responses=problem_responses(404))
+@router.get("/{dataset_id}", response_model=Dataset, responses=problem_responses("not_found"))
 def get_dataset(dataset_id: str, principal: OwnerDep, session: SessionDep) -> Dataset:
     return service.to_schema(service.get_owned(session, principal.owner_id, dataset_id))
 
 
 @router.delete(
-    "/{dataset_id}", status_code=204, response_class=Response, responses=problem_responses(404, 409)
+    "/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses("not_found", "dataset_in_use"),
 )
 def delete_dataset(
     dataset_id: str, principal: OwnerDep, session: SessionDep, settings: SettingsDep

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from api.deps import SettingsDep
 from api.problems import PROBLEM_JSON
 from api.routing import APIRouter
-from api.schemas import Health, Readiness
+from api.schemas import Health, Readiness, problem_responses
 from core.broker import check_broker
 from core.db.session import get_engine
 from core.settings import Settings
@@ -73,10 +73,13 @@ async def _probe(name: str, check: Callable[[Settings], None], settings: Setting
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"description": "A dependency is unavailable (problem+json with the same two fields)."}},
+    responses=problem_responses("not_ready"),
 )
 async def readyz(settings: SettingsDep) -> Readiness | JSONResponse:
-    """Readiness: the database answers `SELECT 1` and the broker accepts a connection."""
+    """Readiness: the database answers `SELECT 1` and the broker accepts a connection.
+
+    503 `not_ready` when one does not; the problem also holds `database` and `broker`.
+    """
     database, broker = await asyncio.gather(
         _probe("database", _check_database, settings), _probe("broker", _check_broker, settings)
     )

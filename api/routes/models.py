@@ -19,9 +19,9 @@ from fastapi import Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.deps import IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
 from api.routing import APIRouter
-from api.schemas import problem_responses
+from api.schemas import LIST_PROBLEMS, problem_responses
 from api.services import models as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from api.serving.decisions import decide, resolve_thresholds
@@ -45,7 +45,27 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 router = APIRouter(
-    prefix="/v1/models", tags=["models"], responses=problem_responses(401), lifespan=serving_lifespan
+    prefix="/v1/models",
+    tags=["models"],
+    responses=problem_responses("unauthorized"),
+    lifespan=serving_lifespan,
+)
+
+PREDICT_PROBLEMS = (
+    "not_found",
+    "validation_error",
+    "unsupported_media_type",
+    "invalid_multipart",
+    "request_too_large",
+    (413, "image_too_large"),
+    "empty_inputs",
+    "too_many_inputs",
+    "text_too_long",
+    "invalid_image",
+    "image_too_many_pixels",
+    "wrong_modality",
+    "unknown_label",
+    "model_unavailable",
 )
 
 #: JSON bodies up to this size are validated on the event loop (cheaper than a thread hop);
@@ -135,15 +155,16 @@ OwnedModelDep = Annotated[OwnedModel, Depends(owned_model)]
 EngineDep = Annotated[ServingEngine, Depends(get_engine)]
 
 
-@router.get("", response_model=ModelList, responses=problem_responses(400))
+@router.get("", response_model=ModelList, responses=problem_responses(*LIST_PROBLEMS))
 def list_models(
     principal: OwnerDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    id_prefix: IdPrefixQuery = None,
 ) -> ModelList:
     """The caller's models, newest first."""
-    page = service.list_owned(session, principal.owner_id, limit=limit, cursor=cursor)
+    page = service.list_owned(session, principal.owner_id, limit=limit, cursor=cursor, id_prefix=id_prefix)
     datasets = service.dataset_ids(session, page.items)
     return ModelList(
         items=[service.to_schema(row, datasets.get(row.job_id)) for row in page.items],
@@ -151,7 +172,7 @@ def list_models(
     )
 
 
-@router.get("/{model_id}", response_model=Model, responses=problem_responses(404))
+@router.get("/{model_id}", response_model=Model, responses=problem_responses("not_found"))
 def get_model(model_id: str, principal: OwnerDep, session: SessionDep) -> Model:
     """A model: labels, tuned thresholds (and which labels fell back to the global one), metrics,
     the artifact's digest and size, and the job and base model it came from."""
@@ -159,12 +180,16 @@ def get_model(model_id: str, principal: OwnerDep, session: SessionDep) -> Model:
     return service.to_schema(row, service.dataset_ids(session, [row]).get(row.job_id))
 
 
-@router.get("/{model_id}/evaluation", response_model=Evaluation, responses=problem_responses(404))
+@router.get(
+    "/{model_id}/evaluation",
+    response_model=Evaluation,
+    responses=problem_responses("not_found", "evaluation_unavailable"),
+)
 def get_evaluation(model_id: str, principal: OwnerDep, session: SessionDep) -> Evaluation:
     """How the model did on its validation split, computed once when it was published.
 
-    Per label: support, AP, the threshold and where it came from (tuned by the job's
-    decision policy, the fallback for labels with too few positives, or fixed), precision,
+    Per label: support, AP, the threshold and where it came from (set by the job's
+    decision policy, or the fallback for labels with too few positives), precision,
     recall and F1 at it, its temperature and a PR curve of at most 101 points. Overall: mAP,
     micro and macro F1 at the thresholds, mAP over the most and least frequent thirds of the
     labels, and the calibration (ECE before and after, 15 equal-width bins over all label
@@ -174,7 +199,9 @@ def get_evaluation(model_id: str, principal: OwnerDep, session: SessionDep) -> E
     return service.evaluation(service.get_owned(session, principal.owner_id, model_id))
 
 
-@router.delete("/{model_id}", status_code=204, response_class=Response, responses=problem_responses(404))
+@router.delete(
+    "/{model_id}", status_code=204, response_class=Response, responses=problem_responses("not_found")
+)
 def delete_model(
     model_id: str, request: Request, principal: OwnerDep, session: SessionDep, settings: SettingsDep
 ) -> Response:
@@ -211,7 +238,7 @@ def _digest_headers(sha256_hex: str) -> dict[str, str]:
             "config.json and, for text models, tokenizer/. The SHA-256 is in `ETag` and `Repr-Digest`.",
         },
         304: {"description": "If-None-Match matched the ETag."},
-        **problem_responses(404, 422, 503),
+        **problem_responses("not_found", "validation_error", "model_unavailable", "onnx_export_failed"),
     },
 )
 def download_artifact(
@@ -256,7 +283,7 @@ async def _parse(request: Request, target: OwnedModel, settings: Settings) -> An
     "/{model_id}/predict",
     response_model=PredictResponse,
     openapi_extra=_PREDICT_BODY,
-    responses=problem_responses(400, 404, 413, 415, 422, 503),
+    responses=problem_responses(*PREDICT_PROBLEMS),
 )
 async def predict(
     request: Request, target: OwnedModelDep, settings: SettingsDep, engine: EngineDep

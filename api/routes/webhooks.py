@@ -10,7 +10,7 @@ from api.schemas import problem_responses
 from core.webhooks.owner_secrets import get_or_create_secret, rotate_secret
 from core.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=problem_responses(401))
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=problem_responses("unauthorized"))
 
 
 class WebhookSecret(BaseModel):

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api import quotas, schemas
-from api.services.pagination import Page, paginate
+from api.services.pagination import Page, id_starts_with, paginate
 from core.db.models import Dataset, Job
 from core.errors import AppError, not_found
 from core.files import DataFiles
@@ -36,10 +36,42 @@ def get_owned(session: Session, owner_id: str, dataset_id: str, *, lock: bool = 
     return row
 
 
-def list_owned(session: Session, owner_id: str, *, limit: int, cursor: str | None) -> Page[Dataset]:
-    return paginate(
-        session, select(Dataset).where(Dataset.owner_id == owner_id), Dataset, limit=limit, cursor=cursor
+def list_owned(
+    session: Session, owner_id: str, *, limit: int, cursor: str | None, id_prefix: str | None = None
+) -> Page[Dataset]:
+    statement = select(Dataset).where(Dataset.owner_id == owner_id)
+    if id_prefix is not None:
+        statement = statement.where(id_starts_with(Dataset.id, id_prefix))
+    return paginate(session, statement, Dataset, limit=limit, cursor=cursor)
+
+
+def same_file(session: Session, owner_id: str, sha256: str) -> list[Dataset]:
+    """The caller's datasets uploaded from exactly these bytes, oldest first."""
+    statement = (
+        select(Dataset)
+        .where(Dataset.owner_id == owner_id, Dataset.sha256 == sha256)
+        .order_by(Dataset.created_at, Dataset.id)
     )
+    return list(session.scalars(statement))
+
+
+def duplicate_warning(existing: list[Dataset], options: dict[str, str]) -> str | None:
+    """A sentence naming the dataset this upload repeats, or None for a new file."""
+    if not existing:
+        return None
+    same = [row for row in existing if (row.upload_options or {}) == options]
+    first = (same or existing)[0]
+    how = "" if same else " (read with other upload options)"
+    return (
+        f"This file is identical to dataset {first.id} '{first.name}'{how}, uploaded "
+        f"{first.created_at:%Y-%m-%d %H:%M} UTC; upload with ?dedupe=true to get that dataset "
+        "back instead of a copy."
+    )
+
+
+def reusable(existing: list[Dataset], options: dict[str, str]) -> Dataset | None:
+    """The dataset ?dedupe=true answers with: same bytes, read with the same options."""
+    return next((row for row in existing if (row.upload_options or {}) == options), None)
 
 
 def create(

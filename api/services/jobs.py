@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -21,11 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import quotas, schemas
-from api.services.pagination import Page, paginate
-from apl.catalog import UnknownBaseModel, resolve_base_model
+from api.services.pagination import Page, id_starts_with, paginate
+from apl.catalog import UnknownBaseModel, check_base_model
 from apl.spec import JobSpec
 from core.broker import BrokerUnavailable
-from core.db.models import Dataset, Job, MetricPoint
+from core.db.models import Dataset, Job, MetricPoint, new_id
 from core.errors import AppError
 from core.jobs import dispatch, document, lifecycle
 from core.jobs.status import FINAL_STATUSES, JobStatus
@@ -53,8 +52,10 @@ def _by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None
     return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
 
 
-def _replay(existing: Job, spec_json: dict[str, Any]) -> Job:
-    if existing.spec != spec_json:
+def _replay(
+    existing: Job, spec_json: dict[str, Any], name: str | None, metadata: dict[str, str] | None
+) -> Job:
+    if existing.spec != spec_json or (existing.name, existing.job_metadata) != (name, metadata):
         raise AppError(
             409,
             "idempotency_key_reused",
@@ -77,17 +78,10 @@ def _check_spec(
                 "(APLSERVE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES allows others)",
             )
     try:
-        base_model = resolve_base_model(spec.base_model)
+        # Refused now rather than as a failed job after its wait in the queue.
+        base_model = check_base_model(spec.base_model, allow_download=allow_download)
     except UnknownBaseModel as exc:
         raise _unprocessable("unknown_base_model", ["body", "base_model"], str(exc)) from None
-    if base_model.name.startswith("hf:") and not allow_download and not Path(base_model.source).is_dir():
-        # Refused now rather than as a failed job minutes later, on a worker with no network.
-        raise _unprocessable(
-            "model_unavailable",
-            ["body", "base_model"],
-            f"'{base_model.source}' is not a model directory on the server, and this deployment "
-            "does not download models (APLSERVE_ALLOW_MODEL_DOWNLOAD)",
-        )
     dataset = session.scalar(
         select(Dataset).where(Dataset.id == spec.dataset_id, Dataset.owner_id == owner_id).with_for_update()
     )
@@ -109,7 +103,12 @@ def _check_spec(
 
 
 def _earlier(
-    session: Session, owner_id: str, idempotency_key: str | None, spec_json: dict[str, Any]
+    session: Session,
+    owner_id: str,
+    idempotency_key: str | None,
+    spec_json: dict[str, Any],
+    name: str | None,
+    metadata: dict[str, str] | None,
 ) -> Job | None:
     """The job an Idempotency-Key already made for this owner (409 if for another spec), else None."""
     if idempotency_key is None:
@@ -121,7 +120,7 @@ def _earlier(
             f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters",
         )
     existing = _by_idempotency_key(session, owner_id, idempotency_key)
-    return None if existing is None else _replay(existing, spec_json)
+    return None if existing is None else _replay(existing, spec_json, name, metadata)
 
 
 def create(
@@ -132,10 +131,14 @@ def create(
     *,
     settings: Settings,
     send: bool = True,
+    name: str | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> tuple[Job, bool]:
-    """Validate, count against the owner's quota, insert a queued job, commit, send. Returns (job, created).
+    """Validate, count against the owner's quota, insert a queued job with its first history entry,
+    commit, send. Returns (job, created).
 
-    With an Idempotency-Key already used by this owner for the same spec, the
+    With an Idempotency-Key already used by this owner for the same spec (and the same
+    name and metadata), the
     existing job comes back with created=False and nothing new is queued (a replayed
     job that still has no message is sent again, quietly). When the broker cannot take
     the message, the job stays committed and this raises 503 `broker_unavailable`
@@ -143,7 +146,7 @@ def create(
     `send=False` and call `send_created` once for all of them.
     """
     spec_json = spec.model_dump(mode="json")
-    existing = _earlier(session, owner_id, idempotency_key, spec_json)
+    existing = _earlier(session, owner_id, idempotency_key, spec_json, name, metadata)
     if existing is not None:
         return _replayed(session, settings, existing, send), False
     dataset = _check_spec(
@@ -151,7 +154,10 @@ def create(
     )
     quotas.lock_owner(session, owner_id)
     job = Job(
+        id=new_id(),
         owner_id=owner_id,
+        name=name,
+        job_metadata=metadata,
         dataset_id=dataset.id,
         status=JobStatus.QUEUED,
         spec=spec_json,
@@ -162,7 +168,8 @@ def create(
     )
     session.add(job)
     try:
-        session.flush()
+        session.flush()  # the row first: the history entry refers to it
+        lifecycle.record_queued(session, job.id)
         quotas.check_active_jobs(session, owner_id, settings)  # counts the new job too
         session.commit()
     except AppError:
@@ -176,7 +183,7 @@ def create(
         existing = _by_idempotency_key(session, owner_id, idempotency_key)
         if existing is None:
             raise
-        return _replay(existing, spec_json), False
+        return _replay(existing, spec_json, name, metadata), False
     if send:
         send_created(session, settings, [job.id])
     return job, True
@@ -220,11 +227,19 @@ def to_schemas(session: Session, rows: list[Job]) -> list[schemas.Job]:
 
 
 def list_owned(
-    session: Session, owner_id: str, *, status: str | None, limit: int, cursor: str | None
+    session: Session,
+    owner_id: str,
+    *,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    id_prefix: str | None = None,
 ) -> Page[Job]:
     statement = select(Job).where(Job.owner_id == owner_id)
     if status is not None:
         statement = statement.where(Job.status == status)
+    if id_prefix is not None:
+        statement = statement.where(id_starts_with(Job.id, id_prefix))
     return paginate(session, statement, Job, limit=limit, cursor=cursor)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from api.services.pagination import Page, paginate
+from api.services.pagination import Page, id_starts_with, paginate
 from api.serving.engine import ModelRef
 from api.serving.schemas import GLOBAL_THRESHOLD, Evaluation, ModelArtifact, ModelDecision
 from api.serving.schemas import Model as ModelSchema
@@ -42,8 +42,12 @@ def get_owned(session: Session, owner_id: str, model_id: str) -> Model:
     return row
 
 
-def list_owned(session: Session, owner_id: str, *, limit: int, cursor: str | None) -> Page[Model]:
+def list_owned(
+    session: Session, owner_id: str, *, limit: int, cursor: str | None, id_prefix: str | None = None
+) -> Page[Model]:
     statement = select(Model).where(Model.owner_id == owner_id)
+    if id_prefix is not None:
+        statement = statement.where(id_starts_with(Model.id, id_prefix))
     return paginate(session, statement, Model, limit=limit, cursor=cursor)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import ColumnElement, Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.errors import AppError
@@ -53,6 +53,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
         raise AppError(400, "invalid_cursor", "the cursor is not one this API returned") from None
     return created_at, row_id
+
+
+#: What `?id_prefix=` accepts: the start of an id as the API prints it (lower-case hex and dashes).
+ID_PREFIX_PATTERN = r"^[0-9a-f-]{1,36}$"
+
+
+def id_starts_with(column: InstrumentedAttribute[str], prefix: str) -> ColumnElement[bool]:
+    """Rows whose id starts with `prefix` (checked against ID_PREFIX_PATTERN, so no LIKE wildcards)."""
+    return column.startswith(prefix, autoescape=True)
 
 
 def paginate(

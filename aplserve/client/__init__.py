@@ -2,7 +2,7 @@
 
     from aplserve.client import APIError, Client
 
-    with Client("http://127.0.0.1:8000", api_key="aplsk_...") as client:
+    with Client() as client:  # reads APLSERVE_URL and APLSERVE_API_KEY; or Client(url, api_key=...)
         job = client.jobs.wait(client.jobs.create(dataset_id, "minilm-l6").id, progress=True)
 
 `verify_webhook(secret, raw_body, timestamp_header, signature_header)` checks a
@@ -12,11 +12,13 @@ webhook call on the receiving side.
 from __future__ import annotations
 
 from aplserve.client.core import DEFAULT_URL, Client, JobEvent
-from aplserve.client.errors import APIError
+from aplserve.client.errors import APIError, IdLookupError
 from aplserve.client.schemas import (
     Artifact,
     BaseModelEntry,
+    Checkpoint,
     Dataset,
+    HistoryEvent,
     Job,
     JobError,
     JobProgress,
@@ -34,8 +36,11 @@ __all__ = [
     "APIError",
     "Artifact",
     "BaseModelEntry",
+    "Checkpoint",
     "Client",
     "Dataset",
+    "HistoryEvent",
+    "IdLookupError",
     "Job",
     "JobError",
     "JobEvent",

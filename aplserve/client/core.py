@@ -1,13 +1,15 @@
 """`Client`: the HTTP API as typed Python calls.
 
-    with Client("http://127.0.0.1:8000", api_key) as client:
+    with Client() as client:  # APLSERVE_URL and APLSERVE_API_KEY, or Client(url, api_key)
         dataset = client.datasets.upload("movies.csv", progress=True)
         job = client.jobs.create(dataset.id, "minilm-l6", loss="apl", hyperparameters={"epochs": 3})
         job = client.jobs.wait(job.id, progress=True)
         client.models.predict(job.model_id, ["a space opera with jokes"])
 
 Every refusal (problem+json) and every failure to reach the service raises
-`APIError`; results are the pydantic types of `aplserve.client.schemas`.
+`APIError`; results are the pydantic types of `aplserve.client.schemas`. The
+`resolve` method of datasets, jobs and models turns a short id (at least 6
+characters, as the dashboard and the CLI show them) into the whole one.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from aplserve.client.errors import APIError
+from aplserve.client.errors import APIError, IdLookupError
 from aplserve.client.events import parse_events
 from aplserve.client.progress import JobBar, TransferBar
 from aplserve.client.schemas import (
     BaseModelEntry,
+    Checkpoint,
     Dataset,
+    HistoryEvent,
     Job,
     MetricPoint,
     Model,
@@ -45,6 +49,12 @@ from aplserve.client.schemas import (
 from aplserve.client.uploads import ProgressCallback, multipart_file
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV = "APLSERVE_URL"
+KEY_ENV = "APLSERVE_API_KEY"
+#: The fewest characters of an id that `resolve` looks up as a prefix.
+MIN_ID_PREFIX = 6
+FULL_ID_CHARS = 36
+_HEX_ID = re.compile(r"^[0-9a-f-]+$")
 USER_AGENT = "aplserve-client/0.1"
 #: The event stream sends a heartbeat every 15 s; a silent minute means the connection is gone.
 EVENTS_READ_TIMEOUT = 60.0
@@ -61,6 +71,8 @@ class JobEvent:
     job: Job | None = None
     metric: MetricPoint | None = None
     id: str | None = None
+    #: For `history` events: the stored entry (status change, epoch, checkpoint, message).
+    history: HistoryEvent | None = None
 
 
 class Client:
@@ -68,12 +80,15 @@ class Client:
 
     def __init__(
         self,
-        base_url: str = DEFAULT_URL,
+        base_url: str | None = None,
         api_key: str | None = None,
         timeout: float = 30.0,
         *,
         http_client: httpx.Client | None = None,
     ) -> None:
+        """`base_url` and `api_key` default to APLSERVE_URL and APLSERVE_API_KEY (else the local server)."""
+        base_url = base_url or os.environ.get(URL_ENV) or DEFAULT_URL
+        api_key = api_key if api_key is not None else os.environ.get(KEY_ENV) or None
         self.base_url = base_url.rstrip("/")
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if api_key:
@@ -157,6 +172,34 @@ def _params(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
+def resolve_id(client: Client, kind: str, path: str, ref: str) -> str:
+    """The whole id of the one `kind` whose id starts with `ref` (a whole id is returned as it is).
+
+    Short ids are looked up with the list's `?id_prefix=`; none matching is a 404
+    `not_found`, several an IdLookupError `ambiguous_id` naming them. Something that is
+    not the start of an id goes to the server unchanged (which answers 404).
+    """
+    ref = ref.strip()
+    prefix = ref.lower()
+    if len(prefix) >= FULL_ID_CHARS or not _HEX_ID.match(prefix):
+        return ref
+    if len(prefix) < MIN_ID_PREFIX:
+        raise IdLookupError(
+            "id_too_short", f"'{ref}' is too short: give at least {MIN_ID_PREFIX} characters of the {kind} id"
+        )
+    body = client.get_json(path, params={"id_prefix": prefix, "limit": 10})
+    ids = [str(item["id"]) for item in body["items"]]
+    if not ids:
+        raise APIError(404, "not_found", f"no {kind} id starts with '{ref}'")
+    if len(ids) > 1:
+        more = " and more" if body.get("next_cursor") else ""
+        raise IdLookupError(
+            "ambiguous_id",
+            f"'{ref}' is the start of {len(ids)}{more} {kind} ids: {', '.join(ids)}; give more characters",
+        )
+    return ids[0]
+
+
 class Datasets:
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -167,25 +210,45 @@ class Datasets:
         name: str | None = None,
         *,
         progress: bool | ProgressCallback = False,
+        text_column: str | None = None,
+        labels_column: str | None = None,
+        filename_column: str | None = None,
+        label_separator: str | None = None,
+        dedupe: bool = False,
     ) -> Dataset:
         """Upload a .csv, .jsonl or .zip, streamed from disk.
 
+        The column options name the file's own columns (or JSONL keys), and
+        `label_separator` what separates labels in a CSV cell (default `|`). With
+        `dedupe`, identical bytes already uploaded return that dataset instead of a copy.
         `progress=True` draws a bar on stderr; a callable gets (bytes sent, file size).
         """
         file = Path(path)
         if not file.is_file():
             raise FileNotFoundError(f"no such file: {file}")
+        fields = _params(
+            name=name,
+            text_column=text_column,
+            labels_column=labels_column,
+            filename_column=filename_column,
+            label_separator=label_separator,
+        )
         bar = TransferBar(f"uploading {file.name}") if progress is True else None
         callback = bar if bar is not None else (progress if callable(progress) else None)
-        body = multipart_file(file, {"name": name} if name else {}, progress=callback)
+        body = multipart_file(file, fields, progress=callback)
         with bar or nullcontext():
             response = self._client.request(
                 "POST",
                 "/v1/datasets",
+                params={"dedupe": "true"} if dedupe else None,
                 content=body.chunks,
                 headers={"Content-Type": body.content_type, "Content-Length": str(body.length)},
             )
         return Dataset.model_validate(response.json())
+
+    def resolve(self, ref: str) -> str:
+        """The whole id of the dataset whose id starts with `ref` (at least 6 characters)."""
+        return resolve_id(self._client, "dataset", "/v1/datasets", ref)
 
     def get(self, dataset_id: str) -> Dataset:
         return Dataset.model_validate(self._client.get_json(f"/v1/datasets/{dataset_id}"))
@@ -218,11 +281,14 @@ class Jobs:
         idempotency_key: str | None = None,
         decision: Mapping[str, Any] | None = None,
         calibration: str | None = None,
+        name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Job:
         """Queue a training job. Parameters left out (or None) take the server's defaults.
 
         `decision`: {"policy": "max_f1"|"precision_at"|"recall_at"|"fixed", "target", "min_labels"};
         `calibration`: "temperature" (the server's default) or "none".
+        `name` and `metadata` (up to 16 string pairs) are yours: shown with the job, never read by training.
         """
         spec: dict[str, Any] = {
             "dataset_id": dataset_id,
@@ -236,11 +302,36 @@ class Jobs:
             spec["calibration"] = calibration
         if webhook_url:
             spec["webhook_url"] = webhook_url
+        if name:
+            spec["name"] = name
+        if metadata:
+            spec["metadata"] = dict(metadata)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return Job.model_validate(self._client.request("POST", "/v1/jobs", json=spec, headers=headers).json())
 
     def get(self, job_id: str) -> Job:
         return Job.model_validate(self._client.get_json(f"/v1/jobs/{job_id}"))
+
+    def resolve(self, ref: str) -> str:
+        """The whole id of the job whose id starts with `ref` (at least 6 characters)."""
+        return resolve_id(self._client, "job", "/v1/jobs", ref)
+
+    def history(self, job_id: str, *, after: int = 0, page_size: int = 100) -> Iterator[HistoryEvent]:
+        """The job's stored history, oldest first, after event id `after` (every page)."""
+        while True:
+            body = self._client.get_json(
+                f"/v1/jobs/{job_id}/events", params={"after": after, "limit": page_size}
+            )
+            for item in body["items"]:
+                yield HistoryEvent.model_validate(item)
+            if body.get("next_after") is None:
+                return
+            after = int(body["next_after"])
+
+    def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
+        """The epoch checkpoints the job saved, with each epoch's metrics and which is on disk."""
+        items = self._client.get_json(f"/v1/jobs/{job_id}/checkpoints")["items"]
+        return [Checkpoint.model_validate(item) for item in items]
 
     def list(
         self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
@@ -274,6 +365,8 @@ class Jobs:
                 payload = json.loads(event.data)
                 if event.event == "metric":
                     yield JobEvent("metric", metric=MetricPoint.model_validate(payload), id=event.id)
+                elif event.event == "history":
+                    yield JobEvent("history", history=HistoryEvent.model_validate(payload), id=event.id)
                 elif event.event in ("status", "progress"):
                     yield JobEvent(event.event, job=Job.model_validate(payload), id=event.id)
 
@@ -325,8 +418,8 @@ class Jobs:
                     for event in self.events(
                         job_id, last_event_id=last_event_id, read_timeout=min(left(), EVENTS_READ_TIMEOUT)
                     ):
+                        last_event_id = event.id or last_event_id  # the stream resumes after it
                         if event.metric is not None:
-                            last_event_id = event.id or last_event_id
                             update(job, event.metric)
                         elif event.job is not None:
                             job = event.job
@@ -367,6 +460,10 @@ class Models:
 
     def get(self, model_id: str) -> Model:
         return Model.model_validate(self._client.get_json(f"/v1/models/{model_id}"))
+
+    def resolve(self, ref: str) -> str:
+        """The whole id of the model whose id starts with `ref` (at least 6 characters)."""
+        return resolve_id(self._client, "model", "/v1/models", ref)
 
     def list(self, *, limit: int | None = None, cursor: str | None = None) -> Page[Model]:
         body = self._client.get_json("/v1/models", params=_params(limit=limit, cursor=cursor))

@@ -51,7 +51,23 @@ class APIError(Exception):
         text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
         return cls(response.status_code, f"http_{response.status_code}", text or response.reason_phrase)
 
+    @property
+    def is_user_error(self) -> bool:
+        """The request was refused as asked (4xx, or a client-side check of the input)."""
+        return 400 <= self.status < 500
+
     @classmethod
     def from_transport(cls, error: httpx.TransportError, base_url: str) -> APIError:
         code = "timeout" if isinstance(error, httpx.TimeoutException) else "unreachable"
         return cls(0, code, f"no answer from {base_url}: {error or type(error).__name__}")
+
+
+class IdLookupError(APIError):
+    """A short id that names no single item (too short, or the start of several ids); no request failed."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(0, code, detail)
+
+    @property
+    def is_user_error(self) -> bool:
+        return True

@@ -30,6 +30,7 @@ class Dataset(_Result):
     sha256: str
     created_at: datetime
     warnings: list[str] = Field(default_factory=list)
+    upload_options: dict[str, str] = Field(default_factory=dict)
 
 
 class JobProgress(_Result):
@@ -60,6 +61,8 @@ class JobSpec(_Result):
 
 class Job(_Result):
     id: str
+    name: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
     status: JobStatus
     spec: JobSpec
     created_at: datetime
@@ -88,6 +91,28 @@ class MetricPoint(_Result):
     macro_f1: float | None = None
     per_class_ap: dict[str, float | None] = Field(default_factory=dict)
     time_s: float = 0.0
+
+
+class HistoryEvent(_Result):
+    """One entry of a job's stored history (status change, epoch, checkpoint, message)."""
+
+    id: int
+    job_id: str
+    created_at: datetime
+    type: str
+    level: str = "info"
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Checkpoint(_Result):
+    epoch: int
+    step: int | None = None
+    attempt: int | None = None
+    created_at: datetime
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    on_disk: bool = False
+    best: bool = False
 
 
 class Artifact(_Result):

@@ -45,17 +45,18 @@ def list_keys(
 ) -> None:
     """List API keys (never their secrets): key id, owner, created, last used, revoked."""
     from api.auth import list_api_keys
+    from aplserve.commands.common import console, table
     from core.db.session import session_scope
     from core.settings import get_settings
 
     with session_scope(get_settings()) as session:
         rows = list_api_keys(session, name)
-    typer.echo(f"{'KEY ID':<18} {'OWNER':<20} {'CREATED':<20} {'LAST USED':<20} REVOKED")
+    keys = table("KEY ID", "OWNER", "CREATED", "LAST USED", "REVOKED", flexible=("OWNER",))
     for row in rows:
-        typer.echo(
-            f"{row.key_id:<18} {row.owner_name:<20} {_when(row.created_at):<20} "
-            f"{_when(row.last_used_at):<20} {_when(row.revoked_at)}"
+        keys.add_row(
+            row.key_id, row.owner_name, _when(row.created_at), _when(row.last_used_at), _when(row.revoked_at)
         )
+    console().print(keys)
 
 
 @keys_app.command("revoke")
@@ -76,4 +77,4 @@ def revoke_key(
 
 
 def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"

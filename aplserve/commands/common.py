@@ -1,8 +1,14 @@
-"""What every client command shares: where the server is, the key, output and errors.
+"""What every client command shares: where the server is, the key, output, ids and errors.
 
 The server URL and key come from options with environment fallbacks (APLSERVE_URL,
 APLSERVE_API_KEY) rather than a settings class: they configure this client, not the
 service, whose one settings class is core.settings.Settings.
+
+Errors are one line on stderr, `error: <what went wrong> (<code>)`, never a
+traceback. Exit codes: 2 when the request or the command line was refused as given
+(4xx answers, a short id that names nothing or several things, a file that is not
+there, a delete without confirmation), 1 when the service failed or could not be
+reached, or a watched job did not succeed.
 """
 
 from __future__ import annotations
@@ -12,16 +18,26 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any, NoReturn, TextIO
 
 import typer
 from pydantic import BaseModel
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aplserve.client import APIError, Client
 
-UrlOption = Annotated[str, typer.Option("--url", envvar="APLSERVE_URL", help="Base URL of the aplserve API.")]
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="APLSERVE_URL",
+        help="Base URL of the aplserve API [default: http://127.0.0.1:8000].",
+        show_default=False,
+    ),
+]
 KeyOption = Annotated[
     str | None,
     typer.Option(
@@ -34,6 +50,16 @@ KeyOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")]
 LimitOption = Annotated[int, typer.Option("--limit", min=1, max=200, help="How many to show, newest first.")]
 AllOption = Annotated[bool, typer.Option("--all", help="Every page, not just the newest --limit.")]
+WideOption = Annotated[bool, typer.Option("--wide", help="Whole ids and more columns (wider than 80).")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only the id (for scripts: DS=$(aplserve ... -q)).")
+]
+
+#: Exit codes: the input was refused as given / the service failed (see the module docstring).
+USER_ERROR = 2
+SERVICE_ERROR = 1
+SHORT_ID = 8
 
 
 def _width(stream: TextIO) -> int | None:
@@ -46,33 +72,45 @@ def console() -> Console:
 
 
 def errors() -> Console:
-    return Console(stderr=True, width=_width(sys.stderr))
+    return Console(stderr=True, width=_width(sys.stderr), soft_wrap=True)
+
+
+def fail(detail: str, code: str, *, exit_code: int = USER_ERROR) -> NoReturn:
+    """End the command with one line on stderr: `error: <detail> (<code>)`."""
+    errors().print(f"[red]error:[/red] {_one_line(detail)} ({code})", highlight=False, markup=True)
+    raise typer.Exit(exit_code)
+
+
+def _one_line(text: str) -> str:
+    return escape(" ".join(text.split()))
+
+
+def _hint(error: APIError) -> str:
+    if error.status == 401:
+        return "; set APLSERVE_API_KEY or pass --api-key (create one with `aplserve keys create`)"
+    if error.code in ("unreachable", "timeout"):
+        return "; set APLSERVE_URL or pass --url to reach the server"
+    more = len(error.errors) - 1
+    return f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
+
+
+def report(error: APIError) -> NoReturn:
+    code = SERVICE_ERROR if not error.is_user_error else USER_ERROR
+    fail(f"{error.detail}{_hint(error)}", error.code, exit_code=code)
 
 
 @contextmanager
-def connected(url: str, api_key: str | None) -> Iterator[Client]:
-    """A client for the command; an APIError ends the command with its detail and exit code 1."""
+def connected(url: str | None, api_key: str | None) -> Iterator[Client]:
+    """A client for the command; every failure ends the command with one line (see the module docstring)."""
     try:
         with Client(url, api_key) as client:
             yield client
     except APIError as error:
         report(error)
-        raise typer.Exit(1) from None
     except TimeoutError as error:
-        errors().print(f"[red]error:[/red] {error}", highlight=False)
-        raise typer.Exit(1) from None
-
-
-def report(error: APIError) -> None:
-    where = f"HTTP {error.status}, " if error.status else ""
-    errors().print(f"[red]error:[/red] {error.detail} ({where}{error.code})", highlight=False, markup=True)
-    for problem in error.errors:
-        location = ".".join(str(part) for part in problem.get("loc", []))
-        errors().print(f"  {location}: {problem.get('msg', '')}", highlight=False, markup=False)
-    if error.status == 401:
-        errors().print("  set APLSERVE_API_KEY or pass --api-key (create one with `aplserve keys create`)")
-    elif error.status == 0:
-        errors().print("  set APLSERVE_URL or pass --url to reach the server")
+        fail(str(error), "timeout", exit_code=SERVICE_ERROR)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
+        fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error), "file_error")
 
 
 def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
@@ -85,16 +123,93 @@ def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def table(*columns: str, title: str | None = None) -> Table:
-    result = Table(title=title, title_justify="left", header_style="bold")
-    for column in columns:
-        result.add_column(column, no_wrap=column in ("id", "ID", "job", "model", "dataset"))
-    return result
+class CompactTable(Table):
+    """A table whose fixed columns never shrink: only the `flexible` ones give way (with an ellipsis).
+
+    Rich shrinks every column of a table wider than the terminal, so at 80 columns an id
+    or a status would be cut; here each fixed column keeps the width of its widest cell
+    and the flexible ones share what is left, the narrowest needs served first.
+    """
+
+    #: Between two columns: one space of right padding and the box's blank divider.
+    GAP = 2
+
+    def __init__(self, *columns: str, title: str | None, flexible: Sequence[str]) -> None:
+        super().__init__(
+            title=title,
+            title_justify="left",
+            header_style="bold",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            padding=(0, 1, 0, 0),
+        )
+        self._flexible = {index for index, column in enumerate(columns) if column in flexible}
+        self._widths = [len(column) for column in columns]
+        for index, column in enumerate(columns):
+            overflow = "ellipsis" if index in self._flexible else "fold"
+            self.add_column(column, overflow=overflow, no_wrap=True)
+
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
+        for index, cell in enumerate(cells):
+            self._widths[index] = max(self._widths[index], len(str(cell)))
+        super().add_row(*cells, **kwargs)
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        fixed = [index for index in range(len(self.columns)) if index not in self._flexible]
+        for index in fixed:
+            self.columns[index].min_width = self._widths[index]
+        room = options.max_width - sum(self._widths[i] for i in fixed) - self.GAP * (len(self.columns) - 1)
+        flexible = sorted(self._flexible, key=lambda index: self._widths[index])
+        for count, index in enumerate(flexible):
+            share = max(6, room // (len(flexible) - count))
+            self.columns[index].max_width = min(self._widths[index], share)
+            room -= self.columns[index].max_width
+        return super().__rich_console__(console, options)
+
+    def natural_width(self) -> int:
+        """The width the table takes with no column cut (what --wide prints)."""
+        return sum(self._widths) + self.GAP * (len(self._widths) - 1)
+
+
+def show(rows: Table, wide: bool = False) -> None:
+    """Print a table on stdout; with --wide as wide as its content, whatever the terminal."""
+    out = console()
+    if wide and isinstance(rows, CompactTable):
+        out = Console(width=max(out.width, rows.natural_width()))
+    out.print(rows)
+
+
+def table(*columns: str, title: str | None = None, flexible: Sequence[str] = ()) -> Table:
+    """A compact table (no outer border) for 80 columns: `flexible` columns give way with an ellipsis."""
+    return CompactTable(*columns, title=title, flexible=flexible)
+
+
+def short(identifier: str | None, wide: bool = False) -> str:
+    """The first 8 characters of an id (any command takes them back), or the whole id with --wide."""
+    if not identifier:
+        return "-"
+    return identifier if wide else identifier[:SHORT_ID]
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def when(value: Any) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+def when(value: Any, *, seconds: bool = True) -> str:
+    """`2026-01-15 09:30:02`, or in tables meant for 80 columns `01-15 09:30`."""
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%m-%d %H:%M")
+
+
+def confirm_or_refuse(question: str, yes: bool) -> None:
+    """Ask before a delete; without a terminal to ask on, refuse unless --yes was given."""
+    if yes:
+        return
+    if not interactive():
+        fail("not deleting without confirmation: stdin is not a terminal; pass --yes", "confirmation_needed")
+    if not typer.confirm(question, default=False):
+        fail("nothing was deleted", "cancelled_by_user")
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty()

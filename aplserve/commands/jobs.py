@@ -1,4 +1,4 @@
-"""`aplserve jobs create|list|get|watch|cancel|metrics`."""
+"""`aplserve jobs create|list|get|watch|cancel|metrics|events|checkpoints`."""
 
 from __future__ import annotations
 
@@ -6,17 +6,22 @@ from typing import Annotated, Any
 
 import typer
 
-from aplserve.client import DEFAULT_URL, Client, Job, MetricPoint
+from aplserve.client import Checkpoint, Client, HistoryEvent, Job, MetricPoint
 from aplserve.commands.common import (
     AllOption,
     JsonOption,
     KeyOption,
     LimitOption,
+    QuietOption,
     UrlOption,
+    WideOption,
     connected,
     console,
+    fail,
     fmt,
     print_json,
+    short,
+    show,
     table,
     when,
 )
@@ -27,6 +32,9 @@ LOSS_HELP = "Loss parameter (default: the loss preset's value)."
 HP = "Hyperparameters"
 LOSS = "Loss"
 DECISION = "Decision"
+JobId = Annotated[str, typer.Argument(help="Job id, or its first 6+ characters.", show_default=False)]
+#: Base-model names longer than this are shortened in tables (hf: paths mostly).
+BASE_MODEL_CHARS = 18
 
 
 def _progress(job: Job) -> str:
@@ -34,10 +42,23 @@ def _progress(job: Job) -> str:
     return f"{p.epoch}/{p.epochs}" + (f" ({p.step}/{p.steps} steps)" if p.steps else "")
 
 
+def short_base_model(name: str) -> str:
+    """`hf:/long/path/to/tiny-bert` -> `hf:…/tiny-bert`; built-in names stay as they are."""
+    if len(name) <= BASE_MODEL_CHARS:
+        return name
+    kind, _, ref = name.partition(":")
+    tail = ref.rstrip("/").rsplit("/", 1)[-1] if ref else name
+    shortened = f"{kind}:…/{tail}" if ref else tail
+    return shortened if len(shortened) <= BASE_MODEL_CHARS else shortened[: BASE_MODEL_CHARS - 1] + "…"
+
+
 def show_job(job: Job) -> None:
     out = console()
     spec = job.spec
-    out.print(f"job [bold]{job.id}[/bold]: {job.status}", highlight=False)
+    named = f" '{job.name}'" if job.name else ""
+    out.print(f"job [bold]{job.id}[/bold]{named}: {job.status}", highlight=False)
+    if job.metadata:
+        out.print("  metadata: " + ", ".join(f"{k}={v}" for k, v in job.metadata.items()), highlight=False)
     out.print(f"  dataset {spec.dataset_id}, base model {spec.base_model}", highlight=False)
     loss_params = ", ".join(f"{k}={v}" for k, v in spec.loss.items() if k != "name")
     out.print(f"  loss {spec.loss.get('name')} ({loss_params})", highlight=False)
@@ -73,8 +94,20 @@ def show_metrics(points: list[MetricPoint]) -> None:
     console().print(rows)
 
 
-def _watch(client: Client, job_id: str, timeout: float | None, json_output: bool) -> None:
-    job = client.jobs.wait(job_id, timeout=timeout, progress=True)
+def _watch(
+    client: Client, job_id: str, timeout: float | None, json_output: bool, quiet: bool = False
+) -> None:
+    job = client.jobs.wait(job_id, timeout=timeout, progress=not quiet)
+    if quiet:
+        if job.status != "succeeded":
+            error = f": {job.error.code}: {job.error.message}" if job.error else ""
+            fail(
+                f"job {job.id} ended {job.status}{error}",
+                job.error.code if job.error else job.status,
+                exit_code=1,
+            )
+        typer.echo(job.model_id)
+        return
     if json_output:
         print_json(job)
     else:
@@ -88,7 +121,7 @@ def _watch(client: Client, job_id: str, timeout: float | None, json_output: bool
 
 @app.command("create")
 def create(
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset id.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset id, or its first 6+ characters.")],
     model: Annotated[str, typer.Option("--model", help="Base model: a name, timm:<arch> or hf:<path>.")],
     loss: Annotated[str, typer.Option("--loss", help="bce, focal, asl or apl.")] = "apl",
     epochs: Annotated[int | None, typer.Option(min=1, rich_help_panel=HP)] = None,
@@ -126,12 +159,18 @@ def create(
         str | None,
         typer.Option(help="Retrying with the same key returns the first job instead of a new one."),
     ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Your label for the job.")] = None,
+    metadata: Annotated[
+        list[str] | None, typer.Option("--metadata", help="KEY=VALUE, kept with the job (repeatable).")
+    ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
-    url: UrlOption = DEFAULT_URL,
+    quiet: QuietOption = False,
+    url: UrlOption = None,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Queue a training job; prints it (the id is what `jobs watch` needs)."""
+    pairs = _metadata(metadata or [])
     hyperparameters: dict[str, Any] = {
         "epochs": epochs,
         "batch_size": batch_size,
@@ -152,7 +191,7 @@ def create(
     }
     with connected(url, api_key) as client:
         job = client.jobs.create(
-            dataset,
+            client.datasets.resolve(dataset),
             model,
             loss=loss,
             loss_params=loss_params,
@@ -161,13 +200,33 @@ def create(
             idempotency_key=idempotency_key,
             decision={"policy": policy, "target": target, "min_labels": min_labels},
             calibration=calibration,
+            name=name,
+            metadata=pairs,
         )
         if watch:
-            if not json_output:
+            if not json_output and not quiet:
                 console().print(f"queued job [bold]{job.id}[/bold]", highlight=False)
-            _watch(client, job.id, None, json_output)
+            _watch(client, job.id, None, json_output, quiet)
             return
-    print_json(job) if json_output else show_job(job)
+    if quiet:
+        typer.echo(job.id)
+    else:
+        print_json(job) if json_output else show_job(job)
+
+
+def _metadata(items: list[str]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--metadata takes KEY=VALUE, not {item!r}", "invalid_option")
+        pairs[key] = value
+    return pairs
+
+
+def _best_map(job: Job) -> str:
+    best = (job.best_metrics or {}).get("map")
+    return fmt(best) if isinstance(best, float) else "-"
 
 
 @app.command("list")
@@ -178,11 +237,12 @@ def list_jobs(
     ] = None,
     limit: LimitOption = 20,
     every: AllOption = False,
-    url: UrlOption = DEFAULT_URL,
+    wide: WideOption = False,
+    url: UrlOption = None,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Your jobs, newest first."""
+    """Your jobs, newest first (8-character ids: every command takes them)."""
     with connected(url, api_key) as client:
         items = (
             list(client.jobs.iterate(status=status))
@@ -192,63 +252,137 @@ def list_jobs(
     if json_output:
         print_json(items)
         return
-    rows = table("id", "status", "base model", "loss", "epoch", "best mAP", "model", "created")
+    columns = ["id", "name", "status", "base model", "loss", "epoch", "mAP", "created"]
+    if wide:
+        columns[6:6] = ["dataset", "model", "metadata"]
+    rows = table(*columns, flexible=() if wide else ("name", "base model"))
     for job in items:
-        best = (job.best_metrics or {}).get("map")
-        rows.add_row(
-            job.id,
+        cells = [
+            short(job.id, wide),
+            job.name or "-",
             job.status,
-            job.spec.base_model,
+            job.spec.base_model if wide else short_base_model(job.spec.base_model),
             str(job.spec.loss.get("name")),
-            _progress(job),
-            fmt(best) if isinstance(best, float) else "-",
-            job.model_id or "-",
-            when(job.created_at),
-        )
-    console().print(rows)
+            f"{job.progress.epoch}/{job.progress.epochs}",
+            _best_map(job),
+            when(job.created_at, seconds=wide),
+        ]
+        if wide:
+            metadata = ", ".join(f"{k}={v}" for k, v in job.metadata.items()) or "-"
+            cells[6:6] = [short(job.spec.dataset_id, True), short(job.model_id, True), metadata]
+        rows.add_row(*cells)
+    show(rows, wide)
 
 
 @app.command("get")
 def get(
-    job_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, json_output: JsonOption = False
+    job_id: JobId, url: UrlOption = None, api_key: KeyOption = None, json_output: JsonOption = False
 ) -> None:
     """One job: status, progress, best metrics, model or error."""
     with connected(url, api_key) as client:
-        job = client.jobs.get(job_id)
+        job = client.jobs.get(client.jobs.resolve(job_id))
     print_json(job) if json_output else show_job(job)
 
 
 @app.command("watch")
 def watch_job(
-    job_id: str,
+    job_id: JobId,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
-    url: UrlOption = DEFAULT_URL,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No bar; print only the model id when it succeeds.")
+    ] = False,
+    url: UrlOption = None,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Follow a job live (progress bar of epochs with the latest metrics) until it ends.
 
     Exit code 0 when it succeeded, 1 when it failed, was cancelled or timed out.
+    With --quiet, MODEL=$(aplserve jobs watch JOB -q) waits for the model id.
     """
     with connected(url, api_key) as client:
-        _watch(client, job_id, timeout, json_output)
+        _watch(client, client.jobs.resolve(job_id), timeout, json_output, quiet)
 
 
 @app.command("cancel")
 def cancel(
-    job_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, json_output: JsonOption = False
+    job_id: JobId, url: UrlOption = None, api_key: KeyOption = None, json_output: JsonOption = False
 ) -> None:
     """Cancel a job: a queued one ends at once, a running one within one training step."""
     with connected(url, api_key) as client:
-        job = client.jobs.cancel(job_id)
+        job = client.jobs.cancel(client.jobs.resolve(job_id))
     print_json(job) if json_output else show_job(job)
 
 
 @app.command("metrics")
 def metrics(
-    job_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, json_output: JsonOption = False
+    job_id: JobId, url: UrlOption = None, api_key: KeyOption = None, json_output: JsonOption = False
 ) -> None:
     """The job's evaluations so far, one row per epoch."""
     with connected(url, api_key) as client:
-        points = client.jobs.metrics(job_id)
+        points = client.jobs.metrics(client.jobs.resolve(job_id))
     print_json(points) if json_output else show_metrics(points)
+
+
+def _event_line(event: HistoryEvent) -> str:
+    level = "" if event.level == "info" else f"{event.level}: "
+    return f"{when(event.created_at)}  {event.type:<10} {level}{event.message}"
+
+
+@app.command("events")
+def events(
+    job_id: JobId,
+    after: Annotated[int, typer.Option(min=0, help="Only events after this event id.")] = 0,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Then print new events until the job ends.")
+    ] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The job's history: status changes, epochs (losses, mAP, F1, samples/s), checkpoints, problems."""
+    with connected(url, api_key) as client:
+        resolved = client.jobs.resolve(job_id)
+        stored = list(client.jobs.history(resolved, after=after))
+        _print_events(stored, json_output)
+        if follow:
+            last = stored[-1].id if stored else after
+            for event in client.jobs.events(resolved, last_event_id=str(last) if last else None):
+                if event.history is not None:
+                    _print_events([event.history], json_output)
+
+
+def _print_events(items: list[HistoryEvent], json_output: bool) -> None:
+    for item in items:
+        typer.echo(item.model_dump_json() if json_output else _event_line(item))
+
+
+@app.command("checkpoints")
+def checkpoints(
+    job_id: JobId, url: UrlOption = None, api_key: KeyOption = None, json_output: JsonOption = False
+) -> None:
+    """The epoch checkpoints the job saved, with each epoch's metrics (only the newest is kept on disk)."""
+    with connected(url, api_key) as client:
+        items = client.jobs.checkpoints(client.jobs.resolve(job_id))
+    if json_output:
+        print_json(items)
+        return
+    show_checkpoints(items)
+
+
+def show_checkpoints(items: list[Checkpoint]) -> None:
+    rows = table("epoch", "step", "train loss", "val loss", "mAP", "micro-F1", "macro-F1", "on disk", "best")
+    for c in items:
+        m = c.metrics
+        rows.add_row(
+            str(c.epoch),
+            str(c.step if c.step is not None else "-"),
+            fmt(m.get("train_loss"), 4),
+            fmt(m.get("val_loss"), 4),
+            fmt(m.get("map")),
+            fmt(m.get("micro_f1")),
+            fmt(m.get("macro_f1")),
+            "yes" if c.on_disk else "-",
+            "yes" if c.best else "-",
+        )
+    console().print(rows)

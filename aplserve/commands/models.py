@@ -7,24 +7,34 @@ from typing import Annotated
 
 import typer
 
-from aplserve.client import DEFAULT_URL, Model, Prediction
+from aplserve.client import Model, Prediction
 from aplserve.commands.common import (
     AllOption,
     JsonOption,
     KeyOption,
     LimitOption,
     UrlOption,
+    WideOption,
+    YesOption,
+    confirm_or_refuse,
     connected,
     console,
+    fail,
     fmt,
     print_json,
+    short,
+    show,
     table,
     when,
 )
+from aplserve.commands.jobs import short_base_model
 
 app = typer.Typer(help="Trained models: list, inspect, download, delete.", no_args_is_help=True)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
+#: Scores shown per prediction in the table (all of them with --wide or --json).
+TOP_SCORES = 3
+ModelId = Annotated[str, typer.Argument(help="Model id, or its first 6+ characters.", show_default=False)]
 
 
 def _metric(model: Model, name: str) -> str:
@@ -54,7 +64,8 @@ def show_model(model: Model) -> None:
 def list_models(
     limit: LimitOption = 20,
     every: AllOption = False,
-    url: UrlOption = DEFAULT_URL,
+    wide: WideOption = False,
+    url: UrlOption = None,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -64,75 +75,108 @@ def list_models(
     if json_output:
         print_json(items)
         return
-    rows = table("id", "base model", "modality", "labels", "mAP", "micro-F1", "job", "created")
+    rows = table(
+        "id",
+        "base model",
+        "kind",
+        "labels",
+        "mAP",
+        "micro-F1",
+        "job",
+        "created",
+        flexible=() if wide else ("base model",),
+    )
     for m in items:
         rows.add_row(
-            m.id,
-            m.base_model,
+            short(m.id, wide),
+            m.base_model if wide else short_base_model(m.base_model),
             m.modality,
             str(len(m.labels)),
             _metric(m, "map"),
             _metric(m, "micro_f1"),
-            m.job_id,
-            when(m.created_at),
+            short(m.job_id, wide),
+            when(m.created_at, seconds=wide),
         )
-    console().print(rows)
+    show(rows, wide)
 
 
 @app.command("get")
 def get(
-    model_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, json_output: JsonOption = False
+    model_id: ModelId, url: UrlOption = None, api_key: KeyOption = None, json_output: JsonOption = False
 ) -> None:
     """One model with its labels and decision thresholds."""
     with connected(url, api_key) as client:
-        model = client.models.get(model_id)
+        model = client.models.get(client.models.resolve(model_id))
     print_json(model) if json_output else show_model(model)
 
 
 @app.command("download")
 def download(
-    model_id: str,
+    model_id: ModelId,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File or existing directory (default: here).")
     ] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
     """Download the model's artifact (safetensors + JSON); its SHA-256 is checked."""
     with connected(url, api_key) as client:
-        path = client.models.download(model_id, output, progress=True)
+        path = client.models.download(client.models.resolve(model_id), output, progress=True)
     typer.echo(str(path))
 
 
-def _as_input(value: str) -> str | Path:
-    """An existing image file is sent as an image; anything else as text."""
+def _as_input(value: str, as_text: bool) -> str | Path:
+    """An argument naming an image file is that image; anything else is a text.
+
+    A name ending in an image suffix that is not a file is refused rather than sent as
+    a text: it is far more often a mistyped path than a text to classify.
+    """
+    if as_text:
+        return value
     path = Path(value)
     try:
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            return path
+        if path.suffix.lower() in IMAGE_SUFFIXES and "\n" not in value:
+            if path.is_file():
+                return path
+            fail(f"no image file {value!r}; to classify it as a text, pass --text", "file_not_found")
     except OSError:  # a long text is not a valid path on every system
         pass
     return value
 
 
-def show_predictions(inputs: list[str], predictions: list[Prediction]) -> None:
+def _inputs(values: list[str], as_text: bool) -> list[str | Path]:
+    """Texts or image files, not both: a model takes one kind."""
+    parsed = [_as_input(value, as_text) for value in values]
+    images = [str(item) for item in parsed if isinstance(item, Path)]
+    texts = [item for item in parsed if isinstance(item, str)]
+    if images and texts:
+        fail(
+            f"give either texts or image files, not both: {images[0]!r} is an image file and {texts[0]!r} "
+            "is not (a model takes one kind; use --text to send everything as text)",
+            "mixed_inputs",
+        )
+    return parsed
+
+
+def show_predictions(inputs: list[str], predictions: list[Prediction], wide: bool = False) -> None:
     """A table; a label marked * is there only because of min_labels (below its threshold)."""
-    rows = table("input", "labels", "scores")
+    rows = table("input", "labels", "top scores" if not wide else "scores", flexible=("input", "labels"))
     for given, prediction in zip(inputs, predictions, strict=True):
         top = sorted(prediction.scores.items(), key=lambda item: -item[1])
+        shown = top if wide else top[:TOP_SCORES]
         added = set(prediction.added_by_min_labels)
         rows.add_row(
             given if len(given) <= 60 else given[:57] + "...",
             ", ".join(label + ("*" if label in added else "") for label in prediction.labels) or "-",
-            "  ".join(f"{label} {score:.3f}" for label, score in top),
+            "  ".join(f"{label} {score:.3f}" for label, score in shown),
         )
     if any(prediction.added_by_min_labels for prediction in predictions):
         rows.caption = "* added by min_labels (below its threshold)"
-    console().print(rows)
+    show(rows, wide)
 
 
 def predict(
-    model_id: Annotated[str, typer.Argument(help="Model id.")],
+    model_id: ModelId,
     inputs: Annotated[list[str], typer.Argument(help="Texts, or paths of image files.")],
     threshold: Annotated[
         float | None, typer.Option(min=0, max=1, help="One threshold for every label instead of the model's.")
@@ -141,25 +185,34 @@ def predict(
     min_labels: Annotated[
         int | None, typer.Option(min=0, help="At least this many labels (default: the model's).")
     ] = None,
-    url: UrlOption = DEFAULT_URL,
+    as_text: Annotated[
+        bool, typer.Option("--text", help="Send every input as a text, even file names.")
+    ] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Every label's score, not the best 3.")] = False,
+    url: UrlOption = None,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Predict labels: an argument that is an existing image file is sent as an image, else as text."""
-    values = [_as_input(value) for value in inputs]
+    """Predict labels: an argument that is an image file is sent as an image, anything else as a text."""
+    values = _inputs(inputs, as_text)
     with connected(url, api_key) as client:
+        resolved = client.models.resolve(model_id)
         predictions = client.models.predict(
-            model_id, values, threshold=threshold, top_k=top_k, min_labels=min_labels
+            resolved, values, threshold=threshold, top_k=top_k, min_labels=min_labels
         )
     if json_output:
         print_json(predictions)
     else:
-        show_predictions(inputs, predictions)
+        show_predictions(inputs, predictions, wide)
 
 
 @app.command("delete")
-def delete(model_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None) -> None:
-    """Delete a model and its files (the job that trained it stays)."""
+def delete(
+    model_id: ModelId, yes: YesOption = False, url: UrlOption = None, api_key: KeyOption = None
+) -> None:
+    """Delete a model and its files (the job that trained it stays); asks first."""
     with connected(url, api_key) as client:
-        client.models.delete(model_id)
-    typer.echo(f"deleted model {model_id}")
+        model = client.models.get(client.models.resolve(model_id))
+        confirm_or_refuse(f"Delete model {model.id} ({model.base_model}, {len(model.labels)} labels)?", yes)
+        client.models.delete(model.id)
+    typer.echo(f"deleted model {model.id}")

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from aplserve.client import DEFAULT_URL
 from aplserve.commands.common import JsonOption, KeyOption, UrlOption, connected, print_json
 
 app = typer.Typer(help="The secret that signs your jobs' webhook calls.", no_args_is_help=True)
@@ -17,7 +16,7 @@ def secret(
     rotate: Annotated[
         bool, typer.Option("--rotate", help="Replace the secret with a new one first.")
     ] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
 ) -> None:

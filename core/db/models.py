@@ -122,7 +122,11 @@ class Dataset(Base):
     """An uploaded, validated dataset; its normalized files are in <data_dir>/datasets/<id>/."""
 
     __tablename__ = "datasets"
-    __table_args__ = (Index("ix_datasets_owner_created", "owner_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_datasets_owner_created", "owner_id", "created_at", "id"),
+        # Re-uploads of identical bytes are found by their digest (a warning, or ?dedupe=true).
+        Index("ix_datasets_owner_sha256", "owner_id", "sha256"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
@@ -136,6 +140,8 @@ class Dataset(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     warnings: Mapped[list[Any]]
+    #: The reading options the upload gave (text_column, labels_column, ..., label_separator).
+    upload_options: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -171,6 +177,9 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    #: The submitter's own label and string map (OpenAI-style `metadata`); never read by training.
+    name: Mapped[str | None] = mapped_column(String(200))
+    job_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata")
     heartbeat_at: Mapped[datetime | None]
     lease_expires_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
@@ -196,6 +205,28 @@ class MetricPoint(Base):
     macro_f1: Mapped[float | None] = mapped_column(Float)
     per_class_ap: Mapped[dict[str, Any]] = mapped_column(default=dict)
     time_s: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobEvent(Base):
+    """One entry of a job's history: a status change, an evaluated epoch, a saved checkpoint, a problem.
+
+    Append-only. Written next to the change it records (core.jobs.lifecycle), in the
+    same transaction where there is one, so the history never claims what the job row
+    does not show. The id orders a job's events and is the SSE stream's event id.
+    """
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    #: "status", "epoch", "checkpoint" or "message".
+    type: Mapped[str] = mapped_column(String(32))
+    #: "info", "warning" or "error".
+    level: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

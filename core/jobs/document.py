@@ -40,6 +40,8 @@ class JobError(BaseModel):
 
 JOB_EXAMPLE: dict[str, Any] = {
     "id": "8b7e4c1d-2f3a-4e5b-9c6d-7a8b9c0d1e2f",
+    "name": "movies-apl-baseline",
+    "metadata": {"experiment": "apl-vs-bce", "owner": "ana"},
     "status": "running",
     "spec": {
         "dataset_id": "3f1c2a9e-6d0b-4a51-9d7e-2f4b8c1a0e55",
@@ -73,6 +75,10 @@ class Job(BaseModel):
     model_config = _examples(JOB_EXAMPLE)
 
     id: str
+    name: str | None = Field(default=None, description="The submitter's label for the job, if any.")
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="The submitter's string map (never read by training)."
+    )
     status: JobStatus
     spec: JobSpec = Field(description="The submitted spec with every default and loss preset filled in.")
     created_at: datetime
@@ -96,6 +102,8 @@ def job_from_row(row: JobRow, queue_position: int | None) -> Job:
     )
     return Job(
         id=row.id,
+        name=row.name,
+        metadata=dict(row.job_metadata or {}),
         status=JobStatus(row.status),
         spec=JobSpec.model_validate(row.spec),
         created_at=row.created_at,

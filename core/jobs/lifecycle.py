@@ -31,6 +31,8 @@ webhook can never be lost between the state change and its call.
 
 Worker-side functions open their own short transaction (each change is visible to
 the API as soon as it returns); API-side ones take the request's session and commit.
+Each change also appends its entry to the job's history (`core.jobs.history`) in
+that same transaction, so the history shows exactly the changes that happened.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from core.db.models import Dataset, Job, MetricPoint, UTCDateTime, utcnow
 from core.db.session import session_scope
+from core.jobs import history
 from core.jobs.status import JobStatus
 from core.registry import ModelRecord, insert_model
 from core.settings import Settings
@@ -96,6 +99,13 @@ def claim(job_id: str, settings: Settings) -> ClaimedJob | None:
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return None
         job = session.get_one(Job, job_id)
+        history.add(
+            session,
+            job_id,
+            "status",
+            f"running: attempt {job.attempts} started",
+            data={"status": JobStatus.RUNNING.value, "attempt": job.attempts},
+        )
         modality = None
         if job.dataset_id is not None:
             dataset = session.get(Dataset, job.dataset_id)
@@ -141,8 +151,20 @@ def _touch(session: Session, job_id: str, attempt: int, settings: Settings) -> b
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def add_metric_point(job_id: str, attempt: int, point: dict[str, Any], settings: Settings) -> bool:
-    """Store one evaluation; an epoch evaluated again after a resume replaces its old point."""
+def add_metric_point(
+    job_id: str,
+    attempt: int,
+    point: dict[str, Any],
+    settings: Settings,
+    *,
+    epochs: int | None = None,
+    samples_per_s: float | None = None,
+) -> bool:
+    """Store one evaluation and its epoch event; an epoch evaluated again after a resume replaces its point.
+
+    The history keeps both epoch events (it records what happened); the metric series
+    keeps the newest point per epoch.
+    """
     with session_scope(settings) as session:
         if not _touch(session, job_id, attempt, settings):
             return False
@@ -150,6 +172,34 @@ def add_metric_point(job_id: str, attempt: int, point: dict[str, Any], settings:
             delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.epoch == point["epoch"])
         )
         session.add(MetricPoint(job_id=job_id, **point))
+        summary = history.metric_summary(point) | {"attempt": attempt, "samples_per_s": samples_per_s}
+        history.add(session, job_id, "epoch", history.epoch_message(summary, epochs), data=summary)
+        return True
+
+
+def record_checkpoint(job_id: str, attempt: int, summary: dict[str, Any], settings: Settings) -> bool:
+    """The checkpoint of `summary["epoch"]` is on disk; its event carries the epoch's metrics."""
+    with session_scope(settings) as session:
+        if not _touch(session, job_id, attempt, settings):
+            return False
+        history.add(
+            session,
+            job_id,
+            "checkpoint",
+            f"checkpoint saved after epoch {summary['epoch']}",
+            data=summary | {"attempt": attempt},
+        )
+        return True
+
+
+def record_message(
+    job_id: str, attempt: int, message: str, settings: Settings, *, level: history.Level
+) -> bool:
+    """A note for the history that changes nothing else (a resume, an unusable checkpoint)."""
+    with session_scope(settings) as session:
+        if not _touch(session, job_id, attempt, settings):
+            return False
+        history.add(session, job_id, "message", message, level=level, data={"attempt": attempt})
         return True
 
 
@@ -185,12 +235,27 @@ def finish_succeeded(job_id: str, attempt: int, model: ModelRecord, settings: Se
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return "lost"
+            _status_event(session, job_id, JobStatus.CANCELLED, "cancelled before the model was kept")
             record_final(session, job_id)
             return "cancelled"
         owner_id = session.execute(select(Job.owner_id).where(Job.id == job_id)).scalar_one()
         insert_model(session, model, owner_id=owner_id, job_id=job_id)
+        _status_event(session, job_id, JobStatus.SUCCEEDED, f"model {model.id} is ready", model_id=model.id)
         record_final(session, job_id)
         return "succeeded"
+
+
+def _status_event(
+    session: Session, job_id: str, status: JobStatus, why: str, *, level: history.Level = "info", **data: Any
+) -> None:
+    history.add(
+        session,
+        job_id,
+        "status",
+        f"{status.value}: {why}",
+        level=level,
+        data={"status": status.value, **data},
+    )
 
 
 def finish(
@@ -215,8 +280,13 @@ def finish(
             )
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if not result.rowcount:  # type: ignore[attr-defined]
             return False
+        if status == JobStatus.FAILED:
+            why = f"{code}: {message}" if code else "the job failed"
+            _status_event(session, job_id, status, why, level="error", code=code, error=message)
+        else:
+            _status_event(session, job_id, status, message or "stopped by a cancel request")
         record_final(session, job_id)
         return True
 
@@ -240,7 +310,11 @@ def release(job_id: str, attempt: int, settings: Settings) -> bool:
             )
             .execution_options(synchronize_session=False)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        why = "the worker shut down; the job resumes from its last checkpoint on the next worker"
+        _status_event(session, job_id, JobStatus.QUEUED, why, level="warning", reason="worker_shutdown")
+        return True
 
 
 @dataclass(frozen=True)
@@ -269,47 +343,55 @@ def sweep_expired(
                 Job.status == JobStatus.RUNNING, Job.lease_expires_at < now
             )
         ).all()
+    targets = {JobStatus.QUEUED: requeued, JobStatus.FAILED: failed, JobStatus.CANCELLED: cancelled}
     for job_id, attempts, cancel in lost:
         if job_id in exclude:
             continue
         expired = (Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
-        if cancel:
-            values: dict[str, Any] = {
-                "status": JobStatus.CANCELLED,
-                "finished_at": now,
-                "lease_expires_at": None,
-            }
-            target = cancelled
-        elif attempts >= settings.job_max_attempts:
-            values = {
-                "status": JobStatus.FAILED,
-                "finished_at": now,
-                "lease_expires_at": None,
-                "error_code": "worker_lost",
-                "error_message": f"the worker running this job stopped responding ({attempts} of "
-                f"{settings.job_max_attempts} attempts); giving up",
-            }
-            target = failed
-        else:
-            values = {
-                "status": JobStatus.QUEUED,
-                "lease_expires_at": None,
-                "heartbeat_at": None,
-                "sent_at": None,
-            }
-            target = requeued
+        values, level, why = _sweep_outcome(attempts, bool(cancel), now, settings)
         with session_scope(settings) as session:
             result = session.execute(
                 update(Job).where(*expired).values(**values).execution_options(synchronize_session=False)
             )
             if result.rowcount == 1:  # type: ignore[attr-defined]
-                target.append(job_id)
-                if target is not requeued:
+                status = values["status"]
+                _status_event(session, job_id, status, why, level=level, reason="lease_expired")
+                targets[status].append(job_id)
+                if status != JobStatus.QUEUED:
                     record_final(session, job_id)
     return SweepResult(requeued, failed, cancelled)
 
 
+def _sweep_outcome(
+    attempts: int, cancel: bool, now: datetime, settings: Settings
+) -> tuple[dict[str, Any], history.Level, str]:
+    """What a lost job becomes (the UPDATE's values), and the history's level and sentence for it."""
+    if cancel:
+        done = {"status": JobStatus.CANCELLED, "finished_at": now, "lease_expires_at": None}
+        return done, "info", "its worker stopped responding while a cancel was pending"
+    if attempts >= settings.job_max_attempts:
+        message = (
+            f"the worker running this job stopped responding ({attempts} of "
+            f"{settings.job_max_attempts} attempts); giving up"
+        )
+        values = {
+            "status": JobStatus.FAILED,
+            "finished_at": now,
+            "lease_expires_at": None,
+            "error_code": "worker_lost",
+            "error_message": message,
+        }
+        return values, "error", f"worker_lost: {message}"
+    values = {"status": JobStatus.QUEUED, "lease_expires_at": None, "heartbeat_at": None, "sent_at": None}
+    return values, "warning", "its worker stopped responding; re-queued to resume from its last checkpoint"
+
+
 # --- the API's side: cancel, discard, queue positions -----------------------------------
+
+
+def record_queued(session: Session, job_id: str) -> None:
+    """The first history entry of a job the caller is inserting (committed with the INSERT)."""
+    _status_event(session, job_id, JobStatus.QUEUED, "the job was accepted and waits for a worker")
 
 
 def cancel_queued(session: Session, job_id: str) -> bool:
@@ -322,6 +404,7 @@ def cancel_queued(session: Session, job_id: str) -> bool:
     )
     ended = bool(result.rowcount)  # type: ignore[attr-defined]
     if ended:
+        _status_event(session, job_id, JobStatus.CANCELLED, "cancelled while queued")
         record_final(session, job_id)
     session.commit()
     return ended
@@ -331,12 +414,21 @@ def request_cancel(session: Session, job_id: str) -> bool:
     """Flag a running job; its worker stops within one training step. Commits."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.cancel_requested.is_(False))
         .values(cancel_requested=True)
         .execution_options(synchronize_session=False)
     )
+    flagged = bool(result.rowcount)  # type: ignore[attr-defined]
+    if flagged:
+        history.add(
+            session,
+            job_id,
+            "status",
+            "cancel requested; the job stops within one training step",
+            data={"status": JobStatus.RUNNING.value, "cancel_requested": True},
+        )
     session.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return flagged
 
 
 # --- the outbox mark: sending queued jobs (core.jobs.dispatch) ------------------------

@@ -8,6 +8,7 @@ truncate every table afterwards. Each test gets its own broker queue name.
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import zipfile
 from collections.abc import Callable, Iterator
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import text
@@ -81,9 +84,56 @@ def backend(settings: Settings) -> str:
     return "sqlite" if settings.database_url is None else "postgres"
 
 
+#: Codes any route may answer with, whether or not it lists them (faults of the server itself).
+UNDOCUMENTED_ANYWHERE = {"internal", "database_unavailable"}
+
+
+def documented_problems(app: FastAPI) -> dict[tuple[str, str], dict[int, set[str]]]:
+    """(path template, method) -> status -> the codes its OpenAPI entry documents."""
+    documented: dict[tuple[str, str], dict[int, set[str]]] = {}
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in operations.items():
+            statuses = documented.setdefault((path, method.upper()), {})
+            for status, response in operation["responses"].items():
+                examples = response.get("content", {}).get("application/problem+json", {}).get("examples", {})
+                statuses[int(status)] = {example["value"]["code"] for example in examples.values()}
+    return documented
+
+
+def _template(path: str, templates: list[str]) -> str | None:
+    """The OpenAPI path template a request path falls under (literal segments before parameters)."""
+    matching = [t for t in templates if re.fullmatch(re.sub(r"\{[^/]+\}", "[^/]+", t), path)]
+    return min(matching, key=lambda t: t.count("{"), default=None)
+
+
+def check_documented(app: FastAPI) -> Callable[[httpx.Response], None]:
+    """A response hook: every problem a route answers with must be in its OpenAPI entry."""
+    documented = documented_problems(app)
+    templates = sorted({path for path, _ in documented})
+
+    def hook(response: httpx.Response) -> None:
+        if not response.headers.get("content-type", "").startswith("application/problem+json"):
+            return
+        method = response.request.method
+        path = _template(response.request.url.path, templates)
+        if path is None or (path, method) not in documented:
+            return  # no such route (404 or 405 from the router), or one outside the OpenAPI page
+        response.read()
+        code = response.json().get("code")
+        listed = documented[(path, method)].get(response.status_code, set())
+        assert code in listed | UNDOCUMENTED_ANYWHERE, (
+            f"{method} {path} answered {response.status_code} {code}, which its OpenAPI entry does "
+            f"not list ({sorted(listed)}): add it to the route's problem_responses"
+        )
+
+    return hook
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        test_client.event_hooks["response"].append(check_documented(app))
         yield test_client
 
 

@@ -22,6 +22,7 @@ from api.main import create_app
 from core.broker import RUN_JOB_TASK
 from core.db.models import Job, MetricPoint
 from core.db.session import session_scope
+from core.jobs import lifecycle
 from core.settings import Settings
 from tests.api.conftest import JobPoster, Uploader, assert_problem, zip_bytes
 from tests.worker.harness import job_row
@@ -76,6 +77,22 @@ def add_point(settings: Settings, job_id: str, epoch: int, step: int, map_: floa
                 time_s=1.5 * (epoch + 1),
             )
         )
+
+
+def worker_evaluates(settings: Settings, job_id: str, epoch: int, step: int, map_: float) -> None:
+    """What the worker does per evaluation: the metric point and its epoch event, fenced by attempt 0."""
+    point = {
+        "epoch": epoch,
+        "step": step,
+        "train_loss": 0.5 / (epoch + 1),
+        "val_loss": 0.6 / (epoch + 1),
+        "map": map_,
+        "micro_f1": 0.5,
+        "macro_f1": 0.4,
+        "per_class_ap": {"summer": map_, "winter": None},
+        "time_s": 1.5 * (epoch + 1),
+    }
+    assert lifecycle.add_metric_point(job_id, 0, point, settings, epochs=3, samples_per_s=10.0)
 
 
 def test_create_fills_defaults_and_the_id_lands_on_the_broker(
@@ -169,7 +186,10 @@ def test_idempotency_key_returns_the_same_job(
         ({"decision": {"min_labels": -1}}, "validation_error", ["body", "decision", "min_labels"]),
         ({"calibration": "isotonic"}, "validation_error", ["body", "calibration"]),
         # A hub id on a deployment without model downloads (the default) is refused up front.
-        ({"base_model": "hf:someone/some-encoder"}, "model_unavailable", ["body", "base_model"]),
+        ({"base_model": "hf:someone/some-encoder"}, "unknown_base_model", ["body", "base_model"]),
+        # So is a timm architecture the installed timm does not have, and a path that is no model.
+        ({"base_model": "timm:resnet999"}, "unknown_base_model", ["body", "base_model"]),
+        ({"base_model": "hf:/no/such/dir"}, "unknown_base_model", ["body", "base_model"]),
     ],
 )
 def test_invalid_specs_are_422_with_errors(
@@ -358,10 +378,10 @@ def test_events_stream_status_changes_and_metric_points_until_the_end(
                 assert shown["queued"].wait(STEP_TIMEOUT_S), "the stream never showed the queued job"
                 worker_sets(settings, job["id"], status="running", started_at=datetime.now(UTC))
                 assert shown["running"].wait(STEP_TIMEOUT_S), "the stream never showed the running job"
-                add_point(settings, job["id"], 0, 5, 0.61)
+                worker_evaluates(settings, job["id"], 0, 5, 0.61)
                 worker_sets(settings, job["id"], progress={"epoch": 1, "epochs": 3, "step": 5, "steps": 15})
                 assert shown["progress"].wait(STEP_TIMEOUT_S), "the stream never showed the progress"
-                add_point(settings, job["id"], 1, 10, 0.72)
+                worker_evaluates(settings, job["id"], 1, 10, 0.72)
             except BaseException as exc:
                 errors.append(exc)
             finally:  # the final status ends the stream whatever happened
@@ -392,8 +412,19 @@ def test_events_stream_status_changes_and_metric_points_until_the_end(
     assert [point["map"] for point in metrics] == [0.61, 0.72]
     assert "progress" in [kind for kind, _ in events]
     assert events[-1][0] == "status" and events[-1][1]["best_metrics"] == {"map": 0.72}
+    history = [data for kind, data in events if kind == "history"]
+    assert [(e["type"], e["data"].get("epoch")) for e in history] == [
+        ("status", None),
+        ("epoch", 0),
+        ("epoch", 1),
+    ]
+    assert (
+        history[1]["message"].startswith("epoch 0/3: train loss 0.5000")
+        and "10.0 samples/s" in history[1]["message"]
+    )
     # a client that reconnects with Last-Event-ID gets only newer metric points
-    first_metric_id = next(line.removeprefix("id: ") for line in raw.splitlines() if line.startswith("id: "))
+    first_metric_id = str(history[1]["id"])
+    assert f"id: {first_metric_id}\nevent: metric" in raw  # the metric point carries its event's id
     with TestClient(create_app(fast)) as client:
         replay = client.get(
             f"/v1/jobs/{job['id']}/events", headers=alice | {"Last-Event-ID": first_metric_id}

@@ -68,7 +68,9 @@ def test_an_unreachable_precision_says_so_and_takes_the_best_precision() -> None
 def test_fixed_uses_the_target_everywhere_and_max_f1_is_the_old_tuning() -> None:
     probs, targets = _scores(seed=2)
     fixed = choose_thresholds(probs, targets, "fixed", 0.35)
-    assert fixed.values.tolist() == [0.35] * 5 and fixed.sources == ["tuned"] * 5  # the contract: set by the policy
+    assert (
+        fixed.values.tolist() == [0.35] * 5 and fixed.sources == ["tuned"] * 5
+    )  # the contract: set by the policy
     assert fixed.fallback == [] and fixed.target_reached == [None] * 5
     best = choose_thresholds(probs, targets)
     np.testing.assert_array_equal(best.values, tune_thresholds(probs, targets).values)

@@ -54,6 +54,7 @@ def test_text_workflow(cli: CliRunner, text_csv: Path, tiny_bert: Path) -> None:
             "--epochs", "2", "--batch-size", "8", "--lr", "0.001", "--seed", "7", "--max-length", "32",
             "--gamma-neg", "3", "--clip", "0.1",
             "--policy", "precision_at", "--target", "0.8", "--min-labels", "1",
+            "--name", "keywords-apl", "--metadata", "experiment=cli", "--metadata", "by=test",
             "--json",
         )
     )  # fmt: skip
@@ -62,32 +63,51 @@ def test_text_workflow(cli: CliRunner, text_csv: Path, tiny_bert: Path) -> None:
     assert created["spec"]["loss"]["alpha2"] == 1.75  # the rest from the apl preset
     assert created["spec"]["hyperparameters"]["seed"] == 7
     assert created["spec"]["decision"] == {"policy": "precision_at", "target": 0.8, "min_labels": 1}
+    assert (created["name"], created["metadata"]) == ("keywords-apl", {"experiment": "cli", "by": "test"})
     job_id = created["id"]
 
-    watched = run(cli, "jobs", "watch", job_id)
-    assert f"job {job_id}: succeeded" in watched.stdout
+    watched = run(cli, "jobs", "watch", job_id[:8])  # the short id the list and the progress bar show
+    assert f"job {job_id} 'keywords-apl': succeeded" in watched.stdout
+    assert "metadata: experiment=cli, by=test" in watched.stdout
     assert "train loss" in watched.stdout and "mAP" in watched.stdout  # the metrics table
     assert f"job {job_id[:8]}" in watched.stderr  # the progress bar
 
     job = as_json(run(cli, "jobs", "get", job_id, "--json"))
     assert job["status"] == "succeeded" and job["attempts"] == 1
     assert [p["epoch"] for p in as_json(run(cli, "jobs", "metrics", job_id, "--json"))] == [1, 2]
-    assert job_id in run(cli, "jobs", "list", "--status", "succeeded").stdout
+    listed_jobs = run(cli, "jobs", "list", "--status", "succeeded").stdout
+    assert job_id[:8] in listed_jobs and "keywords-apl" in listed_jobs and job_id not in listed_jobs
+    wide = run(cli, "jobs", "list", "--wide").stdout
+    assert job_id in wide and "experiment=cli, by=test" in wide
     assert job_id in {j["id"] for j in as_json(run(cli, "jobs", "list", "--json", "--all"))}
+
+    history = run(cli, "jobs", "events", job_id[:8]).stdout.splitlines()
+    assert [line.split()[2] for line in history] == [
+        "status", "status", "epoch", "checkpoint", "epoch", "checkpoint", "status"
+    ]  # fmt: skip
+    assert "epoch 2/2: train loss" in history[4] and "samples/s" in history[4]
+    assert history[-1].endswith(f"succeeded: model {job['model_id']} is ready")
+    checkpoints = as_json(run(cli, "jobs", "checkpoints", job_id, "--json"))
+    assert [(c["epoch"], c["on_disk"]) for c in checkpoints] == [(1, False), (2, False)]  # removed at the end
+    assert [c["best"] for c in checkpoints].count(True) == 1
 
     models = as_json(run(cli, "models", "list", "--json"))
     assert job["model_id"] in {m["id"] for m in models}
-    shown = run(cli, "models", "get", job["model_id"]).stdout
+    shown = run(cli, "models", "get", job["model_id"][:6]).stdout
     assert "threshold" in shown and "animal" in shown
 
     predicted = as_json(run(cli, "predict", job["model_id"], "a dog and a horse", "green cheese", "--json"))
     assert len(predicted) == 2 and all(set(p["scores"]) == {"animal", "color", "food"} for p in predicted)
-    table = run(cli, "predict", job["model_id"], "a dog and a horse", "--threshold", "0").stdout
+    everything = as_json(
+        run(cli, "predict", job["model_id"][:8], "a dog and a horse", "--threshold", "0", "--json")
+    )
+    assert set(everything[0]["labels"]) == {"animal", "color", "food"}  # threshold 0: all
+    table = run(cli, "predict", job["model_id"][:8], "a dog and a horse", "--threshold", "0").stdout
     (row,) = [line for line in table.splitlines() if "a dog and a horse" in line]
-    assert set(row.split("│")[2].strip().split(", ")) == {"animal", "color", "food"}  # threshold 0: all
+    assert all(label in row for label in ("animal", "color", "food"))  # threshold 0: all
     forced = run(cli, "predict", job["model_id"], "a dog and a horse", "--threshold", "1").stdout
     (row,) = [line for line in forced.splitlines() if "a dog and a horse" in line]
-    assert row.split("│")[2].strip().endswith("*") and "added by min_labels" in forced  # the job's 1
+    assert "*" in row and "added by min_labels" in forced  # the job's min_labels 1
     none = as_json(
         run(cli, "predict", job["model_id"], "x", "--threshold", "1", "--min-labels", "0", "--json")
     )
@@ -113,16 +133,22 @@ def test_image_workflow_sends_existing_image_paths_as_images(
     images = [str(tmp_path / name) for name in names]
     predicted = as_json(run(cli, "predict", job["model_id"], *images, "--json"))
     assert len(predicted) == 2 and all(set(p["scores"]) == {"blue", "green", "red"} for p in predicted)
-    # A path that is not an existing image file is text, which this image model refuses.
-    refused = run(cli, "predict", job["model_id"], str(tmp_path / "missing.png"), code=1)
-    assert "error:" in refused.stderr and "HTTP 422" in refused.stderr
+    # An image name that is not a file is refused before anything is sent (a mistyped path)...
+    refused = run(cli, "predict", job["model_id"], str(tmp_path / "missing.png"), code=2)
+    assert refused.stderr.startswith("error: no image file") and "(file_not_found)" in refused.stderr
+    # ...and sent as a text when asked, which this image model refuses.
+    as_text = run(cli, "predict", job["model_id"], str(tmp_path / "missing.png"), "--text", code=2)
+    assert as_text.stderr.startswith("error: ") and "(wrong_modality)" in as_text.stderr
 
     downloaded = run(cli, "models", "download", job["model_id"], "-o", str(tmp_path)).stdout.strip()
     assert Path(downloaded).parent == tmp_path and Path(downloaded).stat().st_size > 0
 
-    assert run(cli, "models", "delete", job["model_id"]).stdout.strip() == f"deleted model {job['model_id']}"
-    gone = run(cli, "models", "get", job["model_id"], code=1)
-    assert "HTTP 404" in gone.stderr
+    assert (
+        run(cli, "models", "delete", job["model_id"], "--yes").stdout.strip()
+        == f"deleted model {job['model_id']}"
+    )
+    gone = run(cli, "models", "get", job["model_id"], code=2)
+    assert gone.stderr.strip() == "error: model was not found (not_found)"
     assert as_json(run(cli, "jobs", "get", job["id"], "--json"))["model_id"] is None
 
 
@@ -134,15 +160,29 @@ def test_webhook_secret_is_the_clients(cli: CliRunner, embedded: LiveServer) -> 
     assert rotated != secret and rotated.startswith("whsec_")
 
 
-def test_errors_are_reported_with_exit_code_1(cli: CliRunner, embedded: LiveServer) -> None:
-    missing = run(cli, "jobs", "get", "no-such-job", code=1)
-    assert "error: job was not found (HTTP 404, not_found)" in missing.stderr
+def one_line(result: Result) -> str:
+    """A refused command prints exactly one line on stderr, never a traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # not progress bars
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_errors_are_one_line_and_exit_2_when_refused(cli: CliRunner, embedded: LiveServer) -> None:
+    missing = run(cli, "jobs", "get", "no-such-job", code=2)
+    assert one_line(missing) == "error: job was not found (not_found)"
     no_key = CliRunner(env={"APLSERVE_URL": embedded.url, "APLSERVE_API_KEY": None})
     unauthorized = no_key.invoke(app, ["datasets", "list"])
-    assert unauthorized.exit_code == 1 and "unauthorized" in unauthorized.stderr
+    assert unauthorized.exit_code == 2 and "(unauthorized)" in one_line(unauthorized)
     assert "APLSERVE_API_KEY" in unauthorized.stderr
-    invalid = run(cli, "jobs", "create", "--dataset", "x", "--model", "minilm-l6", "--clip", "2", code=1)
-    assert "HTTP 422, validation_error" in invalid.stderr and "loss.clip" in invalid.stderr
+    invalid = run(cli, "jobs", "create", "--dataset", "x", "--model", "minilm-l6", "--clip", "2", code=2)
+    assert one_line(invalid).startswith("error: loss.clip: ") and one_line(invalid).endswith(
+        "(validation_error)"
+    )
+    unknown = run(cli, "jobs", "create", "--dataset", "x", "--model", "timm:resnet999", code=2)
+    assert one_line(unknown).startswith("error: timm has no architecture named 'resnet999'")
+    unreachable = CliRunner(env={"APLSERVE_URL": "http://127.0.0.1:9", "APLSERVE_API_KEY": "k"})
+    down = unreachable.invoke(app, ["jobs", "list"])
+    assert down.exit_code == 1 and "(unreachable)" in one_line(down) and "APLSERVE_URL" in one_line(down)
 
 
 def test_the_console_script(embedded: LiveServer) -> None:

@@ -85,7 +85,23 @@ def test_train_follow_predict_download_and_the_signed_webhook(
     series = client.jobs.metrics(job.id)
     assert series == seen_points and all(0.0 <= (p.map or 0) <= 1.0 for p in series)
     events = list(client.jobs.events(job.id))  # a finished job: its history, then the stream ends
-    assert [e.kind for e in events] == ["metric", "metric", "status"] and events[-1].job == final
+    assert [e.kind for e in events if e.kind != "history"] == ["metric", "metric", "status"]
+    assert events[-1].job == final
+    stored = [e.history for e in events if e.history is not None]
+    assert [e.type for e in stored] == [
+        "status",
+        "status",
+        "epoch",
+        "checkpoint",
+        "epoch",
+        "checkpoint",
+        "status",
+    ]
+    assert stored == list(client.jobs.history(job.id))  # the stream replays the stored history
+    assert list(client.jobs.history(job.id, after=stored[3].id, page_size=2)) == stored[4:]  # paged
+    assert [(c.epoch, c.on_disk) for c in client.jobs.checkpoints(job.id)] == [(1, False), (2, False)]
+    resumed = list(client.jobs.events(job.id, last_event_id=str(stored[2].id)))  # after epoch 1's event
+    assert [p.metric.epoch for p in resumed if p.metric is not None] == [2]
 
     model = client.models.get(final.model_id)
     assert model.job_id == job.id and model.labels == dataset.labels and model.modality == "text"

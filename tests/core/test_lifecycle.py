@@ -13,9 +13,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from core.db.models import Job, MetricPoint, Model, utcnow
+from core.db.models import Job, JobEvent, MetricPoint, Model, utcnow
 from core.db.session import session_scope
 from core.jobs import lifecycle
+from core.jobs.status import JobStatus
 from core.registry import ModelRecord
 from core.settings import Settings
 from tests.apl.synthetic import write_text_dataset
@@ -228,3 +229,71 @@ def test_release_gives_the_attempt_back(settings: Settings, job_id: str) -> None
     assert row.status == "queued" and row.attempts == 0 and row.lease_expires_at is None
     # Its old message is spent: it waits for a send (or the reconciler), still queued.
     assert row.sent_at is None
+
+
+def history_of(settings: Settings, job_id: str) -> list[tuple[str, str, str | None]]:
+    with session_scope(settings) as session:
+        rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
+        return [(row.type, row.level, row.data.get("status") or row.data.get("epoch")) for row in rows]
+
+
+def test_every_change_is_recorded_in_the_history(settings: Settings, job_id: str) -> None:
+    job = lifecycle.claim(job_id, settings)
+    assert job is not None
+    assert lifecycle.add_metric_point(
+        job_id, job.attempt, point(1, 0.5), settings, epochs=2, samples_per_s=12.5
+    )
+    assert lifecycle.record_checkpoint(job_id, job.attempt, {"epoch": 1, "step": 3, "map": 0.5}, settings)
+    assert lifecycle.release(job_id, job.attempt, settings)
+    again = lifecycle.claim(job_id, settings)
+    assert again is not None
+    assert lifecycle.record_message(job_id, again.attempt, "resuming", settings, level="info")
+    assert lifecycle.finish(job_id, again.attempt, JobStatus.FAILED, settings, "out_of_memory", "too big")
+    assert history_of(settings, job_id) == [
+        ("status", "info", "running"),
+        ("epoch", "info", 1),
+        ("checkpoint", "info", 1),
+        ("status", "warning", "queued"),
+        ("status", "info", "running"),
+        ("message", "info", None),
+        ("status", "error", "failed"),
+    ]
+    with session_scope(settings) as session:
+        rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
+        epoch, failed = rows[1], rows[-1]
+        assert epoch.message == (
+            "epoch 1/2: train loss 0.5000, val loss 0.5000, mAP 0.500, micro-F1 0.500, macro-F1 0.500, "
+            "12.5 samples/s"
+        )
+        assert epoch.data["samples_per_s"] == 12.5 and "per_class_ap" not in epoch.data
+        assert failed.message == "failed: out_of_memory: too big" and failed.data["code"] == "out_of_memory"
+        assert [row.id for row in rows] == sorted(row.id for row in rows)
+
+
+def test_a_superseded_attempt_records_nothing(settings: Settings, job_id: str) -> None:
+    job = lifecycle.claim(job_id, settings)
+    assert job is not None
+    expire(settings, job_id)
+    assert lifecycle.sweep_expired(settings).requeued == [job_id]
+    before = history_of(settings, job_id)
+    assert before[-1] == ("status", "warning", "queued")
+    assert not lifecycle.add_metric_point(job_id, job.attempt, point(1), settings)
+    assert not lifecycle.record_checkpoint(job_id, job.attempt, {"epoch": 1}, settings)
+    assert not lifecycle.finish(job_id, job.attempt, JobStatus.CANCELLED, settings)
+    assert history_of(settings, job_id) == before
+
+
+def test_sweep_outcomes_are_recorded(settings: Settings) -> None:
+    owner = make_owner(settings)
+    dataset = make_dataset(settings, owner, lambda d: write_text_dataset(d, n=12), "text")
+    retry, last, cancel = (make_job(settings, owner, dataset, SPEC) for _ in range(3))
+    for job_id in (retry, last, cancel):
+        assert lifecycle.claim(job_id, settings) is not None
+        expire(settings, job_id)
+    with session_scope(settings) as session:
+        session.get_one(Job, last).attempts = settings.job_max_attempts
+        session.get_one(Job, cancel).cancel_requested = True
+    lifecycle.sweep_expired(settings)
+    assert history_of(settings, retry)[-1] == ("status", "warning", "queued")
+    assert history_of(settings, last)[-1] == ("status", "error", "failed")
+    assert history_of(settings, cancel)[-1] == ("status", "info", "cancelled")

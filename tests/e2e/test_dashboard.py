@@ -84,9 +84,15 @@ class Live:
         )
 
     def submit(
-        self, loss: dict[str, Any], epochs: int, seed: int = 0, decision: dict[str, Any] | None = None
+        self,
+        loss: dict[str, Any],
+        epochs: int,
+        seed: int = 0,
+        decision: dict[str, Any] | None = None,
+        **extra: Any,
     ) -> str:
         spec: dict[str, Any] = {
+            **extra,
             "dataset_id": self.dataset["id"],
             "base_model": self.tiny_bert,
             "loss": loss,
@@ -358,13 +364,13 @@ def test_jobs_list_and_job_charts_update_live(open_page: Callable[..., Watched],
     watched = open_page("/#/jobs")
     page = watched.page
     page.locator("#jobs-table[data-loaded=true]").wait_for()
-    live.jobs["apl"] = live.submit({"name": "apl"}, epochs=8)
+    live.jobs["apl"] = live.submit({"name": "apl"}, epochs=8, name="apl-baseline", metadata={"run": "ui"})
     live.jobs["bce"] = live.submit({"name": "bce"}, epochs=4)
 
     row = page.locator(f'tr[data-job-id="{live.jobs["apl"]}"]')
     row.wait_for()  # appears without a reload
     assert "keyword tags" in row.inner_text()
-    assert "APL" in row.inner_text()
+    assert "APL" in row.inner_text() and "apl-baseline" in row.inner_text()
     page.locator(f'tr[data-job-id="{live.jobs["apl"]}"][data-status="running"]').wait_for(timeout=90_000)
     _screenshot(page, "jobs")
 
@@ -396,6 +402,13 @@ def test_jobs_list_and_job_charts_update_live(open_page: Callable[..., Watched],
     assert labels.all_inner_texts() == sorted(KEYWORDS, reverse=True)
     page.get_by_role("button", name="Cancel job").wait_for(state="hidden")
     page.get_by_text("Open model").wait_for()
+    assert page.locator("#job-name").inner_text() == "apl-baseline"
+    assert "run=ui" in page.locator(".kv").inner_text()
+    # The stored history streamed in live: every epoch and checkpoint, then the success.
+    events = page.locator("#job-events li")
+    page.locator('#job-events li[data-type="epoch"]').nth(7).wait_for()
+    assert page.locator('#job-events li[data-type="checkpoint"]').count() == 8
+    assert "succeeded: model" in events.last.inner_text()
     _screenshot(page, "job")
 
 

@@ -140,6 +140,7 @@ def test_a_job_survives_a_warm_shutdown_and_a_crash(
     released = job_row(settings, job_id)
     assert (released.status, released.attempts) == ("queued", 0), first.log()[-2000:]
     assert checkpoint_file(settings, job_id).is_file()
+    assert "Traceback" not in first.log() and f"job {job_id} released" in first.log()  # expected: one line
     released_at = checkpoint_epoch(settings, job_id)
     assert 1 <= released_at < EPOCHS
 

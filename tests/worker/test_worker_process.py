@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from api.services import jobs as job_service
 from apl.artifacts import read_config_from_archive
 from core.broker import enqueue_job
-from core.db.models import Dataset, Job, MetricPoint, Model
+from core.db.models import Dataset, Job, JobEvent, MetricPoint, Model
 from core.db.session import session_scope
 from core.settings import Settings
 from tests.apl.synthetic import write_image_dataset, write_text_dataset
@@ -135,6 +135,30 @@ def test_a_job_trains_and_publishes_its_model(deployment: Deployment, tiny_bert:
     assert sorted(p.name for p in settings.files.artifacts.iterdir()) == [artifact.name]
     assert not (settings.files.checkpoints / job_id).exists()
 
+    # The history: claimed, each epoch evaluated and checkpointed, succeeded with its model.
+    with session_scope(settings) as session:
+        rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
+        events = [(row.type, row.data.get("epoch"), row.data.get("status")) for row in rows]
+        epochs = [row for row in rows if row.type == "epoch"]
+    assert events == [
+        ("status", None, "running"),
+        ("epoch", 1, None),
+        ("checkpoint", 1, None),
+        ("epoch", 2, None),
+        ("checkpoint", 2, None),
+        ("status", None, "succeeded"),
+    ]
+    assert all(
+        row.data["samples_per_s"] > 0 and row.data["map"] == p.map
+        for row, p in zip(epochs, points, strict=True)
+    )
+    # One log line per epoch with the losses, mAP, F1 and throughput.
+    lines = [line for line in deployment.worker.log().splitlines() if f"job {job_id} epoch " in line]
+    assert len(lines) == 2 and all(
+        "mAP" in line and "macro-F1" in line and "samples/s" in line for line in lines
+    )
+    assert "epoch 2/2: train loss" in lines[1]
+
 
 def test_a_redelivered_message_changes_nothing(deployment: Deployment) -> None:
     settings = deployment.settings
@@ -226,3 +250,30 @@ def test_cancel_stops_a_running_job_at_its_next_step(deployment: Deployment, tin
     assert job.progress["epoch"] < 200
     assert models_of(settings, job_id) == []
     assert not (settings.files.checkpoints / job_id).exists()
+
+
+def test_a_requeue_at_shutdown_is_logged_as_one_line() -> None:
+    """Celery logs a rejected task with exc_info; the worker's filter keeps the line, drops the traceback."""
+    import logging
+
+    from celery.exceptions import Reject
+
+    from worker.app import ExpectedRejectFilter
+
+    def record(error: BaseException) -> logging.LogRecord:
+        try:
+            raise error
+        except BaseException:
+            import sys
+
+            return logging.LogRecord(
+                "celery.app.trace", logging.WARNING, __file__, 1, "rejected", (), sys.exc_info()
+            )
+
+    requeued = record(Reject("the worker is shutting down", requeue=True))
+    assert ExpectedRejectFilter().filter(requeued) and requeued.exc_info is None
+    assert "Traceback" not in logging.Formatter().format(requeued)
+    dropped = record(Reject("bad message", requeue=False))
+    assert ExpectedRejectFilter().filter(dropped) and dropped.exc_info is not None  # not expected: kept
+    failure = record(RuntimeError("boom"))
+    assert ExpectedRejectFilter().filter(failure) and "Traceback" in logging.Formatter().format(failure)

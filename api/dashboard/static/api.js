@@ -146,10 +146,10 @@ export function sseParser(onEvent, onRetry) {
 
 /**
  * Follow a job's `/events` until it reaches a final state or `signal` aborts,
- * reconnecting (with Last-Event-ID, so metric points are not repeated) when the
- * connection drops.
+ * reconnecting (with Last-Event-ID, so stored events and metric points are not
+ * repeated) when the connection drops. `history` events are the job's stored history.
  */
-export async function followJob(jobId, { signal, onStatus, onMetric, onConnection }) {
+export async function followJob(jobId, { signal, onStatus, onMetric, onHistory, onConnection }) {
   let lastEventId = null;
   let retryMs = 2000;
   let finished = false;
@@ -165,6 +165,7 @@ export async function followJob(jobId, { signal, onStatus, onMetric, onConnectio
           if (id) lastEventId = id;
           const body = JSON.parse(data);
           if (event === "metric") onMetric(body);
+          else if (event === "history") onHistory && onHistory(body);
           else if (event === "status" || event === "progress") {
             if (FINAL_STATUSES.has(body.status)) finished = true;
             onStatus(body, event);

@@ -18,10 +18,13 @@ function apBar(ap) {
   return h("span", { class: "meter-row" }, h("span", { class: "meter" }, fill), h("span", { class: "meter-value" }, num(ap)));
 }
 
-function specSection(spec) {
+function specSection(job) {
+  const spec = job.spec;
   const hp = spec.hyperparameters || {};
+  const metadata = Object.entries(job.metadata || {}).map(([k, v]) => `${k}=${v}`).join(", ");
   return [
     definitionList([
+      ["Name", job.name || "—"], ["Metadata", metadata || "—"],
       ["Dataset", link(`/datasets/${encodePath(spec.dataset_id)}`, h("code", null, spec.dataset_id))],
       ["Base model", h("code", null, spec.base_model)],
       ["Loss", `${lossName(spec.loss)}  ${lossParams(spec.loss)}`],
@@ -51,6 +54,16 @@ export async function jobPage({ root, params: [jobId], signal }) {
   const stats = h("div", { class: "stats", id: "job-stats" });
   const perClassBox = h("div", { id: "per-class" });
   const pointsNote = h("span", { class: "muted", id: "points-note" });
+  const eventsList = h("ol", { class: "events", id: "job-events" });
+  const eventsBox = h("div", { class: "table-wrap" }, eventsList);
+  const seenEvents = new Set();
+  function addEvent(event) {
+    if (seenEvents.has(event.id)) return;
+    seenEvents.add(event.id);
+    eventsList.append(h("li", { class: `event level-${event.level}`, "data-type": event.type },
+      h("span", { class: "muted small" }, dateTime(event.created_at)), " ",
+      h("span", { class: "event-type" }, event.type), " ", event.message));
+  }
 
   const lossBox = chartBox("Loss", { name: "loss" });
   const mapBox = chartBox("Validation mAP", { name: "map" });
@@ -67,12 +80,14 @@ export async function jobPage({ root, params: [jobId], signal }) {
     " · ", `created ${dateTime(job.created_at)}`, " · ", connection,
   ];
   setChildren(root,
-    pageHeader(h("span", null, "Job ", h("code", null, shortId(job.id)), " ", titleBadge), { subtitle, actions }),
+    pageHeader(h("span", null, "Job ", h("code", null, shortId(job.id)), " ",
+      job.name ? h("span", { id: "job-name" }, job.name) : null, " ", titleBadge), { subtitle, actions }),
     messageBox, errorBox, stats,
     h("div", { class: "chart-grid" }, lossBox.box, mapBox.box, f1Box.box),
     h("div", { class: "two-col" },
       card(h("span", null, "Per-class average precision ", pointsNote), perClassBox),
-      card("Spec", specSection(job.spec))));
+      card("Spec", specSection(job))),
+    card(h("span", null, "Events ", h("span", { class: "muted small" }, "(the job's stored history)")), eventsBox));
 
   const points = new Map(); // "epoch:step" -> point
   function latestPoint() {
@@ -147,6 +162,8 @@ export async function jobPage({ root, params: [jobId], signal }) {
   if (FINAL_STATUSES.has(job.status)) {
     const series = await api(`/v1/jobs/${encodeURIComponent(job.id)}/metrics`, { signal });
     series.series.forEach(addPoint);
+    const stored = await api(`/v1/jobs/${encodeURIComponent(job.id)}/events?limit=500`, { signal });
+    stored.items.forEach(addEvent);
     renderPerClass();
     setChildren(connection, h("span", { class: "dot done" }), "finished");
   } else {
@@ -159,6 +176,7 @@ export async function jobPage({ root, params: [jobId], signal }) {
         connection.dataset.state = state;
       },
       onStatus: (next) => { job = next; renderJob(); },
+      onHistory: addEvent,
       onMetric: (p) => {
         addPoint(p);
         clearTimeout(perClassTimer);

@@ -28,6 +28,7 @@ function jobRow(job, datasets, selected, onSelect) {
   return h("tr", { "data-job-id": job.id, "data-status": job.status },
     h("td", { class: "check" }, checkbox),
     h("td", null, link(`/jobs/${encodePath(job.id)}`, h("code", null, shortId(job.id))),
+      job.name ? h("div", { class: "job-name" }, job.name) : null,
       h("div", { class: "small muted" }, dateTime(job.created_at))),
     h("td", null, statusBadge(job.status)),
     h("td", null, h("strong", null, lossName(job.spec.loss)), h("div", { class: "small muted" }, lossParams(job.spec.loss))),
@@ -51,6 +52,7 @@ function newJobForm(datasets, baseModels, onCreated) {
   const batch = h("input", { id: "job-batch-size", type: "number", min: 1, max: 4096, value: 32 });
   const lr = h("input", { id: "job-learning-rate", type: "number", step: "any", min: 0, value: "5e-5" });
   const seed = h("input", { id: "job-seed", type: "number", min: 0, value: 0 });
+  const name = h("input", { id: "job-name", name: "name", maxlength: 128, placeholder: "optional" });
   const paramInputs = LOSS_PARAMS.map(([key]) => h("input", { id: `job-loss-${key}`, type: "number", step: "any", "data-param": key }));
   const policy = h("select", { id: "job-policy" }, Object.entries(POLICIES).map(([v, text]) => h("option", { value: v }, text)));
   const target = h("input", { id: "job-target", type: "number", step: "any", min: 0, max: 1, disabled: true, placeholder: "—" });
@@ -83,6 +85,7 @@ function newJobForm(datasets, baseModels, onCreated) {
   const form = h("form", { class: "form-grid", id: "new-job-form" },
     field("Dataset", datasetSelect), field("Base model", modelInput, options), field("Loss", lossSelect),
     field("Epochs", epochs), field("Batch size", batch), field("Learning rate", lr), field("Seed", seed),
+    field("Name", name),
     h("fieldset", { class: "params" }, h("legend", null, "Loss parameters (empty = the preset's value)"),
       LOSS_PARAMS.map(([, symbol], i) => field(symbol, paramInputs[i]))),
     h("fieldset", { class: "params" }, h("legend", null, "Decision (thresholds chosen on the validation split)"),
@@ -103,6 +106,7 @@ function newJobForm(datasets, baseModels, onCreated) {
       calibration: calibration.value,
     };
     if (!target.disabled) spec.decision.target = Number(target.value);
+    if (name.value.trim()) spec.name = name.value.trim();
     submit.disabled = true;
     setChildren(message);
     try {
