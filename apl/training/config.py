@@ -8,6 +8,7 @@ from typing import Literal
 
 from apl.metrics import EpochMetrics
 from apl.models import BuiltModel
+from apl.predictions import SplitPredictions
 from apl.spec import Hyperparameters, JobSpec, LossSpec
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -31,6 +32,10 @@ class TrainConfig:
     num_workers: int = 0
     #: Whether `hf:<hub id>` may be fetched from the network.
     allow_download: bool = False
+    #: Hold this fraction out as a test split (`apl.data.split_test_indices`); scored once at the end.
+    test_fraction: float | None = None
+    #: Or score the end result on this normalized dataset (same labels and modality) instead.
+    test_dataset_dir: Path | None = None
 
     @classmethod
     def from_job_spec(
@@ -43,7 +48,11 @@ class TrainConfig:
         device: Device = "auto",
         num_workers: int = 0,
         allow_download: bool = False,
+        test_dataset_dir: Path | None = None,
     ) -> TrainConfig:
+        """`test_dataset_dir` is where `spec.test_dataset_id` is stored (the caller knows the layout)."""
+        if (spec.test_dataset_id is None) != (test_dataset_dir is None):
+            raise ValueError("test_dataset_dir is needed exactly when the spec names a test_dataset_id")
         return cls(
             dataset_dir=Path(dataset_dir),
             base_model=spec.base_model,
@@ -54,6 +63,8 @@ class TrainConfig:
             device=device,
             num_workers=num_workers,
             allow_download=allow_download,
+            test_fraction=spec.test_fraction,
+            test_dataset_dir=Path(test_dataset_dir) if test_dataset_dir is not None else None,
         )
 
 
@@ -79,6 +90,8 @@ class TrainResult:
     epochs_completed: int
     device: str
     precision: str
+    #: The best weights scored once on the test split (None without one, or when stopped).
+    test: SplitPredictions | None = None
 
     @property
     def best_epoch(self) -> int | None:
