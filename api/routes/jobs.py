@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -15,12 +14,7 @@ from api.services import events
 from api.services import jobs as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from apl.spec import JobSpec
-from core.broker import enqueue_job
-from core.errors import AppError
-from core.jobs import lifecycle
 from core.jobs.status import JobStatus
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401))
 
@@ -48,22 +42,8 @@ def create_job(
     cannot take the message the job is removed again and the answer is 503, so a
     retry (with the same Idempotency-Key) starts cleanly.
     """
-    job, created = service.create(
-        session,
-        principal.owner_id,
-        spec,
-        idempotency_key,
-        allow_download=settings.allow_model_download,
-        allow_private_webhooks=settings.webhook_allow_private_addresses,
-    )
-    if created:
-        try:
-            enqueue_job(job.id, settings)
-        except Exception:
-            log.exception("could not send job %s to the broker", job.id)
-            lifecycle.discard_unsent(session, job.id)
-            raise AppError(503, "broker_unavailable", "the job queue is unavailable; retry later") from None
-    else:
+    job, created = service.submit(session, principal.owner_id, spec, idempotency_key, settings)
+    if not created:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return service.to_schema(session, job)
@@ -74,11 +54,14 @@ def list_jobs(
     principal: OwnerDep,
     session: SessionDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
+    sweep_id: Annotated[str | None, Query(description="Only the children of this sweep.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobList:
     """The caller's jobs, newest first."""
-    page = service.list_owned(session, principal.owner_id, status=status, limit=limit, cursor=cursor)
+    page = service.list_owned(
+        session, principal.owner_id, status=status, sweep_id=sweep_id, limit=limit, cursor=cursor
+    )
     return JobList(items=service.to_schemas(session, page.items), next_cursor=page.next_cursor)
 
 

@@ -8,6 +8,7 @@ of UPDATE, so exactly one of the two wins.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,20 @@ from api import schemas
 from api.services.pagination import Page, paginate
 from apl.catalog import UnknownBaseModel, resolve_base_model
 from apl.spec import JobSpec
+from core.broker import enqueue_job
 from core.db.models import Dataset, Job, MetricPoint
 from core.errors import AppError
 from core.jobs import document, lifecycle
 from core.jobs.status import FINAL_STATUSES, JobStatus
+from core.settings import Settings
 from core.webhooks.destinations import literal_refusal
 from core.webhooks.notify import notify_job_finished
 
+log = logging.getLogger(__name__)
+
 IDEMPOTENCY_KEY_MAX = 200
+#: Samples a job must keep for training and validation once its test split is held out.
+MIN_SAMPLES_AFTER_TEST = 3
 
 
 def _unprocessable(code: str, loc: list[str | int], message: str) -> AppError:
@@ -54,7 +61,7 @@ def _replay(existing: Job, spec_json: dict[str, Any]) -> Job:
     return existing
 
 
-def _check_spec(
+def check_spec(
     session: Session, owner_id: str, spec: JobSpec, allow_download: bool, allow_private_webhooks: bool
 ) -> Dataset:
     """The dataset the spec trains on, once the spec is known to be runnable."""
@@ -79,9 +86,8 @@ def _check_spec(
             f"'{base_model.source}' is not a model directory on the server, and this deployment "
             "does not download models (APLSERVE_ALLOW_MODEL_DOWNLOAD)",
         )
-    dataset = session.scalar(
-        select(Dataset).where(Dataset.id == spec.dataset_id, Dataset.owner_id == owner_id).with_for_update()
-    )
+    datasets = _lock_datasets(session, owner_id, spec)
+    dataset = datasets.get(spec.dataset_id)
     if dataset is None:
         raise AppError(
             404,
@@ -96,7 +102,71 @@ def _check_spec(
             f"base model '{base_model.name}' is for {base_model.modality} but the dataset holds "
             f"{dataset.modality} samples",
         )
+    _check_test_split(spec, dataset, datasets)
     return dataset
+
+
+def _lock_datasets(session: Session, owner_id: str, spec: JobSpec) -> dict[str, Dataset]:
+    """The owner's datasets the spec names (training and test), locked in id order.
+
+    The lock keeps a concurrent DELETE from removing a dataset this job is about to
+    use; one query in a fixed order means two jobs naming the same two datasets the
+    other way round cannot deadlock.
+    """
+    wanted = sorted({spec.dataset_id, *([spec.test_dataset_id] if spec.test_dataset_id else [])})
+    rows = session.scalars(
+        select(Dataset)
+        .where(Dataset.id.in_(wanted), Dataset.owner_id == owner_id)
+        .order_by(Dataset.id)
+        .with_for_update()
+    )
+    return {row.id: row for row in rows}
+
+
+def _check_test_split(spec: JobSpec, dataset: Dataset, datasets: dict[str, Dataset]) -> None:
+    """A test split must be held out of training and be big enough (or be a compatible dataset)."""
+    if spec.test_fraction is not None:
+        held_out = round(spec.test_fraction * dataset.num_samples)
+        if held_out < 1 or dataset.num_samples - held_out < MIN_SAMPLES_AFTER_TEST:
+            raise _unprocessable(
+                "dataset_too_small",
+                ["body", "test_fraction"],
+                f"a test_fraction of {spec.test_fraction:g} of {dataset.num_samples} samples leaves "
+                f"{held_out} test and {dataset.num_samples - held_out} other samples; at least 1 and "
+                f"{MIN_SAMPLES_AFTER_TEST} are needed",
+            )
+    if spec.test_dataset_id is None:
+        return
+    loc: list[str | int] = ["body", "test_dataset_id"]
+    if spec.test_dataset_id == spec.dataset_id:
+        raise _unprocessable(
+            "test_dataset_not_held_out",
+            loc,
+            "the test dataset is the training dataset; a test split must be held out of training",
+        )
+    test = datasets.get(spec.test_dataset_id)
+    if test is None:
+        raise AppError(
+            404,
+            "dataset_not_found",
+            "the dataset in test_dataset_id was not found",
+            errors=[{"loc": loc, "msg": "dataset not found"}],
+        )
+    if test.modality != dataset.modality:
+        raise _unprocessable(
+            "modality_mismatch",
+            loc,
+            f"the test dataset holds {test.modality} samples, the dataset {dataset.modality}",
+        )
+    if list(test.labels) != list(dataset.labels):
+        only_test = sorted(set(test.labels) - set(dataset.labels))[:5]
+        only_train = sorted(set(dataset.labels) - set(test.labels))[:5]
+        raise _unprocessable(
+            "test_labels_mismatch",
+            loc,
+            "the test dataset must have the same labels as the dataset "
+            f"(only in the test dataset: {only_test or 'none'}; only in the dataset: {only_train or 'none'})",
+        )
 
 
 def create(
@@ -107,11 +177,13 @@ def create(
     *,
     allow_download: bool = False,
     allow_private_webhooks: bool = False,
+    sweep_id: str | None = None,
 ) -> tuple[Job, bool]:
     """Validate and insert a queued job; commits. Returns (job, created).
 
     With an Idempotency-Key already used by this owner for the same spec, the
-    existing job comes back with created=False and nothing new is queued.
+    existing job comes back with created=False and nothing new is queued. Use
+    `submit` to also send it: that is the one way a job reaches the broker.
     """
     spec_json = spec.model_dump(mode="json")
     if idempotency_key is not None:
@@ -124,7 +196,7 @@ def create(
         existing = _by_idempotency_key(session, owner_id, idempotency_key)
         if existing is not None:
             return _replay(existing, spec_json), False
-    dataset = _check_spec(session, owner_id, spec, allow_download, allow_private_webhooks)
+    dataset = check_spec(session, owner_id, spec, allow_download, allow_private_webhooks)
     job = Job(
         owner_id=owner_id,
         dataset_id=dataset.id,
@@ -134,6 +206,8 @@ def create(
         cancel_requested=False,
         attempts=0,
         idempotency_key=idempotency_key,
+        sweep_id=sweep_id,
+        test_dataset_id=spec.test_dataset_id,
     )
     session.add(job)
     try:
@@ -150,6 +224,40 @@ def create(
     return job, True
 
 
+def submit(
+    session: Session,
+    owner_id: str,
+    spec: JobSpec,
+    idempotency_key: str | None,
+    settings: Settings,
+    *,
+    sweep_id: str | None = None,
+) -> tuple[Job, bool]:
+    """Create a queued job and send it to the broker: POST /v1/jobs and every sweep child come here.
+
+    The row is committed before its id is sent, so a worker never receives an id it
+    cannot find. When the broker cannot take the message the job is removed again and
+    the answer is 503, so a retry (with the same Idempotency-Key) starts cleanly.
+    """
+    job, created = create(
+        session,
+        owner_id,
+        spec,
+        idempotency_key,
+        allow_download=settings.allow_model_download,
+        allow_private_webhooks=settings.webhook_allow_private_addresses,
+        sweep_id=sweep_id,
+    )
+    if created:
+        try:
+            enqueue_job(job.id, settings)
+        except Exception:
+            log.exception("could not send job %s to the broker", job.id)
+            lifecycle.discard_unsent(session, job.id)
+            raise AppError(503, "broker_unavailable", "the job queue is unavailable; retry later") from None
+    return job, created
+
+
 def to_schema(session: Session, row: Job) -> schemas.Job:
     return to_schemas(session, [row])[0]
 
@@ -161,11 +269,19 @@ def to_schemas(session: Session, rows: list[Job]) -> list[schemas.Job]:
 
 
 def list_owned(
-    session: Session, owner_id: str, *, status: str | None, limit: int, cursor: str | None
+    session: Session,
+    owner_id: str,
+    *,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    sweep_id: str | None = None,
 ) -> Page[Job]:
     statement = select(Job).where(Job.owner_id == owner_id)
     if status is not None:
         statement = statement.where(Job.status == status)
+    if sweep_id is not None:
+        statement = statement.where(Job.sweep_id == sweep_id)
     return paginate(session, statement, Job, limit=limit, cursor=cursor)
 
 
