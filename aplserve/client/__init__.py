@@ -1,4 +1,4 @@
-"""The Python client of aplserve (httpx): typed calls for datasets, jobs, models and webhooks.
+"""The Python client of aplserve (httpx): typed calls for datasets, jobs, models, sweeps and webhooks.
 
     from aplserve.client import APIError, Client
 
@@ -16,15 +16,23 @@ from aplserve.client.errors import APIError
 from aplserve.client.schemas import (
     Artifact,
     BaseModelEntry,
+    Comparison,
     Dataset,
     Job,
     JobError,
     JobProgress,
     JobSpec,
+    Leaderboard,
+    LeaderboardRow,
+    LeaderboardWinner,
     MetricPoint,
     Model,
     Page,
     Prediction,
+    SeedResult,
+    Sweep,
+    SweepProgress,
+    SweepWinner,
     WebhookSecret,
 )
 from core.webhooks.signing import verify_signature as verify_webhook
@@ -35,16 +43,24 @@ __all__ = [
     "Artifact",
     "BaseModelEntry",
     "Client",
+    "Comparison",
     "Dataset",
     "Job",
     "JobError",
     "JobEvent",
     "JobProgress",
     "JobSpec",
+    "Leaderboard",
+    "LeaderboardRow",
+    "LeaderboardWinner",
     "MetricPoint",
     "Model",
     "Page",
     "Prediction",
+    "SeedResult",
+    "Sweep",
+    "SweepProgress",
+    "SweepWinner",
     "WebhookSecret",
     "verify_webhook",
 ]

@@ -5,6 +5,7 @@
         job = client.jobs.create(dataset.id, "minilm-l6", loss="apl", hyperparameters={"epochs": 3})
         job = client.jobs.wait(job.id, progress=True)
         client.models.predict(job.model_id, ["a space opera with jokes"])
+        sweep = client.sweeps.wait(client.sweeps.create(dataset.id, "minilm-l6").id, progress=True)
 
 Every refusal (problem+json) and every failure to reach the service raises
 `APIError`; results are the pydantic types of `aplserve.client.schemas`.
@@ -42,6 +43,7 @@ from aplserve.client.schemas import (
     Prediction,
     WebhookSecret,
 )
+from aplserve.client.sweeps import Sweeps
 from aplserve.client.uploads import ProgressCallback, multipart_file
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -86,6 +88,7 @@ class Client:
         self.jobs = Jobs(self)
         self.models = Models(self)
         self.webhooks = Webhooks(self)
+        self.sweeps = Sweeps(self)
 
     # --- plumbing ---------------------------------------------------------------------
 
