@@ -65,6 +65,7 @@ export async function jobPage({ root, params: [jobId], signal }) {
     h("strong", null, lossName(job.spec.loss)), " · ", h("span", { title: job.spec.base_model }, baseModel(job.spec.base_model)),
     " · ", dataset ? link(`/datasets/${encodePath(dataset.id)}`, dataset.name) : h("span", { class: "muted" }, "dataset deleted"),
     " · ", `created ${dateTime(job.created_at)}`, " · ", connection,
+    job.sweep_id ? [" · ", link(`/sweeps/${encodePath(job.sweep_id)}`, `sweep ${shortId(job.sweep_id)}`)] : null,
   ];
   setChildren(root,
     pageHeader(h("span", null, "Job ", h("code", null, shortId(job.id)), " ", titleBadge), { subtitle, actions }),
