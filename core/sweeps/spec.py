@@ -28,6 +28,14 @@ SweepMetric = Literal["map", "macro_f1", "micro_f1"]
 Seed = int
 
 
+class SweepHyperparameters(Hyperparameters):
+    """The hyperparameters every child shares; each child's seed comes from the sweep's `seeds`."""
+
+    seed: int | None = Field(  # type: ignore[assignment]
+        default=None, exclude=True, description="Not accepted here: each child's seed comes from `seeds`."
+    )
+
+
 def _default_candidates() -> list[LossSpec]:
     return [LossSpec(name=name) for name in LOSS_PRESETS]  # type: ignore[arg-type]
 
@@ -66,8 +74,8 @@ class SweepSpec(BaseModel):
         description="One child per candidate and seed; a seed fixes the split, the data order and the "
         "initialisation, the same for every candidate.",
     )
-    hyperparameters: Hyperparameters = Field(
-        default_factory=Hyperparameters, description="Shared by every child (the seed comes from `seeds`)."
+    hyperparameters: SweepHyperparameters = Field(
+        default_factory=SweepHyperparameters, description="Shared by every child (seeds come from `seeds`)."
     )
     test_fraction: float | None = Field(
         default=DEFAULT_TEST_FRACTION,
@@ -137,7 +145,7 @@ def check(spec: SweepSpec) -> None:
             f"a sweep starts at most {MAX_CHILDREN}"
         )
         raise _unprocessable("too_many_children", ["candidates"], message)
-    if "seed" in spec.hyperparameters.model_fields_set:
+    if spec.hyperparameters.seed is not None:
         message = "a sweep sets each child's seed from `seeds`; leave hyperparameters.seed out"
         raise _unprocessable("seed_in_hyperparameters", ["hyperparameters", "seed"], message)
     if spec.test_fraction is not None and spec.test_dataset_id is not None:
