@@ -219,8 +219,14 @@ class Jobs:
         hyperparameters: Mapping[str, Any] | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        test_fraction: float | None = None,
+        test_dataset_id: str | None = None,
     ) -> Job:
-        """Queue a training job. Parameters left out (or None) take the server's defaults."""
+        """Queue a training job. Parameters left out (or None) take the server's defaults.
+
+        `test_fraction` (or `test_dataset_id`) holds out a test split that the best epoch
+        is scored on once; the job's `best_metrics["test"]` then holds its mAP and F1.
+        """
         spec: dict[str, Any] = {
             "dataset_id": dataset_id,
             "base_model": base_model,
@@ -229,6 +235,7 @@ class Jobs:
         }
         if webhook_url:
             spec["webhook_url"] = webhook_url
+        spec.update(_params(test_fraction=test_fraction, test_dataset_id=test_dataset_id))
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return Job.model_validate(self._client.request("POST", "/v1/jobs", json=spec, headers=headers).json())
 

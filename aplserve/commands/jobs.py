@@ -48,6 +48,10 @@ def show_job(job: Job) -> None:
         out.print(
             "  best: " + ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in best.items())
         )
+    test = (job.best_metrics or {}).get("test")
+    if isinstance(test, dict):
+        scores = ", ".join(f"{k}={fmt(test[k])}" for k in ("map", "macro_f1", "micro_f1") if k in test)
+        out.print(f"  test split ({test.get('num_samples')} samples): {scores}", highlight=False)
     if job.model_id:
         out.print(f"  model: {job.model_id}", highlight=False)
     if job.error:
@@ -111,6 +115,12 @@ def create(
         str | None,
         typer.Option(help="Retrying with the same key returns the first job instead of a new one."),
     ] = None,
+    test_fraction: Annotated[
+        float | None, typer.Option(help="Hold out this fraction as a test split, scored once at the end.")
+    ] = None,
+    test_dataset: Annotated[
+        str | None, typer.Option("--test-dataset", help="Score the end result on this dataset instead.")
+    ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
@@ -144,6 +154,8 @@ def create(
             hyperparameters=hyperparameters,
             webhook_url=webhook_url,
             idempotency_key=idempotency_key,
+            test_fraction=test_fraction,
+            test_dataset_id=test_dataset,
         )
         if watch:
             if not json_output:

@@ -138,3 +138,18 @@ def test_the_cli_creates_watches_lists_and_cancels_sweeps(
     assert again.exit_code == 1 and "sweep_finished" in again.stderr
     refused = cli.invoke(app, ["sweeps", "create", *common, "-c", "nope"])
     assert refused.exit_code == 1 and "candidates.0.name" in refused.stderr
+
+
+def test_an_ordinary_job_with_a_test_split_reports_its_test_scores(
+    embedded: LiveServer, dataset: Dataset, tiny_bert: Path
+) -> None:
+    with Client(embedded.url, embedded.key) as client:
+        job = client.jobs.create(
+            dataset.id, f"hf:{tiny_bert}", hyperparameters=HYPERPARAMETERS | {"epochs": 1}, test_fraction=0.25
+        )
+        assert job.spec.model_dump()["test_fraction"] == 0.25 and job.sweep_id is None
+        job = client.jobs.wait(job.id, timeout=SWEEP_TIMEOUT)
+    assert job.status == "succeeded" and job.best_metrics and job.best_metrics["test"]["num_samples"] == 12
+    cli = CliRunner(env={"APLSERVE_URL": embedded.url, "APLSERVE_API_KEY": embedded.key, "COLUMNS": "200"})
+    shown = cli.invoke(app, ["jobs", "get", job.id])
+    assert shown.exit_code == 0 and "test split (12 samples): map=" in shown.stdout

@@ -118,6 +118,7 @@ export async function jobPage({ root, params: [jobId], signal }) {
       stat("Micro F1", num(best.micro_f1)),
       stat("Macro F1", num(best.macro_f1)),
       stat("Val loss", num(best.val_loss, 4)),
+      best.test ? stat(`Test mAP (${best.test.num_samples})`, num(best.test.map), "accent") : null,
       stat("Running time", duration(job.started_at, job.finished_at)));
   }
 
