@@ -32,15 +32,54 @@ def _problem_content(response: dict[str, Any]) -> None:
     content[PROBLEM_JSON] = {**problem, "schema": schema}
 
 
+#: Problems any request can meet, whatever its route: the HTTP edge (api/edge.py) and the
+#: database pool answer them before or around the route's own code.
+ANY_REQUEST = ("invalid_characters", "request_timeout", "database_busy", "database_unavailable", "internal")
+#: Problems of requests that change something: the per-owner write rate, the JSON body
+#: limit and a full disk.
+WRITES = ("rate_limited", "body_too_large", "storage_full")
+WRITE_METHODS = frozenset({"post", "put", "patch", "delete"})
+
+
+def _merge(operation: dict[str, Any], extra: dict[int | str, dict[str, Any]]) -> None:
+    """Add service-wide problems to a route's documented ones (examples merged per status)."""
+    responses = operation.setdefault("responses", {})
+    for status, response in extra.items():
+        current = responses.get(str(status))
+        if current is None:
+            responses[str(status)] = {
+                "description": response["description"],
+                "content": {
+                    PROBLEM_JSON: {**response["content"][PROBLEM_JSON], "schema": {"$ref": PROBLEM_REF}}
+                },
+            }
+            continue
+        problem = current.setdefault("content", {}).setdefault(PROBLEM_JSON, {})
+        examples = problem.setdefault("examples", {})
+        for code, example in response["content"][PROBLEM_JSON].get("examples", {}).items():
+            examples.setdefault(code, example)
+
+
+def _add_service_wide(template: str, method: str, operation: dict[str, Any]) -> None:
+    _merge(operation, problem_responses(*ANY_REQUEST))
+    if template.endswith("/predict"):
+        _merge(operation, problem_responses("rate_limited"))  # the predict rate; its own body limits
+    elif template == "/v1/datasets" and method == "post":
+        _merge(operation, problem_responses("rate_limited", "storage_full"))  # upload_too_large
+    elif method in WRITE_METHODS:
+        _merge(operation, problem_responses(*WRITES))
+
+
 def problem_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is not None:
         return app.openapi_schema
     document = FastAPI.openapi(app)
-    for path in document.get("paths", {}).values():
-        for operation in path.values():
+    for template, path in document.get("paths", {}).items():
+        for method, operation in path.items():
             for status, response in operation.get("responses", {}).items():
                 if str(status)[:1] in ("4", "5"):
                     _problem_content(response)
+            _add_service_wide(template, method, operation)
     schemas = document.get("components", {}).get("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)

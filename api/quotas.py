@@ -57,21 +57,33 @@ def lock_owner(session: Session, owner_id: str) -> None:
     session.execute(select(Owner.id).where(Owner.id == owner_id).with_for_update())
 
 
+def _active_jobs(session: Session, owner_id: str) -> int:
+    count = session.scalar(
+        select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status.in_(ACTIVE_STATUSES))
+    )
+    return int(count or 0)
+
+
 def check_active_jobs(session: Session, owner_id: str, settings: Settings) -> None:
     """After the new job is flushed (and `lock_owner`): 429 when the owner now has too many active."""
     limit = settings.quota_active_jobs
-    if not limit:
-        return
-    active = int(
-        session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.owner_id == owner_id, Job.status.in_(ACTIVE_STATUSES))
-        )
-        or 0
-    )
-    if active > limit:
+    active = _active_jobs(session, owner_id) if limit else 0
+    if limit and active > limit:
         raise _exceeded("too many queued and running jobs", limit, active - 1, "")
+
+
+def check_room_for_jobs(session: Session, owner_id: str, settings: Settings, wanted: int) -> None:
+    """Before a sweep inserts its children: 429 unless all `wanted` jobs fit under the quota.
+
+    Checked up front so a sweep that cannot run whole is refused at once instead of
+    leaving some children queued; each child is still counted again as it is added.
+    """
+    limit = settings.quota_active_jobs
+    active = _active_jobs(session, owner_id) if limit else 0
+    if limit and active + wanted > limit:
+        raise _exceeded(
+            f"a sweep of {wanted} jobs does not fit in the queued and running jobs", limit, active, ""
+        )
 
 
 def dataset_bytes_used(session: Session, owner_id: str) -> int:

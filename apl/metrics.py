@@ -168,3 +168,37 @@ def score_validation(
         thresholds={name: float(tuned.values[j]) for j, name in enumerate(labels)},
         fallback_labels=[labels[j] for j in tuned.fallback],
     )
+
+
+@dataclass(frozen=True)
+class HeldOutScores:
+    """A held-out split scored at thresholds tuned elsewhere (never on the split itself)."""
+
+    map: float
+    micro_f1: float
+    macro_f1: float
+    per_class_ap: dict[str, float]
+
+
+def score_held_out(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    labels: Sequence[str],
+    thresholds: dict[str, float],
+    mask: np.ndarray | None = None,
+) -> HeldOutScores:
+    """mAP and F1 of a test split at the validation-tuned `thresholds` (same definitions as validation)."""
+    probs, binary, known = check_scores(probs, targets, mask)
+    if len(labels) != probs.shape[1]:
+        raise ValueError("one label name per column is needed")
+    if not np.isfinite(probs).all():
+        raise ValueError("the predicted probabilities contain NaN or infinity")
+    ap = per_class_average_precision(probs, binary, known)
+    cutoffs = np.array([thresholds.get(name, DEFAULT_THRESHOLD) for name in labels], dtype=np.float64)
+    micro, macro = f1_at_thresholds(probs, binary, cutoffs, known)
+    return HeldOutScores(
+        map=float(np.mean(list(ap.values()))) if ap else 0.0,
+        micro_f1=micro,
+        macro_f1=macro,
+        per_class_ap={labels[j]: value for j, value in ap.items()},
+    )

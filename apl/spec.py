@@ -24,6 +24,9 @@ LOSS_PRESETS: dict[str, dict[str, float]] = {
 
 LOSS_PARAMETERS = ("alpha1", "alpha2", "beta", "gamma_pos", "gamma_neg", "clip")
 
+#: The largest test split a job may hold out; beyond it too little is left to train on.
+MAX_TEST_FRACTION = 0.5
+
 
 class LossSpec(BaseModel):
     """A loss choice: a preset name plus optional overrides of its six parameters.
@@ -188,3 +191,30 @@ class JobSpec(BaseModel):
         default=None,
         description="Called (POST, signed) when the job ends: succeeded, failed or cancelled.",
     )
+    test_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TEST_FRACTION,
+        description="Hold this fraction of the dataset out as a test split (split off first, "
+        "stratified, from the seed); the best epoch is scored on it once. Never used for early "
+        "stopping or threshold tuning.",
+    )
+    test_dataset_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Score the best epoch once on this dataset instead (same labels and modality).",
+    )
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _finite_fraction(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _one_test_split(self) -> JobSpec:
+        if self.test_fraction is not None and self.test_dataset_id is not None:
+            raise ValueError("give test_fraction or test_dataset_id, not both")
+        return self

@@ -123,7 +123,7 @@ def worker_command(
     main(concurrency=concurrency, loglevel=loglevel)
 
 
-register_client_commands(app)  # datasets, jobs, models, predict, webhooks (over HTTP)
+register_client_commands(app)  # datasets, jobs, sweeps, models, predict, webhooks (over HTTP)
 
 if __name__ == "__main__":
     app()

@@ -33,6 +33,7 @@ ANY = "Any route"
 UPLOAD = "Uploading a dataset (the request)"
 CONTENT = "Uploading a dataset (the file's content)"
 JOBS = "Jobs"
+SWEEPS = "Sweeps (the loss tournament)"
 MODELS = "Models and predictions"
 SERVICE = "The service"
 
@@ -362,6 +363,64 @@ _HTTP: tuple[ErrorCode, ...] = (
         JOBS,
         "The job queue did not take the job (nothing was kept); retry, with the same Idempotency-Key.",
     ),
+    ErrorCode(
+        "dataset_too_small",
+        (422,),
+        JOBS,
+        "After the test split is held out too few samples are left to train and validate on; "
+        "lower test_fraction or upload more samples.",
+    ),
+    ErrorCode(
+        "test_dataset_not_held_out",
+        (422,),
+        JOBS,
+        "test_dataset_id names the training dataset itself; upload the test samples as a dataset of "
+        "their own.",
+    ),
+    ErrorCode(
+        "test_labels_mismatch",
+        (422,),
+        JOBS,
+        "The test dataset must have exactly the training dataset's labels; the detail lists the "
+        "labels found in only one of them.",
+    ),
+    ErrorCode(
+        "empty_candidates", (422,), SWEEPS, "Give at least one candidate loss, or leave `candidates` out."
+    ),
+    ErrorCode(
+        "duplicate_candidate",
+        (422,),
+        SWEEPS,
+        "Two candidates are the same loss with the same parameters; remove one.",
+    ),
+    ErrorCode("empty_seeds", (422,), SWEEPS, "Give at least one seed, or leave `seeds` out for [0, 1, 2]."),
+    ErrorCode("duplicate_seed", (422,), SWEEPS, "Each seed may appear once in `seeds`."),
+    ErrorCode("invalid_seed", (422,), SWEEPS, "Seeds are integers from 0 to 2**32 - 1."),
+    ErrorCode(
+        "seed_in_hyperparameters",
+        (422,),
+        SWEEPS,
+        "A sweep sets each child's seed from `seeds`; remove `hyperparameters.seed`.",
+    ),
+    ErrorCode(
+        "too_many_children",
+        (422,),
+        SWEEPS,
+        "candidates x seeds is over 64 jobs; use fewer candidates or seeds.",
+    ),
+    ErrorCode(
+        "missing_test_split",
+        (422,),
+        SWEEPS,
+        "A sweep is scored on a test split: give test_fraction (0.2 by default) or test_dataset_id.",
+    ),
+    ErrorCode(
+        "conflicting_test_split",
+        (422,),
+        SWEEPS,
+        "Give test_fraction or test_dataset_id, not both.",
+    ),
+    ErrorCode("sweep_finished", (409,), SWEEPS, "The sweep has already ended; there is nothing to cancel."),
     ErrorCode("job_finished", (409,), JOBS, "The job has already ended; there is nothing to cancel."),
     ErrorCode("job_not_cancellable", (409,), JOBS, "The job is in a state that cannot be cancelled."),
     ErrorCode(
@@ -457,7 +516,7 @@ _JOB: tuple[JobErrorCode, ...] = (
 
 ERROR_CODES: dict[str, ErrorCode] = {entry.code: entry for entry in _HTTP}
 JOB_ERROR_CODES: dict[str, JobErrorCode] = {entry.code: entry for entry in _JOB}
-AREAS = (ANY, UPLOAD, CONTENT, JOBS, MODELS, SERVICE)
+AREAS = (ANY, UPLOAD, CONTENT, JOBS, SWEEPS, MODELS, SERVICE)
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 
 _INTRO = """\

@@ -4,13 +4,19 @@
     <data_dir>/datasets/<dataset id>/   normalized datasets (`apl.formats` layout)
     <data_dir>/artifacts/<model id>.tar model archives; the ONNX export beside them
     <data_dir>/checkpoints/<job id>/    the last epoch checkpoint of a running job
+    <data_dir>/predictions/<job id>/<split>-<attempt>.npz
+                                        a succeeded job's per-sample predictions on its test
+                                        split (`apl.predictions`), read by the sweep leaderboard;
+                                        per attempt, so a stale attempt never touches the file
+                                        of the one that succeeded
 
 Partial files (`api_partials`, `worker_partials`) are what an interrupted write leaves:
 the server and each worker remove their own at start once they are older than
 `stale_file_seconds` (core.storage.remove_stale).
 
-The API writes uploads and datasets and reads artifacts; the worker reads datasets
-and writes checkpoints and artifacts. Both ask this class, so the two never disagree.
+The API writes uploads and datasets and reads artifacts and predictions; the worker
+reads datasets and writes checkpoints, artifacts and predictions. Both ask this
+class, so the two never disagree.
 A Model row stores its archive's path relative to the data dir, so a deployment can
 move its data dir without rewriting rows.
 """
@@ -23,6 +29,7 @@ from pathlib import Path, PurePosixPath
 ARCHIVE_SUFFIX = ".tar"
 ONNX_SUFFIX = ".onnx.zip"
 CHECKPOINT_FILE = "last.ckpt"
+PREDICTIONS_SUFFIX = ".npz"
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,17 @@ class DataFiles:
 
     def checkpoint(self, job_id: str) -> Path:
         return self.checkpoints / job_id / CHECKPOINT_FILE
+
+    @property
+    def predictions_root(self) -> Path:
+        return self.root / "predictions"
+
+    def predictions(self, job_id: str, split: str, attempt: int) -> Path:
+        """A job attempt's predictions on one split ("test"): probabilities, targets, thresholds.
+
+        The attempt that succeeded is the job row's `attempts` once it has ended.
+        """
+        return self.predictions_root / job_id / f"{split}-{attempt}{PREDICTIONS_SUFFIX}"
 
     # --- partial files a killed process leaves behind (removed at start, core.storage) ---
 

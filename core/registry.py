@@ -46,12 +46,15 @@ class ModelRecord:
 
 
 def model_metrics(result: TrainResult) -> dict[str, Any]:
-    """The best epoch's metric point plus how training ended and which thresholds fell back."""
+    """The best epoch's metric point, how training ended, which thresholds fell back, and the test split."""
     best = result.best_metrics
     metrics: dict[str, Any] = best.as_metric_point() if best else {}
     metrics["best_epoch"] = result.best_epoch
     metrics["epochs_completed"] = result.epochs_completed
     metrics["fallback_labels"] = list(result.fallback_labels)
+    if result.test is not None:
+        # Scored once at the best epoch on the held-out split; the sweep leaderboard reads these.
+        metrics["test"] = result.test.metrics()
     return metrics
 
 

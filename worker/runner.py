@@ -89,12 +89,12 @@ def classify(error: BaseException) -> JobFailure:
     return JobFailure("internal", "training failed with an internal error; it was logged for the operators")
 
 
-def _dataset_dir(settings: Settings, dataset_id: str | None) -> Path:
+def _dataset_dir(settings: Settings, dataset_id: str | None, which: str = "dataset") -> Path:
     if dataset_id is None:
-        raise JobFailure("dataset_unreadable", "the dataset of this job was deleted")
+        raise JobFailure("dataset_unreadable", f"the {which} of this job was deleted")
     path = settings.files.dataset(dataset_id)
     if not (path / SAMPLES_FILE).is_file():
-        raise JobFailure("dataset_unreadable", "the stored files of this job's dataset are missing")
+        raise JobFailure("dataset_unreadable", f"the stored files of this job's {which} are missing")
     return path
 
 
@@ -128,6 +128,7 @@ def _train(job: lifecycle.ClaimedJob, spec: JobSpec, settings: Settings, callbac
     from apl.training import TrainConfig, train
 
     dataset_dir = _dataset_dir(settings, job.dataset_id)
+    test_dir = _dataset_dir(settings, spec.test_dataset_id, "test dataset") if spec.test_dataset_id else None
     ckpt = settings.files.checkpoint(job.id)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     resume = ckpt if ckpt.is_file() else None
@@ -144,6 +145,7 @@ def _train(job: lifecycle.ClaimedJob, spec: JobSpec, settings: Settings, callbac
             checkpoint_path=ckpt,
             resume_from=resume_from,
             allow_download=settings.allow_model_download,
+            test_dataset_dir=test_dir,
         )
 
     try:
@@ -164,17 +166,29 @@ def _train(job: lifecycle.ClaimedJob, spec: JobSpec, settings: Settings, callbac
 
 
 def _publish(job: lifecycle.ClaimedJob, spec: JobSpec, result: Any, settings: Settings) -> str:
-    """Write the artifact (temp file, fsync, rename), then the Model row with its sha256."""
+    """Write the artifact and the test predictions (temp file, fsync, rename), then the Model row.
+
+    The predictions are on disk before the job reads `succeeded`, so a sweep leaderboard
+    that sees the job finished can always resample its test split.
+    """
     record = publish_model(result, settings.files, base_model=spec.base_model, modality=job.dataset_modality)
-    archive = settings.files.artifact(record.id)
+    written = [settings.files.artifact(record.id)]
+    if result.test is not None:
+        written.append(settings.files.predictions(job.id, result.test.split, job.attempt))
+        result.test.save(written[-1])
     try:
         outcome = lifecycle.finish_succeeded(job.id, job.attempt, record, settings)
     except BaseException:
-        archive.unlink(missing_ok=True)
+        _remove(written)
         raise
     if outcome != "succeeded":
-        archive.unlink(missing_ok=True)  # cancelled or taken back meanwhile: keep no orphan file
+        _remove(written)  # cancelled or taken back meanwhile: keep no orphan file
     return outcome
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _run_claimed(job: lifecycle.ClaimedJob, settings: Settings, lost: threading.Event) -> str:

@@ -7,11 +7,12 @@ from fastapi import FastAPI
 
 def include_routers(app: FastAPI) -> None:
     from api import apidocs, dashboard
-    from api.routes import base_models, datasets, health, jobs, models, webhooks
+    from api.routes import base_models, datasets, health, jobs, models, sweeps, webhooks
 
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(sweeps.router)
     app.include_router(base_models.router)
     app.include_router(models.router)
     app.include_router(webhooks.router)

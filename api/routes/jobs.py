@@ -96,6 +96,7 @@ async def list_jobs(
     principal: OwnerDep,
     settings: SettingsDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
+    sweep_id: Annotated[str | None, Query(description="Only the children of this sweep.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     id_prefix: IdPrefixQuery = None,
@@ -104,7 +105,13 @@ async def list_jobs(
 
     def read(session: Session) -> JobList:
         page = service.list_owned(
-            session, principal.owner_id, status=status, limit=limit, cursor=cursor, id_prefix=id_prefix
+            session,
+            principal.owner_id,
+            status=status,
+            limit=limit,
+            cursor=cursor,
+            id_prefix=id_prefix,
+            sweep_id=sweep_id,
         )
         return JobList(items=service.to_schemas(session, page.items), next_cursor=page.next_cursor)
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from api import quotas, schemas
@@ -96,14 +96,17 @@ def create(
 
 
 def delete(session: Session, files: DataFiles, owner_id: str, dataset_id: str) -> None:
-    """Delete the row, then the stored files; 409 while a queued or running job needs them.
+    """Delete the row, then the stored files; 409 while a queued or running job needs them
+    (to train on, or as its test dataset).
 
     The row is locked (PostgreSQL) while the jobs are counted so that a job created
     at the same moment either sees the dataset or does not exist yet.
     """
     row = get_owned(session, owner_id, dataset_id, lock=True)
     in_use = session.scalar(
-        select(func.count()).select_from(Job).where(Job.dataset_id == row.id, Job.status.in_(ACTIVE_STATUSES))
+        select(func.count())
+        .select_from(Job)
+        .where(or_(Job.dataset_id == row.id, Job.test_dataset_id == row.id), Job.status.in_(ACTIVE_STATUSES))
     )
     if in_use:
         raise AppError(

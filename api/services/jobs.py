@@ -2,11 +2,12 @@
 
 A job is inserted as `queued` and committed before its id goes to the broker, so a
 worker never receives an id it cannot find. `create` is the one way jobs are made
-(POST /v1/jobs, and sweeps for their children): it checks the owner's quota, commits,
-and sends through core.jobs.dispatch, whose outbox mark and reconciler make sure the
-job reaches a worker even when the broker fails now or loses the message later. The
-worker claims it with a conditional UPDATE (queued -> running); cancelling a queued
-job uses the same kind of UPDATE, so exactly one of the two wins.
+(POST /v1/jobs, and sweeps for their children, made with `send=False` and sent
+together): it checks the owner's quota, commits, and sends through core.jobs.dispatch,
+whose outbox mark and reconciler make sure the job reaches a worker even when the
+broker fails now or loses the message later. The worker claims it with a conditional
+UPDATE (queued -> running); cancelling a queued job uses the same kind of UPDATE, so
+exactly one of the two wins.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from core.webhooks.notify import notify_job_finished
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_MAX = 200
+#: Samples a job must keep for training and validation once its test split is held out.
+MIN_SAMPLES_AFTER_TEST = 3
 
 
 def _unprocessable(code: str, loc: list[str | int], message: str) -> AppError:
@@ -64,7 +67,7 @@ def _replay(
     return existing
 
 
-def _check_spec(
+def check_spec(
     session: Session, owner_id: str, spec: JobSpec, allow_download: bool, allow_private_webhooks: bool
 ) -> Dataset:
     """The dataset the spec trains on, once the spec is known to be runnable."""
@@ -82,9 +85,8 @@ def _check_spec(
         base_model = check_base_model(spec.base_model, allow_download=allow_download)
     except UnknownBaseModel as exc:
         raise _unprocessable("unknown_base_model", ["body", "base_model"], str(exc)) from None
-    dataset = session.scalar(
-        select(Dataset).where(Dataset.id == spec.dataset_id, Dataset.owner_id == owner_id).with_for_update()
-    )
+    datasets = _lock_datasets(session, owner_id, spec)
+    dataset = datasets.get(spec.dataset_id)
     if dataset is None:
         raise AppError(
             404,
@@ -99,7 +101,71 @@ def _check_spec(
             f"base model '{base_model.name}' is for {base_model.modality} but the dataset holds "
             f"{dataset.modality} samples",
         )
+    _check_test_split(spec, dataset, datasets)
     return dataset
+
+
+def _lock_datasets(session: Session, owner_id: str, spec: JobSpec) -> dict[str, Dataset]:
+    """The owner's datasets the spec names (training and test), locked in id order.
+
+    The lock keeps a concurrent DELETE from removing a dataset this job is about to
+    use; one query in a fixed order means two jobs naming the same two datasets the
+    other way round cannot deadlock.
+    """
+    wanted = sorted({spec.dataset_id, *([spec.test_dataset_id] if spec.test_dataset_id else [])})
+    rows = session.scalars(
+        select(Dataset)
+        .where(Dataset.id.in_(wanted), Dataset.owner_id == owner_id)
+        .order_by(Dataset.id)
+        .with_for_update()
+    )
+    return {row.id: row for row in rows}
+
+
+def _check_test_split(spec: JobSpec, dataset: Dataset, datasets: dict[str, Dataset]) -> None:
+    """A test split must be held out of training and be big enough (or be a compatible dataset)."""
+    if spec.test_fraction is not None:
+        held_out = round(spec.test_fraction * dataset.num_samples)
+        if held_out < 1 or dataset.num_samples - held_out < MIN_SAMPLES_AFTER_TEST:
+            raise _unprocessable(
+                "dataset_too_small",
+                ["body", "test_fraction"],
+                f"a test_fraction of {spec.test_fraction:g} of {dataset.num_samples} samples leaves "
+                f"{held_out} test and {dataset.num_samples - held_out} other samples; at least 1 and "
+                f"{MIN_SAMPLES_AFTER_TEST} are needed",
+            )
+    if spec.test_dataset_id is None:
+        return
+    loc: list[str | int] = ["body", "test_dataset_id"]
+    if spec.test_dataset_id == spec.dataset_id:
+        raise _unprocessable(
+            "test_dataset_not_held_out",
+            loc,
+            "the test dataset is the training dataset; a test split must be held out of training",
+        )
+    test = datasets.get(spec.test_dataset_id)
+    if test is None:
+        raise AppError(
+            404,
+            "dataset_not_found",
+            "the dataset in test_dataset_id was not found",
+            errors=[{"loc": loc, "msg": "dataset not found"}],
+        )
+    if test.modality != dataset.modality:
+        raise _unprocessable(
+            "modality_mismatch",
+            loc,
+            f"the test dataset holds {test.modality} samples, the dataset {dataset.modality}",
+        )
+    if list(test.labels) != list(dataset.labels):
+        only_test = sorted(set(test.labels) - set(dataset.labels))[:5]
+        only_train = sorted(set(dataset.labels) - set(test.labels))[:5]
+        raise _unprocessable(
+            "test_labels_mismatch",
+            loc,
+            "the test dataset must have the same labels as the dataset "
+            f"(only in the test dataset: {only_test or 'none'}; only in the dataset: {only_train or 'none'})",
+        )
 
 
 def _earlier(
@@ -133,6 +199,7 @@ def create(
     send: bool = True,
     name: str | None = None,
     metadata: dict[str, str] | None = None,
+    sweep_id: str | None = None,
 ) -> tuple[Job, bool]:
     """Validate, count against the owner's quota, insert a queued job with its first history entry,
     commit, send. Returns (job, created).
@@ -149,7 +216,7 @@ def create(
     existing = _earlier(session, owner_id, idempotency_key, spec_json, name, metadata)
     if existing is not None:
         return _replayed(session, settings, existing, send), False
-    dataset = _check_spec(
+    dataset = check_spec(
         session, owner_id, spec, settings.allow_model_download, settings.webhook_allow_private_addresses
     )
     quotas.lock_owner(session, owner_id)
@@ -165,6 +232,8 @@ def create(
         cancel_requested=False,
         attempts=0,
         idempotency_key=idempotency_key,
+        sweep_id=sweep_id,
+        test_dataset_id=spec.test_dataset_id,
     )
     session.add(job)
     try:
@@ -234,10 +303,13 @@ def list_owned(
     limit: int,
     cursor: str | None,
     id_prefix: str | None = None,
+    sweep_id: str | None = None,
 ) -> Page[Job]:
     statement = select(Job).where(Job.owner_id == owner_id)
     if status is not None:
         statement = statement.where(Job.status == status)
+    if sweep_id is not None:
+        statement = statement.where(Job.sweep_id == sweep_id)
     if id_prefix is not None:
         statement = statement.where(id_starts_with(Job.id, id_prefix))
     return paginate(session, statement, Job, limit=limit, cursor=cursor)

@@ -8,7 +8,7 @@ from apl.data.images import (
     open_image,
     resolve_preprocessing,
 )
-from apl.data.split import split_indices
+from apl.data.split import split_indices, split_test_indices
 from apl.data.stored import StoredDataset, load_stored_dataset
 from apl.data.text import TextCollator, TextDataset
 
@@ -24,4 +24,5 @@ __all__ = [
     "open_image",
     "resolve_preprocessing",
     "split_indices",
+    "split_test_indices",
 ]

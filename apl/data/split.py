@@ -7,6 +7,8 @@ tuned for it. This is iterative stratification (Sechidis, Tsoumakas and Vlahavas
 most) followed by a repair pass that guarantees every label with at least two
 positives has a positive on both sides. All randomness comes from one
 `numpy.random.Generator` seeded by the caller, so a seed always gives the same split.
+A held-out test split (`split_test_indices`) is made the same way before the
+train/validation split, from an RNG stream of its own.
 """
 
 from __future__ import annotations
@@ -108,6 +110,18 @@ def _repair(targets: np.ndarray, is_val: np.ndarray, rng: np.random.Generator) -
             return
 
 
+def _split_mask(targets: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A boolean mask of the samples that go to the smaller side (validation or test)."""
+    n = len(targets)
+    is_held = _iterative_stratification(np.asarray(targets), fraction, rng)
+    _repair(np.asarray(targets), is_held, rng)
+    if is_held.all() or not is_held.any():
+        # Only possible for degenerate inputs; keep the promise of one sample per side.
+        is_held[:] = False
+        is_held[_pick(rng, np.arange(n))] = True
+    return is_held
+
+
 def split_indices(targets: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split sample indices into (train, validation), both sorted ascending.
 
@@ -119,11 +133,35 @@ def split_indices(targets: np.ndarray, val_fraction: float, seed: int) -> tuple[
         raise DatasetError("at least 2 samples are needed to split into training and validation")
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError("val_fraction must be between 0 and 1")
-    rng = np.random.default_rng(seed)
-    is_val = _iterative_stratification(np.asarray(targets), val_fraction, rng)
-    _repair(np.asarray(targets), is_val, rng)
-    if is_val.all() or not is_val.any():
-        # Only possible for degenerate inputs; keep the promise of one sample per side.
-        is_val[:] = False
-        is_val[_pick(rng, np.arange(n))] = True
+    is_val = _split_mask(targets, val_fraction, np.random.default_rng(seed))
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+#: Second word of the test split's RNG seed, so it draws from a stream of its own: the same
+#: `seed` gives the same test split whatever the validation fraction, and vice versa.
+TEST_SPLIT_STREAM = 0x7E57
+
+
+def split_test_indices(
+    targets: np.ndarray, test_fraction: float, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split sample indices into (train, validation, test), each sorted ascending.
+
+    The test split comes off first, stratified like validation and drawn from its own
+    RNG stream (`TEST_SPLIT_STREAM`); the rest is then split into train and validation
+    exactly as `split_indices` does. It depends on nothing but the targets, the two
+    fractions and `seed`, so every candidate of a sweep with one seed gets the same three
+    splits. The test split is never shown to training, early stopping or threshold tuning.
+    """
+    n = len(targets)
+    if n < 4:
+        raise DatasetError("at least 4 samples are needed to split into training, validation and test")
+    if not 0.0 < test_fraction < 1.0:
+        raise DatasetError("test_fraction must be between 0 and 1")
+    targets = np.asarray(targets)
+    is_test = _split_mask(targets, test_fraction, np.random.default_rng([seed, TEST_SPLIT_STREAM]))
+    rest, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    if len(rest) < 3:
+        raise DatasetError("the test split leaves fewer than 3 samples for training and validation")
+    train, val = split_indices(targets[rest], val_fraction, seed)
+    return rest[train], rest[val], test

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from apl.metrics import EpochMetrics
 from apl.models import BuiltModel
+from apl.predictions import SplitPredictions
 from apl.spec import CalibrationMethod, DecisionSpec, Hyperparameters, JobSpec, LossSpec
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -35,6 +36,10 @@ class TrainConfig:
     decision: DecisionSpec = field(default_factory=DecisionSpec)
     #: Per-label temperature scaling fitted on the validation split after training, or none.
     calibration: CalibrationMethod = "temperature"
+    #: Hold this fraction out as a test split (`apl.data.split_test_indices`); scored once at the end.
+    test_fraction: float | None = None
+    #: Or score the end result on this normalized dataset (same labels and modality) instead.
+    test_dataset_dir: Path | None = None
 
     @classmethod
     def from_job_spec(
@@ -47,7 +52,11 @@ class TrainConfig:
         device: Device = "auto",
         num_workers: int = 0,
         allow_download: bool = False,
+        test_dataset_dir: Path | None = None,
     ) -> TrainConfig:
+        """`test_dataset_dir` is where `spec.test_dataset_id` is stored (the caller knows the layout)."""
+        if (spec.test_dataset_id is None) != (test_dataset_dir is None):
+            raise ValueError("test_dataset_dir is needed exactly when the spec names a test_dataset_id")
         return cls(
             dataset_dir=Path(dataset_dir),
             base_model=spec.base_model,
@@ -60,6 +69,8 @@ class TrainConfig:
             allow_download=allow_download,
             decision=spec.decision,
             calibration=spec.calibration,
+            test_fraction=spec.test_fraction,
+            test_dataset_dir=Path(test_dataset_dir) if test_dataset_dir is not None else None,
         )
 
 
@@ -90,10 +101,12 @@ class TrainResult:
     precision: str
     #: Per-label temperatures (all 1.0 with calibration "none"); empty when not finalized.
     temperatures: dict[str, float] = field(default_factory=dict)
-    #: Per label: "tuned", "fallback" or "fixed" (apl.thresholds).
+    #: Per label: "tuned" or "fallback" (apl.thresholds).
     threshold_sources: dict[str, str] = field(default_factory=dict)
     #: The Evaluation document of the validation split (apl.evaluation), or None.
     evaluation: dict[str, Any] | None = None
+    #: The best weights scored once on the test split (None without one, or when stopped).
+    test: SplitPredictions | None = None
 
     @property
     def best_epoch(self) -> int | None:

@@ -18,7 +18,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from apl.calibration import apply_temperatures, calibration_report
 from apl.catalog import UnknownBaseModel, resolve_base_model
 from apl.data import (
     ImageDataset,
@@ -37,12 +38,14 @@ from apl.data import (
     collate_images,
     load_stored_dataset,
     split_indices,
+    split_test_indices,
 )
 from apl.decisions import FALLBACK_THRESHOLD
 from apl.errors import DatasetError, ModelUnavailableError, TrainingDivergedError
-from apl.evaluation import Finalized, finalize
-from apl.metrics import EpochMetrics, score_validation
+from apl.evaluation import Finalized, build_evaluation, finalize
+from apl.metrics import EpochMetrics, score_held_out, score_validation
 from apl.models import BuiltModel, build_model
+from apl.predictions import SplitPredictions
 from apl.spec import Hyperparameters
 from apl.training.callbacks import CallbackList, Progress, TrainerCallback, TrainInfo
 from apl.training.checkpoint import LoopState, cpu_state, read_checkpoint, restore_checkpoint, save_checkpoint
@@ -62,6 +65,34 @@ class _Stopped(Exception):
     """Internal: a callback asked to stop in the middle of an evaluation."""
 
 
+def _collate(config: TrainConfig, built: BuiltModel) -> tuple[Callable[..., Batch], int]:
+    """The batch collation of the model's modality and its DataLoader worker count."""
+    if built.modality == "text":
+        return TextCollator(built.tokenizer, int(built.preprocessing["max_length"])), 0
+    return collate_images, config.num_workers
+
+
+def _torch_data(built: BuiltModel, data: StoredDataset, *, train: bool) -> Any:
+    if built.modality == "text":
+        return TextDataset(data.inputs, data.targets)
+    return ImageDataset(data.inputs, data.targets, build_transform(built.preprocessing, train=train))
+
+
+def _eval_loader(config: TrainConfig, built: BuiltModel, data: StoredDataset, pin: bool) -> DataLoader[Any]:
+    """An ordered, unshuffled loader: how validation and the test split are predicted."""
+    collate, workers = _collate(config, built)
+    extra: dict[str, Any] = {"worker_init_fn": seed_worker} if workers else {}
+    return DataLoader(
+        _torch_data(built, data, train=False),
+        shuffle=False,
+        batch_size=config.hyperparameters.batch_size,
+        pin_memory=pin,
+        num_workers=workers,
+        collate_fn=collate,
+        **extra,
+    )
+
+
 def _loaders(
     config: TrainConfig, built: BuiltModel, train_set: StoredDataset, val_set: StoredDataset, pin: bool
 ) -> tuple[DataLoader[Any], DataLoader[Any], torch.Generator]:
@@ -69,29 +100,20 @@ def _loaders(
     generator = torch.Generator()
     # A lone last sample breaks BatchNorm in training mode; drop it rather than fail.
     drop_last = len(train_set) % hp.batch_size == 1 and len(train_set) > 1
-    common: dict[str, Any] = {"batch_size": hp.batch_size, "pin_memory": pin}
-    if built.modality == "text":
-        collate: Callable[..., Batch] = TextCollator(built.tokenizer, int(built.preprocessing["max_length"]))
-        train_data: Any = TextDataset(train_set.inputs, train_set.targets)
-        val_data: Any = TextDataset(val_set.inputs, val_set.targets)
-        workers = 0
-    else:
-        train_data = ImageDataset(
-            train_set.inputs, train_set.targets, build_transform(built.preprocessing, train=True)
-        )
-        val_data = ImageDataset(
-            val_set.inputs, val_set.targets, build_transform(built.preprocessing, train=False)
-        )
-        collate = collate_images
-        workers = config.num_workers
-    extra: dict[str, Any] = {"num_workers": workers, "collate_fn": collate}
-    if workers:
-        extra["worker_init_fn"] = seed_worker
+    collate, workers = _collate(config, built)
+    extra: dict[str, Any] = {"worker_init_fn": seed_worker} if workers else {}
     train_loader = DataLoader(
-        train_data, shuffle=True, drop_last=drop_last, generator=generator, **common, **extra
+        _torch_data(built, train_set, train=True),
+        shuffle=True,
+        drop_last=drop_last,
+        generator=generator,
+        batch_size=hp.batch_size,
+        pin_memory=pin,
+        num_workers=workers,
+        collate_fn=collate,
+        **extra,
     )
-    val_loader = DataLoader(val_data, shuffle=False, **common, **extra)
-    return train_loader, val_loader, generator
+    return train_loader, _eval_loader(config, built, val_set, pin), generator
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -153,17 +175,20 @@ def _predict(
     )
 
 
-def _fingerprint(config: TrainConfig, dataset: StoredDataset, train_idx: np.ndarray) -> dict[str, Any]:
+def _fingerprint(config: TrainConfig, split: _Split) -> dict[str, Any]:
     """What must be equal for a checkpoint to continue this run."""
-    return {
+    fingerprint: dict[str, Any] = {
         "base_model": config.base_model,
         "loss": config.loss.model_dump(mode="json"),
         "hyperparameters": config.hyperparameters.model_dump(mode="json"),
-        "labels": dataset.labels,
-        "num_samples": len(dataset),
-        "train_indices_sum": int(train_idx.sum()),
-        "num_train": len(train_idx),
+        "labels": split.dataset.labels,
+        "num_samples": len(split.dataset),
+        "train_indices_sum": int(split.train_idx.sum()),
+        "num_train": len(split.train_idx),
     }
+    if split.test_set is not None:  # absent otherwise, so checkpoints of jobs without one still match
+        fingerprint["test"] = {"source": split.test_source, "num_samples": len(split.test_set)}
+    return fingerprint
 
 
 def _is_better(candidate: EpochMetrics, best: EpochMetrics | None) -> bool:
@@ -176,19 +201,38 @@ def _is_better(candidate: EpochMetrics, best: EpochMetrics | None) -> bool:
 
 @dataclass(frozen=True)
 class _Split:
-    """The dataset and its seeded train/validation split (the indices feed the fingerprint)."""
+    """The dataset and its seeded train/validation(/test) split (the indices feed the fingerprint)."""
 
     dataset: StoredDataset
     train_idx: np.ndarray
     train_set: StoredDataset
     val_set: StoredDataset
+    #: Scored once, at the end, with the best weights; None when the job holds no test split.
+    test_set: StoredDataset | None = None
+    #: Positions of the test samples in the dataset they come from.
+    test_idx: np.ndarray | None = None
+    #: "fraction" (held out of the dataset) or "dataset" (a separate test dataset).
+    test_source: str | None = None
+
+
+def _load_test_dataset(config: TrainConfig, dataset: StoredDataset) -> StoredDataset:
+    """The separate test dataset, which must hold the training dataset's labels and modality."""
+    assert config.test_dataset_dir is not None
+    test = load_stored_dataset(config.test_dataset_dir)
+    if test.modality != dataset.modality:
+        raise DatasetError(f"the test dataset holds {test.modality} samples, the dataset {dataset.modality}")
+    if test.labels != dataset.labels:
+        raise DatasetError("the test dataset's labels differ from the training dataset's")
+    return test
 
 
 def _load_split(config: TrainConfig) -> _Split:
     """Load and split the data, failing on data problems before any model is built.
 
     Building a model can mean a download or a long load, so a wrong modality or a
-    dataset too small to split is reported first.
+    dataset too small to split is reported first. A test split comes off before the
+    train/validation split (`split_test_indices`), so for one seed it is the same
+    whatever the loss.
     """
     hp = config.hyperparameters
     dataset = load_stored_dataset(config.dataset_dir)
@@ -198,11 +242,21 @@ def _load_split(config: TrainConfig) -> _Split:
         raise ModelUnavailableError(str(exc)) from exc
     if modality != dataset.modality:
         raise DatasetError(f"the base model expects {modality} data but the dataset holds {dataset.modality}")
-    train_idx, val_idx = split_indices(dataset.targets, hp.val_fraction, hp.seed)
+    test_set, test_idx, source = None, None, None
+    if config.test_fraction is not None:
+        train_idx, val_idx, test_idx = split_test_indices(
+            dataset.targets, config.test_fraction, hp.val_fraction, hp.seed
+        )
+        test_set, source = dataset.subset(test_idx), "fraction"
+    else:
+        train_idx, val_idx = split_indices(dataset.targets, hp.val_fraction, hp.seed)
+        if config.test_dataset_dir is not None:
+            test_set, source = _load_test_dataset(config, dataset), "dataset"
+            test_idx = np.arange(len(test_set))
     train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
     if len(train_set) < 2:
         raise DatasetError("at least 2 training samples are needed; the dataset is too small to split")
-    return _Split(dataset=dataset, train_idx=train_idx, train_set=train_set, val_set=val_set)
+    return _Split(dataset, train_idx, train_set, val_set, test_set, test_idx, source)
 
 
 @dataclass
@@ -425,22 +479,76 @@ class _Run:
         self.hooks.call("on_checkpoint", path, epoch)
 
     def finish(self, stopped: bool) -> TrainResult:
-        """Put the best epoch's weights in the model, finalize it, report the result to the callbacks.
+        """Put the best epoch's weights in the model, finalize it, score it on the test split.
 
         Finalizing (`apl.evaluation.finalize`: temperatures, the decision policy's thresholds,
-        the evaluation) needs the final model, as would scoring it on a test split; a stopped
-        run is not finalized, since its model is not kept.
+        the validation evaluation) needs the final model; then the test split, when the job
+        has one, is predicted once with the final model and its decisions: nothing before
+        (early stopping, the best epoch, calibration, thresholds) has seen it. A stopped run
+        is neither finalized nor tested, since its model is not kept; a cancel during either
+        step stops the run like any other.
         """
         self._load_best()
-        final = None
+        final, test = None, None
         if not stopped and self.state.best is not None:
             try:
                 final = self._finalize()
+                if self.split.test_set is not None:
+                    test, evaluation = self._score_test(final)
+                    final = replace(final, evaluation=evaluation)
             except _Stopped:
-                stopped = True
-        result = self._result(stopped, final)
+                stopped, final, test = True, None, None
+        result = self._result(stopped, final, test)
         self.hooks.call("on_train_end", result)
         return result
+
+    def _score_test(self, final: Finalized) -> tuple[SplitPredictions, dict[str, Any]]:
+        """The final model on the test split: its calibrated scores, decisions and evaluation.
+
+        The scores are what predict answers (the fitted temperatures applied) and the
+        thresholds those the decision policy chose on validation, so the test figures are
+        those of the model a user gets. The model's Evaluation document is then the test
+        split's (`split: "test"`), a measure no tuning step has seen.
+        """
+        split = self.split
+        assert split.test_set is not None and split.test_idx is not None and split.test_source is not None
+        loader = _eval_loader(self.config, self.built, split.test_set, self.device.type == "cuda")
+        cutoffs = np.asarray(final.thresholds.values, dtype=np.float64)
+        outputs = _predict(self.model, loader, self.loss_fn, self.device, self.precision, self.hooks)
+        try:
+            probs = apply_temperatures(outputs.logits, final.temperatures)
+            scores = score_held_out(
+                probs, outputs.targets, self.labels, dict(zip(self.labels, cutoffs, strict=True))
+            )
+            report = calibration_report(
+                outputs.logits, outputs.targets, final.temperatures, self.config.calibration
+            )
+            evaluation = build_evaluation(
+                probs,
+                outputs.targets,
+                self.labels,
+                final.thresholds,
+                report,
+                split="test",
+                label_counts=self.split.train_set.targets.sum(axis=0).tolist(),
+                min_labels=self.config.decision.min_labels,
+            )
+        except ValueError as exc:
+            raise TrainingDivergedError("the test predictions became NaN or infinite") from exc
+        predictions = SplitPredictions(
+            split="test",
+            labels=list(self.labels),
+            probs=probs.astype(np.float32),
+            targets=(outputs.targets > 0.5).astype(np.uint8),
+            thresholds=cutoffs,
+            indices=np.asarray(split.test_idx, dtype=np.int64),
+            source=split.test_source,
+            map=scores.map,
+            micro_f1=scores.micro_f1,
+            macro_f1=scores.macro_f1,
+            per_class_ap=scores.per_class_ap,
+        )
+        return predictions, evaluation
 
     def _load_best(self) -> None:
         """The best epoch's weights (the last ones when no epoch was evaluated), in eval mode."""
@@ -467,7 +575,9 @@ class _Run:
         except ValueError as exc:
             raise TrainingDivergedError("the validation logits became NaN or infinite") from exc
 
-    def _result(self, stopped: bool, final: Finalized | None) -> TrainResult:
+    def _result(
+        self, stopped: bool, final: Finalized | None, test: SplitPredictions | None = None
+    ) -> TrainResult:
         """The TrainResult; without an evaluated epoch every label gets the fallback threshold."""
         best, labels = self.state.best, self.labels
         thresholds = dict.fromkeys(labels, FALLBACK_THRESHOLD)
@@ -496,6 +606,7 @@ class _Run:
             epochs_completed=self.state.epoch,
             device=str(self.device),
             precision=self.precision,
+            test=test,
             **extra,
         )
 
@@ -544,7 +655,7 @@ def _setup(config: TrainConfig, hooks: CallbackList) -> _Run:
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
-        fingerprint=_fingerprint(config, split.dataset, split.train_idx),
+        fingerprint=_fingerprint(config, split),
     )
     if config.resume_from is not None:
         run.resume(config.resume_from)

@@ -1,4 +1,4 @@
-"""The Python client of aplserve (httpx): typed calls for datasets, jobs, models and webhooks.
+"""The Python client of aplserve (httpx): typed calls for datasets, jobs, models, sweeps and webhooks.
 
     from aplserve.client import APIError, Client
 
@@ -17,16 +17,24 @@ from aplserve.client.schemas import (
     Artifact,
     BaseModelEntry,
     Checkpoint,
+    Comparison,
     Dataset,
     HistoryEvent,
     Job,
     JobError,
     JobProgress,
     JobSpec,
+    Leaderboard,
+    LeaderboardRow,
+    LeaderboardWinner,
     MetricPoint,
     Model,
     Page,
     Prediction,
+    SeedResult,
+    Sweep,
+    SweepProgress,
+    SweepWinner,
     WebhookSecret,
 )
 from core.webhooks.signing import verify_signature as verify_webhook
@@ -38,6 +46,7 @@ __all__ = [
     "BaseModelEntry",
     "Checkpoint",
     "Client",
+    "Comparison",
     "Dataset",
     "HistoryEvent",
     "IdLookupError",
@@ -46,10 +55,17 @@ __all__ = [
     "JobEvent",
     "JobProgress",
     "JobSpec",
+    "Leaderboard",
+    "LeaderboardRow",
+    "LeaderboardWinner",
     "MetricPoint",
     "Model",
     "Page",
     "Prediction",
+    "SeedResult",
+    "Sweep",
+    "SweepProgress",
+    "SweepWinner",
     "WebhookSecret",
     "verify_webhook",
 ]

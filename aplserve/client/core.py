@@ -5,6 +5,7 @@
         job = client.jobs.create(dataset.id, "minilm-l6", loss="apl", hyperparameters={"epochs": 3})
         job = client.jobs.wait(job.id, progress=True)
         client.models.predict(job.model_id, ["a space opera with jokes"])
+        sweep = client.sweeps.wait(client.sweeps.create(dataset.id, "minilm-l6").id, progress=True)
 
 Every refusal (problem+json) and every failure to reach the service raises
 `APIError`; results are the pydantic types of `aplserve.client.schemas`. The
@@ -46,6 +47,7 @@ from aplserve.client.schemas import (
     Prediction,
     WebhookSecret,
 )
+from aplserve.client.sweeps import Sweeps
 from aplserve.client.uploads import ProgressCallback, multipart_file
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -101,6 +103,7 @@ class Client:
         self.jobs = Jobs(self)
         self.models = Models(self)
         self.webhooks = Webhooks(self)
+        self.sweeps = Sweeps(self)
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -283,12 +286,16 @@ class Jobs:
         calibration: str | None = None,
         name: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        test_fraction: float | None = None,
+        test_dataset_id: str | None = None,
     ) -> Job:
         """Queue a training job. Parameters left out (or None) take the server's defaults.
 
         `decision`: {"policy": "max_f1"|"precision_at"|"recall_at"|"fixed", "target", "min_labels"};
         `calibration`: "temperature" (the server's default) or "none".
         `name` and `metadata` (up to 16 string pairs) are yours: shown with the job, never read by training.
+        `test_fraction` (or `test_dataset_id`) holds out a test split that the final model is
+        scored on once; the job's `best_metrics["test"]` then holds its mAP and F1.
         """
         spec: dict[str, Any] = {
             "dataset_id": dataset_id,
@@ -306,6 +313,7 @@ class Jobs:
             spec["name"] = name
         if metadata:
             spec["metadata"] = dict(metadata)
+        spec.update(_params(test_fraction=test_fraction, test_dataset_id=test_dataset_id))
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return Job.model_validate(self._client.request("POST", "/v1/jobs", json=spec, headers=headers).json())
 

@@ -1,4 +1,4 @@
-"""Progress bars (rich, on stderr) for uploads, downloads and a job's epochs."""
+"""Progress bars (rich, on stderr) for uploads, downloads, a job's epochs and a sweep's children."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from aplserve.client.schemas import Job, MetricPoint
+from aplserve.client.schemas import Job, MetricPoint, Sweep
 
 
 def stderr_console() -> Console:
@@ -107,3 +107,78 @@ class JobBar:
             epochs=epochs or "?",
             metrics=self._metrics,
         )
+
+
+def child_label(job: Job) -> str:
+    """`apl seed 1`: a sweep child by its loss and seed."""
+    loss = job.spec.loss.get("name", "?")
+    return f"{loss} seed {job.spec.hyperparameters.get('seed', '?')}"
+
+
+def _fraction(job: Job) -> float:
+    """How much of a child is done, 0 to 1 (an ended child counts whole)."""
+    if job.finished:
+        return 1.0
+    p = job.progress
+    if p.steps:
+        return min(p.step / p.steps, 1.0)
+    return p.epoch / p.epochs if p.epochs else 0.0
+
+
+class SweepBar:
+    """A sweep's children while they run: one bar for the whole sweep, one line per child.
+
+    Pass an instance as `on_update` to `Client.sweeps.wait`: it gets (sweep, children).
+    """
+
+    def __init__(self, sweep_id: str, console: Console | None = None) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console or stderr_console(),
+        )
+        self._sweep_id = sweep_id
+        self._total = self._progress.add_task(f"sweep {sweep_id[:8]} queued", total=None, detail="")
+        self._children: dict[str, TaskID] = {}
+
+    def __enter__(self) -> SweepBar:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+    def __call__(self, sweep: Sweep, children: list[Job]) -> None:
+        counts = sweep.progress
+        detail = f"{counts.ended}/{counts.total} jobs ended"
+        if counts.failed or counts.cancelled:
+            detail += f" ({counts.failed} failed, {counts.cancelled} cancelled)"
+        self._progress.update(
+            self._total,
+            description=f"sweep {self._sweep_id[:8]} {sweep.status}",
+            total=counts.total or None,
+            completed=sum(_fraction(job) for job in children),
+            detail=detail,
+        )
+        for job in children:
+            if job.status == "queued" and job.id not in self._children:
+                continue  # a line appears once a child starts
+            task = self._children.get(job.id)
+            if task is None:
+                task = self._children[job.id] = self._progress.add_task("", total=1.0, detail="")
+            test = (job.best_metrics or {}).get("test") or {}
+            metric = (
+                f"test mAP {test['map']:.3f}"
+                if "map" in test
+                else f"epoch {job.progress.epoch}/{job.progress.epochs}"
+            )
+            self._progress.update(
+                task,
+                description=f"  {child_label(job)} {job.status}",
+                completed=_fraction(job),
+                detail=metric,
+            )

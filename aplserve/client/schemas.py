@@ -1,4 +1,4 @@
-"""Typed results: the contract's Dataset, Job, MetricPoint, Model and Prediction.
+"""Typed results: the contract's Dataset, Job, MetricPoint, Model, Prediction, Sweep and Leaderboard.
 
 They ignore fields they do not know, so a newer server does not break an older client.
 """
@@ -75,6 +75,7 @@ class Job(_Result):
     queue_position: int | None = None
     cancel_requested: bool = False
     attempts: int = 0
+    sweep_id: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -164,3 +165,88 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
+
+
+class SweepWinner(_Result):
+    candidate: dict[str, Any]
+    model_id: str | None = None
+    job_id: str | None = None
+
+
+class SweepProgress(_Result):
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    total: int = 0
+
+    @property
+    def ended(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+
+class Sweep(_Result):
+    """A loss tournament; its status follows its child jobs (`job_ids`)."""
+
+    id: str
+    status: JobStatus
+    spec: dict[str, Any]
+    job_ids: list[str] = Field(default_factory=list)
+    created_at: datetime
+    finished_at: datetime | None = None
+    winner: SweepWinner | None = None
+    progress: SweepProgress = Field(default_factory=SweepProgress)
+    error: JobError | None = None
+    cancel_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class SeedResult(_Result):
+    seed: int
+    job_id: str
+    value: float
+    map: float
+    macro_f1: float
+    micro_f1: float
+
+
+class LeaderboardRow(_Result):
+    candidate: dict[str, Any]
+    label: str = ""
+    n: int
+    mean: float | None = None
+    sd: float | None = None
+    ci95: list[float] | None = None
+    per_seed: list[SeedResult] = Field(default_factory=list)
+
+
+class Comparison(_Result):
+    candidate: dict[str, Any]
+    versus: dict[str, Any]
+    delta: float
+    delta_ci95: list[float]
+
+
+class LeaderboardWinner(Comparison):
+    model_id: str | None = None
+    job_id: str | None = None
+    seed: int | None = None
+
+
+class Leaderboard(_Result):
+    """Per candidate mean, sd and 95% interval over seeds on the test split, best first."""
+
+    sweep_id: str
+    status: JobStatus | None = None
+    metric: str
+    split: str = "test"
+    complete: bool
+    rows: list[LeaderboardRow]
+    verdict: Literal["winner", "no_clear_winner", "incomplete"]
+    winner: LeaderboardWinner | None = None
+    comparison: Comparison | None = None
+    method: str = ""

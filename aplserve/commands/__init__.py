@@ -9,10 +9,11 @@ import typer
 
 
 def register_client_commands(app: typer.Typer) -> None:
-    from aplserve.commands import datasets, jobs, models, webhooks
+    from aplserve.commands import datasets, jobs, models, sweeps, webhooks
 
     app.add_typer(datasets.app, name="datasets")
     app.add_typer(jobs.app, name="jobs")
+    app.add_typer(sweeps.app, name="sweeps")
     app.add_typer(models.app, name="models")
     app.command("predict")(models.predict)
     app.add_typer(webhooks.app, name="webhooks")

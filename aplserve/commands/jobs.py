@@ -70,6 +70,10 @@ def show_job(job: Job) -> None:
         out.print(
             "  best: " + ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in best.items())
         )
+    test = (job.best_metrics or {}).get("test")
+    if isinstance(test, dict):
+        scores = ", ".join(f"{k}={fmt(test[k])}" for k in ("map", "macro_f1", "micro_f1") if k in test)
+        out.print(f"  test split ({test.get('num_samples')} samples): {scores}", highlight=False)
     if job.model_id:
         out.print(f"  model: {job.model_id}", highlight=False)
     if job.error:
@@ -163,6 +167,12 @@ def create(
     metadata: Annotated[
         list[str] | None, typer.Option("--metadata", help="KEY=VALUE, kept with the job (repeatable).")
     ] = None,
+    test_fraction: Annotated[
+        float | None, typer.Option(help="Hold out this fraction as a test split, scored once at the end.")
+    ] = None,
+    test_dataset: Annotated[
+        str | None, typer.Option("--test-dataset", help="Score the end result on this dataset instead.")
+    ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
     quiet: QuietOption = False,
     url: UrlOption = None,
@@ -202,6 +212,8 @@ def create(
             calibration=calibration,
             name=name,
             metadata=pairs,
+            test_fraction=test_fraction,
+            test_dataset_id=test_dataset,
         )
         if watch:
             if not json_output and not quiet:

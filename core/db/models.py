@@ -186,6 +186,36 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The sweep this job is a child of (a loss tournament); NULL for an ordinary job.
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"), index=True)
+    # The dataset the job is scored on at the end (spec.test_dataset_id), so that dataset is
+    # not deleted while the job still needs it; NULL when it has none or it was deleted later.
+    test_dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="SET NULL"), index=True
+    )
+
+
+class Sweep(Base):
+    """A loss tournament: one child job per (candidate loss, seed), all on the same splits.
+
+    Its status is not stored: it follows the children (core/sweeps/state.py), so it can
+    never disagree with them. `leaderboard` caches the leaderboard once every child has
+    ended (nothing it is computed from changes after that); NULL before.
+    """
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "idempotency_key"),
+        Index("ix_sweeps_owner_created", "owner_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    spec: Mapped[dict[str, Any]]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    leaderboard: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class MetricPoint(Base):

@@ -68,6 +68,7 @@ JOB_EXAMPLE: dict[str, Any] = {
     "queue_position": None,
     "cancel_requested": False,
     "attempts": 1,
+    "sweep_id": None,
 }
 
 
@@ -93,6 +94,7 @@ class Job(BaseModel):
     )
     cancel_requested: bool = False
     attempts: int = Field(default=0, description="How many times a worker has started this job.")
+    sweep_id: str | None = Field(default=None, description="The sweep this job is a child of, if any.")
 
 
 def job_from_row(row: JobRow, queue_position: int | None) -> Job:
@@ -116,4 +118,5 @@ def job_from_row(row: JobRow, queue_position: int | None) -> Job:
         queue_position=queue_position,
         cancel_requested=row.cancel_requested,
         attempts=row.attempts,
+        sweep_id=row.sweep_id,
     )

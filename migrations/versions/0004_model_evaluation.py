@@ -1,7 +1,7 @@
 """models.decision and models.evaluation: the decision policy and the stored evaluation.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-01-05
 
 Both nullable: models published before this revision have neither (their evaluation
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

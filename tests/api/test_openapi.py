@@ -50,7 +50,9 @@ def test_routes_list_the_codes_they_answer_with(document: dict[str, Any]) -> Non
         return set(body["examples"])
 
     assert codes("/v1/jobs", "post", 422) >= {"unknown_base_model", "modality_mismatch", "validation_error"}
-    assert codes("/v1/jobs", "post", 503) == {"broker_unavailable"}
+    assert codes("/v1/jobs", "post", 503) == {"broker_unavailable", "database_busy", "database_unavailable"}
+    assert codes("/v1/jobs", "post", 429) == {"quota_exceeded", "rate_limited"}
+    assert codes("/v1/jobs/{job_id}", "get", 422) >= {"invalid_characters"}
     assert codes("/v1/datasets", "post", 422) >= {"suspicious_label_separator", "invalid_csv", "missing_file"}
     assert codes("/v1/datasets/{dataset_id}", "delete", 409) == {"dataset_in_use"}
     assert codes("/v1/models/{model_id}/predict", "post", 413) == {"request_too_large", "image_too_large"}

@@ -4,9 +4,9 @@ against a live `aplserve serve` with its embedded worker training a tiny BERT.
 The server runs as a subprocess with a private data dir (SQLite + server-less broker),
 so nothing here shares state with other tests. Every page must load without a single
 console error, and a label named like an HTML tag must show up as text.
-Screenshots land in test-output/screenshots/; the compare view and the model page are
-also copied to docs/compare.png and docs/model-page.png for the README when those files
-are missing or APLSERVE_UPDATE_DOCS_SCREENSHOT=1 is set.
+Screenshots land in test-output/screenshots/; the compare view, the sweep view and the
+model page are also copied to docs/compare.png, docs/sweep.png and docs/model-page.png for
+the README when those files are missing or APLSERVE_UPDATE_DOCS_SCREENSHOT=1 is set.
 """
 
 from __future__ import annotations
@@ -445,7 +445,9 @@ def test_new_job_form_starts_a_job_and_the_cancel_button_stops_it(
     assert live.job(job_id)["status"] == "cancelled"
 
 
-def test_compare_marks_the_winner_and_overlays_curves(open_page: Callable[..., Watched], live: Live) -> None:
+def test_compare_labels_single_runs_and_never_calls_one_the_winner(
+    open_page: Callable[..., Watched], live: Live
+) -> None:
     if "bce" not in live.jobs:
         pytest.fail("needs the jobs of test_jobs_list_and_job_charts_update_live", pytrace=False)
     finished = {name: live.wait_job(job_id, {"succeeded"}) for name, job_id in live.jobs.items()}
@@ -457,18 +459,110 @@ def test_compare_marks_the_winner_and_overlays_curves(open_page: Callable[..., W
     page.locator("[data-compare-ready=true]").wait_for()
     rows = page.locator("#compare-results tbody tr")
     assert rows.count() == 2
-    winners = page.locator('#compare-results tr[data-winner="true"]')
-    assert winners.count() == 1
+    highest = page.locator('#compare-results tr[data-highest="true"]')
+    assert highest.count() == 1
     best = max(finished.values(), key=lambda job: job["best_metrics"]["map"])
-    assert winners.get_attribute("data-job-id") == best["id"]
-    assert "winner" in winners.inner_text()
+    assert highest.get_attribute("data-job-id") == best["id"]
+    assert "highest val mAP" in highest.inner_text()
+    text = page.locator("#app").inner_text()
+    assert "winner" not in text.lower()  # one seed on the tuning split is not a verdict
+    assert "Single runs on the validation split" in page.locator("#compare-caveat").inner_text()
+    assert (
+        page.locator("#app").get_by_role("link", name="sweep", exact=True).get_attribute("href") == "#/sweeps"
+    )
     assert _points(page, "map") == 8 + 4
     assert _points(page, "val_loss") == 8 + 4
     page.locator("details.picker-card").evaluate("el => el.open = false")
     path = _screenshot(page, "compare")
-    readme_image = REPO / "docs" / "compare.png"
+    _update_docs_image(path, "compare.png")
+
+
+def _update_docs_image(path: Path, name: str) -> None:
+    readme_image = REPO / "docs" / name
     if os.environ.get("APLSERVE_UPDATE_DOCS_SCREENSHOT") == "1" or not readme_image.exists():
         shutil.copyfile(path, readme_image)  # refreshed on request only, so a test run leaves git clean
+
+
+def _post_sweep(live: Live, seeds: list[int], epochs: int) -> dict[str, Any]:
+    spec = {
+        "dataset_id": live.dataset["id"],
+        "base_model": live.tiny_bert,
+        "candidates": [{"name": "bce"}, {"name": "apl"}],
+        "seeds": seeds,
+        "hyperparameters": {"epochs": epochs, "batch_size": 8, "learning_rate": 3e-3, "max_length": 32},
+        "test_fraction": 0.25,
+    }
+    with live.client() as client:
+        response = client.post("/v1/sweeps", json=spec)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def test_sweep_page_shows_the_leaderboard_with_intervals_and_the_recommended_model(
+    open_page: Callable[..., Watched], live: Live
+) -> None:
+    sweep = _post_sweep(live, seeds=[0, 1], epochs=2)
+    watched = open_page("/#/sweeps")
+    page = watched.page
+    page.locator(f'#sweeps-table tr[data-sweep-id="{sweep["id"]}"]').get_by_role("link").click()
+    page.locator("[data-sweep-ready=true]").wait_for()
+    if page.locator("#app").get_attribute("data-sweep-status") not in TERMINAL:
+        assert page.locator("#verdict").get_attribute("data-verdict") == "incomplete"
+        assert "Incomplete" in page.locator("#verdict").inner_text()
+    page.locator('[data-sweep-status="succeeded"]').wait_for(timeout=240_000)
+    with live.client() as client:
+        board = client.get(f"/v1/sweeps/{sweep['id']}/leaderboard").json()
+    page.locator(f'#verdict[data-verdict="{board["verdict"]}"]').wait_for()
+    names = page.locator("#leaderboard tbody tr").evaluate_all("rs => rs.map(r => r.dataset.candidate)")
+    assert names == [row["candidate"]["name"] for row in board["rows"]]
+    assert (
+        page.locator('figure[data-chart="intervals"]').get_attribute("data-points") == "4"
+    )  # a dot per seed
+    assert page.locator('figure[data-chart="intervals"]').get_attribute("data-intervals") == "2"
+    page.locator('figure[data-chart="curves"][data-points="8"]').wait_for()  # 4 children x 2 epochs
+    assert page.locator("#sweep-children tbody tr").count() == 4
+    verdict = page.locator("#verdict").inner_text()
+    assert "2000 resamples" in page.locator("#sweep-method").inner_text()
+    path = _screenshot(page, "sweep")
+    _update_docs_image(path, "sweep.png")
+    if board["verdict"] == "winner":
+        assert "wins" in verdict and page.locator('#leaderboard tr[data-winner="true"]').count() == 1
+        page.get_by_role("link", name="Open recommended model").click()
+        page.wait_for_url(f"**/#/models/{board['winner']['model_id']}")
+    else:
+        assert "No clear winner" in verdict and "includes 0" in verdict
+        assert page.get_by_role("link", name="Open recommended model").count() == 0
+
+
+def test_new_sweep_form_starts_a_sweep_and_its_cancel_button_stops_it(
+    open_page: Callable[..., Watched], live: Live
+) -> None:
+    watched = open_page("/#/sweeps")
+    page = watched.page
+    page.get_by_role("button", name="New sweep").click()
+    form = page.locator("#new-sweep-form")
+    form.get_by_label("Dataset").select_option(live.dataset["id"])
+    form.get_by_label("Base model").fill(live.tiny_bert)
+    form.get_by_label("FOCAL").uncheck()
+    form.get_by_label("ASL").uncheck()
+    form.get_by_label("Seeds").fill("4, 5")
+    form.get_by_label("Epochs").fill("50")
+    form.get_by_role("button", name="Start sweep").click()
+    page.wait_for_url("**/#/sweeps/*")
+    sweep_id = page.url.rsplit("/", 1)[1]
+    with live.client() as client:
+        sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
+    assert [c["name"] for c in sweep["spec"]["candidates"]] == ["bce", "apl"] and sweep["spec"]["seeds"] == [
+        4,
+        5,
+    ]
+    assert sweep["spec"]["hyperparameters"]["epochs"] == 50 and len(sweep["job_ids"]) == 4
+    page.locator("[data-sweep-ready=true]").wait_for()
+    page.get_by_role("button", name="Cancel sweep").click()
+    page.get_by_role("button", name="Click again to cancel").click()
+    page.locator('[data-sweep-status="cancelled"]').wait_for(timeout=60_000)
+    assert page.locator("#verdict").get_attribute("data-verdict") == "incomplete"
+    page.get_by_role("button", name="Cancel sweep").wait_for(state="hidden")
 
 
 def test_dataset_page_shows_label_statistics_as_text(open_page: Callable[..., Watched], live: Live) -> None:

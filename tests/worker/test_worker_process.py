@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import delete, select
 
@@ -277,3 +278,27 @@ def test_a_requeue_at_shutdown_is_logged_as_one_line() -> None:
     assert ExpectedRejectFilter().filter(dropped) and dropped.exc_info is not None  # not expected: kept
     failure = record(RuntimeError("boom"))
     assert ExpectedRejectFilter().filter(failure) and "Traceback" in logging.Formatter().format(failure)
+
+
+def test_a_job_with_a_test_split_stores_its_test_predictions_and_metrics(
+    deployment: Deployment, tiny_bert: str
+) -> None:
+    from apl.data import load_stored_dataset, split_test_indices
+    from apl.predictions import SplitPredictions
+
+    settings = deployment.settings
+    dataset_id = deployment.text_dataset(n=60)
+    job_id = deployment.submit(dataset_id, tiny_text_spec(tiny_bert, epochs=1) | {"test_fraction": 0.25})
+    job = wait_for_status(settings, job_id, ("succeeded", "failed", "cancelled"))
+    assert job.status == "succeeded", (job.error_code, job.error_message, deployment.worker.log()[-2000:])
+    assert job.best_metrics is not None
+    test = job.best_metrics["test"]
+    assert test["source"] == "fraction" and test["num_samples"] == 15
+    stored = SplitPredictions.load(settings.files.predictions(job_id, "test", job.attempts))
+    _, _, expected = split_test_indices(
+        load_stored_dataset(settings.files.dataset(dataset_id)).targets, 0.25, 0.2, 0
+    )
+    assert np.array_equal(stored.indices, expected)
+    assert (stored.map, stored.macro_f1, stored.micro_f1) == (test["map"], test["macro_f1"], test["micro_f1"])
+    (model,) = models_of(settings, job_id)
+    assert model.metrics["test"] == test

@@ -1,5 +1,5 @@
 // The dashboard shell: sign-in, navigation and a hash router (`#/jobs`, `#/jobs/<id>`,
-// `#/compare?ids=a,b`, `#/datasets[/<id>]`, `#/models[/<id>]`). Each page gets an
+// `#/sweeps[/<id>]`, `#/compare?ids=a,b`, `#/datasets[/<id>]`, `#/models[/<id>]`). Each page gets an
 // AbortSignal that fires when the user leaves it, which stops its polling and streams.
 
 import { api, ApiError, isAbort, session } from "./api.js";
@@ -9,6 +9,7 @@ import { datasetPage, datasetsPage } from "./pages/datasets.js";
 import { jobPage } from "./pages/job.js";
 import { jobsPage } from "./pages/jobs.js";
 import { modelPage, modelsPage } from "./pages/models.js";
+import { sweepPage, sweepsPage } from "./pages/sweeps.js";
 
 const root = document.getElementById("app");
 const nav = document.getElementById("nav");
@@ -18,6 +19,8 @@ let current = null; // { controller, cleanup }
 const ROUTES = [
   [/^\/jobs$/, jobsPage, "jobs"],
   [/^\/jobs\/([^/]+)$/, jobPage, "jobs"],
+  [/^\/sweeps$/, sweepsPage, "sweeps"],
+  [/^\/sweeps\/([^/]+)$/, sweepPage, "sweeps"],
   [/^\/compare$/, comparePage, "compare"],
   [/^\/datasets$/, datasetsPage, "datasets"],
   [/^\/datasets\/([^/]+)$/, datasetPage, "datasets"],

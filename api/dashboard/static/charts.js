@@ -172,3 +172,46 @@ export function chartRegistry() {
     destroyAll() { for (const c of charts.splice(0)) (c.destroy ? c.destroy() : c.chart.destroy()); },
   };
 }
+
+/**
+ * Candidates on the y axis (best on top), the metric on x: each candidate's 95% interval
+ * as an error bar (a line with end caps), its mean as a diamond and every seed as a dot.
+ * `rows`: [{label, color, mean, ci95: [lo, hi] | null, values: [number]}]. `data-points`
+ * on the box counts the per-seed dots.
+ */
+export function intervalChart({ box, canvas }, rows, { xTitle } = {}) {
+  const Chart = chartLib();
+  const y = (i) => rows.length - 1 - i;
+  const datasets = [];
+  rows.forEach((row, i) => {
+    if (row.ci95) {
+      datasets.push({ type: "line", label: `${row.label} 95% interval`, data: [{ x: row.ci95[0], y: y(i) }, { x: row.ci95[1], y: y(i) }],
+        borderColor: row.color, backgroundColor: row.color, borderWidth: 2, pointStyle: "line", rotation: 90,
+        pointRadius: 8, pointHoverRadius: 8, kind: "interval" });
+    }
+    datasets.push({ type: "scatter", label: `${row.label} seeds`, data: row.values.map((v) => ({ x: v, y: y(i) })),
+      borderColor: row.color, backgroundColor: row.color + "66", pointRadius: 4, kind: "seed" });
+    if (row.mean !== null && row.mean !== undefined) {
+      datasets.push({ type: "scatter", label: `${row.label} mean`, data: [{ x: row.mean, y: y(i) }],
+        borderColor: row.color, backgroundColor: row.color, pointStyle: "rectRot", pointRadius: 7, kind: "mean" });
+    }
+  });
+  const chart = new Chart(canvas, {
+    type: "scatter",
+    data: { datasets },
+    options: {
+      scales: {
+        x: { title: { display: !!xTitle, text: xTitle }, grace: "8%" },
+        y: { min: -0.6, max: rows.length - 0.4, afterBuildTicks: (axis) => { axis.ticks = rows.map((_, i) => ({ value: i })); },
+          ticks: { callback: (value) => (rows[rows.length - 1 - value] || {}).label || "" }, grid: { display: false } },
+      },
+      plugins: {
+        legend: { display: false },
+        tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${Number(ctx.parsed.x).toFixed(4)}` } },
+      },
+    },
+  });
+  box.dataset.points = String(rows.reduce((n, row) => n + row.values.length, 0));
+  box.dataset.intervals = String(rows.filter((row) => row.ci95).length);
+  return chart;
+}

@@ -1,5 +1,8 @@
 // Compare runs: pick several jobs (usually one dataset, different losses or parameters),
-// see their curves overlaid and a table of each run's best epoch with the winner marked.
+// see their curves overlaid and a table of each run's best epoch. These are single runs
+// on the validation split that also chose each run's epoch and thresholds, so the page
+// marks the highest value and never calls a run the winner; a verdict with intervals
+// is what a sweep (the Sweeps page) is for.
 
 import { api, listAll } from "../api.js";
 import { card, encodePath, h, link, notice, setChildren, statusBadge } from "../dom.js";
@@ -79,7 +82,7 @@ function resultsTable(entries) {
   }
   const ranked = rows.filter((r) => r.best).sort((a, b) => b.best.map - a.best.map
     || (a.best.val_loss ?? Infinity) - (b.best.val_loss ?? Infinity));
-  const winner = rows.length > 1 && ranked.length ? ranked[0].job.id : null;
+  const highest = rows.length > 1 && ranked.length ? ranked[0].job.id : null;
   const metricCell = (r, m) => {
     const v = r.best ? r.best[m.key] : null;
     const top = v !== null && v !== undefined && v === bestOf[m.key] && rows.length > 1;
@@ -92,10 +95,11 @@ function resultsTable(entries) {
     h("tbody", null, rows.map((r) => {
       const swatch = h("span", { class: "swatch" });
       swatch.style.backgroundColor = r.color;
-      const isWinner = r.job.id === winner;
-      return h("tr", { class: isWinner ? "winner" : "", "data-job-id": r.job.id, "data-winner": isWinner ? "true" : null },
+      const isHighest = r.job.id === highest;
+      return h("tr", { "data-job-id": r.job.id, "data-highest": isHighest ? "true" : null },
         h("td", { class: "run" }, swatch, link(`/jobs/${encodePath(r.job.id)}`, jobLabel(r.job)),
-          isWinner ? h("span", { class: "badge winner-badge", title: "highest validation mAP" }, "★ winner") : null,
+          isHighest ? h("span", { class: "badge top-badge", title: "one run each, on the validation split: not a verdict" },
+            "highest val mAP") : null,
           r.job.status === "succeeded" ? null : [" ", statusBadge(r.job.status)]),
         h("td", { class: "small muted" }, lossParams(r.job.spec.loss)),
         h("td", { title: r.job.spec.base_model }, baseModel(r.job.spec.base_model)),
@@ -121,8 +125,12 @@ export async function comparePage({ root, query, signal }) {
   const datasetNames = [...new Set(chosen.map((j) => (datasets.get(j.spec.dataset_id) || {}).name || shortId(j.spec.dataset_id)))];
   setChildren(root,
     pageHeader("Compare runs", { subtitle: chosen.length
-      ? `${chosen.length} run${chosen.length === 1 ? "" : "s"} on ${datasetNames.join(", ")}`
-      : "Overlay the curves of several jobs and see which run did best." }),
+      ? `${chosen.length} single run${chosen.length === 1 ? "" : "s"} on the validation split · ${datasetNames.join(", ")}`
+      : "Overlay the curves of several jobs: single runs on the validation split." }),
+    notice("info", h("span", { id: "compare-caveat" }, "Single runs on the validation split: each run's epoch and "
+      + "thresholds were chosen on the split it is scored on, with one seed, so a difference here is not a verdict. "
+      + "To learn which loss is better on your data, with 95% intervals on a held-out test split, start a "),
+      link("/sweeps", "sweep"), "."),
     missing ? notice("info", `${missing} of the requested jobs were not found.`) : null,
     errorBox, pickerBox);
   if (!chosen.length) return () => charts.destroyAll();
@@ -136,10 +144,11 @@ export async function comparePage({ root, query, signal }) {
       epochs: Math.max(...entries.map((e) => e.job.spec.hyperparameters.epochs)) })));
   const tableBox = h("div", { class: "table-wrap" });
   root.append(
-    card("Best epoch of each run", tableBox, h("p", { class: "small muted footnote" },
-      "Each row shows the run's evaluation with the highest validation mAP; the winner has the highest mAP "
-      + "(ties: lower validation loss). Bold: the best value in each column. Validation loss is each run's own "
-      + "training loss, so it compares runs of the same loss only.")),
+    card("Best epoch of each run (single runs, validation split)", tableBox, h("p", { class: "small muted footnote" },
+      "Each row shows the run's evaluation with the highest validation mAP; the run marked has the highest of "
+      + "those (ties: lower validation loss). Bold: the best value in each column. Single runs on the validation "
+      + "split: no interval, no verdict. Validation loss is each run's own training loss, so it compares runs of "
+      + "the same loss only.")),
     h("div", { class: "chart-grid two" }, chartBoxes.map((b) => b.box)));
 
   async function refresh() {

@@ -78,6 +78,7 @@ export async function jobPage({ root, params: [jobId], signal }) {
     h("strong", null, lossName(job.spec.loss)), " · ", h("span", { title: job.spec.base_model }, baseModel(job.spec.base_model)),
     " · ", dataset ? link(`/datasets/${encodePath(dataset.id)}`, dataset.name) : h("span", { class: "muted" }, "dataset deleted"),
     " · ", `created ${dateTime(job.created_at)}`, " · ", connection,
+    job.sweep_id ? [" · ", link(`/sweeps/${encodePath(job.sweep_id)}`, `sweep ${shortId(job.sweep_id)}`)] : null,
   ];
   setChildren(root,
     pageHeader(h("span", null, "Job ", h("code", null, shortId(job.id)), " ",
@@ -132,6 +133,7 @@ export async function jobPage({ root, params: [jobId], signal }) {
       stat("Micro F1", num(best.micro_f1)),
       stat("Macro F1", num(best.macro_f1)),
       stat("Val loss", num(best.val_loss, 4)),
+      best.test ? stat(`Test mAP (${best.test.num_samples})`, num(best.test.map), "accent") : null,
       stat("Running time", duration(job.started_at, job.finished_at)));
   }
 

@@ -1,0 +1,124 @@
+"""The Sweep and Leaderboard documents: what /v1/sweeps shows (spec/API.md, "Sweeps")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from apl.spec import LossSpec
+from core.jobs.document import JobError
+from core.jobs.status import JobStatus
+from core.sweeps.spec import SweepSpec
+
+_SWEEP_ID = "5d0c3b1e-8f2a-4c7d-9e1b-2a3f4c5d6e7f"
+_TIME = "2026-01-15T09:30:00.123456Z"
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
+class SweepWinner(BaseModel):
+    candidate: LossSpec
+    model_id: str | None = Field(description="The sweep's recommended model (its winner's best child's).")
+    job_id: str | None = Field(default=None, description="The child job that trained the recommended model.")
+
+
+class SweepProgress(BaseModel):
+    """How many children are in each state."""
+
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    total: int = 0
+
+
+class Sweep(BaseModel):
+    model_config = _examples(
+        {
+            "id": _SWEEP_ID,
+            "status": "succeeded",
+            "spec": {"dataset_id": "3f1c2a9e-6d0b-4a51-9d7e-2f4b8c1a0e55", "base_model": "minilm-l6"},
+            "job_ids": ["8b7e4c1d-2f3a-4e5b-9c6d-7a8b9c0d1e2f"],
+            "created_at": _TIME,
+            "finished_at": _TIME,
+            "winner": {"candidate": {"name": "apl"}, "model_id": "0f6e2d4c-1b3a-4958-8d7c-6e5f4a3b2c1d"},
+            "progress": {
+                "queued": 0,
+                "running": 0,
+                "succeeded": 12,
+                "failed": 0,
+                "cancelled": 0,
+                "total": 12,
+            },
+            "error": None,
+            "cancel_requested": False,
+        }
+    )
+
+    id: str
+    status: JobStatus = Field(description="Follows the children: see the README, 'Loss tournament'.")
+    spec: SweepSpec
+    job_ids: list[str] = Field(description="The child jobs, seed by seed, candidates in order.")
+    created_at: datetime
+    finished_at: datetime | None
+    winner: SweepWinner | None = Field(description="Set when the leaderboard's verdict is `winner`.")
+    progress: SweepProgress
+    error: JobError | None = Field(description="Why a failed sweep failed: candidates left without result.")
+    cancel_requested: bool = False
+
+
+class SweepList(BaseModel):
+    items: list[Sweep]
+    next_cursor: str | None
+
+
+class SeedResult(BaseModel):
+    seed: int
+    job_id: str
+    value: float = Field(description="The sweep's metric on the test split.")
+    macro_f1: float
+    micro_f1: float
+    map: float
+
+
+class LeaderboardRow(BaseModel):
+    candidate: LossSpec
+    label: str = Field(description="A short name: the preset plus the parameters that differ from it.")
+    n: int = Field(description="Seeds with a result.")
+    mean: float | None
+    sd: float | None = Field(description="Sample standard deviation over seeds; null with fewer than 2.")
+    ci95: list[float] | None = Field(description="95% Student-t interval of the mean; null for n < 2.")
+    per_seed: list[SeedResult]
+
+
+class Comparison(BaseModel):
+    """Best minus runner-up, paired over test samples and seeds (shown even without a winner)."""
+
+    candidate: LossSpec
+    versus: LossSpec
+    delta: float
+    delta_ci95: list[float]
+
+
+class LeaderboardWinner(Comparison):
+    model_id: str | None
+    job_id: str
+    seed: int
+
+
+class Leaderboard(BaseModel):
+    sweep_id: str
+    status: JobStatus
+    metric: str
+    split: Literal["test"] = "test"
+    complete: bool = Field(description="Every child has ended and every candidate has a result.")
+    rows: list[LeaderboardRow] = Field(description="Best mean first.")
+    verdict: Literal["winner", "no_clear_winner", "incomplete"]
+    winner: LeaderboardWinner | None
+    comparison: Comparison | None
+    method: str = Field(description="How every number was computed (interval, resamples, RNG seed).")
