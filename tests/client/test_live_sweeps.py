@@ -135,9 +135,9 @@ def test_the_cli_creates_watches_lists_and_cancels_sweeps(
     with Client(embedded.url, embedded.key) as client:
         assert client.sweeps.wait(queued["id"], timeout=120, poll_interval=0.5).status == "cancelled"
     again = cli.invoke(app, ["sweeps", "cancel", queued["id"]])
-    assert again.exit_code == 1 and "sweep_finished" in again.stderr
+    assert again.exit_code == 2 and "sweep_finished" in again.stderr  # a user error (exit 2)
     refused = cli.invoke(app, ["sweeps", "create", *common, "-c", "nope"])
-    assert refused.exit_code == 1 and "candidates.0.name" in refused.stderr
+    assert refused.exit_code == 2 and "candidates.0.name" in refused.stderr
 
 
 def test_an_ordinary_job_with_a_test_split_reports_its_test_scores(
