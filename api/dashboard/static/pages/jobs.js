@@ -157,8 +157,9 @@ export async function jobsPage({ root, signal }) {
     location.hash = `#/compare?ids=${[...selected].map(encodeURIComponent).join(",")}`;
   });
 
-  let datasets = await datasetIndex(signal);
-  let datasetsFetched = Date.now();
+  // The button works from the moment it is drawn: its handler loads what the form needs.
+  let datasets = new Map();
+  let datasetsFetched = 0;
   newButton.addEventListener("click", async () => {
     if (!formBox.hidden) { formBox.hidden = true; return; }
     try {
@@ -173,6 +174,9 @@ export async function jobsPage({ root, signal }) {
     }
     formBox.hidden = false;
   });
+
+  datasets = await datasetIndex(signal);
+  datasetsFetched = Date.now();
 
   const rows = new Map(); // id -> { tr, signature }
   async function refresh() {

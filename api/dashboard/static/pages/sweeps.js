@@ -120,7 +120,7 @@ export async function sweepsPage({ root, signal }) {
     pageHeader("Sweeps", { subtitle: "Loss tournaments: every candidate loss on the same splits for each seed, "
       + "scored once on a held-out test split, with 95% intervals.", actions: [newButton] }),
     formBox, errorBox, card(null, h("div", { class: "table-wrap" }, table)));
-  let datasets = await datasetIndex(signal);
+  let datasets = new Map(); // the button works from the moment it is drawn: its handler loads what it needs
   newButton.addEventListener("click", async () => {
     if (!formBox.hidden) { formBox.hidden = true; return; }
     try {
@@ -134,6 +134,7 @@ export async function sweepsPage({ root, signal }) {
     }
     formBox.hidden = false;
   });
+  datasets = await datasetIndex(signal);
   async function refresh() {
     const sweeps = await listAll("/v1/sweeps", { signal, maxPages: 1 });
     setChildren(tbody, sweeps.length ? sweeps.map((s) => sweepRow(s, datasets))
