@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, authenticate, default_principal, hash_key
 from api.quotas import request_kind
+from api.services.idempotency import IDEMPOTENCY_KEY_MAX
 from api.services.pagination import ID_PREFIX_PATTERN
 from api.state import app_state
 from core.db.session import session_factory
@@ -118,5 +119,17 @@ IdPrefixQuery = Annotated[
         pattern=ID_PREFIX_PATTERN,
         description="Only items whose id starts with this (lower-case hex and dashes), e.g. the first 8 "
         "characters the dashboard shows.",
+    ),
+]
+
+
+#: The header of every create route (POST /v1/jobs, /v1/sweeps): see api.services.idempotency.
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX,
+        description="Retrying with the same key returns what the first request created.",
     ),
 ]

@@ -30,9 +30,7 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.server import running  # noqa: E402  (needs ROOT on the path)
 
 MAX_CLIENTS = 1024
 MAX_SECONDS = 120.0
@@ -237,36 +237,8 @@ def serve(env: dict[str, str], *, worker: bool, log_path: Path, processes: int =
         command.append("--no-worker")
     if processes > 1:
         command += ["--workers", str(processes)]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base, process)
+    with log_path.open("ab") as log, running(command, env, port, log=log) as base:
         yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("the server exited during start-up")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError("the server did not become healthy")
 
 
 def seed(env: dict[str, str], owners: int, jobs: int, points: int) -> list[Target]:

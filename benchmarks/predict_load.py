@@ -34,10 +34,8 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.serving.engine import available_cores  # noqa: E402  (needs ROOT on the path; no torch)
+from benchmarks.server import running  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -206,33 +205,8 @@ def server(data_dir: Path, mode: Mode) -> Iterator[str]:
         sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base, process)
+    with running(command, env, port, start_timeout=60.0, stop_timeout=20.0) as base:
         yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("the server exited during start-up")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError("the server did not become healthy")
 
 
 class HttpConnection:

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import IdPrefixQuery, OwnerDep, SessionDep, SettingsDep, in_session
+from api.deps import IdempotencyKeyHeader, IdPrefixQuery, OwnerDep, SessionDep, SettingsDep, in_session
 from api.routing import APIRouter
 from api.schemas import (
     LIST_PROBLEMS,
@@ -57,15 +57,7 @@ def create_job(
     principal: OwnerDep,
     session: SessionDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=service.IDEMPOTENCY_KEY_MAX,
-            description="Retrying with the same key returns the job created the first time.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Job:
     """Queue a training job. Loss presets and hyperparameter defaults are filled in.
 

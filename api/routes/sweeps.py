@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Header, Query, Response
+from fastapi import Query, Response
 
-from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.deps import IdempotencyKeyHeader, IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
 from api.routing import APIRouter
 from api.schemas import LIST_PROBLEMS, problem_responses
-from api.services import jobs as job_service
 from api.services import sweeps as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from core.sweeps.document import Leaderboard, Sweep, SweepList
@@ -52,15 +51,7 @@ def create_sweep(
     principal: OwnerDep,
     session: SessionDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=job_service.IDEMPOTENCY_KEY_MAX,
-            description="Retrying with the same key returns the sweep created the first time.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Sweep:
     """Compare losses on your data: one child job per candidate and seed, scored on a test split.
 
@@ -82,9 +73,10 @@ def list_sweeps(
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    id_prefix: IdPrefixQuery = None,
 ) -> SweepList:
     """The caller's sweeps, newest first."""
-    page = service.list_owned(session, principal.owner_id, limit=limit, cursor=cursor)
+    page = service.list_owned(session, principal.owner_id, limit=limit, cursor=cursor, id_prefix=id_prefix)
     return SweepList(items=service.to_schemas(session, settings, page.items), next_cursor=page.next_cursor)
 
 

@@ -21,12 +21,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import quotas, schemas
+from api.services import idempotency
 from api.services.pagination import Page, id_starts_with, paginate
 from apl.catalog import UnknownBaseModel, check_base_model
 from apl.spec import JobSpec
 from core.broker import BrokerUnavailable
 from core.db.models import Dataset, Job, MetricPoint, new_id
-from core.errors import AppError
+from core.errors import AppError, not_found
 from core.jobs import dispatch, document, lifecycle
 from core.jobs.status import FINAL_STATUSES, JobStatus
 from core.settings import Settings
@@ -35,7 +36,6 @@ from core.webhooks.notify import notify_job_finished
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENCY_KEY_MAX = 200
 #: Samples a job must keep for training and validation once its test split is held out.
 MIN_SAMPLES_AFTER_TEST = 3
 
@@ -45,26 +45,18 @@ def _unprocessable(code: str, loc: list[str | int], message: str) -> AppError:
 
 
 def get_owned(session: Session, owner_id: str, job_id: str) -> Job:
+    """The caller's job; another owner's id reads as missing (404, never 403)."""
     row = session.scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id))
     if row is None:
-        raise AppError(404, "not_found", "job was not found")
+        raise not_found("job")
     return row
-
-
-def _by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None:
-    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
 
 
 def _replay(
     existing: Job, spec_json: dict[str, Any], name: str | None, metadata: dict[str, str] | None
 ) -> Job:
-    if existing.spec != spec_json or (existing.name, existing.job_metadata) != (name, metadata):
-        raise AppError(
-            409,
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used for a different job spec; use a new key",
-        )
-    return existing
+    same = existing.spec == spec_json and (existing.name, existing.job_metadata) == (name, metadata)
+    return idempotency.replay(existing, same, "job spec")
 
 
 def check_spec(
@@ -177,15 +169,8 @@ def _earlier(
     metadata: dict[str, str] | None,
 ) -> Job | None:
     """The job an Idempotency-Key already made for this owner (409 if for another spec), else None."""
-    if idempotency_key is None:
-        return None
-    if not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
-        raise _unprocessable(
-            "invalid_idempotency_key",
-            ["header", "Idempotency-Key"],
-            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters",
-        )
-    existing = _by_idempotency_key(session, owner_id, idempotency_key)
+    idempotency.check_key(idempotency_key)
+    existing = idempotency.earlier(session, Job, owner_id, idempotency_key)
     return None if existing is None else _replay(existing, spec_json, name, metadata)
 
 
@@ -247,9 +232,7 @@ def create(
     except IntegrityError:
         # The same key arrived twice at once; the other request's job is the answer.
         session.rollback()
-        if idempotency_key is None:
-            raise
-        existing = _by_idempotency_key(session, owner_id, idempotency_key)
+        existing = idempotency.earlier(session, Job, owner_id, idempotency_key)
         if existing is None:
             raise
         return _replay(existing, spec_json, name, metadata), False

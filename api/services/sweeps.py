@@ -19,10 +19,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from api import quotas
-from api.services import jobs
-from api.services.pagination import Page, paginate
+from api.services import idempotency, jobs
+from api.services.pagination import Page, id_starts_with, paginate
 from core.db.models import Job, Sweep
-from core.errors import AppError
+from core.errors import AppError, not_found
 from core.jobs import lifecycle
 from core.jobs.status import FINAL_STATUSES, JobStatus
 from core.settings import Settings
@@ -37,35 +37,15 @@ TEST_SPLIT = "test"
 
 
 def get_owned(session: Session, owner_id: str, sweep_id: str) -> Sweep:
+    """The caller's sweep; another owner's id reads as missing (404, never 403)."""
     row = session.scalar(select(Sweep).where(Sweep.id == sweep_id, Sweep.owner_id == owner_id))
     if row is None:
-        raise AppError(404, "not_found", "sweep was not found")
+        raise not_found("sweep")
     return row
 
 
-def _by_idempotency_key(session: Session, owner_id: str, key: str) -> Sweep | None:
-    return session.scalar(select(Sweep).where(Sweep.owner_id == owner_id, Sweep.idempotency_key == key))
-
-
 def _replay(existing: Sweep, spec_json: dict[str, Any]) -> Sweep:
-    if existing.spec != spec_json:
-        raise AppError(
-            409,
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used for a different sweep spec; use a new key",
-        )
-    return existing
-
-
-def _check_key(idempotency_key: str | None) -> None:
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= jobs.IDEMPOTENCY_KEY_MAX:
-        message = f"Idempotency-Key must be 1 to {jobs.IDEMPOTENCY_KEY_MAX} characters"
-        raise AppError(
-            422,
-            "invalid_idempotency_key",
-            message,
-            errors=[{"loc": ["header", "Idempotency-Key"], "msg": message}],
-        )
+    return idempotency.replay(existing, existing.spec == spec_json, "sweep spec")
 
 
 def create(
@@ -78,11 +58,10 @@ def create(
     for the same spec returns the first sweep and creates nothing.
     """
     spec_json = spec.model_dump(mode="json")
-    _check_key(idempotency_key)
-    if idempotency_key is not None:
-        existing = _by_idempotency_key(session, owner_id, idempotency_key)
-        if existing is not None:
-            return _replay(existing, spec_json), False
+    idempotency.check_key(idempotency_key)
+    existing = idempotency.earlier(session, Sweep, owner_id, idempotency_key)
+    if existing is not None:
+        return _replay(existing, spec_json), False
     check(spec)
     children = list(child_specs(spec))
     allow_private = settings.webhook_allow_private_addresses
@@ -94,7 +73,7 @@ def create(
         session.commit()
     except IntegrityError:
         session.rollback()  # the same key at the same moment: the other request's sweep is the answer
-        existing = _by_idempotency_key(session, owner_id, idempotency_key) if idempotency_key else None
+        existing = idempotency.earlier(session, Sweep, owner_id, idempotency_key)
         if existing is None:
             raise
         return _replay(existing, spec_json), False
@@ -156,10 +135,13 @@ def _abandon(session: Session, sweep_id: str) -> None:
     session.commit()
 
 
-def list_owned(session: Session, owner_id: str, *, limit: int, cursor: str | None) -> Page[Sweep]:
-    return paginate(
-        session, select(Sweep).where(Sweep.owner_id == owner_id), Sweep, limit=limit, cursor=cursor
-    )
+def list_owned(
+    session: Session, owner_id: str, *, limit: int, cursor: str | None, id_prefix: str | None = None
+) -> Page[Sweep]:
+    statement = select(Sweep).where(Sweep.owner_id == owner_id)
+    if id_prefix is not None:
+        statement = statement.where(id_starts_with(Sweep.id, id_prefix))
+    return paginate(session, statement, Sweep, limit=limit, cursor=cursor)
 
 
 def _children(session: Session, rows: Sequence[Sweep]) -> dict[str, list[Child]]:

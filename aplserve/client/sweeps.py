@@ -68,6 +68,12 @@ class Sweeps:
     def get(self, sweep_id: str) -> Sweep:
         return Sweep.model_validate(self._client.get_json(f"/v1/sweeps/{sweep_id}"))
 
+    def resolve(self, ref: str) -> str:
+        """The whole id of the sweep whose id starts with `ref` (at least 6 characters)."""
+        from aplserve.client.core import resolve_id
+
+        return resolve_id(self._client, "sweep", "/v1/sweeps", ref)
+
     def list(self, *, limit: int | None = None, cursor: str | None = None) -> Page[Sweep]:
         params = {k: v for k, v in {"limit": limit, "cursor": cursor}.items() if v is not None}
         body = self._client.get_json("/v1/sweeps", params=params)

@@ -6,17 +6,20 @@ from typing import Annotated, Any
 
 import typer
 
-from aplserve.client import DEFAULT_URL, Client, Leaderboard, Sweep
+from aplserve.client import Client, Leaderboard, Sweep
 from aplserve.commands.common import (
     AllOption,
     JsonOption,
     KeyOption,
     LimitOption,
     UrlOption,
+    WideOption,
     connected,
     console,
     fmt,
     print_json,
+    short,
+    show,
     table,
     when,
 )
@@ -25,6 +28,7 @@ app = typer.Typer(
     help="Compare losses on your data: a sweep of candidate losses x seeds.", no_args_is_help=True
 )
 
+SweepId = Annotated[str, typer.Argument(help="Sweep id, or its first 6+ characters.", show_default=False)]
 HP = "Hyperparameters (shared by every child)"
 CANDIDATE_HELP = (
     "A candidate loss: a preset (bce, focal, asl, apl) or preset:param=value,... "
@@ -122,7 +126,7 @@ def _watch(client: Client, sweep_id: str, timeout: float | None, json_output: bo
 
 @app.command("create")
 def create(
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset id.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset id, or its first 6+ characters.")],
     model: Annotated[str, typer.Option("--model", help="Base model: a name, timm:<arch> or hf:<path>.")],
     candidate: Annotated[list[str] | None, typer.Option("--candidate", "-c", help=CANDIDATE_HELP)] = None,
     seed: Annotated[
@@ -142,7 +146,7 @@ def create(
         str | None, typer.Option(help="Retrying with the same key returns the first sweep.")
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the children until the sweep ends.")] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -157,13 +161,13 @@ def create(
     candidates = [parse_candidate(text) for text in candidate] if candidate else None
     with connected(url, api_key) as client:
         sweep = client.sweeps.create(
-            dataset,
+            client.datasets.resolve(dataset),
             model,
             candidates=candidates,
             seeds=seed or None,
             hyperparameters=hyperparameters,
             test_fraction=test_fraction,
-            test_dataset_id=test_dataset,
+            test_dataset_id=client.datasets.resolve(test_dataset) if test_dataset else None,
             metric=metric,
             idempotency_key=idempotency_key,
         )
@@ -181,73 +185,77 @@ def create(
 def list_sweeps(
     limit: LimitOption = 20,
     every: AllOption = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
-    """Your sweeps, newest first."""
+    """Your sweeps, newest first (8-character ids: every command takes them)."""
     with connected(url, api_key) as client:
         items = list(client.sweeps.iterate()) if every else client.sweeps.list(limit=limit).items
     if json_output:
         print_json(items)
         return
-    rows = table("id", "status", "base model", "candidates", "seeds", "jobs ended", "winner", "created")
+    rows = table(
+        "id", "status", "base model", "candidates", "seeds", "ended", "winner", "created",
+        flexible=() if wide else ("base model", "candidates"),
+    )  # fmt: skip
     for sweep in items:
         names = ",".join(str(c.get("name")) for c in sweep.spec.get("candidates", []))
         winner = str(sweep.winner.candidate.get("name")) if sweep.winner else "-"
         ended = f"{sweep.progress.ended}/{sweep.progress.total}"
         seeds = ",".join(str(s) for s in sweep.spec.get("seeds", []))
         rows.add_row(
-            sweep.id,
+            short(sweep.id, wide),
             sweep.status,
             str(sweep.spec.get("base_model")),
             names,
             seeds,
             ended,
             winner,
-            when(sweep.created_at),
+            when(sweep.created_at, seconds=wide),
         )
-    console().print(rows)
+    show(rows, wide)
 
 
 @app.command("get")
 def get(
-    sweep_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, json_output: JsonOption = False
+    sweep_id: SweepId, url: UrlOption = None, api_key: KeyOption = None, json_output: JsonOption = False
 ) -> None:
     """One sweep: status, children, winner or error."""
     with connected(url, api_key) as client:
-        sweep = client.sweeps.get(sweep_id)
+        sweep = client.sweeps.get(client.sweeps.resolve(sweep_id))
     print_json(sweep) if json_output else show_sweep(sweep)
 
 
 @app.command("watch")
 def watch_sweep(
-    sweep_id: str,
+    sweep_id: SweepId,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: KeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Follow a sweep's children live, then print its leaderboard. Exit 0 only when it succeeded."""
     with connected(url, api_key) as client:
-        _watch(client, sweep_id, timeout, json_output)
+        _watch(client, client.sweeps.resolve(sweep_id), timeout, json_output)
 
 
 @app.command("leaderboard")
 def leaderboard(
-    sweep_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, json_output: JsonOption = False
+    sweep_id: SweepId, url: UrlOption = None, api_key: KeyOption = None, json_output: JsonOption = False
 ) -> None:
     """Per candidate: mean, sd and 95% interval of the test metric over seeds, and the verdict."""
     with connected(url, api_key) as client:
-        board = client.sweeps.leaderboard(sweep_id)
+        board = client.sweeps.leaderboard(client.sweeps.resolve(sweep_id))
     print_json(board) if json_output else show_leaderboard(board)
 
 
 @app.command("cancel")
 def cancel(
-    sweep_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, json_output: JsonOption = False
+    sweep_id: SweepId, url: UrlOption = None, api_key: KeyOption = None, json_output: JsonOption = False
 ) -> None:
     """Cancel every child that has not ended."""
     with connected(url, api_key) as client:
-        sweep = client.sweeps.cancel(sweep_id)
+        sweep = client.sweeps.cancel(client.sweeps.resolve(sweep_id))
     print_json(sweep) if json_output else show_sweep(sweep)

@@ -414,6 +414,16 @@ def test_sweeps_list_newest_first_in_pages(
     assert [s["id"] for s in rest["items"]] == [ids[0]] and rest["next_cursor"] is None
 
 
+def test_sweeps_are_found_by_an_id_prefix_of_their_owner_only(
+    client: TestClient, alice: dict[str, str], bob: dict[str, str], dataset: dict[str, Any]
+) -> None:
+    sweep = post_sweep(client, alice, dataset["id"], seeds=[0]).json()
+    found = client.get("/v1/sweeps", headers=alice, params={"id_prefix": sweep["id"][:8]}).json()["items"]
+    assert [s["id"] for s in found] == [sweep["id"]]
+    assert client.get("/v1/sweeps", headers=bob, params={"id_prefix": sweep["id"][:8]}).json()["items"] == []
+    assert_problem(client.get("/v1/sweeps?id_prefix=ZZ%25", headers=alice), 422, "validation_error")
+
+
 def test_unreachable_broker_is_503_and_keeps_the_sweep_for_the_reconciler(
     settings: Settings, alice: dict[str, str], dataset: dict[str, Any]
 ) -> None:

@@ -108,7 +108,7 @@ def test_the_cli_creates_watches_lists_and_cancels_sweeps(
     embedded: LiveServer, dataset: Dataset, tiny_bert: Path
 ) -> None:
     cli = CliRunner(env={"APLSERVE_URL": embedded.url, "APLSERVE_API_KEY": embedded.key, "COLUMNS": "200"})
-    common = ["--dataset", dataset.id, "--model", f"hf:{tiny_bert}", "--epochs", "1", "--batch-size", "8",
+    common = ["--dataset", dataset.id[:8], "--model", f"hf:{tiny_bert}", "--epochs", "1", "--batch-size", "8",
               "--lr", "0.003", "--max-length", "16"]  # fmt: skip
     two = ["-c", "bce", "-c", "asl:gamma_neg=2", "--seed", "3"]
     watched = cli.invoke(app, ["sweeps", "create", *common, *two, "--watch"])
@@ -121,9 +121,10 @@ def test_the_cli_creates_watches_lists_and_cancels_sweeps(
     listed = json.loads(cli.invoke(app, ["sweeps", "list", "--json"]).stdout)
     sweep_id = listed[0]["id"]
     assert listed[0]["status"] == "succeeded" and listed[0]["progress"]["total"] == 2
-    assert sweep_id in cli.invoke(app, ["sweeps", "list"]).stdout
-    assert "jobs: 2 (0 queued" in cli.invoke(app, ["sweeps", "get", sweep_id]).stdout
-    board = json.loads(cli.invoke(app, ["sweeps", "leaderboard", sweep_id, "--json"]).stdout)
+    assert sweep_id[:8] in cli.invoke(app, ["sweeps", "list"]).stdout
+    assert sweep_id in cli.invoke(app, ["sweeps", "list", "--wide"]).stdout
+    assert "jobs: 2 (0 queued" in cli.invoke(app, ["sweeps", "get", sweep_id[:8]]).stdout  # a prefix will do
+    board = json.loads(cli.invoke(app, ["sweeps", "leaderboard", sweep_id[:6], "--json"]).stdout)
     assert board["sweep_id"] == sweep_id and board["verdict"] in ("winner", "no_clear_winner")
 
     queued = json.loads(
