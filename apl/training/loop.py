@@ -36,9 +36,9 @@ from apl.data import (
     TextDataset,
     build_transform,
     collate_images,
+    job_split,
     load_stored_dataset,
-    split_indices,
-    split_test_indices,
+    unannotated_labels,
 )
 from apl.decisions import FALLBACK_THRESHOLD
 from apl.errors import DatasetError, ModelUnavailableError, TrainingDivergedError
@@ -242,20 +242,20 @@ def _load_split(config: TrainConfig) -> _Split:
         raise ModelUnavailableError(str(exc)) from exc
     if modality != dataset.modality:
         raise DatasetError(f"the base model expects {modality} data but the dataset holds {dataset.modality}")
-    test_set, test_idx, source = None, None, None
-    if config.test_fraction is not None:
-        train_idx, val_idx, test_idx = split_test_indices(
-            dataset.targets, config.test_fraction, hp.val_fraction, hp.seed
-        )
+    test_set, source = None, None
+    train_idx, val_idx, test_idx = job_split(dataset.targets, hp.val_fraction, hp.seed, config.test_fraction)
+    if test_idx is not None:
         test_set, source = dataset.subset(test_idx), "fraction"
-    else:
-        train_idx, val_idx = split_indices(dataset.targets, hp.val_fraction, hp.seed)
-        if config.test_dataset_dir is not None:
-            test_set, source = _load_test_dataset(config, dataset), "dataset"
-            test_idx = np.arange(len(test_set))
+    elif config.test_dataset_dir is not None:
+        test_set, source = _load_test_dataset(config, dataset), "dataset"
+        test_idx = np.arange(len(test_set))
     train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
     if len(train_set) < 2:
         raise DatasetError("at least 2 training samples are needed; the dataset is too small to split")
+    blank = unannotated_labels(dataset.targets, train_idx)
+    if blank:
+        names = ", ".join(repr(dataset.labels[j]) for j in blank[:5])
+        raise DatasetError(f"label {names} is unknown on every training sample; nothing to learn it from")
     return _Split(dataset, train_idx, train_set, val_set, test_set, test_idx, source)
 
 
@@ -530,7 +530,7 @@ class _Run:
                 final.thresholds,
                 report,
                 split="test",
-                label_counts=self.split.train_set.targets.sum(axis=0).tolist(),
+                label_counts=self.split.train_set.positive_counts,
                 min_labels=self.config.decision.min_labels,
             )
         except ValueError as exc:
@@ -540,6 +540,7 @@ class _Run:
             labels=list(self.labels),
             probs=probs.astype(np.float32),
             targets=(outputs.targets > 0.5).astype(np.uint8),
+            known=~np.isnan(outputs.targets),
             thresholds=cutoffs,
             indices=np.asarray(split.test_idx, dtype=np.int64),
             source=split.test_source,
@@ -570,7 +571,7 @@ class _Run:
                 self.labels,
                 self.config.decision,
                 self.config.calibration,
-                label_counts=self.split.train_set.targets.sum(axis=0).tolist(),
+                label_counts=self.split.train_set.positive_counts,
             )
         except ValueError as exc:
             raise TrainingDivergedError("the validation logits became NaN or infinite") from exc

@@ -31,6 +31,9 @@ class Dataset(_Result):
     created_at: datetime
     warnings: list[str] = Field(default_factory=list)
     upload_options: dict[str, str] = Field(default_factory=dict)
+    #: Label cells the upload marked unknown, in all and per label (0 and {} on older servers).
+    unknown_cells: int = 0
+    unknown_counts: dict[str, int] = Field(default_factory=dict)
 
 
 class JobProgress(_Result):
