@@ -473,6 +473,13 @@ _HTTP: tuple[ErrorCode, ...] = (
         "The model was published before evaluations were stored; train it again to get one.",
     ),
     ErrorCode(
+        "label_issues_unavailable",
+        (404,),
+        MODELS,
+        "The model has no suspect-label ranking: it was published before rankings were stored, or its "
+        "validation split could not be ranked (the worker's log says why). Train it again to get one.",
+    ),
+    ErrorCode(
         "wrong_modality",
         (422,),
         MODELS,

@@ -213,6 +213,8 @@ class _Split:
     test_idx: np.ndarray | None = None
     #: "fraction" (held out of the dataset) or "dataset" (a separate test dataset).
     test_source: str | None = None
+    #: Positions of the validation samples in the dataset.
+    val_idx: np.ndarray | None = None
 
 
 def _load_test_dataset(config: TrainConfig, dataset: StoredDataset) -> StoredDataset:
@@ -256,7 +258,7 @@ def _load_split(config: TrainConfig) -> _Split:
     if blank:
         names = ", ".join(repr(dataset.labels[j]) for j in blank[:5])
         raise DatasetError(f"label {names} is unknown on every training sample; nothing to learn it from")
-    return _Split(dataset, train_idx, train_set, val_set, test_set, test_idx, source)
+    return _Split(dataset, train_idx, train_set, val_set, test_set, test_idx, source, val_idx)
 
 
 @dataclass
@@ -306,6 +308,8 @@ class _Run:
     best_outputs: _Outputs | None = None
     #: Monotonic clock origin, shifted back by the time a resumed run had already spent.
     started: float = 0.0
+    #: The final model's validation predictions, set by `finish` (None when it was stopped).
+    validation: SplitPredictions | None = None
 
     @property
     def hp(self) -> Hyperparameters:
@@ -493,6 +497,7 @@ class _Run:
         if not stopped and self.state.best is not None:
             try:
                 final = self._finalize()
+                self.validation = self._validation_predictions(final)
                 if self.split.test_set is not None:
                     test, evaluation = self._score_test(final)
                     final = replace(final, evaluation=evaluation)
@@ -551,6 +556,28 @@ class _Run:
         )
         return predictions, evaluation
 
+    def _validation_predictions(self, final: Finalized) -> SplitPredictions:
+        """The best epoch's validation scores as the final model gives them (temperatures applied).
+
+        Out of sample (no validation sample was trained on), so `apl.label_issues` can rank the
+        split's given labels by how much the model doubts them.
+        """
+        outputs = self.best_outputs or self._validation_outputs()
+        evaluation = final.evaluation
+        return SplitPredictions(
+            split="validation",
+            labels=list(self.labels),
+            probs=apply_temperatures(outputs.logits, final.temperatures).astype(np.float32),
+            targets=(outputs.targets > 0.5).astype(np.uint8),
+            known=~np.isnan(outputs.targets),
+            thresholds=np.asarray(final.thresholds.values, dtype=np.float64),
+            indices=np.asarray(self.split.val_idx, dtype=np.int64),
+            source="fraction",
+            map=float(evaluation["map"]),
+            micro_f1=float(evaluation["micro_f1"]),
+            macro_f1=float(evaluation["macro_f1"]),
+        )
+
     def _load_best(self) -> None:
         """The best epoch's weights (the last ones when no epoch was evaluated), in eval mode."""
         if self.state.best_weights is not None:
@@ -608,6 +635,7 @@ class _Run:
             device=str(self.device),
             precision=self.precision,
             test=test,
+            validation=self.validation if final is not None else None,
             **extra,
         )
 

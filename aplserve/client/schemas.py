@@ -161,6 +161,34 @@ class WebhookSecret(_Result):
 T = TypeVar("T")
 
 
+class LabelIssue(_Result):
+    """One validation sample of a model's suspect-label ranking (rank 1 = most suspect)."""
+
+    rank: int
+    index: int
+    score: float
+    flagged: bool
+    given_labels: list[str]
+    unknown_labels: list[str] = Field(default_factory=list)
+    #: [{"label", "given", "score"}]: annotated labels the model decides the other way.
+    disagreements: list[dict[str, Any]] = Field(default_factory=list)
+    text: str | None = None
+    image: str | None = None
+
+
+class LabelIssuePage(_Result):
+    """One page of GET /v1/models/{id}/label-issues; `next_cursor` continues it."""
+
+    model_id: str
+    dataset_id: str | None = None
+    split: str = "validation"
+    num_samples: int
+    num_flagged: int = 0
+    method: str = ""
+    items: list[LabelIssue]
+    next_cursor: str | None = None
+
+
 class Page(BaseModel, Generic[T]):
     """One page of a list; pass `next_cursor` back as `cursor` for the next."""
 
