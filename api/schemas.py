@@ -99,11 +99,25 @@ class Dataset(BaseModel):
         description="The reading options the upload gave (text_column, labels_column, filename_column, "
         "label_separator); empty when the file used the default layout.",
     )
+    unknown_cells: int = Field(
+        default=0,
+        description="Label cells marked unknown (the `unknown` column or key): neither present nor absent, "
+        "they add nothing to the loss, the metrics or threshold tuning.",
+    )
+    unknown_counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="Unknown cells per label (every label listed); empty when no cell is unknown.",
+    )
 
-    @field_validator("upload_options", mode="before")
+    @field_validator("upload_options", "unknown_counts", mode="before")
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
+
+    @field_validator("unknown_cells", mode="before")
+    @classmethod
+    def _none_is_zero(cls, value: Any) -> Any:
+        return 0 if value is None else value
 
 
 class DatasetList(BaseModel):

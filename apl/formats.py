@@ -7,8 +7,11 @@ a predict request may hold. Each is written down once, here.
 
 from __future__ import annotations
 
-#: `<dataset_dir>/samples.jsonl`: one `{"text"|"image", "labels"}` object a line.
+#: `<dataset_dir>/samples.jsonl`: one `{"text"|"image", "labels"}` object a line, plus
+#: `"unknown": [...]` on a sample that leaves labels unannotated (absent when none is).
 SAMPLES_FILE = "samples.jsonl"
+#: The key of a stored sample's unknown label names (partial annotation; optional).
+UNKNOWN_KEY = "unknown"
 #: `<dataset_dir>/labels.json`: the sorted label names.
 LABELS_FILE = "labels.json"
 #: `<dataset_dir>/images/`: the image files a sample's `"image": "images/<path>"` points into.

@@ -5,7 +5,9 @@ The training loop scores the best weights on the test split once and returns a
 leaderboard reads it back (`load`) to resample the test samples for its paired
 bootstrap. The file is a plain `.npz` (no pickle) holding the probabilities, the
 0/1 targets, the decision thresholds the model uses, the samples' positions in the
-dataset they came from and a small JSON header.
+dataset they came from, a small JSON header and, for partially labelled data, the mask
+of known cells (`known`; absent in files of fully labelled splits and older files, which
+read as all known).
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ class SplitPredictions:
     micro_f1: float
     macro_f1: float
     per_class_ap: dict[str, float] = field(default_factory=dict)
+    #: bool (num_samples, num_labels): True where the target is annotated; None = all are.
+    known: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.known is not None and bool(np.all(self.known)):
+            object.__setattr__(self, "known", None)  # fully labelled: stored as before
 
     @property
     def num_samples(self) -> int:
@@ -71,15 +79,16 @@ class SplitPredictions:
             "macro_f1": self.macro_f1,
             "per_class_ap": self.per_class_ap,
         }
+        arrays: dict[str, np.ndarray] = {
+            "probs": np.asarray(self.probs, dtype=np.float32),
+            "targets": np.asarray(self.targets > 0.5, dtype=np.uint8),
+            "thresholds": np.asarray(self.thresholds, dtype=np.float64),
+            "indices": np.asarray(self.indices, dtype=np.int64),
+        }
+        if self.known is not None:
+            arrays["known"] = np.asarray(self.known, dtype=np.uint8)
         with atomic_file(path) as tmp, tmp.open("wb") as out:
-            np.savez(
-                out,
-                header=np.array(json.dumps(header)),
-                probs=np.asarray(self.probs, dtype=np.float32),
-                targets=np.asarray(self.targets > 0.5, dtype=np.uint8),
-                thresholds=np.asarray(self.thresholds, dtype=np.float64),
-                indices=np.asarray(self.indices, dtype=np.int64),
-            )
+            np.savez(out, header=np.array(json.dumps(header)), **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: Path) -> SplitPredictions:
@@ -90,8 +99,11 @@ class SplitPredictions:
                 raise ValueError(f"unknown predictions file version {header.get('version')!r}")
             probs, targets = np.array(data["probs"]), np.array(data["targets"])
             thresholds, indices = np.array(data["thresholds"]), np.array(data["indices"])
+            known = np.array(data["known"]).astype(bool) if "known" in data.files else None
         if probs.shape != targets.shape or probs.ndim != 2 or thresholds.shape != (probs.shape[1],):
             raise ValueError("the predictions file holds arrays of mismatched shapes")
+        if known is not None and known.shape != probs.shape:
+            raise ValueError("the predictions file's known-cell mask has the wrong shape")
         return cls(
             split=str(header["split"]),
             labels=list(header["labels"]),
@@ -104,4 +116,5 @@ class SplitPredictions:
             micro_f1=float(header["micro_f1"]),
             macro_f1=float(header["macro_f1"]),
             per_class_ap={str(k): float(v) for k, v in header.get("per_class_ap", {}).items()},
+            known=known,
         )

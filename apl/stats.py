@@ -15,7 +15,8 @@ function that builds a leaderboard, never at import time.
   interval of the replicates; the RNG is seeded, so a leaderboard is reproducible.
 - The metrics (`map`, `macro_f1`, `micro_f1`) on a resample are computed from
   per-sample weights (how often each sample was drawn), vectorised over replicates;
-  with unit weights they equal `apl.metrics` (scikit-learn's AP and F1).
+  with unit weights they equal `apl.metrics` (scikit-learn's AP and F1). Unknown cells
+  (partial labels: `Scored.known` False) count nowhere, as in `apl.metrics`.
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ class Scored:
     probs: npt.NDArray[np.floating]
     targets: npt.NDArray[np.integer] | npt.NDArray[np.floating]
     thresholds: npt.NDArray[np.floating]
+    #: True where the target is annotated; None: every cell is.
+    known: npt.NDArray[np.bool_] | None = None
+
+    def known_cells(self) -> npt.NDArray[np.bool_]:
+        """The known-cell mask, all True when none was given."""
+        if self.known is None:
+            return np.ones(np.shape(self.probs), dtype=bool)
+        return np.asarray(self.known, dtype=bool)
 
     @property
     def num_samples(self) -> int:
@@ -88,6 +97,8 @@ def _weighted_ap(scores: Floats, truth: npt.NDArray[np.bool_], weights: Floats) 
     groups holding a positive add to AP (recall moves nowhere else), so precision and
     recall are read at those groups' ends alone.
     """
+    if scores.size == 0:  # every cell of the label unknown on this split
+        return np.full(weights.shape[0], np.nan)
     order = np.argsort(-scores, kind="mergesort")
     sorted_scores, positive = scores[order], truth[order]
     # Counts are small integers: float32 sums are exact (below 2**24) and halve the memory traffic.
@@ -112,7 +123,14 @@ def _weighted_map(scored: Scored, weights: Floats) -> Floats:
     """Macro AP over the labels with a positive in each resample (0 when none has one)."""
     probs = np.asarray(scored.probs, dtype=np.float64)
     truth = np.asarray(scored.targets) > 0.5
-    per_label = np.stack([_weighted_ap(probs[:, j], truth[:, j], weights) for j in range(probs.shape[1])], 1)
+    known = scored.known_cells()
+    per_label = np.stack(
+        [
+            _weighted_ap(probs[known[:, j], j], truth[known[:, j], j], weights[:, known[:, j]])
+            for j in range(probs.shape[1])
+        ],
+        1,
+    )
     present = ~np.isnan(per_label)
     counts = present.sum(axis=1)
     sums = np.where(present, per_label, 0.0).sum(axis=1)
@@ -124,9 +142,10 @@ def _weighted_f1(scored: Scored, weights: Floats, average: Literal["macro", "mic
     """F1 at the fixed thresholds per resample: micro over all labels, macro over labels with a positive."""
     predicted = np.asarray(scored.probs) >= np.asarray(scored.thresholds)[None, :]
     truth = np.asarray(scored.targets) > 0.5
-    tp = weights @ (predicted & truth).astype(np.float64)
-    fp = weights @ (predicted & ~truth).astype(np.float64)
-    fn = weights @ (~predicted & truth).astype(np.float64)
+    known = scored.known_cells()
+    tp = weights @ (predicted & truth & known).astype(np.float64)
+    fp = weights @ (predicted & ~truth & known).astype(np.float64)
+    fn = weights @ (~predicted & truth & known).astype(np.float64)
     if average == "micro":
         num, den = 2 * tp.sum(axis=1), 2 * tp.sum(axis=1) + fp.sum(axis=1) + fn.sum(axis=1)
         micro: Floats = np.divide(num, den, out=np.zeros_like(num), where=den > 0)

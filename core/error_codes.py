@@ -241,6 +241,13 @@ _HTTP: tuple[ErrorCode, ...] = (
         "predict: APLSERVE_PREDICT_MAX_TEXT_CHARS).",
     ),
     ErrorCode(
+        "label_known_and_unknown",
+        (422,),
+        CONTENT,
+        "A sample names a label both in its labels and in its `unknown` column (or key); the detail "
+        "names the line or labels.csv line. A label is either given or unknown on one sample.",
+    ),
+    ErrorCode(
         "invalid_label",
         (422,),
         CONTENT,
@@ -335,6 +342,13 @@ _HTTP: tuple[ErrorCode, ...] = (
         "`base_model` is not a built-in name (GET /v1/base-models), "
         "an architecture of the installed timm (`timm:<arch>`), a model directory on the server with "
         "config.json, or (with APLSERVE_ALLOW_MODEL_DOWNLOAD) a hub id (`hf:<...>`).",
+    ),
+    ErrorCode(
+        "label_unknown_in_training",
+        (422,),
+        JOBS,
+        "The dataset marks a label unknown on every sample of the job's training split, so nothing "
+        "could be learned for it; the detail names the label. Annotate it on more samples.",
     ),
     ErrorCode(
         "modality_mismatch",
@@ -457,6 +471,13 @@ _HTTP: tuple[ErrorCode, ...] = (
         (404,),
         MODELS,
         "The model was published before evaluations were stored; train it again to get one.",
+    ),
+    ErrorCode(
+        "label_issues_unavailable",
+        (404,),
+        MODELS,
+        "The model has no suspect-label ranking: it was published before rankings were stored, or its "
+        "validation split could not be ranked (the worker's log says why). Train it again to get one.",
     ),
     ErrorCode(
         "wrong_modality",

@@ -9,6 +9,9 @@
                                         split (`apl.predictions`), read by the sweep leaderboard;
                                         per attempt, so a stale attempt never touches the file
                                         of the one that succeeded
+    <data_dir>/label-issues/<model id>.json
+                                        the model's validation samples ranked by label quality
+                                        (`apl.label_issues`), read by GET .../label-issues
 
 Partial files (`api_partials`, `worker_partials`) are what an interrupted write leaves:
 the server and each worker remove their own at start once they are older than
@@ -86,6 +89,14 @@ class DataFiles:
         The attempt that succeeded is the job row's `attempts` once it has ended.
         """
         return self.predictions_root / job_id / f"{split}-{attempt}{PREDICTIONS_SUFFIX}"
+
+    @property
+    def label_issues_root(self) -> Path:
+        return self.root / "label-issues"
+
+    def label_issues(self, model_id: str) -> Path:
+        """A model's suspect-label ranking (JSON), written by the worker before the job succeeds."""
+        return self.label_issues_root / f"{model_id}.json"
 
     # --- partial files a killed process leaves behind (removed at start, core.storage) ---
 

@@ -35,6 +35,7 @@ from core.settings import Settings
 from core.storage import is_storage_full
 from core.webhooks.notify import notify_job_finished
 from worker.callbacks import JobCallback
+from worker.label_issues import write_label_issues
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,13 @@ def _publish(job: lifecycle.ClaimedJob, spec: JobSpec, result: Any, settings: Se
     if result.test is not None:
         written.append(settings.files.predictions(job.id, result.test.split, job.attempt))
         result.test.save(written[-1])
+    if result.validation is not None:  # suspect labels: never fails the job (logged when it cannot)
+        issues = settings.files.label_issues(record.id)
+        dataset_dir = settings.files.dataset(spec.dataset_id)
+        if write_label_issues(
+            issues, result.validation, dataset_dir, model_id=record.id, dataset_id=spec.dataset_id
+        ):
+            written.append(issues)
     try:
         outcome = lifecycle.finish_succeeded(job.id, job.attempt, record, settings)
     except BaseException:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from api.ingest.failures import invalid, quote
-from api.ingest.labels import LABEL_SEPARATOR, clean_labels
+from api.ingest.labels import LABEL_SEPARATOR, clean_labels, clean_unknown
 from api.ingest.limits import IngestLimits
 from core.errors import AppError
 
@@ -36,6 +36,8 @@ MAX_SEPARATOR_CHARS = 8
 MAX_COLUMN_CHARS = 100
 #: The roles each kind of file needs, in the order errors name them.
 ROLES_BY_KIND: dict[Kind, tuple[Role, ...]] = {"text": ("text", "labels"), "image": ("filename", "labels")}
+#: The role (and column, key) of the label names a sample leaves unknown (partial annotation).
+UNKNOWN_ROLE: Role = "unknown"
 
 
 def _option_error(name: str, message: str) -> AppError:
@@ -98,8 +100,8 @@ class UploadOptions:
         return {role: self.column(role) for role in ROLES_BY_KIND[kind]}
 
     def optional_columns(self, kind: Kind) -> dict[Role, str]:
-        """Columns a file may have; none yet (an `unknown` labels column would go here)."""
-        return {}
+        """Columns a file may have: `unknown`, the label names a sample leaves unannotated."""
+        return {UNKNOWN_ROLE: UNKNOWN_ROLE}
 
     @property
     def separator(self) -> str:
@@ -120,8 +122,23 @@ class UploadOptions:
                 raise self._suspicious(raw, found, where)
         return clean_labels(raw.split(self.separator), where, limits, self.separator)
 
-    def _suspicious(self, raw: str, found: str, where: str) -> AppError:
-        column = self.column("labels")
+    def split_unknown(
+        self, raw: str | None, labels: list[str], where: str, limits: IngestLimits
+    ) -> list[str]:
+        """Parse one `unknown` cell (absent column or empty cell: nothing unknown) like a labels cell.
+
+        A name both in `labels` and here is refused (422 `label_known_and_unknown`).
+        """
+        if raw is None or not raw.strip():
+            return []
+        if self.label_separator is None:
+            found = next((ch for ch in SUSPICIOUS_SEPARATORS if ch in raw), None)
+            if found is not None:
+                raise self._suspicious(raw, found, where, UNKNOWN_ROLE)
+        return clean_unknown(raw.split(self.separator), labels, where, limits, self.separator)
+
+    def _suspicious(self, raw: str, found: str, where: str, role: Role = "labels") -> AppError:
+        column = self.column(role)
         return invalid(
             "suspicious_label_separator",
             f"{where}: the {column!r} cell {quote(raw)} contains {found!r}, but labels are separated by "

@@ -1,7 +1,8 @@
 """Turn one uploaded file into the normalized stored dataset, or into a precise 4xx.
 
 The stored form (read by training): `<dataset_dir>/samples.jsonl` with one
-`{"text", "labels"}` or `{"image": "images/<member>", "labels"}` object a line,
+`{"text", "labels"}` or `{"image": "images/<member>", "labels"}` object a line (plus
+`"unknown": [...]` on a partially annotated sample, names of the dataset's labels only),
 `<dataset_dir>/labels.json` (sorted label names) and, for images, the files
 under `<dataset_dir>/images/`. Everything is written into a hidden sibling staging
 directory that is renamed into place only when the whole dataset is valid, so a
@@ -17,17 +18,17 @@ import secrets
 import shutil
 import zipfile
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from api.ingest.columns import UploadOptions
 from api.ingest.failures import invalid, quote, unsupported_format
 from api.ingest.images import extract_image, inspect_zip, read_labels_file, tally_entries
-from api.ingest.labels import LabelTally
+from api.ingest.labels import LabelTally, with_unknown
 from api.ingest.limits import IngestLimits
 from api.ingest.text import read_text_csv, read_text_jsonl
-from apl.formats import IMAGES_DIR, LABELS_FILE, SAMPLES_FILE
+from apl.formats import IMAGES_DIR, LABELS_FILE, SAMPLES_FILE, UNKNOWN_KEY
 
 DatasetFormat = Literal["csv", "jsonl", "zip"]
 Modality = Literal["text", "image"]
@@ -46,6 +47,9 @@ class IngestResult:
     label_counts: dict[str, int]
     label_cardinality: float
     warnings: list[str]
+    #: Label cells marked unknown (partial annotation), in all and per label.
+    unknown_cells: int = 0
+    unknown_counts: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +97,7 @@ def ingest_dataset(
             with contextlib.closing(reader(upload_path, limits, options)) as samples:
                 tally = _write_samples(samples, staging / SAMPLES_FILE, limits)
             tally.check(limits)
+            _drop_stray_unknown(staging / SAMPLES_FILE, set(tally.stray_unknown))
         _write_json(staging / LABELS_FILE, tally.labels)
         os.rename(staging, dataset_dir)
     except BaseException:
@@ -106,6 +111,8 @@ def ingest_dataset(
         label_counts=tally.label_counts,
         label_cardinality=round(tally.cardinality, 6),
         warnings=tally.warnings(limits),
+        unknown_cells=tally.unknown_cells,
+        unknown_counts=tally.unknown_counts if tally.unknown_cells else {},
     )
 
 
@@ -115,9 +122,26 @@ def _write_samples(
     tally = LabelTally()
     with path.open("w", encoding="utf-8") as out:
         for where, sample in samples:
-            tally.add(sample["labels"], where, limits)
+            tally.add(sample["labels"], where, limits, sample.get(UNKNOWN_KEY, ()))
             out.write(json.dumps(sample, ensure_ascii=False) + "\n")
     return tally
+
+
+def _drop_stray_unknown(path: Path, stray: set[str]) -> None:
+    """Rewrite the samples without unknown names that are no label of the dataset (a warning says so).
+
+    The stored form names only the dataset's labels, which are known only once every sample
+    has streamed past; this second pass runs only for the uploads that need it.
+    """
+    if not stray:
+        return
+    rewritten = path.with_name(f".{path.name}.rewrite")
+    with path.open(encoding="utf-8") as source, rewritten.open("w", encoding="utf-8") as out:
+        for line in source:
+            sample = json.loads(line)
+            kept = [name for name in sample.pop(UNKNOWN_KEY, []) if name not in stray]
+            out.write(json.dumps(with_unknown(sample, kept), ensure_ascii=False) + "\n")
+    os.replace(rewritten, path)
 
 
 def _ingest_zip(upload_path: Path, staging: Path, limits: IngestLimits, options: UploadOptions) -> LabelTally:
@@ -132,9 +156,11 @@ def _ingest_zip(upload_path: Path, staging: Path, limits: IngestLimits, options:
         images_root = staging / IMAGES_DIR
         images_root.mkdir()
         with (staging / SAMPLES_FILE).open("w", encoding="utf-8") as out:
+            stray = set(tally.stray_unknown)
             for entry in entries:
                 extract_image(archive, files[entry.member], images_root, limits)
-                sample = {"image": entry.stored_path, "labels": entry.labels}
+                unknown = [name for name in entry.unknown if name not in stray]
+                sample = with_unknown({"image": entry.stored_path, "labels": entry.labels}, unknown)
                 out.write(json.dumps(sample, ensure_ascii=False) + "\n")
     return tally
 

@@ -16,12 +16,12 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
-from api.ingest.columns import UploadOptions
+from api.ingest.columns import UNKNOWN_ROLE, UploadOptions
 from api.ingest.failures import invalid, quote
 from api.ingest.labels import LabelTally
 from api.ingest.limits import MIB, IngestLimits
@@ -44,6 +44,8 @@ class ImageEntry:
     where: str
     member: str
     labels: list[str]
+    #: Label names this image leaves unannotated (the optional `unknown` column).
+    unknown: list[str] = field(default_factory=list)
 
     @property
     def stored_path(self) -> str:
@@ -160,7 +162,9 @@ def read_labels_file(
                     "invalid_image", f"{where}: {quote(member)} is not a .png, .jpg, .jpeg or .webp file"
                 )
             first_seen[member] = f"line {line}"
-            entries.append(ImageEntry(where, member, options.split_labels(record["labels"], where, limits)))
+            labels = options.split_labels(record["labels"], where, limits)
+            unknown = options.split_unknown(record.get(UNKNOWN_ROLE), labels, where, limits)
+            entries.append(ImageEntry(where, member, labels, unknown))
     unlisted = [name for name in files if name != LABELS_MEMBER and name not in first_seen]
     if unlisted:
         more = f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else ""
@@ -174,7 +178,7 @@ def read_labels_file(
 def tally_entries(entries: list[ImageEntry], limits: IngestLimits) -> LabelTally:
     tally = LabelTally()
     for entry in entries:
-        tally.add(entry.labels, entry.where, limits)
+        tally.add(entry.labels, entry.where, limits, entry.unknown)
     tally.check(limits)
     return tally
 

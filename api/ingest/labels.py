@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from api.ingest.failures import invalid, quote
 from api.ingest.limits import IngestLimits
+from apl.formats import UNKNOWN_KEY
 
 #: Separates the label names of a CSV labels cell unless the upload names another.
 LABEL_SEPARATOR = "|"
@@ -40,26 +42,74 @@ def clean_labels(
     return sorted(cleaned)
 
 
+def with_unknown(sample: dict[str, Any], unknown: list[str]) -> dict[str, Any]:
+    """The stored sample; `unknown` only when it names something, so fully labelled data is stored
+    exactly as before (and older datasets, which never have the key, read unchanged)."""
+    return {**sample, UNKNOWN_KEY: unknown} if unknown else sample
+
+
+def clean_unknown(
+    names: Iterable[str], labels: list[str], where: str, limits: IngestLimits, separator: str | None = None
+) -> list[str]:
+    """The sample's unknown label names, cleaned like labels; a name also given as a label is refused.
+
+    A sample may leave any number of labels unknown (up to the dataset's label limit), so the
+    per-sample cap of given labels does not apply here.
+    """
+    unknown = clean_labels(names, where, replace(limits, max_labels_per_sample=limits.max_labels), separator)
+    both = sorted(set(unknown) & set(labels))
+    if both:
+        raise invalid(
+            "label_known_and_unknown",
+            f"{where}: label {quote(both[0])} is both given and marked unknown; "
+            "a label is either in the labels or in the unknown column, not both",
+        )
+    return unknown
+
+
 @dataclass
 class LabelTally:
     """Counts gathered while samples stream past, so statistics need no second pass."""
 
     counts: Counter[str] = field(default_factory=Counter)
+    #: Per label name: on how many samples it is marked unknown (names never given included).
+    unknown: Counter[str] = field(default_factory=Counter)
     num_samples: int = 0
     num_unlabelled: int = 0
     total_labels: int = 0
 
-    def add(self, labels: list[str], where: str, limits: IngestLimits) -> None:
+    def add(self, labels: list[str], where: str, limits: IngestLimits, unknown: Iterable[str] = ()) -> None:
         for label in labels:
             if label not in self.counts and len(self.counts) >= limits.max_labels:
                 raise invalid(
                     "too_many_labels", f"{where}: the dataset has more than {limits.max_labels} labels"
                 )
             self.counts[label] += 1
+        for name in unknown:
+            if name not in self.unknown and len(self.unknown) >= limits.max_labels:
+                raise invalid(
+                    "too_many_labels",
+                    f"{where}: the unknown column names more than {limits.max_labels} distinct labels",
+                )
+            self.unknown[name] += 1
         self.num_samples += 1
         self.total_labels += len(labels)
         if not labels:
             self.num_unlabelled += 1
+
+    @property
+    def stray_unknown(self) -> list[str]:
+        """Names marked unknown that no sample gives as a label: not labels of this dataset."""
+        return sorted(name for name in self.unknown if name not in self.counts)
+
+    @property
+    def unknown_counts(self) -> dict[str, int]:
+        """Unknown cells per label of the dataset (stray names left out), every label listed."""
+        return {label: self.unknown[label] for label in self.labels}
+
+    @property
+    def unknown_cells(self) -> int:
+        return sum(self.unknown_counts.values())
 
     def check(self, limits: IngestLimits) -> None:
         """Refuse datasets no multi-label model can be trained or validated on."""
@@ -108,6 +158,15 @@ class LabelTally:
         if self.num_unlabelled:
             notes.append(
                 f"{self.num_unlabelled} of {self.num_samples} samples have no label; "
-                "they count as negatives for every label."
+                f"they count as negatives for every label{' not marked unknown' if self.unknown else ''}."
+            )
+        stray = self.stray_unknown
+        if stray:
+            shown = ", ".join(quote(name) for name in stray[:5]) + (
+                f" and {len(stray) - 5} more" if len(stray) > 5 else ""
+            )
+            notes.append(
+                f"The unknown column names {len(stray)} label{'' if len(stray) == 1 else 's'} that no sample "
+                f"has ({shown}); they are not labels of this dataset and were ignored."
             )
         return notes

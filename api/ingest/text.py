@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from api.ingest.columns import UploadOptions
+from api.ingest.columns import UNKNOWN_ROLE, UploadOptions
 from api.ingest.failures import invalid
-from api.ingest.labels import clean_labels
+from api.ingest.labels import clean_labels, clean_unknown, with_unknown
 from api.ingest.limits import IngestLimits
 from api.ingest.lines import at, numbered_lines, read_csv_records
 
@@ -30,7 +30,9 @@ def read_text_csv(
         for line, record in read_csv_records(stream, "", columns, limits, optional):
             where = at("", line)
             text = _checked_text(record["text"], where, limits)
-            yield where, {"text": text, "labels": options.split_labels(record["labels"], where, limits)}
+            labels = options.split_labels(record["labels"], where, limits)
+            unknown = options.split_unknown(record.get(UNKNOWN_ROLE), labels, where, limits)
+            yield where, with_unknown({"text": text, "labels": labels}, unknown)
 
 
 def read_text_jsonl(
@@ -77,7 +79,15 @@ def _sample_from_object(obj: object, where: str, limits: IngestLimits, options: 
         raise invalid(
             "invalid_json", f"{where}: {labels_key!r} must be a list of strings, found {_json_type(labels)}"
         )
-    return {"text": _checked_text(text, where, limits), "labels": clean_labels(labels, where, limits)}
+    cleaned = clean_labels(labels, where, limits)
+    unknown = obj.get(UNKNOWN_ROLE, [])
+    if not isinstance(unknown, list) or not all(isinstance(name, str) for name in unknown):
+        raise invalid(
+            "invalid_json",
+            f"{where}: {UNKNOWN_ROLE!r} must be a list of strings, found {_json_type(unknown)}",
+        )
+    sample = {"text": _checked_text(text, where, limits), "labels": cleaned}
+    return with_unknown(sample, clean_unknown(unknown, cleaned, where, limits))
 
 
 def _key_hint(role: str, obj: dict[str, object]) -> str:

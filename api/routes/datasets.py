@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Annotated, Any
 
+from fastapi import Path as PathParam
 from fastapi import Query, Request, Response
+from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import quotas
@@ -234,6 +236,33 @@ def list_datasets(
 @router.get("/{dataset_id}", response_model=Dataset, responses=problem_responses("not_found"))
 def get_dataset(dataset_id: str, principal: OwnerDep, session: SessionDep) -> Dataset:
     return service.to_schema(service.get_owned(session, principal.owner_id, dataset_id))
+
+
+@router.get(
+    "/{dataset_id}/samples/{index}/image",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+            "description": "The stored image file of the sample, as uploaded.",
+        },
+        **problem_responses("not_found", "validation_error"),
+    },
+)
+def get_sample_image(
+    dataset_id: str,
+    index: Annotated[int, PathParam(ge=0, description="The sample's position (0-based, upload order)")],
+    principal: OwnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> FileResponse:
+    """One sample's image (image datasets), e.g. for a suspect label's thumbnail.
+
+    404 `not_found` for another owner's dataset, a text dataset or an index past the end.
+    """
+    row = service.get_owned(session, principal.owner_id, dataset_id)
+    path, media_type = service.sample_image(settings.files, row, index)
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.delete(

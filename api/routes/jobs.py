@@ -43,6 +43,7 @@ MAX_EVENTS_PAGE = 500
         "dataset_not_found",
         "unknown_base_model",
         "modality_mismatch",
+        "label_unknown_in_training",
         "webhook_url_refused",
         "invalid_idempotency_key",
         "idempotency_key_reused",

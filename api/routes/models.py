@@ -35,7 +35,14 @@ from api.serving.inputs import (
     parse_multipart,
     read_body,
 )
-from api.serving.schemas import Evaluation, Model, ModelList, PredictRequest, PredictResponse
+from api.serving.schemas import (
+    Evaluation,
+    LabelIssueList,
+    Model,
+    ModelList,
+    PredictRequest,
+    PredictResponse,
+)
 from api.serving.state import engine_of, get_engine, lookup_cache, serving_lifespan
 from apl.errors import AplError
 from core.db.session import session_factory
@@ -197,6 +204,31 @@ def get_evaluation(model_id: str, principal: OwnerDep, session: SessionDep) -> E
     before evaluations were stored.
     """
     return service.evaluation(service.get_owned(session, principal.owner_id, model_id))
+
+
+@router.get(
+    "/{model_id}/label-issues",
+    response_model=LabelIssueList,
+    responses=problem_responses("not_found", "label_issues_unavailable", "invalid_cursor"),
+)
+def get_label_issues(
+    model_id: str,
+    principal: OwnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> LabelIssueList:
+    """Suspect labels: the model's validation samples ranked by label quality, most suspect first.
+
+    Computed once when the model was published, with cleanlab's multi-label label-issue detection
+    on the validation split's out-of-sample probabilities. Only validation samples are checked:
+    the model was fit on its training samples, so their probabilities say what it was taught,
+    not whether the labels are right. Each item has the given labels, the labels the model
+    disagrees on, cleanlab's score and flag, and the text or the image's path.
+    """
+    row = service.get_owned(session, principal.owner_id, model_id)
+    return service.label_issues(settings, row, limit=limit, cursor=cursor)
 
 
 @router.delete(

@@ -26,6 +26,7 @@ router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], responses=problem_respo
         "dataset_not_found",
         "unknown_base_model",
         "modality_mismatch",
+        "label_unknown_in_training",
         "empty_candidates",
         "duplicate_candidate",
         "empty_seeds",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from api import quotas, schemas
 from api.services.pagination import Page, id_starts_with, paginate
+from apl.formats import IMAGES_DIR, SAMPLES_FILE
 from core.db.models import Dataset, Job
 from core.errors import AppError, not_found
 from core.files import DataFiles
@@ -127,3 +129,30 @@ def remove_files(directory: Path) -> None:
 
     if directory.exists():
         shutil.rmtree(directory, onerror=_log)
+
+
+#: Media types of the stored image suffixes (the upload accepts exactly these: apl.formats).
+IMAGE_MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
+
+
+def sample_image(files: DataFiles, row: Dataset, index: int) -> tuple[Path, str]:
+    """The stored image file of sample `index` (0-based, upload order) and its media type.
+
+    For the dashboard's suspect-label thumbnails: an <img> cannot send the Bearer key, so the
+    page fetches the bytes through the API. 404 for a text dataset, an index past the end, or
+    a stored path outside `images/` (never served, whatever samples.jsonl says).
+    """
+    root = files.dataset(row.id)
+    missing = AppError(404, "not_found", f"sample {index} of this dataset has no stored image")
+    if index < 0 or index >= row.num_samples:
+        raise missing
+    with (root / SAMPLES_FILE).open(encoding="utf-8") as handle:
+        line = next((text for i, text in enumerate(handle) if i == index), "")
+    image = json.loads(line).get("image") if line.strip() else None
+    if not isinstance(image, str):
+        raise missing
+    path = (root / image).resolve()
+    media_type = IMAGE_MEDIA_TYPES.get(path.suffix.lower())
+    if not path.is_relative_to((root / IMAGES_DIR).resolve()) or media_type is None or not path.is_file():
+        raise missing
+    return path, media_type

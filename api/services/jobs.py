@@ -160,6 +160,33 @@ def _check_test_split(spec: JobSpec, dataset: Dataset, datasets: dict[str, Datas
         )
 
 
+def _check_partial_labels(settings: Settings, spec: JobSpec, dataset: Dataset) -> None:
+    """Refuse a job whose training split leaves a label unknown on every sample (422, naming it).
+
+    Only partially labelled datasets need it; the split is the worker's own (`apl.data.job_split`,
+    the same seed and fractions), so what is refused here is exactly what would train on nothing.
+    """
+    if not dataset.unknown_cells:
+        return
+    from apl.data import job_split, load_stored_dataset, unannotated_labels
+    from core.files import DataFiles
+
+    hp = spec.hyperparameters
+    stored = load_stored_dataset(DataFiles(settings.data_dir).dataset(dataset.id))
+    train, _, _ = job_split(stored.targets, hp.val_fraction, hp.seed, spec.test_fraction)
+    blank = [stored.labels[j] for j in unannotated_labels(stored.targets, train)]
+    if blank:
+        names = ", ".join(repr(name) for name in blank[:5]) + (
+            f" and {len(blank) - 5} more" if len(blank) > 5 else ""
+        )
+        raise _unprocessable(
+            "label_unknown_in_training",
+            ["body", "dataset_id"],
+            f"label {names} is unknown on every sample of the training split (seed {hp.seed}); "
+            "nothing could be learned for it. Annotate it on more samples, or upload the dataset without it",
+        )
+
+
 def _earlier(
     session: Session,
     owner_id: str,
@@ -204,6 +231,7 @@ def create(
     dataset = check_spec(
         session, owner_id, spec, settings.allow_model_download, settings.webhook_allow_private_addresses
     )
+    _check_partial_labels(settings, spec, dataset)
     quotas.lock_owner(session, owner_id)
     job = Job(
         id=new_id(),

@@ -8,6 +8,9 @@ export per model, not one per download.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -19,7 +22,15 @@ from sqlalchemy.orm import Session
 
 from api.services.pagination import Page, id_starts_with, paginate
 from api.serving.engine import ModelRef
-from api.serving.schemas import GLOBAL_THRESHOLD, Evaluation, ModelArtifact, ModelDecision
+from api.serving.schemas import (
+    GLOBAL_THRESHOLD,
+    Evaluation,
+    LabelDisagreement,
+    LabelIssue,
+    LabelIssueList,
+    ModelArtifact,
+    ModelDecision,
+)
 from api.serving.schemas import Model as ModelSchema
 from apl.atomic import file_sha256 as hashed_file
 from core.db.models import Job, Model
@@ -98,6 +109,67 @@ def evaluation(row: Model) -> Evaluation:
     return Evaluation.model_validate({**row.evaluation, "model_id": row.id})
 
 
+def _rank_cursor(rank: int) -> str:
+    raw = json.dumps({"rank": rank}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_rank(cursor: str | None) -> int:
+    """The rank a label-issues page starts after (0 for the first page); 400 for a foreign cursor."""
+    if cursor is None:
+        return 0
+    try:
+        rank = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["rank"]
+        if not isinstance(rank, int) or rank < 0:
+            raise ValueError("bad rank")
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise AppError(400, "invalid_cursor", "the cursor is not one this API returned") from None
+    return rank
+
+
+def label_issues(settings: Settings, row: Model, *, limit: int, cursor: str | None) -> LabelIssueList:
+    """One page of the model's suspect-label ranking (written by the worker, `apl.label_issues`).
+
+    The ranking is fixed once written, so a rank cursor never skips or repeats a sample.
+    404 `label_issues_unavailable` for a model published before rankings were stored.
+    """
+    start = _cursor_rank(cursor)
+    try:
+        document = json.loads(settings.files.label_issues(row.id).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise AppError(
+            404,
+            "label_issues_unavailable",
+            "this model has no suspect-label ranking: it was published before rankings were kept, "
+            "or its validation split could not be ranked",
+        ) from None
+    items = document["items"]
+    page = items[start : start + limit]
+    return LabelIssueList(
+        model_id=row.id,
+        dataset_id=document.get("dataset_id"),
+        split="validation",
+        num_samples=len(items),
+        num_flagged=int(document.get("num_flagged", 0)),
+        method=str(document.get("method", "")),
+        items=[
+            LabelIssue(
+                rank=start + i + 1,
+                index=item["index"],
+                score=item["score"],
+                flagged=item["flagged"],
+                given_labels=item["given"],
+                unknown_labels=item["unknown"],
+                disagreements=[LabelDisagreement(**d) for d in item["disagreements"]],
+                text=item.get("text"),
+                image=item.get("image"),
+            )
+            for i, item in enumerate(page)
+        ],
+        next_cursor=_rank_cursor(start + limit) if start + limit < len(items) else None,
+    )
+
+
 def artifact_path(settings: Settings, row: Model) -> Path:
     """The archive file of a model; 503 `model_unavailable` when it is missing on this server."""
     path = settings.files.stored_artifact(row.artifact_path)
@@ -164,6 +236,7 @@ def delete(session: Session, settings: Settings, owner_id: str, model_id: str) -
     row = get_owned(session, owner_id, model_id)
     archive = settings.files.stored_artifact(row.artifact_path)
     files = (archive, DataFiles.onnx_export(archive, row.id)) if archive is not None else ()
+    files = (*files, settings.files.label_issues(row.id))
     session.execute(update(Job).where(Job.model_id == row.id).values(model_id=None))
     session.delete(row)
     session.commit()

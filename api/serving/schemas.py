@@ -282,3 +282,66 @@ class Evaluation(BaseModel):
         default=None, description="F1 of the whole decision rule with the model's min_labels (when > 0)."
     )
     per_label: list[LabelEvaluation]
+
+
+_LABEL_ISSUE_EXAMPLE: dict[str, Any] = {
+    "rank": 1,
+    "index": 412,
+    "score": 0.031,
+    "flagged": True,
+    "given_labels": ["comedy"],
+    "unknown_labels": ["drama"],
+    "disagreements": [
+        {"label": "comedy", "given": True, "score": 0.04},
+        {"label": "horror", "given": False, "score": 0.93},
+    ],
+    "text": "The Shining (1980)",
+    "image": None,
+}
+
+
+class LabelDisagreement(BaseModel):
+    label: str
+    given: bool = Field(description="Whether the sample carries the label; the model decides the other way.")
+    score: float = Field(description="The model's (calibrated) score for the label.")
+
+
+class LabelIssue(BaseModel):
+    rank: int = Field(description="1 = the most suspect sample.")
+    index: int = Field(description="The sample's position in the dataset (0-based, in upload order).")
+    score: float = Field(description="cleanlab's label-quality score in [0, 1]; low = likely mislabelled.")
+    flagged: bool = Field(description="cleanlab's filter.find_label_issues flags the sample as mislabelled.")
+    given_labels: list[str]
+    unknown_labels: list[str] = Field(description="Labels the sample leaves unknown (never disagreements).")
+    disagreements: list[LabelDisagreement] = Field(
+        description="Annotated labels the model decides the other way at its thresholds, surest first."
+    )
+    text: str | None = Field(description="A text sample's text (its first 500 characters).")
+    image: str | None = Field(description="An image sample's path inside the dataset (images/<member>).")
+
+
+class LabelIssueList(BaseModel):
+    model_config = _examples(
+        {
+            "model_id": "7c0d5e8a-1b2f-4c3d-9e4f-5a6b7c8d9e0f",
+            "dataset_id": "3f1c2a9e-6d0b-4a51-9d7e-2f4b8c1a0e55",
+            "split": "validation",
+            "num_samples": 300,
+            "num_flagged": 9,
+            "method": "cleanlab.multilabel_classification ...",
+            "items": [_LABEL_ISSUE_EXAMPLE],
+            "next_cursor": None,
+        }
+    )
+
+    model_id: str
+    dataset_id: str | None
+    split: Literal["validation"] = Field(
+        description="Only validation samples are checked: cleanlab needs out-of-sample probabilities, "
+        "and the model was fit on its training samples."
+    )
+    num_samples: int = Field(description="Validation samples ranked (all pages together).")
+    num_flagged: int
+    method: str
+    items: list[LabelIssue]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")

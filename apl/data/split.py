@@ -165,3 +165,27 @@ def split_test_indices(
         raise DatasetError("the test split leaves fewer than 3 samples for training and validation")
     train, val = split_indices(targets[rest], val_fraction, seed)
     return rest[train], rest[val], test
+
+
+def job_split(
+    targets: np.ndarray, val_fraction: float, seed: int, test_fraction: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(train, validation, test or None): the split a job trains on, the same wherever it is made.
+
+    The API makes it too, before a job is queued, to refuse labels `unannotated_labels` names.
+    """
+    if test_fraction is not None:
+        return split_test_indices(targets, test_fraction, val_fraction, seed)
+    train, val = split_indices(targets, val_fraction, seed)
+    return train, val, None
+
+
+def unannotated_labels(targets: np.ndarray, rows: np.ndarray) -> list[int]:
+    """Indices of the labels with no known cell (every one NaN) among `rows`: nothing to learn from.
+
+    Unknown cells are never positives, so the split above places known positives on both sides
+    whenever it can; a label that is unknown on every training sample is still possible and
+    would train on nothing, which is why a job refuses it.
+    """
+    known = ~np.isnan(np.asarray(targets, dtype=np.float64)[rows])
+    return [int(j) for j in np.flatnonzero(~known.any(axis=0))]

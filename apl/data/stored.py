@@ -3,6 +3,10 @@
 Layout (shared contract with `api.ingest`): `samples.jsonl` with one object a line,
 `{"text": ..., "labels": [...]}` or `{"image": "images/<path>", "labels": [...]}`,
 `labels.json` with the sorted label names, and the image files under `images/`.
+A sample may also hold `"unknown": [...]`, label names it leaves unannotated (partial
+labels); their cells are NaN in the target matrix, the one representation of an unknown
+cell everywhere in `apl` (the losses give a NaN target zero loss and gradient, and
+`apl.thresholds.check_scores` leaves NaN cells out of every metric, threshold and fit).
 Everything is validated here again because the training process must never trust
 a path it did not check: an image reference that escapes `images/` is rejected.
 """
@@ -17,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from apl.errors import DatasetError
-from apl.formats import IMAGES_DIR, LABELS_FILE, SAMPLES_FILE
+from apl.formats import IMAGES_DIR, LABELS_FILE, SAMPLES_FILE, UNKNOWN_KEY
 
 
 @dataclass(frozen=True)
@@ -28,11 +32,22 @@ class StoredDataset:
     labels: list[str]
     #: Texts for a text dataset, absolute image paths for an image dataset.
     inputs: list[str]
-    #: float32 array of shape (num_samples, num_labels) with 0/1 entries.
+    #: float32 array of shape (num_samples, num_labels) with 0/1 entries, NaN where unknown.
     targets: np.ndarray
 
     def __len__(self) -> int:
         return len(self.inputs)
+
+    @property
+    def known(self) -> np.ndarray:
+        """Boolean (num_samples, num_labels): True where the cell is annotated (0 or 1)."""
+        known: np.ndarray = ~np.isnan(self.targets)
+        return known
+
+    @property
+    def positive_counts(self) -> list[float]:
+        """Known positives per label (what rare-label handling and the evaluation's thirds count)."""
+        return [float(v) for v in np.nansum(self.targets, axis=0)]
 
     def subset(self, indices: np.ndarray) -> StoredDataset:
         return StoredDataset(
@@ -65,6 +80,7 @@ def load_stored_dataset(directory: str | Path) -> StoredDataset:
     images_root = (root / IMAGES_DIR).resolve()
     inputs: list[str] = []
     rows: list[list[int]] = []
+    hidden: list[list[int]] = []
     modality: Literal["text", "image"] | None = None
     try:
         handle = (root / SAMPLES_FILE).open(encoding="utf-8")
@@ -96,18 +112,25 @@ def load_stored_dataset(directory: str | Path) -> StoredDataset:
             elif modality != kind:
                 raise DatasetError("the dataset mixes text and image samples")
             names = record.get("labels", [])
-            if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
-                raise DatasetError(f"{SAMPLES_FILE} line {line_no}: 'labels' must be a list of names")
-            unknown = [name for name in names if name not in index]
-            if unknown:
-                raise DatasetError(
-                    f"{SAMPLES_FILE} line {line_no}: label '{unknown[0]}' is not in {LABELS_FILE}"
-                )
             inputs.append(value)
-            rows.append(sorted({index[name] for name in names}))
+            rows.append(_label_indices(names, index, line_no, "labels"))
+            hidden.append(_label_indices(record.get(UNKNOWN_KEY, []), index, line_no, UNKNOWN_KEY))
     if modality is None:
         raise DatasetError("the dataset has no samples")
     targets = np.zeros((len(rows), len(labels)), dtype=np.float32)
-    for i, row in enumerate(rows):
+    for i, (row, unknown) in enumerate(zip(rows, hidden, strict=True)):
+        if set(row) & set(unknown):
+            raise DatasetError(f"sample {i + 1}: a label is both given and unknown")
         targets[i, row] = 1.0
+        targets[i, unknown] = np.nan
     return StoredDataset(modality=modality, labels=labels, inputs=inputs, targets=targets)
+
+
+def _label_indices(names: object, index: dict[str, int], line_no: int, key: str) -> list[int]:
+    """Column indices of a sample's label names (its labels or its unknown ones), each checked."""
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise DatasetError(f"{SAMPLES_FILE} line {line_no}: '{key}' must be a list of names")
+    missing = [name for name in names if name not in index]
+    if missing:
+        raise DatasetError(f"{SAMPLES_FILE} line {line_no}: label '{missing[0]}' is not in {LABELS_FILE}")
+    return sorted({index[name] for name in names})

@@ -107,6 +107,9 @@ class TrainResult:
     evaluation: dict[str, Any] | None = None
     #: The best weights scored once on the test split (None without one, or when stopped).
     test: SplitPredictions | None = None
+    #: The final model's out-of-sample validation predictions (unknown cells in `known`), from
+    #: which the worker ranks suspect labels (`apl.label_issues`); None when stopped.
+    validation: SplitPredictions | None = None
 
     @property
     def best_epoch(self) -> int | None:

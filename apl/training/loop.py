@@ -36,9 +36,9 @@ from apl.data import (
     TextDataset,
     build_transform,
     collate_images,
+    job_split,
     load_stored_dataset,
-    split_indices,
-    split_test_indices,
+    unannotated_labels,
 )
 from apl.decisions import FALLBACK_THRESHOLD
 from apl.errors import DatasetError, ModelUnavailableError, TrainingDivergedError
@@ -213,6 +213,8 @@ class _Split:
     test_idx: np.ndarray | None = None
     #: "fraction" (held out of the dataset) or "dataset" (a separate test dataset).
     test_source: str | None = None
+    #: Positions of the validation samples in the dataset.
+    val_idx: np.ndarray | None = None
 
 
 def _load_test_dataset(config: TrainConfig, dataset: StoredDataset) -> StoredDataset:
@@ -242,21 +244,21 @@ def _load_split(config: TrainConfig) -> _Split:
         raise ModelUnavailableError(str(exc)) from exc
     if modality != dataset.modality:
         raise DatasetError(f"the base model expects {modality} data but the dataset holds {dataset.modality}")
-    test_set, test_idx, source = None, None, None
-    if config.test_fraction is not None:
-        train_idx, val_idx, test_idx = split_test_indices(
-            dataset.targets, config.test_fraction, hp.val_fraction, hp.seed
-        )
+    test_set, source = None, None
+    train_idx, val_idx, test_idx = job_split(dataset.targets, hp.val_fraction, hp.seed, config.test_fraction)
+    if test_idx is not None:
         test_set, source = dataset.subset(test_idx), "fraction"
-    else:
-        train_idx, val_idx = split_indices(dataset.targets, hp.val_fraction, hp.seed)
-        if config.test_dataset_dir is not None:
-            test_set, source = _load_test_dataset(config, dataset), "dataset"
-            test_idx = np.arange(len(test_set))
+    elif config.test_dataset_dir is not None:
+        test_set, source = _load_test_dataset(config, dataset), "dataset"
+        test_idx = np.arange(len(test_set))
     train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
     if len(train_set) < 2:
         raise DatasetError("at least 2 training samples are needed; the dataset is too small to split")
-    return _Split(dataset, train_idx, train_set, val_set, test_set, test_idx, source)
+    blank = unannotated_labels(dataset.targets, train_idx)
+    if blank:
+        names = ", ".join(repr(dataset.labels[j]) for j in blank[:5])
+        raise DatasetError(f"label {names} is unknown on every training sample; nothing to learn it from")
+    return _Split(dataset, train_idx, train_set, val_set, test_set, test_idx, source, val_idx)
 
 
 @dataclass
@@ -306,6 +308,8 @@ class _Run:
     best_outputs: _Outputs | None = None
     #: Monotonic clock origin, shifted back by the time a resumed run had already spent.
     started: float = 0.0
+    #: The final model's validation predictions, set by `finish` (None when it was stopped).
+    validation: SplitPredictions | None = None
 
     @property
     def hp(self) -> Hyperparameters:
@@ -493,6 +497,7 @@ class _Run:
         if not stopped and self.state.best is not None:
             try:
                 final = self._finalize()
+                self.validation = self._validation_predictions(final)
                 if self.split.test_set is not None:
                     test, evaluation = self._score_test(final)
                     final = replace(final, evaluation=evaluation)
@@ -530,7 +535,7 @@ class _Run:
                 final.thresholds,
                 report,
                 split="test",
-                label_counts=self.split.train_set.targets.sum(axis=0).tolist(),
+                label_counts=self.split.train_set.positive_counts,
                 min_labels=self.config.decision.min_labels,
             )
         except ValueError as exc:
@@ -540,6 +545,7 @@ class _Run:
             labels=list(self.labels),
             probs=probs.astype(np.float32),
             targets=(outputs.targets > 0.5).astype(np.uint8),
+            known=~np.isnan(outputs.targets),
             thresholds=cutoffs,
             indices=np.asarray(split.test_idx, dtype=np.int64),
             source=split.test_source,
@@ -549,6 +555,28 @@ class _Run:
             per_class_ap=scores.per_class_ap,
         )
         return predictions, evaluation
+
+    def _validation_predictions(self, final: Finalized) -> SplitPredictions:
+        """The best epoch's validation scores as the final model gives them (temperatures applied).
+
+        Out of sample (no validation sample was trained on), so `apl.label_issues` can rank the
+        split's given labels by how much the model doubts them.
+        """
+        outputs = self.best_outputs or self._validation_outputs()
+        evaluation = final.evaluation
+        return SplitPredictions(
+            split="validation",
+            labels=list(self.labels),
+            probs=apply_temperatures(outputs.logits, final.temperatures).astype(np.float32),
+            targets=(outputs.targets > 0.5).astype(np.uint8),
+            known=~np.isnan(outputs.targets),
+            thresholds=np.asarray(final.thresholds.values, dtype=np.float64),
+            indices=np.asarray(self.split.val_idx, dtype=np.int64),
+            source="fraction",
+            map=float(evaluation["map"]),
+            micro_f1=float(evaluation["micro_f1"]),
+            macro_f1=float(evaluation["macro_f1"]),
+        )
 
     def _load_best(self) -> None:
         """The best epoch's weights (the last ones when no epoch was evaluated), in eval mode."""
@@ -570,7 +598,7 @@ class _Run:
                 self.labels,
                 self.config.decision,
                 self.config.calibration,
-                label_counts=self.split.train_set.targets.sum(axis=0).tolist(),
+                label_counts=self.split.train_set.positive_counts,
             )
         except ValueError as exc:
             raise TrainingDivergedError("the validation logits became NaN or infinite") from exc
@@ -607,6 +635,7 @@ class _Run:
             device=str(self.device),
             precision=self.precision,
             test=test,
+            validation=self.validation if final is not None else None,
             **extra,
         )
 

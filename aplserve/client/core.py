@@ -41,6 +41,8 @@ from aplserve.client.schemas import (
     Dataset,
     HistoryEvent,
     Job,
+    LabelIssue,
+    LabelIssuePage,
     MetricPoint,
     Model,
     Page,
@@ -515,6 +517,25 @@ class Models:
         """The model's stored evaluation (per-label PR curves, thresholds, calibration), as JSON."""
         body: dict[str, Any] = self._client.get_json(f"/v1/models/{model_id}/evaluation")
         return body
+
+    def label_issues(
+        self, model_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> LabelIssuePage:
+        """One page of the model's validation samples ranked by label quality, most suspect first."""
+        body = self._client.get_json(
+            f"/v1/models/{model_id}/label-issues", params=_params(limit=limit, cursor=cursor)
+        )
+        return LabelIssuePage.model_validate(body)
+
+    def iterate_label_issues(self, model_id: str) -> Iterator[LabelIssue]:
+        """Every ranked validation sample, page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.label_issues(model_id, cursor=cursor)
+            yield from page.items
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
 
     def download(
         self,

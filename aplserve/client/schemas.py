@@ -31,6 +31,9 @@ class Dataset(_Result):
     created_at: datetime
     warnings: list[str] = Field(default_factory=list)
     upload_options: dict[str, str] = Field(default_factory=dict)
+    #: Label cells the upload marked unknown, in all and per label (0 and {} on older servers).
+    unknown_cells: int = 0
+    unknown_counts: dict[str, int] = Field(default_factory=dict)
 
 
 class JobProgress(_Result):
@@ -156,6 +159,34 @@ class WebhookSecret(_Result):
 
 
 T = TypeVar("T")
+
+
+class LabelIssue(_Result):
+    """One validation sample of a model's suspect-label ranking (rank 1 = most suspect)."""
+
+    rank: int
+    index: int
+    score: float
+    flagged: bool
+    given_labels: list[str]
+    unknown_labels: list[str] = Field(default_factory=list)
+    #: [{"label", "given", "score"}]: annotated labels the model decides the other way.
+    disagreements: list[dict[str, Any]] = Field(default_factory=list)
+    text: str | None = None
+    image: str | None = None
+
+
+class LabelIssuePage(_Result):
+    """One page of GET /v1/models/{id}/label-issues; `next_cursor` continues it."""
+
+    model_id: str
+    dataset_id: str | None = None
+    split: str = "validation"
+    num_samples: int
+    num_flagged: int = 0
+    method: str = ""
+    items: list[LabelIssue]
+    next_cursor: str | None = None
 
 
 class Page(BaseModel, Generic[T]):

@@ -110,6 +110,50 @@ def get(
     print_json(model) if json_output else show_model(model)
 
 
+@app.command("label-issues")
+def label_issues(
+    model_id: ModelId,
+    limit: LimitOption = 20,
+    every: AllOption = False,
+    wide: WideOption = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Suspect labels: the model's validation samples ranked by label quality, most suspect first.
+
+    Only validation samples are checked (cleanlab needs out-of-sample probabilities). "model says"
+    lists the labels the model decides the other way: +label it would add, -label it would remove.
+    """
+    with connected(url, api_key) as client:
+        resolved = client.models.resolve(model_id)
+        if every:
+            items = list(client.models.iterate_label_issues(resolved))
+            total, flagged = len(items), sum(1 for item in items if item.flagged)
+        else:
+            page = client.models.label_issues(resolved, limit=limit)
+            items, total, flagged = page.items, page.num_samples, page.num_flagged
+    if json_output:
+        print_json(items)
+        return
+    rows = table(
+        "rank", "sample", "score", "flagged", "given", "model says", flexible=() if wide else ("sample",)
+    )
+    for item in items:
+        sample = item.text if item.text is not None else (item.image or "-")
+        says = " ".join(f"{'-' if d['given'] else '+'}{d['label']}" for d in item.disagreements)
+        rows.add_row(
+            str(item.rank),
+            sample if wide else sample[:60],
+            f"{item.score:.3f}",
+            "yes" if item.flagged else "",
+            "|".join(item.given_labels) or "-",
+            says or "-",
+        )
+    show(rows, wide)
+    console().print(f"{flagged} of {total} validation samples flagged by cleanlab", highlight=False)
+
+
 @app.command("download")
 def download(
     model_id: ModelId,

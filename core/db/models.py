@@ -142,6 +142,10 @@ class Dataset(Base):
     warnings: Mapped[list[Any]]
     #: The reading options the upload gave (text_column, labels_column, ..., label_separator).
     upload_options: Mapped[dict[str, Any] | None]
+    #: Label cells the upload marked unknown (partial annotation); NULL on datasets from before 0007.
+    unknown_cells: Mapped[int | None] = mapped_column(Integer)
+    #: Unknown cells per label name; NULL before 0007, {} when nothing is unknown.
+    unknown_counts: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -70,7 +70,7 @@ def _rows(spec: SweepSpec, children: Sequence[Child]) -> list[dict[str, Any]]:
 def _scored(predictions: SplitPredictions) -> Any:
     from apl.stats import Scored
 
-    return Scored(predictions.probs, predictions.targets, predictions.thresholds)
+    return Scored(predictions.probs, predictions.targets, predictions.thresholds, predictions.known)
 
 
 def _pairs(best: dict[str, Any], other: dict[str, Any], load: PredictionsLoader) -> tuple[list[Any], int]:

@@ -24,7 +24,9 @@ from aplserve.demo_data import (
     MOSAICS_ZIP,
     MOVIE_GENRES,
     MOVIES_CSV,
+    MOVIES_FLIPS,
     MOVIES_JSONL,
+    MOVIES_PARTIAL_CSV,
     TILE_SCALE,
     _movie_rows,
     demo_data_command,
@@ -33,7 +35,7 @@ from aplserve.demo_data import (
     write_digit_mosaics,
 )
 
-EXPECTED_FILES = [MOSAICS_ZIP, MOVIES_CSV, MOVIES_JSONL]
+EXPECTED_FILES = [MOSAICS_ZIP, MOVIES_CSV, MOVIES_JSONL, MOVIES_PARTIAL_CSV, MOVIES_FLIPS]
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +135,29 @@ def test_demo_data_command_writes_and_lists_the_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(EXPECTED_FILES)
     for name in EXPECTED_FILES:
         assert name in result.output
+
+
+def test_partial_movies_hide_a_third_of_cells_and_plant_listed_flips(
+    demo_dir: tuple[Path, float], tmp_path: Path
+) -> None:
+    out, _ = demo_dir
+    result = ingest_dataset(out / MOVIES_PARTIAL_CSV, MOVIES_PARTIAL_CSV, tmp_path / "partial")
+    cells = result.num_samples * len(result.labels)
+    assert 0.27 < result.unknown_cells / cells < 0.33
+    with (out / MOVIES_CSV).open(encoding="utf-8") as handle:
+        full = [row["labels"].split("|") if row["labels"] else [] for row in csv.DictReader(handle)]
+    with (out / MOVIES_PARTIAL_CSV).open(encoding="utf-8") as handle:
+        partial = list(csv.DictReader(handle))
+    flips = json.loads((out / MOVIES_FLIPS).read_text())
+    assert len(flips) == round(0.03 * len(full))
+    flipped = {flip["row"]: flip for flip in flips}
+    for i, row in enumerate(partial):
+        given = set(row["labels"].split("|")) - {""}
+        unknown = set(row["unknown"].split("|")) - {""}
+        known_truth = set(full[i]) - unknown
+        if i in flipped:
+            assert flipped[i]["label"] not in unknown
+            assert given ^ known_truth == {flipped[i]["label"]}
+            assert (flipped[i]["label"] in known_truth) == flipped[i]["was"]
+        else:
+            assert given == known_truth

@@ -196,7 +196,11 @@ export async function download(path, fallbackName, { signal } = {}) {
   const blob = await response.blob();
   const disposition = response.headers.get("Content-Disposition") || "";
   const match = /filename\*=UTF-8''([^;]+)|filename="?([^";]+)"?/i.exec(disposition);
-  const name = match ? decodeURIComponent(match[1] || match[2]) : fallbackName;
+  return saveBlob(blob, match ? decodeURIComponent(match[1] || match[2]) : fallbackName);
+}
+
+/** Save a blob as a file named `name` (a link to a blob URL, clicked). */
+export function saveBlob(blob, name) {
   const url = URL.createObjectURL(blob);
   const a = document.createElement("a");
   a.href = url;

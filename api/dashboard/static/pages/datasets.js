@@ -5,6 +5,7 @@ import { card, encodePath, h, link, notice, setChildren, stat, statusBadge } fro
 import { barChart, chartBox, chartRegistry } from "../charts.js";
 import { bytes, dateTime, lossName, lossParams, num, pct, shortId } from "../format.js";
 import { pageHeader, problemText, sortableTable } from "./common.js";
+import { suspectLabelsCard } from "./suspects.js";
 
 const MAX_BARS = 60;
 
@@ -61,6 +62,7 @@ export async function datasetsPage({ root, signal }) {
 export async function datasetPage({ root, params: [datasetId], signal }) {
   const dataset = await api(`/v1/datasets/${encodeURIComponent(datasetId)}`, { signal });
   const jobs = (await listAll("/v1/jobs", { signal, maxPages: 1 })).filter((j) => j.spec.dataset_id === dataset.id);
+  const models = (await listAll("/v1/models", { signal })).filter((m) => m.dataset_id === dataset.id);
   document.title = `${dataset.name} · aplserve`;
   const charts = chartRegistry();
   const counts = Object.entries(dataset.label_counts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
@@ -71,6 +73,10 @@ export async function datasetPage({ root, params: [datasetId], signal }) {
   const warnings = dataset.warnings.length
     ? notice("warn", h("strong", null, "Warnings"), h("ul", { id: "dataset-warnings" }, dataset.warnings.map((w) => h("li", null, w))))
     : notice("ok", "No warnings: every label has enough samples.");
+  const unknown = dataset.unknown_counts || {};
+  const partial = dataset.unknown_cells > 0;
+  const cells = dataset.num_samples * dataset.labels.length;
+  const suspects = suspectLabelsCard(models, signal);
   const compareIds = jobs.filter((j) => j.status === "succeeded").map((j) => encodeURIComponent(j.id));
 
   setChildren(root,
@@ -81,6 +87,7 @@ export async function datasetPage({ root, params: [datasetId], signal }) {
     h("div", { class: "stats" },
       stat("Samples", dataset.num_samples), stat("Labels", dataset.labels.length),
       stat("Label cardinality", num(dataset.label_cardinality, 2), "accent"),
+      partial ? stat("Unknown cells", h("span", { id: "unknown-cells" }, `${dataset.unknown_cells} (${pct(cells ? dataset.unknown_cells / cells : 0)})`)) : null,
       stat("Size", bytes(dataset.size_bytes)), stat("SHA-256", h("code", { class: "hash", title: dataset.sha256 }, dataset.sha256.slice(0, 12) + "…"))),
     warnings,
     h("div", { class: "two-col wide-left" },
@@ -89,7 +96,9 @@ export async function datasetPage({ root, params: [datasetId], signal }) {
         { key: "label", label: "Label", render: (r) => h("span", { class: "label-name" }, r.label) },
         { key: "count", label: "Samples", numeric: true },
         { key: "share", label: "Share", numeric: true, render: (r) => pct(r.share) },
-      ], counts.map(([label, count]) => ({ label, count, share: dataset.num_samples ? count / dataset.num_samples : 0 })),
+        partial ? { key: "unknown", label: "Unknown", numeric: true } : null,
+      ].filter(Boolean), counts.map(([label, count]) => ({ label, count, share: dataset.num_samples ? count / dataset.num_samples : 0,
+        unknown: unknown[label] || 0 })),
       { initial: { key: "count", descending: true }, className: "labels-table" })))),
     card("Jobs on this dataset", jobs.length ? h("div", { class: "table-wrap" }, sortableTable([
       { key: "id", label: "Job", render: (j) => link(`/jobs/${encodePath(j.id)}`, h("code", null, shortId(j.id))) },
@@ -98,7 +107,8 @@ export async function datasetPage({ root, params: [datasetId], signal }) {
       { key: "map", label: "Best mAP", numeric: true, render: (j) => num(j.map) },
       { key: "created_at", label: "Created", render: (j) => dateTime(j.created_at) },
     ], jobs.map((j) => ({ ...j, loss: j.spec.loss.name, map: j.best_metrics ? j.best_metrics.map : null })),
-    { initial: { key: "created_at", descending: true } })) : h("p", { class: "muted" }, "No job has used this dataset yet.")));
+    { initial: { key: "created_at", descending: true } })) : h("p", { class: "muted" }, "No job has used this dataset yet.")),
+    suspects.element);
   charts.keep(barChart(freq, shown.map(([label]) => label), shown.map(([, count]) => count), { xTitle: "samples" }));
-  return () => charts.destroyAll();
+  return () => { charts.destroyAll(); suspects.cleanup(); };
 }

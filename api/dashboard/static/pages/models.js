@@ -8,6 +8,7 @@ import { card, definitionList, encodePath, h, link, notice, setChildren, stat } 
 import { baseModel, bytes, dateTime, num, shortId } from "../format.js";
 import { pageHeader, problemText, sortableTable } from "./common.js";
 import { evaluationSection, policyText } from "./evaluation.js";
+import { suspectLabelsCard } from "./suspects.js";
 
 const MAX_INPUTS = 32;
 const METRIC_NAMES = { epoch: "Epoch", step: "Step", train_loss: "Train loss", val_loss: "Validation loss",
@@ -162,6 +163,7 @@ export async function modelPage({ root, params: [modelId], signal }) {
       evaluation = notice("error", `The evaluation could not be loaded: ${problemText(error)}`);
     }
   }
+  const suspects = suspectLabelsCard([model], signal);
   const otherMetrics = Object.entries(metrics).filter(([k, v]) => typeof v !== "object" && !["map", "micro_f1", "macro_f1"].includes(k));
   setChildren(root,
     pageHeader(h("span", null, "Model ", h("code", null, shortId(model.id))), {
@@ -180,6 +182,7 @@ export async function modelPage({ root, params: [modelId], signal }) {
         { key: "source", label: "Source" },
       ], thresholds, { initial: { key: "label" }, className: "thresholds-table" })))),
     evaluation,
+    suspects.element,
     card("Details", definitionList([
       ["Model id", h("code", null, model.id)],
       ["Base model", h("code", null, model.base_model)],
@@ -188,5 +191,5 @@ export async function modelPage({ root, params: [modelId], signal }) {
       ["Calibration", model.decision ? model.decision.calibration : "none (published before calibration)"],
       ...otherMetrics.map(([k, v]) => [metricName(k), typeof v === "number" && !Number.isInteger(v) ? num(v, 4) : String(v)]),
     ])));
-  return () => charts.destroyAll();
+  return () => { charts.destroyAll(); suspects.cleanup(); };
 }
