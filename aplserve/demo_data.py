@@ -15,6 +15,11 @@ downloading anything:
   the films given one wrong label on purpose (a genre added or removed; never a hidden
   cell), listed in `movies-genres-partial-flips.json` so the suspect-label list can be
   checked against them (`aplserve models label-issues MODEL`).
+- `digits-mosaics-partial.zip`: the image counterpart, with more mosaics (the first 300 are
+  those of `digits-mosaics.zip`), the same shares of unknown cells and planted flips
+  (`labels.csv` columns `filename,labels,unknown`; answer key
+  `digits-mosaics-partial-flips.json`). A digit's presence is in the pixels, so a model that
+  has learnt the digits can disagree with a wrong label; film titles say little about genres.
 
 Everything is seeded and written with fixed timestamps, so the bytes are the same
 on every run; heavy imports happen inside the functions to keep the CLI fast.
@@ -54,6 +59,9 @@ MOVIES_CSV = "movies-genres.csv"
 MOVIES_JSONL = "movies-genres.jsonl"
 MOVIES_PARTIAL_CSV = "movies-genres-partial.csv"
 MOVIES_FLIPS = "movies-genres-partial-flips.json"
+MOSAICS_PARTIAL_ZIP = "digits-mosaics-partial.zip"
+MOSAICS_FLIPS = "digits-mosaics-partial-flips.json"
+NUM_PARTIAL_MOSAICS = 800
 #: Share of label cells the partial variant hides as unknown, and of films given a wrong label.
 PARTIAL_UNKNOWN_SHARE = 0.3
 PARTIAL_FLIP_SHARE = 0.03
@@ -129,22 +137,41 @@ def render_mosaic(mosaic: Mosaic, images: np.ndarray) -> np.ndarray:
 
 def write_digit_mosaics(path: Path, count: int = NUM_MOSAICS, seed: int = SEED) -> list[Mosaic]:
     """Write the mosaic ZIP (PNG files plus labels.csv at the root); return its construction record."""
-    from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     mosaics = plan_mosaics(digits.target, count, seed)
+    _write_mosaic_zip(path, mosaics, digits.images, [[m.filename, "|".join(m.labels)] for m in mosaics])
+    return mosaics
+
+
+def _write_mosaic_zip(path: Path, mosaics: list[Mosaic], images: np.ndarray, rows: list[list[str]]) -> None:
+    """The PNGs plus labels.csv (`rows`: filename, labels[, unknown] per mosaic) at the root."""
+    from PIL import Image
+
     labels_csv = io.StringIO()
     writer = csv.writer(labels_csv, lineterminator="\n")
-    writer.writerow(["filename", "labels"])
+    writer.writerow(["filename", "labels", "unknown"][: len(rows[0])])
     with zipfile.ZipFile(path, "w") as archive:
-        for mosaic in mosaics:
+        for mosaic, row in zip(mosaics, rows, strict=True):
             png = io.BytesIO()
-            Image.fromarray(render_mosaic(mosaic, digits.images), mode="L").save(png, format="PNG")
+            Image.fromarray(render_mosaic(mosaic, images), mode="L").save(png, format="PNG")
             _add_member(archive, mosaic.filename, png.getvalue(), zipfile.ZIP_STORED)
-            writer.writerow([mosaic.filename, "|".join(mosaic.labels)])
+            writer.writerow(row)
         _add_member(archive, "labels.csv", labels_csv.getvalue().encode("utf-8"), zipfile.ZIP_DEFLATED)
-    return mosaics
+
+
+def write_partial_mosaics(path: Path, flips_path: Path, count: int = NUM_PARTIAL_MOSAICS) -> None:
+    """The partially annotated mosaics (more of them than the plain set: a CNN needs the samples)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    mosaics = plan_mosaics(digits.target, count, SEED)
+    rows, flips = partial_labels([(m.filename, m.labels) for m in mosaics], list(DIGIT_NAMES))
+    _write_mosaic_zip(path, mosaics, digits.images, [[f, "|".join(g), "|".join(u)] for f, g, u in rows])
+    for flip in flips:
+        flip["filename"] = flip.pop("text")
+    flips_path.write_text(json.dumps(flips, indent=1) + "\n", encoding="utf-8")
 
 
 def _add_member(archive: zipfile.ZipFile, name: str, data: bytes, compression: int) -> None:
@@ -201,15 +228,21 @@ def write_movies(csv_path: Path, jsonl_path: Path, samples: list[tuple[str, list
 def partial_movies(
     samples: list[tuple[str, list[str]]], seed: int = SEED
 ) -> tuple[list[tuple[str, list[str], list[str]]], list[dict[str, object]]]:
-    """(text, given labels, unknown labels) per film, and the planted flips (row, label, was).
+    """(text, given labels, unknown labels) per film, and the planted flips (row, label, was)."""
+    return partial_labels(samples, sorted(genre.lower() for genre in MOVIE_GENRES), seed)
+
+
+def partial_labels(
+    samples: list[tuple[str, list[str]]], genres: list[str], seed: int = SEED
+) -> tuple[list[tuple[str, list[str], list[str]]], list[dict[str, object]]]:
+    """(key, given labels, unknown labels) per sample, and the planted flips (row, label, was).
 
     Each cell is hidden with probability PARTIAL_UNKNOWN_SHARE; then PARTIAL_FLIP_SHARE of the
-    films get one annotated cell flipped (a genre the film has removed, or one it lacks added).
+    samples get one annotated cell flipped (a label the sample has removed, or one it lacks added).
     """
     import numpy as np
 
     rng = np.random.default_rng([seed, 17])
-    genres = sorted(genre.lower() for genre in MOVIE_GENRES)
     hidden = rng.random((len(samples), len(genres))) < PARTIAL_UNKNOWN_SHARE
     flipped = sorted(
         int(i) for i in rng.choice(len(samples), round(PARTIAL_FLIP_SHARE * len(samples)), replace=False)
@@ -245,7 +278,9 @@ def write_demo_data(out_dir: Path) -> list[Path]:
     movies = movie_samples()
     write_movies(csv_path, jsonl_path, movies)
     write_partial_movies(partial_path, flips_path, movies)
-    return [zip_path, csv_path, jsonl_path, partial_path, flips_path]
+    partial_zip, zip_flips = out_dir / MOSAICS_PARTIAL_ZIP, out_dir / MOSAICS_FLIPS
+    write_partial_mosaics(partial_zip, zip_flips)
+    return [zip_path, csv_path, jsonl_path, partial_path, flips_path, partial_zip, zip_flips]
 
 
 def demo_data_command(

@@ -21,21 +21,27 @@ from api.ingest import ingest_dataset
 from aplserve.demo_data import (
     DIGIT_NAMES,
     GRID,
+    MOSAICS_FLIPS,
+    MOSAICS_PARTIAL_ZIP,
     MOSAICS_ZIP,
     MOVIE_GENRES,
     MOVIES_CSV,
     MOVIES_FLIPS,
     MOVIES_JSONL,
     MOVIES_PARTIAL_CSV,
+    NUM_MOSAICS,
+    NUM_PARTIAL_MOSAICS,
     TILE_SCALE,
     _movie_rows,
     demo_data_command,
     digit_tile,
+    plan_mosaics,
     write_demo_data,
     write_digit_mosaics,
 )
 
 EXPECTED_FILES = [MOSAICS_ZIP, MOVIES_CSV, MOVIES_JSONL, MOVIES_PARTIAL_CSV, MOVIES_FLIPS]
+EXPECTED_FILES += [MOSAICS_PARTIAL_ZIP, MOSAICS_FLIPS]
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +167,32 @@ def test_partial_movies_hide_a_third_of_cells_and_plant_listed_flips(
             assert (flipped[i]["label"] in known_truth) == flipped[i]["was"]
         else:
             assert given == known_truth
+
+
+def _zip_rows(path: Path) -> dict[str, dict[str, str]]:
+    with zipfile.ZipFile(path) as archive:
+        text = archive.read("labels.csv").decode("utf-8")
+    return {row["filename"]: row for row in csv.DictReader(io.StringIO(text))}
+
+
+def test_partial_mosaics_extend_the_plain_ones_and_plant_listed_flips(
+    demo_dir: tuple[Path, float], tmp_path: Path
+) -> None:
+    out, _ = demo_dir
+    result = ingest_dataset(out / MOSAICS_PARTIAL_ZIP, MOSAICS_PARTIAL_ZIP, tmp_path / "partial")
+    assert result.num_samples == NUM_PARTIAL_MOSAICS and result.labels == sorted(DIGIT_NAMES)
+    assert 0.27 < result.unknown_cells / (result.num_samples * len(result.labels)) < 0.33
+    plain, partial = _zip_rows(out / MOSAICS_ZIP), _zip_rows(out / MOSAICS_PARTIAL_ZIP)
+    assert len(plain) == NUM_MOSAICS and set(plain) <= set(partial)  # the first mosaics are the same
+    with zipfile.ZipFile(out / MOSAICS_ZIP) as a, zipfile.ZipFile(out / MOSAICS_PARTIAL_ZIP) as b:
+        name = next(iter(plain))
+        assert a.read(name) == b.read(name)
+    flips = {flip["filename"]: flip for flip in json.loads((out / MOSAICS_FLIPS).read_text())}
+    assert len(flips) == round(0.03 * NUM_PARTIAL_MOSAICS)
+    truth = {m.filename: set(m.labels) for m in plan_mosaics(load_digits().target, NUM_PARTIAL_MOSAICS)}
+    for filename, row in partial.items():
+        given = set(row["labels"].split("|")) - {""}
+        known_truth = truth[filename] - (set(row["unknown"].split("|")) - {""})
+        flip = flips.get(filename)
+        expected = known_truth ^ {flip["label"]} if flip else known_truth
+        assert given == expected, filename
