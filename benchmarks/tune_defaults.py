@@ -7,6 +7,7 @@ best epoch (what the choice is made on: the test split is the sweep's, so it is 
 used to choose), the test mAP for information, and the job's wall time.
 
     .venv/bin/python benchmarks/tune_defaults.py [--only movies|digits|lite0] [--epochs 3]
+    .venv/bin/python benchmarks/tune_defaults.py --run mobilenetv2-100:learning_rate=2e-3,epochs=8
 """
 
 from __future__ import annotations
@@ -61,11 +62,25 @@ def run(service: Service, dataset_id: str, base_model: str, hyperparameters: dic
     )
 
 
+def _parse_run(text: str) -> tuple[str, str, list[dict[str, Any]]]:
+    model, _, settings = text.partition(":")
+    values: dict[str, Any] = {}
+    for item in filter(None, settings.split(",")):
+        key, _, value = item.partition("=")
+        values[key] = float(value) if key == "learning_rate" else int(value)
+    filename = MOVIES_CSV if model == "minilm-l6" else MOSAICS_ZIP
+    return filename, model, [values]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(GRID), action="append")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--run", action="append", help="MODEL:key=value,... instead of the grid")
     args = parser.parse_args()
+    if args.run:
+        GRID.clear()
+        GRID.update({f"run{i}": _parse_run(text) for i, text in enumerate(args.run)})
     with tempfile.TemporaryDirectory(prefix="aplserve-tune-") as scratch:
         root = Path(scratch)
         write_demo_data(root / "demo")
@@ -79,7 +94,7 @@ def main() -> None:
                 if filename not in uploaded:
                     uploaded[filename] = service.upload(root / "demo" / filename)["id"]
                 for hyperparameters in settings:
-                    settings_run = {**hyperparameters, "epochs": args.epochs}
+                    settings_run = {"epochs": args.epochs, **hyperparameters}
                     print(run(service, uploaded[filename], base_model, settings_run), flush=True)
         finally:
             service.stop()
