@@ -295,7 +295,7 @@ _BASE_MODEL_EXAMPLE: dict[str, Any] = {
     "family": "transformers",
     "pretrained": True,
     "description": "all-MiniLM-L6-v2 sentence encoder",
-    "defaults": {"learning_rate": 2e-4, "epochs": 3, "batch_size": 32, "image_size": None, "max_length": 128},
+    "defaults": {"learning_rate": 2e-4, "epochs": 2, "batch_size": 32, "image_size": None, "max_length": 128},
 }
 
 
@@ -331,10 +331,10 @@ class BaseModelList(BaseModel):
             "family_defaults": {
                 "text": _BASE_MODEL_EXAMPLE["defaults"],
                 "image": {
-                    "learning_rate": 2e-3,
-                    "epochs": 3,
+                    "learning_rate": 3e-3,
+                    "epochs": 6,
                     "batch_size": 32,
-                    "image_size": 128,
+                    "image_size": 64,
                     "max_length": None,
                 },
             },

@@ -3,7 +3,7 @@
 A fine-tuned network is only worth its cost if it beats what a linear model gets from
 the same data, so the loss-quality report (benchmarks/loss_quality.py) scores this
 baseline next to every sweep: TF-IDF word 1-2-grams for text, the raw pixels (RGB,
-resized to `image_size`, scaled to [0, 1]) for images, one logistic regression per
+resized to `PIXEL_SIZE`, scaled to [0, 1]) for images, one logistic regression per
 label (scikit-learn). It gets what a sweep child gets and no more: the split comes
 from `apl.data.split_test_indices` with the child's fractions and seed, it is fitted
 on the training part, its one knob (the inverse regularisation C) is chosen by
@@ -28,8 +28,9 @@ from apl.metrics import mean_average_precision
 
 #: The values of C tried on the validation split (scikit-learn's default is 1.0).
 C_GRID = (0.1, 1.0, 10.0)
-#: Side of the square the images are resized to before their pixels become features.
-PIXEL_SIZE = 32
+#: Side of the square the images are resized to before their pixels become features (the demo
+#: mosaics hold 16x16 distinct values: 2x2 tiles of 8x8 digits, each pixel scaled up 4x).
+PIXEL_SIZE = 16
 MAX_ITER = 2000
 
 

@@ -93,7 +93,7 @@ class Hyperparameters(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"epochs": 3, "batch_size": 32, "learning_rate": 2e-4, "seed": 0}]},
+        json_schema_extra={"examples": [{"epochs": 2, "batch_size": 32, "learning_rate": 2e-4, "seed": 0}]},
     )
 
     epochs: int = Field(default=3, ge=1, le=1000, description=_MODEL_DEFAULT)

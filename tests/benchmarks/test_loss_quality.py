@@ -50,7 +50,7 @@ def _run(name: str, verdict: str, delta_ci: list[float]) -> dict[str, Any]:
         "method": "paired bootstrap, 2000 replicates",
     }
     baseline = {
-        "features": "raw pixels (32x32 RGB)",
+        "features": "raw pixels (16x16 RGB)",
         "n": 3,
         "mean": 0.60,
         "sd": 0.02,
