@@ -14,16 +14,24 @@ children trained and were tested on, and writes:
     docs/loss-quality.png    test mAP per loss with the interval as error bars and the
                              per-seed values as dots, one panel per sweep, baseline as a line
 
-    .venv/bin/python benchmarks/loss_quality.py [--only movies|digits|digits-lite0] [--render-only]
+    .venv/bin/python benchmarks/loss_quality.py [--only movies|digits|digits-lite0] [--extra-workers N]
+    .venv/bin/python benchmarks/loss_quality.py --render-only
 
-`--render-only` rewrites the report and the plot from docs/loss-quality.json.
+`--render-only` rewrites the report and the plot from docs/loss-quality.json. `--extra-workers`
+starts that many more `aplserve worker` processes on the service's data dir, so children
+train side by side. On a CPU shared with other work, run it with `OMP_NUM_THREADS=1`: with
+torch's default of one thread per core, a job on this loaded 2-core machine took 5.5 min
+that took 40 s single-threaded (threads that wait for each other at every operation).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -114,7 +122,28 @@ def run_baseline(data_dir: Path, dataset_id: str, sweep_spec: dict[str, Any]) ->
     }
 
 
-def measure(names: list[str], timeout_s: float) -> dict[str, Any]:
+def start_workers(data_dir: Path, count: int) -> list[subprocess.Popen[bytes]]:
+    """More `aplserve worker` processes for the service's embedded broker and database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APLSERVE_")}
+    env |= {"APLSERVE_DATA_DIR": str(data_dir), "APLSERVE_LOG_LEVEL": "warning"}
+    command = [sys.executable, "-m", "aplserve.cli", "worker", "--loglevel", "WARNING"]
+    return [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def measure(names: list[str], timeout_s: float, extra_workers: int = 0) -> dict[str, Any]:
     """Every requested run through one fresh service; the measured results as one JSON-able dict."""
     sys.path.insert(0, str(Path(__file__).parent))
     from service_overhead import Service
@@ -126,6 +155,7 @@ def measure(names: list[str], timeout_s: float) -> dict[str, Any]:
         root = Path(scratch)
         write_demo_data(root / "demo")
         service = Service(root / "var")
+        workers = start_workers(root / "var", extra_workers)
         try:
             models = {item["name"]: item for item in service.client.get("/v1/base-models").json()["items"]}
             uploaded: dict[str, dict[str, Any]] = {}
@@ -140,6 +170,7 @@ def measure(names: list[str], timeout_s: float) -> dict[str, Any]:
                 runs.append(_run_record(name, filename, dataset, models[base_model], measured, baseline))
                 print(json.dumps(runs[-1]["leaderboard"]["rows"][0]["mean"]), file=sys.stderr)
         finally:
+            stop_workers(workers)
             service.stop()
     return {"runs": runs}
 
@@ -178,12 +209,14 @@ def _run_record(
 
 
 def _machine() -> str:
-    import os
-
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    return f"{platform.machine()}, {os.cpu_count()} cores, {device}, torch {torch.__version__}"
+    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {device}, torch {torch.__version__}, "
+        f"OMP_NUM_THREADS {threads}, load average {os.getloadavg()[1]:.1f} at the end"
+    )
 
 
 # --- reporting (pure: from the measured dict) --------------------------------------------
@@ -387,12 +420,14 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(RUNS), action="append")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--timeout-min", type=float, default=120.0, help="longest wait for one sweep")
+    parser.add_argument("--extra-workers", type=int, default=0, help="more workers beside the service's own")
     args = parser.parse_args()
     if args.render_only:
         results = json.loads(RESULTS_JSON.read_text(encoding="utf-8"))
     else:
         earlier = json.loads(RESULTS_JSON.read_text(encoding="utf-8")) if RESULTS_JSON.exists() else None
-        results = merge(earlier, measure(args.only or list(DEFAULT_RUNS), args.timeout_min * 60))
+        measured = measure(args.only or list(DEFAULT_RUNS), args.timeout_min * 60, args.extra_workers)
+        results = merge(earlier, measured)
         RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     write_report(results, RESULTS_MD, RESULTS_PNG)
     print(render_markdown(results))
