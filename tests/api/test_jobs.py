@@ -120,11 +120,12 @@ def test_create_fills_defaults_and_the_id_lands_on_the_broker(
         "clip": 0.05,
         "detach_focal_weight": True,
     }
-    assert job["spec"]["hyperparameters"]["epochs"] == 3
+    epochs = resolve_base_model("minilm-l6").defaults.epochs  # the base model's default
+    assert job["spec"]["hyperparameters"]["epochs"] == epochs
     assert job["spec"]["hyperparameters"]["early_stopping_patience"] is None
     assert job["spec"]["decision"] == {"policy": "max_f1", "target": None, "min_labels": 0}
     assert job["spec"]["calibration"] == "temperature"
-    assert job["progress"] == {"epoch": 0, "epochs": 3, "step": 0, "steps": 0}
+    assert job["progress"] == {"epoch": 0, "epochs": epochs, "step": 0, "steps": 0}
     assert job["started_at"] is None and job["finished_at"] is None
     assert (job["best_metrics"], job["model_id"], job["error"]) == (None, None, None)
     second = post_job(alice, text_dataset["id"], hyperparameters={"epochs": 1}).json()
