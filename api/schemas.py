@@ -331,10 +331,10 @@ class BaseModelList(BaseModel):
             "family_defaults": {
                 "text": _BASE_MODEL_EXAMPLE["defaults"],
                 "image": {
-                    "learning_rate": 3e-3,
+                    "learning_rate": 1e-3,
                     "epochs": 6,
-                    "batch_size": 32,
-                    "image_size": 64,
+                    "batch_size": 8,
+                    "image_size": 96,
                     "max_length": None,
                 },
             },

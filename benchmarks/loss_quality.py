@@ -425,8 +425,9 @@ def main() -> None:
     if args.render_only:
         results = json.loads(RESULTS_JSON.read_text(encoding="utf-8"))
     else:
-        earlier = json.loads(RESULTS_JSON.read_text(encoding="utf-8")) if RESULTS_JSON.exists() else None
         measured = measure(args.only or list(DEFAULT_RUNS), args.timeout_min * 60, args.extra_workers)
+        # Read after measuring: another run may have written its results meanwhile.
+        earlier = json.loads(RESULTS_JSON.read_text(encoding="utf-8")) if RESULTS_JSON.exists() else None
         results = merge(earlier, measured)
         RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     write_report(results, RESULTS_MD, RESULTS_PNG)
