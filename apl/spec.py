@@ -8,9 +8,11 @@ defaults without the API process ever importing torch.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+
+from apl.catalog import training_defaults
 
 LossName = Literal["bce", "focal", "asl", "apl"]
 
@@ -78,22 +80,30 @@ class LossSpec(BaseModel):
         return {key: float(value) for key, value in values.items()}
 
 
+_MODEL_DEFAULT = "Left out: the base model's default (GET /v1/base-models, `defaults`)."
+
+
 class Hyperparameters(BaseModel):
-    """Training hyperparameters; every one has a default that trains a small model sensibly."""
+    """Training hyperparameters; every one has a default that trains a small model sensibly.
+
+    `epochs`, `batch_size`, `learning_rate`, `image_size` and `max_length` left out of a
+    JobSpec or SweepSpec take the base model's defaults (`fill_model_defaults`); the
+    values below are only what a bare `Hyperparameters()` holds.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"epochs": 3, "batch_size": 32, "learning_rate": 5e-5, "seed": 0}]},
+        json_schema_extra={"examples": [{"epochs": 2, "batch_size": 32, "learning_rate": 2e-4, "seed": 0}]},
     )
 
-    epochs: int = Field(default=3, ge=1, le=1000)
-    batch_size: int = Field(default=32, ge=1, le=4096)
-    learning_rate: float = Field(default=5e-5, gt=0, le=1.0)
+    epochs: int = Field(default=3, ge=1, le=1000, description=_MODEL_DEFAULT)
+    batch_size: int = Field(default=32, ge=1, le=4096, description=_MODEL_DEFAULT)
+    learning_rate: float = Field(default=5e-5, gt=0, le=1.0, description=_MODEL_DEFAULT)
     weight_decay: float = Field(default=0.01, ge=0, le=1.0)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    image_size: int = Field(default=224, ge=16, le=1024)
-    max_length: int = Field(default=128, ge=8, le=4096)
+    image_size: int = Field(default=224, ge=16, le=1024, description=f"Image models. {_MODEL_DEFAULT}")
+    max_length: int = Field(default=128, ge=8, le=4096, description=f"Text models. {_MODEL_DEFAULT}")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     early_stopping_patience: Annotated[int, Field(ge=1, le=1000)] | None = None
     warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
@@ -105,6 +115,28 @@ class Hyperparameters(BaseModel):
         if not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
+
+
+H = TypeVar("H", bound=Hyperparameters)
+
+
+def fill_model_defaults(hyperparameters: H, base_model: str) -> H:
+    """A copy with every field the client left out that the base model has a default for filled in.
+
+    The one place per-base-model defaults are applied (JobSpec and SweepSpec call it when
+    they are validated), so the stored spec shows the values a job trained with, and a
+    field the client set, even to the generic default, always wins. A stored spec read
+    back has every field set, so a catalog change never alters a job already made.
+    An unresolvable name changes nothing: the API refuses it when it checks the job.
+    """
+    defaults = training_defaults(base_model)
+    filled = hyperparameters.model_copy()
+    if defaults is None:
+        return filled
+    for key, value in defaults.as_hyperparameters().items():
+        if key not in hyperparameters.model_fields_set:
+            setattr(filled, key, value)  # marks it set, so an exclude_unset dump keeps it
+    return filled
 
 
 DecisionPolicy = Literal["max_f1", "precision_at", "recall_at", "fixed"]
@@ -212,6 +244,11 @@ class JobSpec(BaseModel):
         if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
+
+    @model_validator(mode="after")
+    def _base_model_defaults(self) -> JobSpec:
+        self.hyperparameters = fill_model_defaults(self.hyperparameters, self.base_model)
+        return self
 
     @model_validator(mode="after")
     def _one_test_split(self) -> JobSpec:

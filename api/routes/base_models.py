@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from api.deps import OwnerDep
 from api.routing import APIRouter
-from api.schemas import BaseModelEntry, BaseModelList, problem_responses
-from apl.catalog import list_base_models
+from api.schemas import BaseModelDefaults, BaseModelEntry, BaseModelList, problem_responses
+from apl.catalog import FAMILY_DEFAULTS, TrainingDefaults, list_base_models
 
 router = APIRouter(
     prefix="/v1/base-models", tags=["base models"], responses=problem_responses("unauthorized")
@@ -17,7 +19,8 @@ def list_catalog(_principal: OwnerDep) -> BaseModelList:
     """Built-in base models whose weights are on local disk.
 
     A job may also name `timm:<architecture>` (random initialisation) or
-    `hf:<local directory or hub id>` (a transformers encoder).
+    `hf:<local directory or hub id>` (a transformers encoder). Each entry's `defaults`
+    are what a job or sweep for it trains with where the spec leaves a field out.
     """
     return BaseModelList(
         items=[
@@ -27,7 +30,13 @@ def list_catalog(_principal: OwnerDep) -> BaseModelList:
                 family=entry.family,
                 pretrained=entry.pretrained,
                 description=entry.description,
+                defaults=_defaults(entry.defaults),
             )
             for entry in list_base_models()
-        ]
+        ],
+        family_defaults={modality: _defaults(values) for modality, values in FAMILY_DEFAULTS.items()},
     )
+
+
+def _defaults(values: TrainingDefaults) -> BaseModelDefaults:
+    return BaseModelDefaults.model_validate(asdict(values))

@@ -1,8 +1,8 @@
 """Reading stored datasets, splitting them, and turning them into torch Datasets.
 
 The torch Datasets and image transforms (`apl.data.images`, `apl.data.text`) load on first
-use, so the API can read and split a stored dataset (`load_stored_dataset`, `job_split`)
-without importing torch.
+use, so torch-free code can read and split a stored dataset exactly as training does: the API
+(`load_stored_dataset`, `job_split`) and `apl.baseline` (the same split as a sweep's children).
 """
 
 from __future__ import annotations

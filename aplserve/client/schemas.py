@@ -144,12 +144,23 @@ class Prediction(_Result):
     added_by_min_labels: list[str] = Field(default_factory=list)
 
 
+class BaseModelDefaults(_Result):
+    """What a job for the base model trains with where its spec leaves the field out."""
+
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    image_size: int | None = None
+    max_length: int | None = None
+
+
 class BaseModelEntry(_Result):
     name: str
     modality: Literal["text", "image"]
     family: str
     pretrained: bool
     description: str = ""
+    defaults: BaseModelDefaults | None = None
 
 
 class WebhookSecret(_Result):

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from apl.spec import LOSS_PRESETS, MAX_TEST_FRACTION, Hyperparameters, JobSpec, LossSpec
+from apl.spec import LOSS_PRESETS, MAX_TEST_FRACTION, Hyperparameters, JobSpec, LossSpec, fill_model_defaults
 from core.errors import AppError
 
 #: Most child jobs (candidates x seeds) one sweep may start.
@@ -91,6 +91,12 @@ class SweepSpec(BaseModel):
         description="Score every child on this dataset (same labels and modality) instead.",
     )
     metric: SweepMetric = Field(default="map", description="The test metric the leaderboard ranks by.")
+
+    @model_validator(mode="after")
+    def _base_model_defaults(self) -> SweepSpec:
+        """The stored sweep shows the values its children train with, as a job's spec does."""
+        self.hyperparameters = fill_model_defaults(self.hyperparameters, self.base_model)
+        return self
 
     @model_validator(mode="after")
     def _dataset_replaces_fraction(self) -> SweepSpec:

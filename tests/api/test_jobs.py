@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,8 @@ from kombu import Connection
 from sqlalchemy import select, update
 
 from api.main import create_app
+from apl.catalog import FAMILY_DEFAULTS, resolve_base_model
+from apl.spec import Hyperparameters
 from core.broker import RUN_JOB_TASK
 from core.db.models import Job, MetricPoint
 from core.db.session import session_scope
@@ -117,11 +120,12 @@ def test_create_fills_defaults_and_the_id_lands_on_the_broker(
         "clip": 0.05,
         "detach_focal_weight": True,
     }
-    assert job["spec"]["hyperparameters"]["epochs"] == 3
+    epochs = resolve_base_model("minilm-l6").defaults.epochs  # the base model's default
+    assert job["spec"]["hyperparameters"]["epochs"] == epochs
     assert job["spec"]["hyperparameters"]["early_stopping_patience"] is None
     assert job["spec"]["decision"] == {"policy": "max_f1", "target": None, "min_labels": 0}
     assert job["spec"]["calibration"] == "temperature"
-    assert job["progress"] == {"epoch": 0, "epochs": 3, "step": 0, "steps": 0}
+    assert job["progress"] == {"epoch": 0, "epochs": epochs, "step": 0, "steps": 0}
     assert job["started_at"] is None and job["finished_at"] is None
     assert (job["best_metrics"], job["model_id"], job["error"]) == (None, None, None)
     second = post_job(alice, text_dataset["id"], hyperparameters={"epochs": 1}).json()
@@ -478,4 +482,49 @@ def test_base_models_lists_the_catalog(client: TestClient, alice: dict[str, str]
     by_name = {item["name"]: item for item in items}
     assert set(by_name) >= {"minilm-l6", "mobilenetv2-100", "efficientnet-lite0"}
     assert by_name["minilm-l6"]["modality"] == "text" and by_name["minilm-l6"]["family"] == "transformers"
-    assert set(by_name["mobilenetv2-100"]) == {"name", "modality", "family", "pretrained", "description"}
+    assert set(by_name["mobilenetv2-100"]) == {
+        "name",
+        "modality",
+        "family",
+        "pretrained",
+        "description",
+        "defaults",
+    }
+
+
+def test_base_models_show_each_models_defaults(client: TestClient, alice: dict[str, str]) -> None:
+    body = client.get("/v1/base-models", headers=alice).json()
+    for item in body["items"]:
+        entry = resolve_base_model(item["name"])
+        assert item["defaults"] == asdict(entry.defaults)
+    by_name = {item["name"]: item["defaults"] for item in body["items"]}
+    # A CNN wants a larger step and smaller images than a transformer's generic 5e-5 and 224 px.
+    assert by_name["mobilenetv2-100"]["learning_rate"] > Hyperparameters().learning_rate
+    assert by_name["mobilenetv2-100"]["image_size"] is not None and by_name["minilm-l6"]["image_size"] is None
+    assert by_name["minilm-l6"]["max_length"] is not None and by_name["mobilenetv2-100"]["max_length"] is None
+    assert body["family_defaults"] == {m: asdict(values) for m, values in FAMILY_DEFAULTS.items()}
+
+
+def test_a_job_takes_its_base_models_defaults_where_the_spec_leaves_them_out(
+    alice: dict[str, str], upload: Uploader, post_job: JobPoster, text_dataset: dict[str, Any]
+) -> None:
+    images = upload(alice, zip_bytes(), filename="colours.zip").json()
+    cnn = resolve_base_model("mobilenetv2-100").defaults
+    unset = post_job(alice, images["id"], base_model="mobilenetv2-100", hyperparameters={"epochs": 1})
+    assert unset.status_code == 202, unset.text
+    stored = unset.json()["spec"]["hyperparameters"]  # the stored spec shows the effective values
+    assert (stored["learning_rate"], stored["image_size"], stored["batch_size"]) == (
+        cnn.learning_rate,
+        cnn.image_size,
+        cnn.batch_size,
+    )
+    assert stored["epochs"] == 1 and unset.json()["progress"]["epochs"] == 1  # the spec's own value wins
+    # A set field wins even when it is the generic default the model's default replaces.
+    chosen = {"learning_rate": 5e-5, "image_size": 224, "batch_size": 4}
+    set_ = post_job(alice, images["id"], base_model="mobilenetv2-100", hyperparameters=chosen)
+    assert set_.status_code == 202, set_.text
+    assert {k: set_.json()["spec"]["hyperparameters"][k] for k in chosen} == chosen
+    assert set_.json()["spec"]["hyperparameters"]["epochs"] == cnn.epochs
+    text = post_job(alice, text_dataset["id"], base_model="minilm-l6").json()["spec"]["hyperparameters"]
+    minilm = resolve_base_model("minilm-l6").defaults
+    assert (text["learning_rate"], text["max_length"]) == (minilm.learning_rate, minilm.max_length)

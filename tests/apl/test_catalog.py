@@ -68,3 +68,16 @@ def test_hf_references_must_be_model_directories_or_allowed_hub_ids(tmp_path: Pa
     assert check_base_model("hf:someone/some-encoder", allow_download=True).source == "someone/some-encoder"
     with pytest.raises(UnknownBaseModel):
         check_base_model("hf:not a hub id!", allow_download=True)
+
+
+def test_every_entry_carries_training_defaults_for_its_modality() -> None:
+    from apl.catalog import FAMILY_DEFAULTS, list_base_models, resolve_base_model
+
+    for entry in list_base_models():
+        defaults = entry.defaults
+        assert defaults.learning_rate > 0 and defaults.epochs >= 1 and defaults.batch_size >= 1
+        assert (defaults.image_size is not None) == (entry.modality == "image"), entry.name
+        assert (defaults.max_length is not None) == (entry.modality == "text"), entry.name
+        assert entry.as_dict()["defaults"]["learning_rate"] == defaults.learning_rate
+    assert resolve_base_model("timm:resnet18").defaults == FAMILY_DEFAULTS["image"]
+    assert resolve_base_model("hf:/any/dir").defaults == FAMILY_DEFAULTS["text"]

@@ -1,4 +1,4 @@
-"""LossSpec: presets fill what a job leaves out, overrides survive, bad values are refused."""
+"""LossSpec and JobSpec: presets and base-model defaults fill what a job leaves out, what it sets wins."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from apl.spec import LOSS_PARAMETERS, LOSS_PRESETS, JobSpec, LossSpec
+from apl.catalog import FAMILY_DEFAULTS, list_base_models, resolve_base_model
+from apl.spec import LOSS_PARAMETERS, LOSS_PRESETS, Hyperparameters, JobSpec, LossSpec
 
 PRESET_TABLE = {  # docs/losses.md, "Presets"
     "bce": (1.0, 0.5, 1.0, 0.0, 0.0, 0.0),
@@ -112,3 +113,44 @@ def test_stored_spec_is_stable_when_presets_would_change() -> None:
 def test_job_spec_round_trip_through_json() -> None:
     job = JobSpec(dataset_id="d", base_model="m", loss=LossSpec(name="asl", clip=0.1))
     assert JobSpec.model_validate_json(job.model_dump_json()) == job
+
+
+def test_a_job_left_without_hyperparameters_takes_its_base_models_defaults() -> None:
+    for entry in list_base_models():
+        hyperparameters = JobSpec(dataset_id="d", base_model=entry.name).hyperparameters
+        for key, value in entry.defaults.as_hyperparameters().items():
+            assert getattr(hyperparameters, key) == value, (entry.name, key)
+    cnn = resolve_base_model("mobilenetv2-100").defaults
+    assert cnn.image_size is not None and cnn.max_length is None
+    assert cnn.learning_rate != Hyperparameters().learning_rate  # not the transformer's 5e-5
+
+
+def test_a_field_the_spec_sets_wins_even_at_the_generic_default() -> None:
+    chosen = {"learning_rate": 5e-5, "image_size": 224, "epochs": 7}
+    spec = JobSpec(dataset_id="d", base_model="efficientnet-lite0", hyperparameters=chosen)
+    assert {key: getattr(spec.hyperparameters, key) for key in chosen} == chosen
+    assert spec.hyperparameters.batch_size == resolve_base_model("efficientnet-lite0").defaults.batch_size
+
+
+def test_timm_and_hf_references_take_their_familys_defaults_and_unknown_names_the_generic_ones() -> None:
+    timm = JobSpec(dataset_id="d", base_model="timm:resnet18").hyperparameters
+    assert (timm.learning_rate, timm.image_size) == (
+        FAMILY_DEFAULTS["image"].learning_rate,
+        FAMILY_DEFAULTS["image"].image_size,
+    )
+    hf = JobSpec(dataset_id="d", base_model="hf:/some/encoder").hyperparameters
+    text = FAMILY_DEFAULTS["text"]
+    assert (hf.learning_rate, hf.max_length) == (text.learning_rate, text.max_length)
+    # The API refuses an unknown name; the spec alone leaves the generic values in place.
+    assert JobSpec(dataset_id="d", base_model="gpt-17").hyperparameters == Hyperparameters()
+
+
+def test_a_stored_spec_reads_back_unchanged_and_the_callers_object_is_not_touched() -> None:
+    given = Hyperparameters(epochs=2)
+    spec = JobSpec(dataset_id="d", base_model="mobilenetv2-100", hyperparameters=given)
+    assert given.learning_rate == Hyperparameters().learning_rate and given.model_fields_set == {"epochs"}
+    stored = spec.model_dump(mode="json")
+    assert JobSpec.model_validate(stored).model_dump(mode="json") == stored
+    # Read back as another base model's job, the stored values stay: every field is set.
+    other = JobSpec.model_validate({**stored, "base_model": "minilm-l6"})
+    assert other.hyperparameters == spec.hyperparameters

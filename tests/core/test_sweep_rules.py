@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from apl.catalog import resolve_base_model
 from apl.predictions import SplitPredictions
 from core.errors import AppError
 from core.jobs.status import JobStatus
@@ -192,3 +193,22 @@ def test_a_single_candidate_or_missing_predictions_give_no_verdict_but_say_why()
 def test_a_child_without_test_metrics_is_no_result() -> None:
     child = Child("j", 0, 0, JobStatus.SUCCEEDED, T0, "m", None, {"map": 0.5})
     assert not child.has_result
+
+
+def test_a_sweep_and_its_children_take_the_base_models_defaults_unless_the_sweep_sets_them() -> None:
+    defaults = resolve_base_model("mobilenetv2-100").defaults
+    sweep = spec(base_model="mobilenetv2-100", hyperparameters={"epochs": 1}, seeds=[0])
+    stored = sweep.model_dump(mode="json")["hyperparameters"]  # the stored sweep shows the values used
+    assert (stored["learning_rate"], stored["image_size"], stored["epochs"]) == (
+        defaults.learning_rate,
+        defaults.image_size,
+        1,
+    )
+    for child in child_specs(sweep):
+        assert child.spec.hyperparameters.learning_rate == defaults.learning_rate
+        assert child.spec.hyperparameters.image_size == defaults.image_size
+        assert child.spec.hyperparameters.epochs == 1
+    chosen = spec(base_model="mobilenetv2-100", hyperparameters={"learning_rate": 0.01}, seeds=[0])
+    assert {c.spec.hyperparameters.learning_rate for c in child_specs(chosen)} == {0.01}
+    stored_sweep = sweep.model_dump(mode="json")
+    assert SweepSpec.model_validate(stored_sweep).model_dump(mode="json") == stored_sweep

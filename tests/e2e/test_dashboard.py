@@ -30,6 +30,7 @@ import httpx
 import numpy as np
 import pytest
 
+from apl.catalog import FAMILY_DEFAULTS
 from tests.services import IN_CI
 
 REPO = Path(__file__).resolve().parents[2]
@@ -425,6 +426,8 @@ def test_new_job_form_starts_a_job_and_the_cancel_button_stops_it(
     form.get_by_label("Dataset").select_option(live.dataset["id"])
     form.get_by_label("Base model").fill(live.tiny_bert)
     form.get_by_label("Loss", exact=True).select_option("asl")
+    lr_default = f"{FAMILY_DEFAULTS['text'].learning_rate} (default)"
+    assert form.get_by_label("Learning rate").get_attribute("placeholder") == lr_default
     form.get_by_label("Epochs").fill("200")
     form.get_by_label("Batch size").fill("8")
     form.get_by_label("γ₋").fill("2")
@@ -437,7 +440,9 @@ def test_new_job_form_starts_a_job_and_the_cancel_button_stops_it(
     job_id = page.url.rsplit("/", 1)[1]
     spec = live.job(job_id)["spec"]
     assert (spec["loss"]["name"], spec["loss"]["gamma_neg"], spec["loss"]["clip"]) == ("asl", 2.0, 0.05)
-    assert spec["hyperparameters"]["epochs"] == 200
+    assert spec["hyperparameters"]["epochs"] == 200 and spec["hyperparameters"]["batch_size"] == 8
+    # The learning rate, left empty, is the base model's default (an hf: reference: the text family's).
+    assert spec["hyperparameters"]["learning_rate"] == FAMILY_DEFAULTS["text"].learning_rate
     assert spec["decision"] == {"policy": "recall_at", "target": 0.9, "min_labels": 1}
     assert spec["calibration"] == "temperature"
 

@@ -96,3 +96,25 @@ export async function fetchOr404(path, signal) {
     throw error;
   }
 }
+
+/** The base model's default for each empty hyperparameter input, as its placeholder. */
+export function showModelDefaults(baseModels, modelInput, inputs) {
+  const name = modelInput.value.trim();
+  const entry = baseModels.find((m) => m.name === name);
+  const family = name.startsWith("timm:") ? "image" : name.startsWith("hf:") ? "text" : null;
+  const defaults = entry ? entry.defaults : family && baseModelsFamilyDefaults[family];
+  for (const input of inputs) {
+    const value = defaults ? defaults[input.dataset.hp] : null;
+    input.placeholder = value == null ? "model default" : `${value} (default)`;
+  }
+}
+
+/** Only the hyperparameters the user filled in: the rest take the base model's defaults on the server. */
+export function filledHyperparameters(inputs) {
+  const out = {};
+  for (const input of inputs) if (input.value !== "") out[input.dataset.hp] = Number(input.value);
+  return out;
+}
+
+/** `family_defaults` of the last GET /v1/base-models, for timm: and hf: references. */
+export const baseModelsFamilyDefaults = {};

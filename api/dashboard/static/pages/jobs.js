@@ -3,7 +3,7 @@
 import { api, listAll } from "../api.js";
 import { card, encodePath, h, link, notice, progressBar, setChildren, statusBadge } from "../dom.js";
 import { baseModel, dateTime, lossName, lossParams, num, progressFraction, progressText, shortId } from "../format.js";
-import { datasetIndex, pageHeader, poll, problemText, randomKey } from "./common.js";
+import { baseModelsFamilyDefaults, datasetIndex, filledHyperparameters, pageHeader, poll, problemText, randomKey, showModelDefaults } from "./common.js";
 
 const POLL_MS = 2000;
 const LOSSES = ["apl", "asl", "focal", "bce"];
@@ -48,9 +48,10 @@ function newJobForm(datasets, baseModels, onCreated) {
   const options = h("datalist", { id: "base-model-options" },
     baseModels.map((m) => h("option", { value: m.name }, `${m.modality} · ${m.description}`)));
   const lossSelect = h("select", { id: "job-loss", name: "loss" }, LOSSES.map((l) => h("option", { value: l }, l.toUpperCase())));
-  const epochs = h("input", { id: "job-epochs", type: "number", min: 1, max: 1000, value: 3 });
-  const batch = h("input", { id: "job-batch-size", type: "number", min: 1, max: 4096, value: 32 });
-  const lr = h("input", { id: "job-learning-rate", type: "number", step: "any", min: 0, value: "5e-5" });
+  // Left empty, these take the base model's defaults (GET /v1/base-models), shown as placeholders.
+  const epochs = h("input", { id: "job-epochs", type: "number", min: 1, max: 1000, "data-hp": "epochs" });
+  const batch = h("input", { id: "job-batch-size", type: "number", min: 1, max: 4096, "data-hp": "batch_size" });
+  const lr = h("input", { id: "job-learning-rate", type: "number", step: "any", min: 0, "data-hp": "learning_rate" });
   const seed = h("input", { id: "job-seed", type: "number", min: 0, value: 0 });
   const name = h("input", { id: "job-name", name: "name", maxlength: 128, placeholder: "optional" });
   const paramInputs = LOSS_PARAMS.map(([key]) => h("input", { id: `job-loss-${key}`, type: "number", step: "any", "data-param": key }));
@@ -77,10 +78,13 @@ function newJobForm(datasets, baseModels, onCreated) {
     const preset = PRESETS[lossSelect.value];
     paramInputs.forEach((input) => { input.placeholder = String(preset[input.dataset.param]); });
   }
-  datasetSelect.addEventListener("change", pickDefaultModel);
+  const showDefaults = () => showModelDefaults(baseModels, modelInput, [epochs, batch, lr]);
+  datasetSelect.addEventListener("change", () => { pickDefaultModel(); showDefaults(); });
+  modelInput.addEventListener("input", showDefaults);
   lossSelect.addEventListener("change", showPresets);
   pickDefaultModel();
   showPresets();
+  showDefaults();
 
   const form = h("form", { class: "form-grid", id: "new-job-form" },
     field("Dataset", datasetSelect), field("Base model", modelInput, options), field("Loss", lossSelect),
@@ -100,8 +104,7 @@ function newJobForm(datasets, baseModels, onCreated) {
       dataset_id: datasetSelect.value,
       base_model: modelInput.value.trim(),
       loss,
-      hyperparameters: { epochs: Number(epochs.value), batch_size: Number(batch.value),
-        learning_rate: Number(lr.value), seed: Number(seed.value) },
+      hyperparameters: { ...filledHyperparameters([epochs, batch, lr]), seed: Number(seed.value) },
       decision: { policy: policy.value, min_labels: Number(minLabels.value || 0) },
       calibration: calibration.value,
     };
@@ -164,7 +167,9 @@ export async function jobsPage({ root, signal }) {
     if (!formBox.hidden) { formBox.hidden = true; return; }
     try {
       datasets = await datasetIndex(signal);
-      const baseModels = (await api("/v1/base-models", { signal })).items;
+      const catalog = await api("/v1/base-models", { signal });
+      const baseModels = catalog.items;
+      Object.assign(baseModelsFamilyDefaults, catalog.family_defaults || {});
       setChildren(formBox, card("New job", datasets.size ? newJobForm(datasets, baseModels, (job) => {
         location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
       }) : notice("info", "Upload a dataset first (Datasets page).")));

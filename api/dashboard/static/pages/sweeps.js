@@ -7,7 +7,7 @@ import { api, listAll } from "../api.js";
 import { card, encodePath, h, link, notice, progressBar, setChildren, stat, statusBadge } from "../dom.js";
 import { chartBox, chartRegistry, colorAt, epochChart, intervalChart } from "../charts.js";
 import { baseModel, dateTime, duration, lossName, lossParams, num, progressText, shortId, FINAL_STATUSES } from "../format.js";
-import { datasetIndex, pageHeader, poll, problemText, randomKey } from "./common.js";
+import { baseModelsFamilyDefaults, datasetIndex, filledHyperparameters, pageHeader, poll, problemText, randomKey, showModelDefaults } from "./common.js";
 
 const POLL_MS = 2500;
 const PRESETS = ["bce", "focal", "asl", "apl"];
@@ -68,7 +68,8 @@ function newSweepForm(datasets, baseModels, onCreated) {
   const options = h("datalist", { id: "sweep-base-models" }, baseModels.map((m) => h("option", { value: m.name })));
   const boxes = PRESETS.map((name) => h("input", { type: "checkbox", id: `sweep-candidate-${name}`, value: name, checked: true }));
   const seeds = h("input", { id: "sweep-seeds", value: "0, 1, 2" });
-  const epochs = h("input", { id: "sweep-epochs", type: "number", min: 1, value: 3 });
+  // Left empty: the base model's default (GET /v1/base-models), shown as the placeholder.
+  const epochs = h("input", { id: "sweep-epochs", type: "number", min: 1, "data-hp": "epochs" });
   const testFraction = h("input", { id: "sweep-test-fraction", type: "number", step: "any", min: 0, max: 0.5, value: 0.2 });
   const metric = h("select", { id: "sweep-metric" }, Object.entries(METRIC_NAMES).map(([k, v]) => h("option", { value: k }, v)));
   const message = h("div", { class: "form-message", role: "alert" });
@@ -78,8 +79,11 @@ function newSweepForm(datasets, baseModels, onCreated) {
     const match = baseModels.find((m) => d && m.modality === d.modality);
     if (match && (!modelInput.value || baseModels.some((m) => m.name === modelInput.value))) modelInput.value = match.name;
   }
-  datasetSelect.addEventListener("change", pickModel);
+  const showDefaults = () => showModelDefaults(baseModels, modelInput, [epochs]);
+  datasetSelect.addEventListener("change", () => { pickModel(); showDefaults(); });
+  modelInput.addEventListener("input", showDefaults);
   pickModel();
+  showDefaults();
   const form = h("form", { class: "form-grid", id: "new-sweep-form" },
     field("Dataset", datasetSelect), field("Base model", modelInput, options),
     field("Seeds", seeds), field("Epochs", epochs), field("Test fraction", testFraction), field("Rank by", metric),
@@ -92,7 +96,7 @@ function newSweepForm(datasets, baseModels, onCreated) {
       dataset_id: datasetSelect.value, base_model: modelInput.value.trim(),
       candidates: boxes.filter((b) => b.checked).map((b) => ({ name: b.value })),
       seeds: seeds.value.split(/[\s,]+/).filter(Boolean).map(Number),
-      hyperparameters: { epochs: Number(epochs.value) }, test_fraction: Number(testFraction.value), metric: metric.value,
+      hyperparameters: filledHyperparameters([epochs]), test_fraction: Number(testFraction.value), metric: metric.value,
     };
     submit.disabled = true;
     setChildren(message);
@@ -125,7 +129,9 @@ export async function sweepsPage({ root, signal }) {
     if (!formBox.hidden) { formBox.hidden = true; return; }
     try {
       datasets = await datasetIndex(signal);
-      const baseModels = (await api("/v1/base-models", { signal })).items;
+      const catalog = await api("/v1/base-models", { signal });
+      const baseModels = catalog.items;
+      Object.assign(baseModelsFamilyDefaults, catalog.family_defaults || {});
       setChildren(formBox, card("New sweep", datasets.size ? newSweepForm(datasets, baseModels, (sweep) => {
         location.hash = `#/sweeps/${encodeURIComponent(sweep.id)}`;
       }) : notice("info", "Upload a dataset first (Datasets page).")));
