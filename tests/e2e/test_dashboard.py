@@ -31,18 +31,8 @@ import numpy as np
 import pytest
 
 from apl.catalog import FAMILY_DEFAULTS
-from tests.services import IN_CI
+from tests.e2e.browser import REPO, SCREENSHOTS, VIEWPORT, chromium, require_browser
 
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "test-output" / "screenshots"
-CHROMIUM = Path(os.environ.get("APLSERVE_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 XSS_LABEL = "<img src=x onerror=alert(1)>"
 KEYWORDS = {
     "animal": ["cat", "dog", "horse", "cow"],
@@ -52,18 +42,8 @@ KEYWORDS = {
 }
 FILLER = ["the", "a", "is", "on", "with", "today", "there", "very", "some", "near"]
 TERMINAL = {"succeeded", "failed", "cancelled"}
-VIEWPORT = {"width": 1360, "height": 900}
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def _require(condition: bool, message: str) -> None:
-    """Skip locally, fail under CI=true, when the browser stack is missing."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(message + " (CI=true: the browser tests must run)", pytrace=False)
-    pytest.skip(message)
 
 
 # --------------------------------------------------------------------------- live server
@@ -195,11 +175,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def browser_ready() -> None:
-    _require(CHROMIUM.exists(), f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        _require(False, "the playwright package is not installed (pip install playwright)")
+    require_browser()
 
 
 @pytest.fixture(scope="module")
@@ -280,12 +256,8 @@ class Watched:
 
 @pytest.fixture(scope="module")
 def browser(browser_ready: None) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.fixture

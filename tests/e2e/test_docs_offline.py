@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from core.settings import Settings
+from tests.e2e.browser import chromium
 from tests.e2e.live import LiveServer
-from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS, _require
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -37,13 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    _require(CHROMIUM.exists(), f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 def offline_page(browser: Any, server: LiveServer) -> tuple[Any, list[str], list[str]]:

@@ -24,9 +24,9 @@ import pytest
 from core.db.session import dispose_engines
 from core.settings import Settings
 from tests.apl.synthetic import write_tiny_bert
+from tests.e2e.browser import REPO, SCREENSHOTS, VIEWPORT, chromium
 from tests.e2e.live import LiveServer, image_zip, post_job, upload, wait_for_job
-from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS, REPO, SCREENSHOTS, VIEWPORT
-from tests.services import IN_CI, unique_name
+from tests.services import unique_name
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -70,26 +70,10 @@ def partial_csv(seed: int = 0) -> tuple[bytes, dict[int, str], dict[str, int]]:
     return out.getvalue().encode(), flips, unknown_counts
 
 
-def _require(condition: bool, message: str) -> None:
-    """Skip locally, fail under CI=true, when the browser stack is missing."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(message + " (CI=true: the browser tests must run)", pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    _require(CHROMIUM.exists(), f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _require(False, "the playwright package is not installed (pip install playwright)")
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.fixture(scope="module")
