@@ -62,6 +62,22 @@ class _Breaker:
 
 _breaker = _Breaker()
 
+#: How long SQLite waits for its file lock by itself (the embedded broker's `timeout`).
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+def send_deadline(settings: Settings) -> float:
+    """How long a send may take before the broker counts as unavailable.
+
+    The configured timeout guards against a server that hangs (a stopped Redis). The
+    embedded broker is a local SQLite file that cannot hang that way: it is only busy, and
+    SQLite itself waits up to SQLITE_BUSY_TIMEOUT_S for its lock, so giving up earlier
+    would refuse a job (503) that a loaded machine was about to queue.
+    """
+    if "sqlite" in settings.resolved_broker_url:
+        return max(settings.broker_send_timeout_seconds, SQLITE_BUSY_TIMEOUT_S)
+    return settings.broker_send_timeout_seconds
+
 
 def transport_options(settings: Settings) -> dict[str, Any]:
     """Options for the configured transport.
@@ -72,7 +88,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     """
     url = settings.resolved_broker_url
     if url.startswith(("sqla+", "sqlalchemy+")):
-        return {"connect_args": {"timeout": 30}} if "sqlite" in url else {}
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if "sqlite" in url else {}
     if url.startswith(("redis", "rediss")):
         # Socket timeouts bound how long a sender thread stays stuck on a hung server.
         timeout = settings.broker_send_timeout_seconds
@@ -128,7 +144,7 @@ def celery_app(settings: Settings | None = None) -> Celery:
 def _within_deadline(settings: Settings, call: Callable[[], T]) -> T:
     """Run `call` on a sender thread; BrokerUnavailable when it fails or outlives the send timeout."""
     url = settings.resolved_broker_url
-    timeout = settings.broker_send_timeout_seconds
+    timeout = send_deadline(settings)
     _breaker.check(url)
     future = _senders.submit(call)
     try:

@@ -80,7 +80,8 @@ class Settings(BaseSettings):
         default=5.0,
         gt=0,
         description="Longest wait for the broker to take a job's message; past it POST /v1/jobs answers "
-        "503 broker_unavailable and the job, already committed, is sent by the reconciler.",
+        "503 broker_unavailable and the job, already committed, is sent by the reconciler. The embedded "
+        "SQLite broker waits at least 30 s, as long as SQLite waits for its lock.",
     )
     job_resend_after_seconds: float = Field(
         default=60.0,
