@@ -51,6 +51,23 @@ def _check_broker(settings: Settings) -> None:
     check_broker(settings, timeout=settings.readiness_timeout_seconds)
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a failure is a deadline, also when a library re-raised it as its own error.
+
+    kombu turns redis' socket timeout into an OperationalError ("Timeout reading from socket")
+    or lets it through, depending on which deadline fires first; a hung broker must read
+    "timeout" either way.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError) or "timeout" in type(seen).__name__.lower():
+            return True
+        if "timeout" in str(seen).lower() or "timed out" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 async def _probe(name: str, check: Callable[[Settings], None], settings: Settings) -> str:
     loop = asyncio.get_running_loop()
     try:
@@ -62,7 +79,7 @@ async def _probe(name: str, check: Callable[[Settings], None], settings: Setting
         log.warning("readiness: %s did not answer in time", name)
         return "timeout"
     except Exception as exc:
-        if "timeout" in type(exc).__name__.lower():  # the client library's own deadline (socket timeout)
+        if _timed_out(exc):  # the client library's own deadline (socket timeout)
             log.warning("readiness: %s did not answer in time: %s", name, exc)
             return "timeout"
         log.warning("readiness: %s is unavailable: %s", name, exc)

@@ -132,3 +132,21 @@ def test_a_database_outage_answers_problem_json_without_internals(settings: Sett
         response = client.get("/v1/datasets", headers={"Authorization": "Bearer aplsk_0_x"})
     assert_problem(response, 503, "database_unavailable")
     assert "127.0.0.1" not in response.text and "psycopg" not in response.text.lower()
+
+
+def test_a_deadline_reads_as_timeout_even_when_a_library_re_raises_it() -> None:
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    from api.routes.health import _timed_out
+
+    try:
+        try:
+            raise RedisTimeout("Timeout reading from socket")
+        except RedisTimeout as error:
+            raise OperationalError(str(error)) from error
+    except OperationalError as wrapped:
+        assert _timed_out(wrapped)
+    assert _timed_out(TimeoutError())
+    assert not _timed_out(ConnectionRefusedError(111, "Connection refused"))
+    assert not _timed_out(OperationalError("Error 111 connecting to 127.0.0.1:1. Connection refused."))
