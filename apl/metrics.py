@@ -142,6 +142,18 @@ def f1_at_thresholds(
     return micro, float(np.mean(per_label)) if per_label else 0.0
 
 
+def _checked(
+    probs: np.ndarray, targets: np.ndarray, labels: Sequence[str], mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """check_scores plus what a scored split also needs: a name per column and finite scores."""
+    probs, binary, known = check_scores(probs, targets, mask)
+    if len(labels) != probs.shape[1]:
+        raise ValueError("one label name per column is needed")
+    if not np.isfinite(probs).all():
+        raise ValueError("the predicted probabilities contain NaN or infinity")
+    return probs, binary, known
+
+
 def score_validation(
     probs: np.ndarray,
     targets: np.ndarray,
@@ -152,11 +164,7 @@ def score_validation(
     mask: np.ndarray | None = None,
 ) -> ValidationScores:
     """Everything an evaluation reports except the losses (known cells only, with `mask`)."""
-    probs, binary, known = check_scores(probs, targets, mask)
-    if len(labels) != probs.shape[1]:
-        raise ValueError("one label name per column is needed")
-    if not np.isfinite(probs).all():
-        raise ValueError("the predicted probabilities contain NaN or infinity")
+    probs, binary, known = _checked(probs, targets, labels, mask)
     ap = per_class_average_precision(probs, binary, known)
     tuned = tune_thresholds(probs, binary, min_positives=min_positives, default=default_threshold, mask=known)
     micro, macro = f1_at_thresholds(probs, binary, tuned.values, known)
@@ -188,11 +196,7 @@ def score_held_out(
     mask: np.ndarray | None = None,
 ) -> HeldOutScores:
     """mAP and F1 of a test split at the validation-tuned `thresholds` (same definitions as validation)."""
-    probs, binary, known = check_scores(probs, targets, mask)
-    if len(labels) != probs.shape[1]:
-        raise ValueError("one label name per column is needed")
-    if not np.isfinite(probs).all():
-        raise ValueError("the predicted probabilities contain NaN or infinity")
+    probs, binary, known = _checked(probs, targets, labels, mask)
     ap = per_class_average_precision(probs, binary, known)
     cutoffs = np.array([thresholds.get(name, DEFAULT_THRESHOLD) for name in labels], dtype=np.float64)
     micro, macro = f1_at_thresholds(probs, binary, cutoffs, known)
