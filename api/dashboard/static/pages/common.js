@@ -1,7 +1,7 @@
 // Pieces shared by several pages.
 
 import { api, ApiError, isAbort, listAll, sleep } from "../api.js";
-import { h, notice, setChildren } from "../dom.js";
+import { card, h, notice, setChildren } from "../dom.js";
 
 /** A page header: title, optional subtitle node(s) and action buttons on the right. */
 export function pageHeader(title, { subtitle, actions } = {}) {
@@ -118,3 +118,26 @@ export function filledHyperparameters(inputs) {
 
 /** `family_defaults` of the last GET /v1/base-models, for timm: and hf: references. */
 export const baseModelsFamilyDefaults = {};
+
+/**
+ * A "New job" / "New sweep" button: toggles `formBox`, and each time it opens loads the
+ * datasets and base models the form needs. The handler is attached when the button is
+ * drawn, so a click while the page still loads is not lost. `onDatasets` gets the index.
+ */
+export function formToggle(button, formBox, signal, { title, build, onDatasets }) {
+  button.addEventListener("click", async () => {
+    if (!formBox.hidden) { formBox.hidden = true; return; }
+    try {
+      const datasets = await datasetIndex(signal);
+      onDatasets(datasets);
+      const catalog = await api("/v1/base-models", { signal });
+      Object.assign(baseModelsFamilyDefaults, catalog.family_defaults || {});
+      setChildren(formBox, card(title, datasets.size ? build(datasets, catalog.items)
+        : notice("info", "Upload a dataset first (Datasets page).")));
+    } catch (error) {
+      if (signal.aborted) return;
+      setChildren(formBox, notice("error", problemText(error)));
+    }
+    formBox.hidden = false;
+  });
+}

@@ -3,7 +3,7 @@
 import { api, listAll } from "../api.js";
 import { card, encodePath, h, link, notice, progressBar, setChildren, statusBadge } from "../dom.js";
 import { baseModel, dateTime, lossName, lossParams, num, progressFraction, progressText, shortId } from "../format.js";
-import { baseModelsFamilyDefaults, datasetIndex, filledHyperparameters, pageHeader, poll, problemText, randomKey, showModelDefaults } from "./common.js";
+import { datasetIndex, filledHyperparameters, formToggle, pageHeader, poll, problemText, randomKey, showModelDefaults } from "./common.js";
 
 const POLL_MS = 2000;
 const LOSSES = ["apl", "asl", "focal", "bce"];
@@ -163,21 +163,12 @@ export async function jobsPage({ root, signal }) {
   // The button works from the moment it is drawn: its handler loads what the form needs.
   let datasets = new Map();
   let datasetsFetched = 0;
-  newButton.addEventListener("click", async () => {
-    if (!formBox.hidden) { formBox.hidden = true; return; }
-    try {
-      datasets = await datasetIndex(signal);
-      const catalog = await api("/v1/base-models", { signal });
-      const baseModels = catalog.items;
-      Object.assign(baseModelsFamilyDefaults, catalog.family_defaults || {});
-      setChildren(formBox, card("New job", datasets.size ? newJobForm(datasets, baseModels, (job) => {
-        location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
-      }) : notice("info", "Upload a dataset first (Datasets page).")));
-    } catch (error) {
-      if (signal.aborted) return;
-      setChildren(formBox, notice("error", problemText(error)));
-    }
-    formBox.hidden = false;
+  formToggle(newButton, formBox, signal, {
+    title: "New job",
+    build: (index, baseModels) => newJobForm(index, baseModels, (job) => {
+      location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
+    }),
+    onDatasets: (index) => { datasets = index; },
   });
 
   datasets = await datasetIndex(signal);

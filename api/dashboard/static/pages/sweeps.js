@@ -7,7 +7,7 @@ import { api, listAll } from "../api.js";
 import { card, encodePath, h, link, notice, progressBar, setChildren, stat, statusBadge } from "../dom.js";
 import { chartBox, chartRegistry, colorAt, epochChart, intervalChart } from "../charts.js";
 import { baseModel, dateTime, duration, lossName, lossParams, num, progressText, shortId, FINAL_STATUSES } from "../format.js";
-import { baseModelsFamilyDefaults, datasetIndex, filledHyperparameters, pageHeader, poll, problemText, randomKey, showModelDefaults } from "./common.js";
+import { datasetIndex, filledHyperparameters, formToggle, pageHeader, poll, problemText, randomKey, showModelDefaults } from "./common.js";
 
 const POLL_MS = 2500;
 const PRESETS = ["bce", "focal", "asl", "apl"];
@@ -125,20 +125,12 @@ export async function sweepsPage({ root, signal }) {
       + "scored once on a held-out test split, with 95% intervals.", actions: [newButton] }),
     formBox, errorBox, card(null, h("div", { class: "table-wrap" }, table)));
   let datasets = new Map(); // the button works from the moment it is drawn: its handler loads what it needs
-  newButton.addEventListener("click", async () => {
-    if (!formBox.hidden) { formBox.hidden = true; return; }
-    try {
-      datasets = await datasetIndex(signal);
-      const catalog = await api("/v1/base-models", { signal });
-      const baseModels = catalog.items;
-      Object.assign(baseModelsFamilyDefaults, catalog.family_defaults || {});
-      setChildren(formBox, card("New sweep", datasets.size ? newSweepForm(datasets, baseModels, (sweep) => {
-        location.hash = `#/sweeps/${encodeURIComponent(sweep.id)}`;
-      }) : notice("info", "Upload a dataset first (Datasets page).")));
-    } catch (error) {
-      if (!signal.aborted) setChildren(formBox, notice("error", problemText(error)));
-    }
-    formBox.hidden = false;
+  formToggle(newButton, formBox, signal, {
+    title: "New sweep",
+    build: (index, baseModels) => newSweepForm(index, baseModels, (sweep) => {
+      location.hash = `#/sweeps/${encodeURIComponent(sweep.id)}`;
+    }),
+    onDatasets: (index) => { datasets = index; },
   });
   datasets = await datasetIndex(signal);
   async function refresh() {
