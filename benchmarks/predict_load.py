@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from api.serving.engine import available_cores  # noqa: E402  (needs ROOT on the path; no torch)
+from apl.threads import available_cores  # noqa: E402  (needs ROOT on the path; no torch)
 from benchmarks.server import running  # noqa: E402
 
 

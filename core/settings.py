@@ -196,6 +196,15 @@ class Settings(BaseSettings):
         "instances, on CUDA torch's own choice.",
     )
 
+    worker_torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch intra-op threads for training in each worker process; default the cores "
+        "divided among the processes one `aplserve worker --concurrency N` starts (all of them for one). "
+        "An OMP_NUM_THREADS in the environment is left to torch. Set it when other worker commands "
+        "or services share the machine's cores.",
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -13,5 +13,13 @@ if __name__ == "__main__":
     parser.add_argument(
         "--supervisor-pid", type=int, default=None, help="shut down when this parent process is gone"
     )
+    parser.add_argument(
+        "--torch-threads", type=int, default=None, help="torch threads for training (default: the setting)"
+    )
     args = parser.parse_args()
-    main(concurrency=max(1, args.concurrency), loglevel=args.loglevel, supervisor_pid=args.supervisor_pid)
+    main(
+        concurrency=max(1, args.concurrency),
+        loglevel=args.loglevel,
+        supervisor_pid=args.supervisor_pid,
+        torch_threads=args.torch_threads,
+    )

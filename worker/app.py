@@ -26,6 +26,7 @@ from celery import Celery
 from celery.exceptions import Reject, WorkerShutdown
 from celery.signals import worker_ready, worker_shutting_down
 
+from apl.threads import torch_threads_for
 from core.broker import RUN_JOB_TASK, BrokerUnavailable, celery_app
 from core.db.session import session_scope
 from core.jobs import dispatch, lifecycle
@@ -202,7 +203,18 @@ def _preload() -> None:
     log.info("training stack imported in %.1f s", time.monotonic() - started)
 
 
-def run_worker(loglevel: str = "INFO", supervisor_pid: int | None = None) -> None:
+def _configure_threads(threads: int | None) -> None:
+    """Give torch this process's share of the cores (apl.threads says why it is not torch's default)."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    log.info("training with %d torch thread(s)", torch.get_num_threads())
+
+
+def run_worker(
+    loglevel: str = "INFO", supervisor_pid: int | None = None, torch_threads: int | None = None
+) -> None:
     """Run one Celery worker that consumes the configured queue and runs one job at a time."""
     global _supervisor_pid
     _supervisor_pid = supervisor_pid
@@ -211,6 +223,7 @@ def run_worker(loglevel: str = "INFO", supervisor_pid: int | None = None) -> Non
     if removed:
         log.warning("removed %d stale partial file(s) at start", len(removed))
     _preload()
+    _configure_threads(torch_threads or torch_threads_for(1, settings.worker_torch_threads))
     logging.getLogger(TRACE_LOGGER).addFilter(ExpectedRejectFilter())
     app = build_worker_app(settings)
     worker_ready.connect(_on_ready, weak=False)
@@ -252,7 +265,8 @@ def run_processes(concurrency: int, loglevel: str = "INFO") -> None:
 
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
-    workers = [EmbeddedWorker(loglevel=loglevel) for _ in range(concurrency)]
+    threads = torch_threads_for(concurrency, get_settings().worker_torch_threads)
+    workers = [EmbeddedWorker(loglevel=loglevel, torch_threads=threads) for _ in range(concurrency)]
     for worker in workers:
         worker.start()
     while not stop.wait(1.0):
@@ -260,8 +274,13 @@ def run_processes(concurrency: int, loglevel: str = "INFO") -> None:
     stop_all(workers)
 
 
-def main(concurrency: int = 1, loglevel: str = "INFO", supervisor_pid: int | None = None) -> None:
+def main(
+    concurrency: int = 1,
+    loglevel: str = "INFO",
+    supervisor_pid: int | None = None,
+    torch_threads: int | None = None,
+) -> None:
     if concurrency > 1:
         run_processes(concurrency, loglevel)
     else:
-        run_worker(loglevel, supervisor_pid)
+        run_worker(loglevel, supervisor_pid, torch_threads)

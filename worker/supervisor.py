@@ -34,7 +34,7 @@ HEALTHY_RUN_SECONDS = 60.0
 class EmbeddedWorker:
     """Keeps one worker process alive until `stop()`."""
 
-    def __init__(self, loglevel: str = "INFO") -> None:
+    def __init__(self, loglevel: str = "INFO", torch_threads: int | None = None) -> None:
         self._command = [
             sys.executable,
             "-m",
@@ -42,6 +42,7 @@ class EmbeddedWorker:
             "--concurrency=1",
             f"--loglevel={loglevel}",
             f"--supervisor-pid={os.getpid()}",
+            *([f"--torch-threads={torch_threads}"] if torch_threads is not None else []),
         ]
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()

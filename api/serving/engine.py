@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from api.serving.batcher import BatchPolicy, BatchStats, ModelBatcher
+from apl.threads import available_cores, share_of_cores
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +56,13 @@ class EngineConfig:
     torch_threads: int | None = None
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity, which containers and taskset narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def resolve_parallelism(config: EngineConfig, cuda: bool, cores: int) -> tuple[int, int | None]:
     """(instances per model, torch threads or None to leave torch's default) for this machine."""
     on_gpu = cuda and config.device != "cpu"
     instances = config.instances or (1 if on_gpu else min(2, max(1, cores)))
     threads = config.torch_threads
     if threads is None and not on_gpu:
-        threads = max(1, cores // instances)
+        threads = share_of_cores(instances, cores)
     return instances, threads
 
 

@@ -302,3 +302,22 @@ def test_a_job_with_a_test_split_stores_its_test_predictions_and_metrics(
     assert (stored.map, stored.macro_f1, stored.micro_f1) == (test["map"], test["macro_f1"], test["micro_f1"])
     (model,) = models_of(settings, job_id)
     assert model.metrics["test"] == test
+
+
+def test_a_worker_gives_torch_its_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--concurrency N` hands each process cores / N threads instead of every process taking all."""
+    import torch
+
+    from worker.app import _configure_threads
+    from worker.supervisor import EmbeddedWorker
+
+    before = torch.get_num_threads()
+    try:
+        _configure_threads(1)
+        assert torch.get_num_threads() == 1
+        _configure_threads(None)  # None: torch keeps what it has (OMP_NUM_THREADS or its own)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "--torch-threads=3" in EmbeddedWorker(torch_threads=3)._command
+    assert not any(arg.startswith("--torch-threads") for arg in EmbeddedWorker()._command)
