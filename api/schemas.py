@@ -346,9 +346,9 @@ class BaseModelList(BaseModel):
                 "text": _BASE_MODEL_EXAMPLE["defaults"],
                 "image": {
                     "learning_rate": 1e-3,
-                    "epochs": 6,
+                    "epochs": 15,
                     "batch_size": 8,
-                    "image_size": 96,
+                    "image_size": 128,
                     "max_length": None,
                 },
             },

