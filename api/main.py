@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
+from anyio import CapacityLimiter
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         serving_lookups=TTLCache[Any](LOOKUP_TTL_S, LOOKUP_MAX_ENTRIES),
         metrics=metrics,
         rate_limits=RateLimits(settings),
+        ingest_limiter=CapacityLimiter(settings.ingest_threads),
     )
     install_problem_handlers(app)
     include_routers(app)

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from anyio import CapacityLimiter
 from fastapi import FastAPI
 
 from api.ttl_cache import TTLCache
@@ -38,6 +39,8 @@ class AppState:
     metrics: Metrics
     #: Request rates per owner (writes, predict); api/quotas.py.
     rate_limits: RateLimits
+    #: Bounds the threads that ingest uploads (`ingest_threads`), apart from the routes' own.
+    ingest_limiter: CapacityLimiter
     #: Made by the models router's lifespan (or on first use); closed at shutdown.
     serving: ServingEngine | None = None
     serving_metrics: ServingMetrics | None = None

@@ -1,7 +1,7 @@
 """Load test of the job routes: many concurrent clients on a job's status, its metrics and the job list.
 
 Usage: .venv/bin/python benchmarks/api_load.py [--mode embedded|full|both] [--clients 32,128,256]
-       [--seconds 20] [--owners 8] [--jobs 20] [--points 10] [--api-processes 1]
+       [--seconds 20] [--owners 8] [--jobs 20] [--points 10] [--api-processes 1] [--api-threads N]
        [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--redis-url redis://127.0.0.1:6379/0]
 
 What it does, all on this machine and loopback only, bounded in clients (at most 1024) and
@@ -344,6 +344,8 @@ def measure(args: argparse.Namespace, mode: str, work: Path) -> list[Result]:
     results = []
     with contextlib.ExitStack() as stack:
         env = stack.enter_context(deployment(mode, work, args.postgres_url, args.redis_url))
+        if args.api_threads is not None:
+            env["APLSERVE_API_THREADS"] = str(args.api_threads)
         log_path = work / f"{mode}.log"
         processes = args.api_processes if mode == "full" else 1
         base = stack.enter_context(
@@ -388,6 +390,9 @@ def main() -> None:
     parser.add_argument("--redis-url", default=REDIS_URL)
     parser.add_argument(
         "--api-processes", type=int, default=1, help="full mode: API processes (aplserve serve --workers N)"
+    )
+    parser.add_argument(
+        "--api-threads", type=int, default=None, help="APLSERVE_API_THREADS of the server (default: its own)"
     )
     args = parser.parse_args()
     modes = ["embedded", "full"] if args.mode == "both" else [args.mode]

@@ -91,10 +91,19 @@ class Settings(BaseSettings):
         "sent again by the reconciler in every worker's sweep.",
     )
     api_threads: int = Field(
-        default=40,
+        default=8,
         ge=1,
-        description="Threads of the API process for blocking work (database calls, file work); "
-        "requests beyond it wait without holding a database connection.",
+        description="Threads of the API process for its routes' blocking work (database calls); requests "
+        "beyond it wait, in order, without holding a database connection. More threads than a few per "
+        "core only fight over Python's GIL: 40 answered fewer requests, and later, than 8 "
+        "(docs/reliability.md).",
+    )
+    ingest_threads: int = Field(
+        default=2,
+        ge=1,
+        description="Threads of the API process that validate and store uploaded datasets (seconds to "
+        "minutes each), apart from api_threads so that uploads never hold up status polls; "
+        "more uploads wait.",
     )
     db_pool_size: int = Field(default=20, ge=1, description="Database connections kept open per process.")
     db_max_overflow: int = Field(

@@ -288,3 +288,11 @@ def test_dockerfile_runs_as_non_root_with_a_health_check(dockerfile: list[tuple[
     assert len(checks) == 1 and "http://127.0.0.1:8000/healthz" in checks[0]
     (cmd,) = [rest for keyword, rest in runtime if keyword == "CMD"]
     assert _parse_with_cli(yaml.safe_load(cmd))["worker"] is False
+
+
+def test_the_api_runs_the_processes_the_load_figures_were_measured_with(compose: dict[str, Any]) -> None:
+    """docs/reliability.md's full-mode figures at 256 clients are for two API processes."""
+    from tests.reliability.test_load import FULL_API_PROCESSES
+
+    command = compose["services"]["api"]["command"]
+    assert command[command.index("--workers") + 1] == str(FULL_API_PROCESSES)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import PurePath
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import Path as PathParam
 from fastapi import Query, Request, Response
 from fastapi.responses import FileResponse
@@ -207,8 +209,9 @@ async def upload_dataset(
         await run_in_threadpool(_check_room, settings, principal.owner_id, at_least)
     upload = await receive_upload(request, settings.files.uploads, settings.max_upload_bytes)
     try:
-        dataset, created = await run_in_threadpool(
-            _ingest_and_store, settings, principal.owner_id, upload, dedupe
+        dataset, created = await anyio.to_thread.run_sync(
+            partial(_ingest_and_store, settings, principal.owner_id, upload, dedupe),
+            limiter=app_state(request.app).ingest_limiter,
         )
     finally:
         upload.path.unlink(missing_ok=True)

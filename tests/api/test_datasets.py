@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
@@ -138,3 +141,41 @@ def test_another_owner_gets_404(
     assert_problem(client.delete(f"/v1/datasets/{dataset_id}", headers=bob), 404, "not_found")
     assert client.get("/v1/datasets", headers=bob).json()["items"] == []
     assert client.get(f"/v1/datasets/{dataset_id}", headers=alice).status_code == 200
+
+
+def test_an_upload_being_ingested_never_takes_the_threads_of_other_requests(
+    settings: Settings, alice: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingest has threads of its own (`ingest_threads`): with the routes' pool at one thread, a
+    blocked ingest still leaves it free, and a second upload waits for the ingest thread."""
+    import threading
+
+    from api.main import create_app
+    from api.routes import datasets as routes
+    from api.state import app_state
+
+    release, entered = threading.Event(), threading.Semaphore(0)
+    ingest = routes._ingest_and_store
+
+    def slow_ingest(*args: Any) -> Any:
+        entered.release()
+        assert release.wait(30)
+        return ingest(*args)
+
+    monkeypatch.setattr(routes, "_ingest_and_store", slow_ingest)
+    narrow = settings.model_copy(update={"api_threads": 1, "ingest_threads": 1})
+    with TestClient(create_app(narrow)) as client:
+        limiter = app_state(client.app).ingest_limiter  # type: ignore[arg-type]
+        post = lambda: client.post("/v1/datasets", headers=alice, files={"file": ("d.csv", csv_bytes())})  # noqa: E731
+        with ThreadPoolExecutor(2) as pool:
+            uploads = [pool.submit(post)]
+            assert entered.acquire(timeout=30)
+            uploads.append(pool.submit(post))
+            assert client.get("/v1/datasets", headers=alice).status_code == 200  # the route pool is free
+            deadline = time.monotonic() + 10
+            while limiter.statistics().tasks_waiting < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert (limiter.borrowed_tokens, limiter.statistics().tasks_waiting) == (1, 1)
+            release.set()
+            statuses = sorted(upload.result(timeout=60).status_code for upload in uploads)
+    assert statuses == [201, 201]

@@ -16,13 +16,19 @@ import pytest
 from benchmarks import api_load
 from tests.services import POSTGRES_ADMIN_URL, REDIS_HOST, REDIS_PORT, require_service
 
+#: The API processes of the full deployment (docker-compose.yml's `serve --workers 2`).
+FULL_API_PROCESSES = 2
+
 
 @contextlib.contextmanager
-def loaded_server(mode: str, work: Path, *, worker: bool) -> Iterator[tuple[str, list[api_load.Target]]]:
+def loaded_server(
+    mode: str, work: Path, *, worker: bool, processes: int = 1
+) -> Iterator[tuple[str, list[api_load.Target]]]:
     redis_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
     with contextlib.ExitStack() as stack:
         env = stack.enter_context(api_load.deployment(mode, work, POSTGRES_ADMIN_URL, redis_url))
-        base = stack.enter_context(api_load.serve(env, worker=worker, log_path=work / f"{mode}.log"))
+        log_path = work / f"{mode}.log"
+        base = stack.enter_context(api_load.serve(env, worker=worker, log_path=log_path, processes=processes))
         targets = api_load.seed(env, owners=8, jobs=20, points=10)
         api_load.run_load(base, targets, 8, 1.0)  # warm-up
         yield base, targets
@@ -56,6 +62,6 @@ def test_embedded_server_under_load(tmp_path: Path, clients: int) -> None:
 @pytest.mark.parametrize("clients", [32, 128, 256])
 def test_full_mode_under_load(tmp_path: Path, clients: int) -> None:
     require_service("Redis", REDIS_HOST, REDIS_PORT)
-    with loaded_server("full", tmp_path, worker=False) as (base, targets):
+    with loaded_server("full", tmp_path, worker=False, processes=FULL_API_PROCESSES) as (base, targets):
         result = api_load.run_load(base, targets, clients, 20.0)
     _check(result, p99_limit_ms=1000)
