@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypeVar
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from fastapi import Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -56,18 +58,21 @@ SessionDep = Annotated[Session, Depends(get_session)]
 T = TypeVar("T")
 
 
-async def in_session(settings: Settings, work: Callable[[Session], T]) -> T:
-    """Run `work` with a fresh session in a single worker-thread hop; for hot async read routes.
+async def in_session(
+    settings: Settings, work: Callable[[Session], T], limiter: CapacityLimiter | None = None
+) -> T:
+    """Run `work` with a fresh session in a single worker-thread hop; for hot async routes.
 
     One hop instead of a sync route's two (the route, then the response's validation),
-    and the connection is back in the pool before the hop ends.
+    and the connection is back in the pool before the hop ends. `limiter` (default: the
+    routes' `api_threads`) is for work that waits on something other than the database.
     """
 
     def run() -> T:
         with session_factory(settings)() as session:
             return work(session)
 
-    return await run_in_threadpool(run)
+    return await anyio.to_thread.run_sync(run, limiter=limiter)
 
 
 # Declared for the OpenAPI page (the "Authorize" button); the check itself is `authenticate`,

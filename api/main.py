@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         rate_limits=RateLimits(settings),
         ingest_limiter=CapacityLimiter(settings.ingest_threads),
+        send_limiter=CapacityLimiter(settings.broker_send_threads),
     )
     install_problem_handlers(app)
     include_routers(app)

@@ -41,6 +41,8 @@ class AppState:
     rate_limits: RateLimits
     #: Bounds the threads that ingest uploads (`ingest_threads`), apart from the routes' own.
     ingest_limiter: CapacityLimiter
+    #: Bounds the threads that wait on the broker for POST /v1/jobs (`broker_send_threads`).
+    send_limiter: CapacityLimiter
     #: Made by the models router's lifespan (or on first use); closed at shutdown.
     serving: ServingEngine | None = None
     serving_metrics: ServingMetrics | None = None

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
         "503 broker_unavailable and the job, already committed, is sent by the reconciler. The embedded "
         "SQLite broker waits at least 30 s, as long as SQLite waits for its lock.",
     )
+    broker_send_threads: int = Field(
+        default=32,
+        ge=1,
+        description="Threads of the API process that wait for the broker to take new jobs' messages (each "
+        "at most the send timeout), apart from api_threads so that a hung broker never holds up other "
+        "requests; more sends wait.",
+    )
     job_resend_after_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import Header, Query, Request, Response
@@ -24,6 +25,7 @@ from api.schemas import (
 from api.services import events
 from api.services import jobs as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from api.state import app_state
 from core.db.session import session_factory
 from core.jobs.status import JobStatus
 from core.settings import Settings
@@ -52,11 +54,11 @@ MAX_EVENTS_PAGE = 500
         "broker_unavailable",
     ),
 )
-def create_job(
+async def create_job(
+    request: Request,
     body: JobRequest,
     response: Response,
     principal: OwnerDep,
-    session: SessionDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Job:
@@ -69,19 +71,31 @@ def create_job(
     Idempotency-Key returns it. 429 `quota_exceeded` when the owner already has the
     most queued and running jobs allowed.
     """
-    job, created = service.create(
-        session,
-        principal.owner_id,
-        body.spec(),
-        idempotency_key,
-        settings=settings,
-        name=body.name,
-        metadata=body.metadata,
-    )
+    spec = body.spec()
+
+    def commit(session: Session) -> tuple[str, bool, bool]:
+        job, created = service.create(
+            session,
+            principal.owner_id,
+            spec,
+            idempotency_key,
+            settings=settings,
+            name=body.name,
+            metadata=body.metadata,
+            send=False,
+        )
+        return job.id, created, service.unsent(job)
+
+    # Three hops: the commit and the answer on the routes' threads, the wait for the broker
+    # on threads of its own, so that a hung broker holds up only the requests that send.
+    job_id, created, unsent = await in_session(settings, commit)
+    if unsent:
+        send = partial(service.send_one, settings=settings, job_id=job_id, replayed=not created)
+        await in_session(settings, send, app_state(request.app).send_limiter)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return service.to_schema(session, job)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return await _document(settings, principal.owner_id, job_id)
 
 
 @router.get("", response_model=JobList, responses=problem_responses(*LIST_PROBLEMS))
@@ -113,9 +127,12 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=Job, responses=problem_responses("not_found"))
 async def get_job(job_id: str, principal: OwnerDep, settings: SettingsDep) -> Job:
+    return await _document(settings, principal.owner_id, job_id)
+
+
+async def _document(settings: Settings, owner_id: str, job_id: str) -> Job:
     return await in_session(
-        settings,
-        lambda session: service.to_schema(session, service.get_owned(session, principal.owner_id, job_id)),
+        settings, lambda session: service.to_schema(session, service.get_owned(session, owner_id, job_id))
     )
 
 

@@ -288,10 +288,27 @@ def send_created(session: Session, settings: Settings, job_ids: list[str]) -> No
         ) from None
 
 
+def unsent(job: Job) -> bool:
+    """Whether the job is queued without a message (new, or a replay whose send failed)."""
+    return job.status == JobStatus.QUEUED and job.sent_at is None
+
+
+def send_one(session: Session, settings: Settings, job_id: str, *, replayed: bool) -> None:
+    """Send a committed job: 503 for a new one when the broker fails, quietly retried for a replay.
+
+    A replay answers with the saved job either way (the reconciler sends it later); only the
+    request that made the job learns that its queue is down.
+    """
+    if not replayed:
+        send_created(session, settings, [job_id])
+        return
+    with contextlib.suppress(BrokerUnavailable):  # still saved; the reconciler sends it
+        dispatch.send(session, settings, [job_id])
+
+
 def _replayed(session: Session, settings: Settings, job: Job, send: bool) -> Job:
-    if send and job.status == JobStatus.QUEUED and job.sent_at is None:
-        with contextlib.suppress(BrokerUnavailable):  # still saved; the reconciler sends it
-            dispatch.send(session, settings, [job.id])
+    if send and unsent(job):
+        send_one(session, settings, job.id, replayed=True)
         session.refresh(job)
     return job
 

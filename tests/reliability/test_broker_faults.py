@@ -12,22 +12,25 @@ import json
 import statistics
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from core.db.migrate import upgrade_to_head
-from core.db.session import dispose_engines
+from core.db.models import Job
+from core.db.session import dispose_engines, session_scope
 from core.jobs import dispatch
 from core.settings import Settings
 from tests.api.conftest import assert_problem, csv_bytes
 from tests.reliability.faults import PrivateRedis
 from tests.reliability.servers import HealthProbe, Server, explicit_env, outside_settings
 from tests.services import unique_name
-from tests.worker.harness import job_row, start_worker, wait_for_status
+from tests.worker.harness import job_row, start_worker, wait_for, wait_for_status
 
 SEND_TIMEOUT = 1.0
 
@@ -139,6 +142,43 @@ def test_a_hung_broker_answers_503_fast_keeps_the_jobs_and_the_reconciler_sends_
     finally:
         server.close()
         dispose_engines()
+
+
+def test_a_send_waiting_on_a_hung_broker_holds_up_no_other_request(
+    tmp_path: Path, broker: PrivateRedis
+) -> None:
+    """The wait for the broker runs on threads of its own (`broker_send_threads`): with a single
+    route thread, a POST stuck in its send leaves the job list answering at once."""
+    timeout = 3.0
+    settings = broker_settings(tmp_path, broker)
+    env = {"APLSERVE_API_THREADS": "1", "APLSERVE_BROKER_SEND_TIMEOUT_SECONDS": str(timeout)}
+    server = Server(settings, tmp_path / "logs", env=env)
+    try:
+        headers = server.key()
+        with server.client(headers) as client:
+            spec = {"dataset_id": _dataset(client), "base_model": "minilm-l6"}
+        broker.sigstop()
+        with ThreadPoolExecutor(1) as pool:
+            posting = pool.submit(_post_all, server.url, headers, [("stuck", spec)])
+            # The job is committed before its send starts: once its row is there, the send waits.
+            wait_for(lambda: _job_ids(settings), 30, "the job committed")
+            with server.client(headers) as client:
+                started = time.monotonic()
+                listed = client.get("/v1/jobs")
+                seconds = time.monotonic() - started
+            [(post_seconds, posted)] = posting.result(timeout=60)
+    finally:
+        broker.sigcont()
+        server.close()
+        dispose_engines()
+    assert listed.status_code == 200 and seconds < 1.0, f"GET /v1/jobs took {seconds:.2f} s"
+    assert listed.json()["items"][0]["id"] == assert_problem(posted, 503, "broker_unavailable")["job_id"]
+    assert post_seconds >= timeout - 0.5
+
+
+def _job_ids(settings: Settings) -> list[str]:
+    with session_scope(settings) as session:
+        return list(session.scalars(select(Job.id)))
 
 
 def test_a_flushed_broker_gets_every_queued_job_again_in_queue_order(
