@@ -23,7 +23,8 @@ TEXT_CHARS = 500
 METHOD = (
     "cleanlab.multilabel_classification: rank.get_label_quality_scores (self_confidence) and "
     "filter.find_label_issues (prune_by_noise_rate) on the validation split's out-of-sample, "
-    "calibrated probabilities; unknown cells filled with the model's decision"
+    "calibrated probabilities, each label's shifted in log-odds so that its decision threshold is 0.5; "
+    "unknown cells filled with the model's decision"
 )
 
 

@@ -207,3 +207,19 @@ def test_training_on_partial_labels_masks_validation(tmp_path: Path, tiny_bert: 
     support = {e["label"]: e["support"] for e in result.evaluation["per_label"]}
     expected = np.nansum(stored.targets[validation.indices], axis=0)
     assert [support[name] for name in stored.labels] == expected.tolist()
+
+
+def test_label_issues_judge_each_label_on_its_own_scale() -> None:
+    """A label the model scores high everywhere (0.6 where absent, decided at 0.8) must not make
+    every sample without it look suspect: judged against its threshold, the planted flips come first."""
+    rng = np.random.default_rng(3)
+    truth = (rng.random((300, 3)) < 0.4).astype(np.float64)
+    probs = np.where(truth > 0, 0.85, 0.10)
+    probs[:, 0] = np.where(truth[:, 0] > 0, 0.97, 0.60)
+    probs = np.clip(probs + rng.normal(0, 0.03, probs.shape), 0.01, 0.99)
+    given = truth.copy()
+    planted = rng.choice(np.flatnonzero(truth[:, 0] == 0), size=6, replace=False)
+    given[planted, 0] = 1.0  # "a" added where it is absent
+    issues = rank_label_issues(probs, given, np.array([0.8, 0.5, 0.5]), list("abc"), np.arange(300))
+    assert {issue.index for issue in issues[:6]} == set(planted.tolist())
+    assert all(0.0 <= issue.score <= 1.0 for issue in issues)
