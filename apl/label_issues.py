@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from apl.calibration import sigmoid
+
 #: Version of the stored ranking's layout.
 FORMAT_VERSION = 1
 
@@ -77,11 +79,11 @@ def _filled_labels(probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarra
 
 def _centred(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Each label's probabilities shifted in log-odds so that its decision threshold becomes 0.5."""
+    from scipy.special import logit
+
     eps = 1e-6
-    p, t = np.clip(probs, eps, 1 - eps), np.clip(thresholds, eps, 1 - eps)
-    shift = np.log(t) - np.log1p(-t)
-    logits = np.log(p) - np.log1p(-p) - shift[None, :]
-    return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=np.float64)
+    shift = logit(np.clip(thresholds, eps, 1 - eps))
+    return sigmoid(logit(np.clip(probs, eps, 1 - eps)) - shift[None, :])
 
 
 def _flags(labels: list[list[int]], probs: np.ndarray) -> np.ndarray:
