@@ -154,12 +154,9 @@ export async function comparePage({ root, query, signal }) {
   async function refresh() {
     const pending = entries.filter((e) => !e.loaded || !FINAL_STATUSES.has(e.job.status));
     await Promise.all(pending.map(async (e) => {
-      const [job, metrics] = await Promise.all([
-        api(`/v1/jobs/${encodeURIComponent(e.job.id)}`, { signal }),
-        api(`/v1/jobs/${encodeURIComponent(e.job.id)}/metrics`, { signal }),
-      ]);
-      e.job = job;
-      e.series = metrics.series;
+      // The job before its metrics: a series read after a final status holds every epoch.
+      e.job = await api(`/v1/jobs/${encodeURIComponent(e.job.id)}`, { signal });
+      e.series = (await api(`/v1/jobs/${encodeURIComponent(e.job.id)}/metrics`, { signal })).series;
       e.loaded = true;
     }));
     entries.forEach((e, i) => METRICS.forEach((m, k) => lineCharts[k].set(i, e.series.map((p) => ({ x: p.epoch, y: p[m.key] })))));

@@ -264,8 +264,10 @@ export async function sweepPage({ root, params: [sweepId], signal }) {
   }
 
   async function refresh() {
-    const [next, board, children] = await Promise.all([
-      api(`/v1/sweeps/${encodeURIComponent(sweep.id)}`, { signal }),
+    // The sweep is read first: the leaderboard and children read after it are at least as new, so the
+    // last refresh (the one that sees a final status) never shows a verdict from before the end.
+    const next = await api(`/v1/sweeps/${encodeURIComponent(sweep.id)}`, { signal });
+    const [board, children] = await Promise.all([
       api(`/v1/sweeps/${encodeURIComponent(sweep.id)}/leaderboard`, { signal }),
       listAll(`/v1/jobs?sweep_id=${encodeURIComponent(sweep.id)}`, { signal }),
     ]);
