@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +40,9 @@ class TrainingDefaults:
 
     def as_hyperparameters(self) -> dict[str, float | int]:
         """The values as JobSpec hyperparameters, without the ones this modality does not use."""
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        return {
+            field.name: value for field in fields(self) if (value := getattr(self, field.name)) is not None
+        }
 
 
 #: For `timm:` / `hf:` references, which have no entry: the defaults of their modality's family.

@@ -128,14 +128,22 @@ def fill_model_defaults(hyperparameters: H, base_model: str) -> H:
     field the client set, even to the generic default, always wins. A stored spec read
     back has every field set, so a catalog change never alters a job already made.
     An unresolvable name changes nothing: the API refuses it when it checks the job.
+    With nothing to fill, the same object comes back: pydantic runs these validators again
+    each time a spec is placed in another model (every Job document holds its JobSpec).
     """
     defaults = training_defaults(base_model)
-    filled = hyperparameters.model_copy()
     if defaults is None:
-        return filled
-    for key, value in defaults.as_hyperparameters().items():
-        if key not in hyperparameters.model_fields_set:
-            setattr(filled, key, value)  # marks it set, so an exclude_unset dump keeps it
+        return hyperparameters
+    missing = {
+        key: value
+        for key, value in defaults.as_hyperparameters().items()
+        if key not in hyperparameters.model_fields_set
+    }
+    if not missing:
+        return hyperparameters
+    filled = hyperparameters.model_copy()
+    for key, value in missing.items():
+        setattr(filled, key, value)  # marks it set, so an exclude_unset dump keeps it
     return filled
 
 

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Longest wait for a pooled database connection before a 503."
     )
+    db_ping_idle_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="A pooled PostgreSQL connection idle for longer than this is pinged before use, so a "
+        "restarted database costs no request; a busy one is not (0: ping every checkout).",
+    )
     stale_file_seconds: float = Field(
         default=3600.0,
         ge=0,

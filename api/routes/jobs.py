@@ -122,7 +122,7 @@ async def list_jobs(
         )
         return JobList(items=service.to_schemas(session, page.items), next_cursor=page.next_cursor)
 
-    return await in_session(settings, read)
+    return await in_session(settings, read, read_only=True)
 
 
 @router.get("/{job_id}", response_model=Job, responses=problem_responses("not_found"))
@@ -132,7 +132,9 @@ async def get_job(job_id: str, principal: OwnerDep, settings: SettingsDep) -> Jo
 
 async def _document(settings: Settings, owner_id: str, job_id: str) -> Job:
     return await in_session(
-        settings, lambda session: service.to_schema(session, service.get_owned(session, owner_id, job_id))
+        settings,
+        lambda session: service.to_schema(session, service.get_owned(session, owner_id, job_id)),
+        read_only=True,
     )
 
 
@@ -160,7 +162,7 @@ async def job_metrics(job_id: str, principal: OwnerDep, settings: SettingsDep) -
         points = service.metric_points(session, job.id)
         return MetricSeries(job_id=job.id, series=[service.point_to_schema(point) for point in points])
 
-    return await in_session(settings, read)
+    return await in_session(settings, read, read_only=True)
 
 
 EVENTS_DESCRIPTION = (

@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from apl.catalog import FAMILY_DEFAULTS, list_base_models, resolve_base_model
 from apl.spec import LOSS_PARAMETERS, LOSS_PRESETS, Hyperparameters, JobSpec, LossSpec
@@ -154,3 +154,16 @@ def test_a_stored_spec_reads_back_unchanged_and_the_callers_object_is_not_touche
     # Read back as another base model's job, the stored values stay: every field is set.
     other = JobSpec.model_validate({**stored, "base_model": "minilm-l6"})
     assert other.hyperparameters == spec.hyperparameters
+
+
+def test_a_spec_placed_in_another_model_keeps_its_hyperparameters_object() -> None:
+    """pydantic runs a model's after-validators again for an instance inside another model
+    (each Job document holds its JobSpec): with nothing left to fill, nothing is copied."""
+
+    class Holder(BaseModel):
+        spec: JobSpec
+
+    spec = JobSpec(dataset_id="d", base_model="mobilenetv2-100")
+    held = Holder(spec=spec).spec
+    assert held.hyperparameters is spec.hyperparameters
+    assert held.hyperparameters.image_size == resolve_base_model("mobilenetv2-100").defaults.image_size
