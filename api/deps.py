@@ -110,10 +110,9 @@ async def get_principal(
     authorization = request.headers.get("authorization") if settings.auth_enabled else None
     cache_key = hash_key(authorization or "")
     state = app_state(request.app)
-    principal = state.principals.get(cache_key)
-    if principal is None:
-        principal = await run_in_threadpool(_authenticate, settings, authorization)
-        state.principals.put(cache_key, principal)
+    principal = await state.principals.get_or_load(
+        cache_key, lambda: run_in_threadpool(_authenticate, settings, authorization)
+    )
     kind = request_kind(request.method, request.scope["path"])  # request.url would parse the whole URL
     if kind is not None:
         await state.rate_limits.check(kind, principal.owner_id)
