@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import Query, Response
+from fastapi import Query, Request, Response
+from sqlalchemy.orm import Session
 
-from api.deps import IdempotencyKeyHeader, IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
+from api.deps import IdempotencyKeyHeader, IdPrefixQuery, OwnerDep, SessionDep, SettingsDep, in_session
 from api.routing import APIRouter
 from api.schemas import LIST_PROBLEMS, problem_responses
 from api.services import sweeps as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from api.state import app_state
 from core.sweeps.document import Leaderboard, Sweep, SweepList
 from core.sweeps.spec import SweepSpec
 
@@ -46,11 +49,11 @@ router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], responses=problem_respo
         "broker_unavailable",
     ),
 )
-def create_sweep(
+async def create_sweep(
+    request: Request,
     spec: SweepSpec,
     response: Response,
     principal: OwnerDep,
-    session: SessionDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Sweep:
@@ -60,11 +63,26 @@ def create_sweep(
     data order. The test split is never used for early stopping or threshold tuning.
     The children are ordinary jobs (they appear in /v1/jobs with `sweep_id`).
     """
-    sweep, created = service.create(session, principal.owner_id, spec, idempotency_key, settings)
+
+    def commit(session: Session) -> tuple[str, bool, list[str]]:
+        sweep, created, unsent = service.create(session, principal.owner_id, spec, idempotency_key, settings)
+        return sweep.id, created, unsent
+
+    # As POST /v1/jobs: commit and answer on the routes' threads, wait for the broker on
+    # threads of its own, so that a hung broker holds up only the requests that send.
+    sweep_id, created, unsent = await in_session(settings, commit)
+    if unsent:
+        send = partial(service.send_children, settings=settings, sweep_id=sweep_id, job_ids=unsent)
+        await in_session(settings, send, app_state(request.app).send_limiter)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/sweeps/{sweep.id}"
-    return service.to_schema(session, settings, sweep)
+    response.headers["Location"] = f"/v1/sweeps/{sweep_id}"
+    return await in_session(  # not read_only: an ended sweep's document caches its leaderboard
+        settings,
+        lambda session: service.to_schema(
+            session, settings, service.get_owned(session, principal.owner_id, sweep_id)
+        ),
+    )
 
 
 @router.get("", response_model=SweepList, responses=problem_responses(*LIST_PROBLEMS))

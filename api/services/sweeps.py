@@ -50,18 +50,19 @@ def _replay(existing: Sweep, spec_json: dict[str, Any]) -> Sweep:
 
 def create(
     session: Session, owner_id: str, spec: SweepSpec, idempotency_key: str | None, settings: Settings
-) -> tuple[Sweep, bool]:
-    """Validate the sweep, insert it and its children (`jobs.create`, the one way jobs are made), send them.
+) -> tuple[Sweep, bool, list[str]]:
+    """Validate the sweep, insert it and its children (`jobs.create`, the one way jobs are made).
 
     Everything is checked before anything is written, so a refused sweep leaves no
-    row and no job behind. Returns (sweep, created); an Idempotency-Key already used
-    for the same spec returns the first sweep and creates nothing.
+    row and no job behind. Returns (sweep, created, the children to send with
+    `send_children`); an Idempotency-Key already used for the same spec returns the
+    first sweep and creates nothing (its unsent children are the reconciler's).
     """
     spec_json = spec.model_dump(mode="json")
     idempotency.check_key(idempotency_key)
     existing = idempotency.earlier(session, Sweep, owner_id, idempotency_key)
     if existing is not None:
-        return _replay(existing, spec_json), False
+        return _replay(existing, spec_json), False, []
     check(spec)
     children = list(child_specs(spec))
     allow_private = settings.webhook_allow_private_addresses
@@ -76,7 +77,7 @@ def create(
         existing = idempotency.earlier(session, Sweep, owner_id, idempotency_key)
         if existing is None:
             raise
-        return _replay(existing, spec_json), False
+        return _replay(existing, spec_json), False, []
     try:
         created = [
             jobs.create(
@@ -87,11 +88,10 @@ def create(
     except Exception:
         _abandon(session, sweep.id)
         raise
-    _send_children(session, settings, sweep.id, [job.id for job in created])
-    return sweep, True
+    return sweep, True, [job.id for job in created]
 
 
-def _send_children(session: Session, settings: Settings, sweep_id: str, job_ids: list[str]) -> None:
+def send_children(session: Session, settings: Settings, sweep_id: str, job_ids: list[str]) -> None:
     """Send the committed children; when the broker fails they stay queued for the reconciler.
 
     The answer is then 503 `broker_unavailable` naming the saved sweep, as POST /v1/jobs
