@@ -29,7 +29,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, help="Port to listen on."),
     worker: bool = typer.Option(True, "--worker/--no-worker", help="Start the embedded worker process."),
-    workers: int = typer.Option(1, min=1, help="API processes (uvicorn workers)."),
+    workers: int = typer.Option(
+        1, min=1, help="API processes; on Linux each accepts on a listening socket of its own (SO_REUSEPORT)."
+    ),
 ) -> None:
     """Migrate the database to head, start the API and, unless --no-worker, one embedded worker.
 
@@ -37,7 +39,9 @@ def serve(
     """
     import uvicorn
 
+    from api import server_processes
     from api.http_server import server_options
+    from api.server_processes import ServerProcesses
     from core.settings import get_settings
     from worker.supervisor import EmbeddedWorker
 
@@ -55,14 +59,17 @@ def serve(
         embedded.start()
     threading.Thread(target=announce_when_up, args=(host, port), name="announce", daemon=True).start()
     try:
-        uvicorn.run(
-            "api.main:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            **server_options(settings),
-        )
+        if workers > 1 and server_processes.supported():  # a listening socket per process
+            ServerProcesses(host, port, workers, server_options(settings), settings.log_level).run()
+        else:
+            uvicorn.run(
+                server_processes.APP,
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                **server_options(settings),
+            )
     except SystemExit as stop:
         if stop.code not in (0, None):
             raise

@@ -42,7 +42,8 @@ def explicit_env(settings: Settings) -> dict[str, str]:
 
 
 class Server:
-    """One `aplserve serve`; `tmpfs_bytes` puts its data dir on a private tmpfs of that size."""
+    """One `aplserve serve` (`processes` API processes); `tmpfs_bytes` puts its data dir on a
+    private tmpfs of that size."""
 
     def __init__(
         self,
@@ -52,6 +53,7 @@ class Server:
         worker: bool = False,
         tmpfs_bytes: int | None = None,
         env: dict[str, str] | None = None,
+        processes: int = 1,
     ) -> None:
         self.settings = settings
         self.port = free_port()
@@ -68,6 +70,8 @@ class Server:
         ]
         if not worker:
             command.append("--no-worker")
+        if processes > 1:
+            command += ["--workers", str(processes)]
         if tmpfs_bytes is not None:
             command = on_tmpfs(settings.data_dir, tmpfs_bytes, command)
         else:
