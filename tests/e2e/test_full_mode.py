@@ -145,7 +145,8 @@ def test_two_workers_share_the_jobs_and_none_runs_twice(deployment: Deployment, 
 
         with ThreadPoolExecutor(JOBS) as pool:  # submitted at once
             submitted = list(pool.map(submit, range(JOBS)))
-        assert all(job.status == "queued" for job in submitted)
+        # The answer shows the job as it is when the answer is made: an idle worker may have it already.
+        assert all(job.status in ("queued", "running") for job in submitted), [j.status for j in submitted]
         with ThreadPoolExecutor(JOBS) as pool:
             finished: list[Job] = list(pool.map(lambda job: client.jobs.wait(job.id, timeout=240), submitted))
         models = {m.id for m in client.models.iterate()}

@@ -132,9 +132,10 @@ def test_a_job_trains_and_publishes_its_model(deployment: Deployment, tiny_bert:
     assert [e["threshold"] for e in model.evaluation["per_label"]] == [
         model.thresholds[x] for x in model.labels
     ]
-    # Published atomically: no temporary or staging files left; the checkpoint is gone.
+    # Published atomically: no temporary or staging files left. The checkpoint goes right after
+    # the job reads `succeeded` (not before: a crash in between must not lose the epochs).
     assert sorted(p.name for p in settings.files.artifacts.iterdir()) == [artifact.name]
-    assert not (settings.files.checkpoints / job_id).exists()
+    wait_for(lambda: not (settings.files.checkpoints / job_id).exists(), 30, "the checkpoint removed")
 
     # The history: claimed, each epoch evaluated and checkpointed, succeeded with its model.
     with session_scope(settings) as session:
@@ -250,7 +251,7 @@ def test_cancel_stops_a_running_job_at_its_next_step(deployment: Deployment, tin
     assert job.finished_at is not None and job.error_code is None and job.model_id is None
     assert job.progress["epoch"] < 200
     assert models_of(settings, job_id) == []
-    assert not (settings.files.checkpoints / job_id).exists()
+    wait_for(lambda: not (settings.files.checkpoints / job_id).exists(), 30, "the checkpoint removed")
 
 
 def test_a_requeue_at_shutdown_is_logged_as_one_line() -> None:
