@@ -74,18 +74,20 @@ class ServerProcesses:
     """Keeps `count` API processes serving `host:port` until SIGTERM or SIGINT."""
 
     def __init__(self, host: str, port: int, count: int, options: dict[str, Any], log_level: str) -> None:
-        self._args = (host, port, options, log_level)
+        self._host, self._port = host, port
+        self._args = (host, port, options, log_level)  # serve_one's, for each process
         self._count = count
         self._context = multiprocessing.get_context("spawn")
         self._stopping = threading.Event()
 
     def run(self) -> None:
-        host, port = self._args[0], self._args[1]
-        if _already_served(host, port):
+        if _already_served(self._host, self._port):
             raise SystemExit(
-                f"port {port} is already served on {host}; stop that server or pick another --port"
+                f"port {self._port} is already served on {self._host}; "
+                "stop that server or pick another --port"
             )
-        holder = reuse_port_socket(host, port)  # an address in use without SO_REUSEPORT fails here
+        # Bound, never listening: an address in use without SO_REUSEPORT fails here.
+        holder = reuse_port_socket(self._host, self._port)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self._stopping.set())
         processes: list[tuple[BaseProcess, float]] = []

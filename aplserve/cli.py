@@ -41,7 +41,6 @@ def serve(
 
     from api import server_processes
     from api.http_server import server_options
-    from api.server_processes import ServerProcesses
     from core.settings import get_settings
     from worker.supervisor import EmbeddedWorker
 
@@ -60,7 +59,9 @@ def serve(
     threading.Thread(target=announce_when_up, args=(host, port), name="announce", daemon=True).start()
     try:
         if workers > 1 and server_processes.supported():  # a listening socket per process
-            ServerProcesses(host, port, workers, server_options(settings), settings.log_level).run()
+            server_processes.ServerProcesses(
+                host, port, workers, server_options(settings), settings.log_level
+            ).run()
         else:
             uvicorn.run(
                 server_processes.APP,
