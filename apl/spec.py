@@ -7,12 +7,13 @@ defaults without the API process ever importing torch.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from apl.catalog import training_defaults
+from apl.catalog import TrainingDefaults, training_defaults
 
 LossName = Literal["bce", "focal", "asl", "apl"]
 
@@ -120,6 +121,12 @@ class Hyperparameters(BaseModel):
 H = TypeVar("H", bound=Hyperparameters)
 
 
+@functools.lru_cache(maxsize=64)
+def _default_items(defaults: TrainingDefaults) -> tuple[tuple[str, float | int], ...]:
+    """The defaults as items, built once per entry: every Job document shown runs the check below."""
+    return tuple(defaults.as_hyperparameters().items())
+
+
 def fill_model_defaults(hyperparameters: H, base_model: str) -> H:
     """A copy with every field the client left out that the base model has a default for filled in.
 
@@ -135,9 +142,7 @@ def fill_model_defaults(hyperparameters: H, base_model: str) -> H:
     if defaults is None:
         return hyperparameters
     missing = {
-        key: value
-        for key, value in defaults.as_hyperparameters().items()
-        if key not in hyperparameters.model_fields_set
+        key: value for key, value in _default_items(defaults) if key not in hyperparameters.model_fields_set
     }
     if not missing:
         return hyperparameters

@@ -16,7 +16,9 @@ time (at most 120 s a run):
    in turn, the next request when the previous answer is back, for `--seconds`; meanwhile a
    probe asks GET /healthz every 100 ms on a connection of its own;
 4. prints requests/s, p50/p99/max latency and errors (any answer but 200, or no answer within
-   30 s) per client count, and the probe's p99 and max.
+   30 s) per client count, the probe's p99 and max, and the server's CPU time per answered
+   request (all its processes; unlike latency it hardly depends on what else the machine
+   runs, so compare builds by it).
 
 The clients run in this process and share the CPU with the server; on the 2-core
 machine of the project that is a third of the work, so the figures are lower bounds.
@@ -44,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.server import running  # noqa: E402  (needs ROOT on the path)
+from benchmarks.server import Server, running  # noqa: E402  (needs ROOT on the path)
 
 MAX_CLIENTS = 1024
 MAX_SECONDS = 120.0
@@ -60,6 +62,8 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     probe: list[float] = field(default_factory=list)
+    #: CPU seconds the server's processes used during the run (benchmarks.server.Server.cpu_seconds).
+    server_cpu: float = 0.0
 
     @property
     def requests(self) -> int:
@@ -89,6 +93,7 @@ class Result:
             "error_kinds": ", ".join(f"{k} x{v}" for k, v in self.errors.most_common()) or "-",
             "healthz_p99_ms": round(self.quantile_ms(0.99, self.probe), 1),
             "healthz_max_ms": round(self.quantile_ms(1.0, self.probe), 1),
+            "server_cpu_ms_per_request": round(1000 * self.server_cpu / max(1, self.requests), 2),
         }
 
 
@@ -229,7 +234,7 @@ def server_env(
 
 
 @contextlib.contextmanager
-def serve(env: dict[str, str], *, worker: bool, log_path: Path, processes: int = 1) -> Iterator[str]:
+def serve(env: dict[str, str], *, worker: bool, log_path: Path, processes: int = 1) -> Iterator[Server]:
     """`aplserve serve` on a free loopback port in its own process group; always stopped on exit."""
     port = free_port()
     command = [sys.executable, "-m", "aplserve.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -237,8 +242,8 @@ def serve(env: dict[str, str], *, worker: bool, log_path: Path, processes: int =
         command.append("--no-worker")
     if processes > 1:
         command += ["--workers", str(processes)]
-    with log_path.open("ab") as log, running(command, env, port, log=log) as base:
-        yield base
+    with log_path.open("ab") as log, running(command, env, port, log=log) as server:
+        yield server
 
 
 def seed(env: dict[str, str], owners: int, jobs: int, points: int) -> list[Target]:
@@ -348,13 +353,15 @@ def measure(args: argparse.Namespace, mode: str, work: Path) -> list[Result]:
             env["APLSERVE_API_THREADS"] = str(args.api_threads)
         log_path = work / f"{mode}.log"
         processes = args.api_processes if mode == "full" else 1
-        base = stack.enter_context(
+        server = stack.enter_context(
             serve(env, worker=mode == "embedded", log_path=log_path, processes=processes)
         )
         targets = seed(env, args.owners, args.jobs, args.points)
-        run_load(base, targets, 8, 2.0)  # warm-up: connections, caches, the pool
+        run_load(server.base, targets, 8, 2.0)  # warm-up: connections, caches, the pool
         for clients in args.clients:
-            result = run_load(base, targets, clients, args.seconds)
+            cpu_before = server.cpu_seconds()
+            result = run_load(server.base, targets, clients, args.seconds)
+            result.server_cpu = server.cpu_seconds() - cpu_before
             results.append(result)
             print(json.dumps({"mode": mode, **result.row()}), flush=True)
     return results
@@ -362,14 +369,16 @@ def measure(args: argparse.Namespace, mode: str, work: Path) -> list[Result]:
 
 def table(rows: list[tuple[str, Result]]) -> str:
     lines = [
-        "| mode | clients | req/s | p50 ms | p99 ms | max ms | errors | /healthz p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | clients | req/s | p50 ms | p99 ms | max ms | errors | /healthz p99 ms "
+        "| server CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, result in rows:
         row = result.row()
         lines.append(
             f"| {mode} | {row['clients']} | {row['req_s']} | {row['p50_ms']} | {row['p99_ms']} | "
-            f"{row['max_ms']} | {row['errors']} | {row['healthz_p99_ms']} |"
+            f"{row['max_ms']} | {row['errors']} | {row['healthz_p99_ms']} | "
+            f"{row['server_cpu_ms_per_request']} |"
         )
     return "\n".join(lines)
 

@@ -205,8 +205,8 @@ def server(data_dir: Path, mode: Mode) -> Iterator[str]:
         sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
-    with running(command, env, port, start_timeout=60.0, stop_timeout=20.0) as base:
-        yield base
+    with running(command, env, port, start_timeout=60.0, stop_timeout=20.0) as server:
+        yield server.base
 
 
 class HttpConnection:

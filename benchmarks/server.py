@@ -14,10 +14,37 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server: its base URL and its process group (the server and every child)."""
+
+    base: str
+    pgid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the group's live processes have used so far.
+
+        The API processes of `--workers N` and the embedded worker are all in the group,
+        so the difference over a run, divided by the requests answered, is the server's
+        CPU cost of a request: a figure that, unlike latency, does not depend on what else
+        the machine runs. A process that exited during the run is not counted.
+        """
+        ticks = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == self.pgid:  # fields[2] is the process group
+                    ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -29,8 +56,8 @@ def running(
     log: IO[bytes] | None = None,
     start_timeout: float = 120.0,
     stop_timeout: float = 30.0,
-) -> Iterator[str]:
-    """The server's base URL while the block runs."""
+) -> Iterator[Server]:
+    """The server while the block runs."""
     process = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -42,7 +69,7 @@ def running(
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, process, start_timeout)
-        yield base
+        yield Server(base, process.pid)  # start_new_session: its pid is its group's id
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)

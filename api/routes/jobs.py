@@ -132,9 +132,7 @@ async def get_job(job_id: str, principal: OwnerDep, settings: SettingsDep) -> Jo
 
 async def _document(settings: Settings, owner_id: str, job_id: str) -> Job:
     return await in_session(
-        settings,
-        lambda session: service.to_schema(session, service.get_owned(session, owner_id, job_id)),
-        read_only=True,
+        settings, lambda session: service.document_owned(session, owner_id, job_id), read_only=True
     )
 
 
@@ -158,9 +156,9 @@ async def job_metrics(job_id: str, principal: OwnerDep, settings: SettingsDep) -
     """Every evaluation of the job so far, ordered by epoch."""
 
     def read(session: Session) -> MetricSeries:
-        job = service.get_owned(session, principal.owner_id, job_id)
-        points = service.metric_points(session, job.id)
-        return MetricSeries(job_id=job.id, series=[service.point_to_schema(point) for point in points])
+        return MetricSeries(
+            job_id=job_id, series=service.owned_metric_series(session, principal.owner_id, job_id)
+        )
 
     return await in_session(settings, read, read_only=True)
 

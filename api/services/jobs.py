@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -50,6 +51,22 @@ def get_owned(session: Session, owner_id: str, job_id: str) -> Job:
     if row is None:
         raise not_found("job")
     return row
+
+
+def require_owned(session: Session, owner_id: str, job_id: str) -> None:
+    """404 unless the caller owns the job, reading nothing else of it (the metric series' check)."""
+    if session.scalar(select(Job.id).where(Job.id == job_id, Job.owner_id == owner_id)) is None:
+        raise not_found("job")
+
+
+def document_owned(session: Session, owner_id: str, job_id: str) -> schemas.Job:
+    """The caller's job as its document, from the document columns only (see `to_schemas`)."""
+    row = session.execute(
+        select(*document.COLUMNS).where(Job.id == job_id, Job.owner_id == owner_id)
+    ).one_or_none()
+    if row is None:
+        raise not_found("job")
+    return to_schemas(session, [row])[0]
 
 
 def _replay(
@@ -317,10 +334,16 @@ def to_schema(session: Session, row: Job) -> schemas.Job:
     return to_schemas(session, [row])[0]
 
 
-def to_schemas(session: Session, rows: list[Job]) -> list[schemas.Job]:
-    """Job documents for a page of rows, their queue positions in one query."""
+def to_schemas(session: Session, rows: Sequence[document.DocumentFields]) -> list[schemas.Job]:
+    """Job documents for a page of rows (Job rows or rows of document.COLUMNS).
+
+    The queue positions come in one query and the specs from the parse cache (a Job row's
+    own, one query for the other rows not in it), so a page costs the same one to three
+    queries however long it is.
+    """
     positions = lifecycle.queue_positions(session, [row.id for row in rows if row.status == JobStatus.QUEUED])
-    return [document.job_from_row(row, positions.get(row.id)) for row in rows]
+    specs = document.specs(session, [row.id for row in rows if not isinstance(row, Job)])
+    return [document.job_from_row(row, positions.get(row.id), specs.get(row.id)) for row in rows]
 
 
 def list_owned(
@@ -332,8 +355,9 @@ def list_owned(
     cursor: str | None,
     id_prefix: str | None = None,
     sweep_id: str | None = None,
-) -> Page[Job]:
-    statement = select(Job).where(Job.owner_id == owner_id)
+) -> Page[Row[Any]]:
+    """A page of the owner's jobs as rows of document.COLUMNS, for `to_schemas`."""
+    statement = select(*document.COLUMNS).where(Job.owner_id == owner_id)
     if status is not None:
         statement = statement.where(Job.status == status)
     if sweep_id is not None:
@@ -372,5 +396,37 @@ def metric_points(session: Session, job_id: str, *, after_id: int = 0) -> list[M
     )
 
 
-def point_to_schema(row: MetricPoint) -> schemas.MetricPoint:
+#: What a MetricPoint document shows of its row.
+POINT_COLUMNS = (
+    MetricPoint.epoch,
+    MetricPoint.step,
+    MetricPoint.train_loss,
+    MetricPoint.val_loss,
+    MetricPoint.map,
+    MetricPoint.micro_f1,
+    MetricPoint.macro_f1,
+    MetricPoint.per_class_ap,
+    MetricPoint.time_s,
+)
+
+
+def owned_metric_series(session: Session, owner_id: str, job_id: str) -> list[schemas.MetricPoint]:
+    """The caller's job's metric points in training order; 404 when the job is not theirs.
+
+    One query (the points joined to their owned job) where the series has points; a job
+    with none yet needs a second to tell it from a missing one. Plain rows, not
+    MetricPoint objects: dashboards poll this.
+    """
+    rows = session.execute(
+        select(*POINT_COLUMNS)
+        .join(Job, Job.id == MetricPoint.job_id)
+        .where(MetricPoint.job_id == job_id, Job.owner_id == owner_id)
+        .order_by(MetricPoint.epoch, MetricPoint.step, MetricPoint.id)
+    ).all()
+    if not rows:
+        require_owned(session, owner_id, job_id)
+    return [point_to_schema(row) for row in rows]
+
+
+def point_to_schema(row: MetricPoint | Row[Any]) -> schemas.MetricPoint:
     return schemas.MetricPoint.model_validate(row, from_attributes=True)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, or_
+from sqlalchemy import ColumnElement, Row, Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.errors import AppError
@@ -64,21 +65,35 @@ def id_starts_with(column: InstrumentedAttribute[str], prefix: str) -> ColumnEle
     return column.startswith(prefix, autoescape=True)
 
 
+def _unwrapped(rows: Sequence[Row[Any]], entity: type) -> list[Any]:
+    """`select(Model)` pages Model objects, a select of columns its rows (attribute access).
+
+    Told apart by the rows, which costs nothing; asking the statement
+    (`column_descriptions`) took 2% of the API's CPU on a job list.
+    """
+    if rows and len(rows[0]) == 1 and isinstance(rows[0][0], entity):
+        return [row[0] for row in rows]
+    return list(rows)
+
+
 def paginate(
     session: Session,
-    statement: Select[tuple[RowT]],
-    entity: type[RowT],
+    statement: Select[Any],
+    entity: type[_Keyed],
     *,
     limit: int,
     cursor: str | None,
-) -> Page[RowT]:
-    """One page of `statement` (already filtered by owner), newest first."""
+) -> Page[Any]:
+    """One page of `statement` (already filtered by owner), newest first, keyed on `entity`'s
+    (created_at, id): its objects when it selects the entity, else its rows."""
     created: InstrumentedAttribute[datetime] = entity.created_at
     ident: InstrumentedAttribute[str] = entity.id
     if cursor is not None:
         after_time, after_id = decode_cursor(cursor)
         statement = statement.where(or_(created < after_time, and_(created == after_time, ident < after_id)))
-    rows = list(session.scalars(statement.order_by(created.desc(), ident.desc()).limit(limit + 1)))
+    rows = _unwrapped(
+        session.execute(statement.order_by(created.desc(), ident.desc()).limit(limit + 1)).all(), entity
+    )
     has_more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if has_more and rows else None

@@ -441,9 +441,11 @@ def test_another_owner_gets_404_for_every_job_route(
     alice: dict[str, str],
     bob: dict[str, str],
     text_dataset: dict[str, Any],
+    settings: Settings,
     post_job: JobPoster,
 ) -> None:
     job_id = post_job(alice, text_dataset["id"]).json()["id"]
+    add_point(settings, job_id, 0, step=10, map_=0.5)  # the series with points is another query
     for method, path in [
         ("get", f"/v1/jobs/{job_id}"),
         ("post", f"/v1/jobs/{job_id}/cancel"),

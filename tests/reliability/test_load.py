@@ -28,10 +28,11 @@ def loaded_server(
     with contextlib.ExitStack() as stack:
         env = stack.enter_context(api_load.deployment(mode, work, POSTGRES_ADMIN_URL, redis_url))
         log_path = work / f"{mode}.log"
-        base = stack.enter_context(api_load.serve(env, worker=worker, log_path=log_path, processes=processes))
+        serving = api_load.serve(env, worker=worker, log_path=log_path, processes=processes)
+        server = stack.enter_context(serving)
         targets = api_load.seed(env, owners=8, jobs=20, points=10)
-        api_load.run_load(base, targets, 8, 1.0)  # warm-up
-        yield base, targets
+        api_load.run_load(server.base, targets, 8, 1.0)  # warm-up
+        yield server.base, targets
 
 
 def _check(result: api_load.Result, p99_limit_ms: float) -> None:
