@@ -60,7 +60,12 @@ def serve(
     try:
         if workers > 1 and server_processes.supported():  # a listening socket per process
             server_processes.ServerProcesses(
-                host, port, workers, server_options(settings), settings.log_level
+                host,
+                port,
+                workers,
+                server_options(settings),
+                settings.log_level,
+                hang_seconds=settings.api_hang_seconds,
             ).run()
         else:
             uvicorn.run(

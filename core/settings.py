@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         "core only fight over Python's GIL: 40 answered fewer requests, and later, than 8 "
         "(docs/reliability.md).",
     )
+    api_hang_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="With `serve --workers N`: an API process whose event loop has not run for this long "
+        "(a deadlock, a stopped process) is killed and started again.",
+    )
     ingest_threads: int = Field(
         default=2,
         ge=1,

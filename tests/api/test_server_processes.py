@@ -1,8 +1,10 @@
 """`aplserve serve --workers N`: a listening socket per API process, connections opened at once
-spread over them, a process that dies started again, SIGTERM stops them all, a port in use refused."""
+spread over them, a process that dies or hangs started again, SIGTERM stops them all, a port in
+use refused."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -83,6 +85,29 @@ def test_a_process_that_dies_is_replaced_and_sigterm_stops_them_all(tmp_path: Pa
         assert not any(_alive(pid) for pid in serving) and _listening_pids(server.port) == set()
         assert "exited (code -9)" in server.log()
     finally:
+        server.close()
+
+
+def test_a_process_whose_event_loop_stopped_is_killed_and_replaced(tmp_path: Path) -> None:
+    env = {"APLSERVE_API_HANG_SECONDS": "2"}
+    server = Server(outside_settings(tmp_path), tmp_path / "logs", processes=2, env=env)
+    victim = 0
+    try:
+        wait_for(lambda: len(_listening_pids(server.port)) == 2, 60, "two listening API processes")
+        healthy, victim = sorted(_listening_pids(server.port))
+        os.kill(victim, signal.SIGSTOP)  # alive, never answering: what a deadlocked loop looks like
+        wait_for(
+            lambda: not _alive(victim) and len(pids := _listening_pids(server.port)) == 2 and healthy in pids,
+            30,
+            "the stopped process killed and a new one listening",
+        )
+        assert "has not run its event loop" in server.log()
+        for _ in range(8):  # each on a new connection, so spread over both processes
+            assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    finally:
+        if victim:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGCONT)
         server.close()
 
 
