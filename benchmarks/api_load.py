@@ -82,6 +82,7 @@ class Result:
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
 
     def row(self) -> dict[str, float | int | str]:
+        cpu = {"server_cpu_ms_per_request": round(1000 * self.server_cpu / max(1, self.requests), 2)}
         return {
             "clients": self.clients,
             "requests": self.requests,
@@ -93,7 +94,7 @@ class Result:
             "error_kinds": ", ".join(f"{k} x{v}" for k, v in self.errors.most_common()) or "-",
             "healthz_p99_ms": round(self.quantile_ms(0.99, self.probe), 1),
             "healthz_max_ms": round(self.quantile_ms(1.0, self.probe), 1),
-            "server_cpu_ms_per_request": round(1000 * self.server_cpu / max(1, self.requests), 2),
+            **(cpu if self.server_cpu else {}),  # measured by `measure`, not by every caller
         }
 
 
@@ -378,7 +379,7 @@ def table(rows: list[tuple[str, Result]]) -> str:
         lines.append(
             f"| {mode} | {row['clients']} | {row['req_s']} | {row['p50_ms']} | {row['p99_ms']} | "
             f"{row['max_ms']} | {row['errors']} | {row['healthz_p99_ms']} | "
-            f"{row['server_cpu_ms_per_request']} |"
+            f"{row.get('server_cpu_ms_per_request', '-')} |"
         )
     return "\n".join(lines)
 
