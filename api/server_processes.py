@@ -61,12 +61,17 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def local_address(host: str) -> str:
+    """An address of this machine that reaches a server bound to `host` (0.0.0.0 and :: are
+    not addresses to connect to; Linux binds :: for IPv4 too)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
 def _already_served(host: str, port: int) -> bool:
     """Whether something answers on the port: SO_REUSEPORT would otherwise share it silently
     with another server of the same user instead of failing."""
-    target = "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
     try:
-        with socket.create_connection((target, port), timeout=1.0):
+        with socket.create_connection((local_address(host), port), timeout=1.0):
             return True
     except OSError:
         return False

@@ -90,7 +90,9 @@ ANNOUNCE_TIMEOUT_S = 120.0
 
 def local_url(host: str, port: int) -> str:
     """A URL a browser on this machine can open (0.0.0.0 and :: are not addresses to visit)."""
-    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    from api.server_processes import local_address
+
+    shown = local_address(host)
     shown = f"[{shown}]" if ":" in shown else shown
     return f"http://{shown}:{port}"
 

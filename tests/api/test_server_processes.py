@@ -130,3 +130,17 @@ def test_a_port_already_served_is_refused_instead_of_shared(tmp_path: Path) -> N
         )
     assert done.returncode != 0
     assert f"port {port} is already served" in done.stderr + done.stdout
+
+
+def test_wildcard_hosts_are_reached_and_shown_on_the_loopback() -> None:
+    from aplserve.cli import local_url
+
+    hosts = ("0.0.0.0", "::", "", "10.1.2.3", "::1")
+    assert [server_processes.local_address(host) for host in hosts] == [
+        "127.0.0.1",
+        "127.0.0.1",
+        "127.0.0.1",
+        "10.1.2.3",
+        "::1",
+    ]
+    assert (local_url("::", 8000), local_url("::1", 8000)) == ("http://127.0.0.1:8000", "http://[::1]:8000")
