@@ -98,22 +98,21 @@ class _Poll:
 def _poll(settings: Settings, owner_id: str, job_id: str, cursor: int, first: bool) -> _Poll:
     """The job row first, then its events: everything committed with the status read is in the events."""
     with session_factory(settings)() as session:
-        row = jobs.get_owned(session, owner_id, job_id)
-        job = jobs.to_schema(session, row)
-        stored = history.after(session, row.id, cursor, POLL_BATCH)
+        job = jobs.document_owned(session, owner_id, job_id)
+        stored = history.after(session, job.id, cursor, POLL_BATCH)
         epochs = {
             int(event.data["epoch"]) for event in stored if event.type == "epoch" and "epoch" in event.data
         }
         points = (
-            {p.epoch: p for p in jobs.metric_points(session, row.id) if p.epoch in epochs} if epochs else {}
+            {p.epoch: p for p in jobs.metric_points(session, job.id) if p.epoch in epochs} if epochs else {}
         )
         events = [
             (event_to_schema(event), _point(points, event) if event.type == "epoch" else None)
             for event in stored
         ]
         legacy: list[MetricPoint] = []
-        if first and not history.has_epochs(session, row.id):
-            legacy = [jobs.point_to_schema(point) for point in jobs.metric_points(session, row.id)]
+        if first and not history.has_epochs(session, job.id):
+            legacy = [jobs.point_to_schema(point) for point in jobs.metric_points(session, job.id)]
         return _Poll(job, events, legacy)
 
 
