@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import ColumnElement, Row, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,9 +45,14 @@ def _unprocessable(code: str, loc: list[str | int], message: str) -> AppError:
     return AppError(422, code, message, errors=[{"loc": loc, "msg": message}])
 
 
+def _owned(owner_id: str, job_id: str) -> tuple[ColumnElement[bool], ...]:
+    """The rows of the caller's job: another owner's id reads as missing (404, never 403)."""
+    return Job.id == job_id, Job.owner_id == owner_id
+
+
 def get_owned(session: Session, owner_id: str, job_id: str) -> Job:
     """The caller's job; another owner's id reads as missing (404, never 403)."""
-    row = session.scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id))
+    row = session.scalar(select(Job).where(*_owned(owner_id, job_id)))
     if row is None:
         raise not_found("job")
     return row
@@ -55,15 +60,13 @@ def get_owned(session: Session, owner_id: str, job_id: str) -> Job:
 
 def require_owned(session: Session, owner_id: str, job_id: str) -> None:
     """404 unless the caller owns the job, reading nothing else of it (the metric series' check)."""
-    if session.scalar(select(Job.id).where(Job.id == job_id, Job.owner_id == owner_id)) is None:
+    if session.scalar(select(Job.id).where(*_owned(owner_id, job_id))) is None:
         raise not_found("job")
 
 
 def document_owned(session: Session, owner_id: str, job_id: str) -> schemas.Job:
     """The caller's job as its document, from the document columns only (see `to_schemas`)."""
-    row = session.execute(
-        select(*document.COLUMNS).where(Job.id == job_id, Job.owner_id == owner_id)
-    ).one_or_none()
+    row = session.execute(select(*document.COLUMNS).where(*_owned(owner_id, job_id))).one_or_none()
     if row is None:
         raise not_found("job")
     return to_schemas(session, [row])[0]
@@ -396,18 +399,8 @@ def metric_points(session: Session, job_id: str, *, after_id: int = 0) -> list[M
     )
 
 
-#: What a MetricPoint document shows of its row.
-POINT_COLUMNS = (
-    MetricPoint.epoch,
-    MetricPoint.step,
-    MetricPoint.train_loss,
-    MetricPoint.val_loss,
-    MetricPoint.map,
-    MetricPoint.micro_f1,
-    MetricPoint.macro_f1,
-    MetricPoint.per_class_ap,
-    MetricPoint.time_s,
-)
+#: What a MetricPoint document shows of its row: the columns named as its fields.
+POINT_COLUMNS = tuple(getattr(MetricPoint, name) for name in schemas.MetricPoint.model_fields)
 
 
 def owned_metric_series(session: Session, owner_id: str, job_id: str) -> list[schemas.MetricPoint]:
@@ -420,7 +413,7 @@ def owned_metric_series(session: Session, owner_id: str, job_id: str) -> list[sc
     rows = session.execute(
         select(*POINT_COLUMNS)
         .join(Job, Job.id == MetricPoint.job_id)
-        .where(MetricPoint.job_id == job_id, Job.owner_id == owner_id)
+        .where(MetricPoint.job_id == job_id, Job.owner_id == owner_id)  # the points' index
         .order_by(MetricPoint.epoch, MetricPoint.step, MetricPoint.id)
     ).all()
     if not rows:
