@@ -69,7 +69,14 @@ class _SavedGradient(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         (grad,) = ctx.saved_tensors
-        return (grad * grad_output, None, None, *([None] * (len(ctx.needs_input_grad) - 3)))
+        rest = (None,) * (len(ctx.needs_input_grad) - 1)
+        if not _fused._graph_kept():
+            # The saved gradient dies with this backward: skip the pass for the usual
+            # loss.backward() (a CPU scalar 1), else scale it in place.
+            if grad_output.dim() == 0 and grad_output.device.type == "cpu" and grad_output.item() == 1.0:
+                return (grad, *rest)
+            return (grad.mul_(grad_output), *rest)
+        return (grad * grad_output, *rest)
 
 
 def fused(key: Hashable, make_body: Callable[[bool], Body], x: Tensor, *inputs: Tensor | None) -> Tensor:

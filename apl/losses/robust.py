@@ -64,9 +64,35 @@ def _pow(base: Tensor, exponent: float) -> Tensor | None:
     return base**exponent
 
 
+def _pow_derivative(base: Tensor, exponent: float, weight: Tensor, d_base: Tensor) -> Tensor:
+    """d(base ** exponent) = exponent * base ** (exponent - 1) * d_base, with ``weight = base ** exponent``.
+
+    Whole exponents >= 1 use the power below (no division); others ``weight * d_base / base``,
+    0 where the base is 0 (finite for exponents below 1 too).
+    """
+    whole = integer_exponent(exponent)
+    if whole is not None and whole >= 1:
+        lower = _int_pow(base, whole - 1)
+        return exponent * d_base if lower is None else exponent * lower * d_base
+    return exponent * weight * _ratio(d_base, base)
+
+
 def _ratio(num: Tensor, den: Tensor) -> Tensor:
     """``num / den`` where ``den > 0``, else 0: the derivative of ``u ** g`` as ``g u**g du/u``."""
     return torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 0.0)
+
+
+def _sigmoids(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``sigmoid(x)``, ``sigmoid(-x)`` and ``log(1 + exp(-|x|))`` from one ``exp``.
+
+    ``log sigmoid(x) = min(x, 0) - l`` and ``log sigmoid(-x) = -max(x, 0) - l`` with the
+    third value ``l``: every log-sigmoid the losses need, stable for any finite x.
+    """
+    e = torch.exp(-x.abs())
+    r = 1.0 / (1.0 + e)
+    er = e * r
+    nonneg = x >= 0
+    return torch.where(nonneg, r, er), torch.where(nonneg, er, r), torch.log1p(e)
 
 
 def _reduce(loss: Tensor, grad: Tensor | None, known: Tensor, reduction: str) -> tuple[Tensor, Tensor | None]:
@@ -88,19 +114,18 @@ def _hill_body(lamb: float, margin: float, gamma: float, reduction: str, need_gr
         y = torch.where(known, y, 0.0)
         ny = 1.0 - y
         xm = x - margin
-        qq = torch.sigmoid(-xm)  # 1 - sigmoid(x - margin)
-        pn, qn = torch.sigmoid(x), torch.sigmoid(-x)
+        pp, qq, lm = _sigmoids(xm)  # sigmoid(x - margin) and 1 - it
+        pn, qn, _ = _sigmoids(x)
         u = y * qq + ny  # the official pt: (1 - p_margin) on positives, 1 on negatives
         weight = _pow(u, gamma)
-        inner = -y * F.logsigmoid(xm) + ny * (lamb - pn) * pn * pn
+        inner = y * (lm - torch.clamp(xm, max=0.0)) + ny * (lamb - pn) * pn * pn
         loss = inner if weight is None else weight * inner
         if not need_grad:
             return _reduce(loss, None, known, reduction)
         d_inner = -y * qq + ny * (2.0 * lamb - 3.0 * pn) * pn * pn * qn
         grad = d_inner if weight is None else weight * d_inner
         if weight is not None:
-            du = -y * torch.sigmoid(xm) * qq
-            grad = grad + gamma * weight * _ratio(du, u) * inner
+            grad = grad + _pow_derivative(u, gamma, weight, -y * pp * qq) * inner
         return _reduce(loss, grad, known, reduction)
 
     return body
@@ -137,19 +162,19 @@ def _splc_body(
         known = y >= 0
         y = torch.where(known, y, 0.0)
         z = torch.where(y == 1.0, x - margin, x)  # the official code shifts the given positives
-        p, q = torch.sigmoid(z), torch.sigmoid(-z)
+        p, q, lz = _sigmoids(z)
         t = torch.where(p > tau, 1.0, y) if correct else y  # a confident negative becomes a positive
         nt = 1.0 - t
         u = t * q + nt * p  # the official pt
         weight = _pow(u, gamma)
-        inner = -t * F.logsigmoid(z) - nt * F.logsigmoid(-z)
+        inner = t * (lz - torch.clamp(z, max=0.0)) + nt * (lz + torch.clamp(z, min=0.0))
         loss = inner if weight is None else weight * inner
         if not need_grad:
             return _reduce(loss, None, known, reduction)
         d_inner = nt * p - t * q
         grad = d_inner if weight is None else weight * d_inner
         if weight is not None:
-            grad = grad + gamma * weight * _ratio((nt - t) * p * q, u) * inner
+            grad = grad + _pow_derivative(u, gamma, weight, (nt - t) * p * q) * inner
         return _reduce(loss, grad, known, reduction)
 
     return body
@@ -190,23 +215,24 @@ def _db_body(values: tuple[float, ...], reduction: str, need_grad: bool) -> Body
         y = torch.where(known, y, 0.0)
         ny = 1.0 - y
         repeat = (y * inv_n).sum(dim=-1, keepdim=True)  # r_i = sum_c y_ic / n_c
-        ratio = inv_n / torch.where(repeat > 0, repeat, 1.0)
+        ratio = inv_n * (1.0 / torch.where(repeat > 0, repeat, 1.0))  # one division per row
         mapped = torch.where(repeat > 0, torch.sigmoid(map_beta * (ratio - map_gamma)), 1.0)
         k = ny * neg_scale + y  # negative-tolerant regularization: negatives' logits scaled
         w = (map_alpha + mapped) * (ny / neg_scale + y)
         z = (x + bias) * k
-        bce = -y * F.logsigmoid(z) - ny * F.logsigmoid(-z)  # BCE-with-logits, exact for both signs
+        p, _, lz = _sigmoids(z)
+        bce = lz + torch.clamp(z, min=0.0) - y * z  # BCE-with-logits, stable for both signs
         one_minus_pt = -torch.expm1(-bce)
         focus = _pow(one_minus_pt, gamma)
         scale = balance * w
         loss = scale * bce if focus is None else scale * focus * bce
         if not need_grad:
             return _reduce(loss, None, known, reduction)
-        d_bce = (torch.sigmoid(z) - y) * k
+        d_bce = (p - y) * k
         if focus is None:
             return _reduce(loss, scale * d_bce, known, reduction)
-        limit = torch.where(one_minus_pt > 0, bce / torch.where(one_minus_pt > 0, one_minus_pt, 1.0), 1.0)
-        d_focus_bce = focus * (1.0 + gamma * (1.0 - one_minus_pt) * limit)
+        # d(1 - pt)/d bce = pt: d[(1 - pt)^gamma bce] = gamma (1 - pt)^(gamma - 1) pt bce + (1 - pt)^gamma
+        d_focus_bce = _pow_derivative(one_minus_pt, gamma, focus, 1.0 - one_minus_pt) * bce + focus
         return _reduce(loss, scale * d_focus_bce * d_bce, known, reduction)
 
     return body
