@@ -74,7 +74,8 @@ class SweepSpec(BaseModel):
         default_factory=_default_candidates,
         max_length=MAX_CHILDREN,
         description="The losses to compare: presets by name, with any parameter overrides. "
-        "Default: the four presets bce, focal, asl, apl.",
+        "Left out: the four presets bce, focal, asl, apl plus what the dataset's profile calls for "
+        "(long tail: dbl; unknown cells or under-tagging: hill, splc), the reason in `candidates_reason`.",
     )
     seeds: list[Seed] = Field(
         default_factory=lambda: list(DEFAULT_SEEDS),
