@@ -24,6 +24,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from core.errors import problem_type
 from core.settings import Settings, get_settings
 
 PROTOCOL = "api.http_server:LimitedHttpToolsProtocol"
@@ -32,7 +33,7 @@ PROTOCOL = "api.http_server:LimitedHttpToolsProtocol"
 def _problem(status: int, reason: str, code: str, detail: str) -> bytes:
     body = json.dumps(
         {
-            "type": f"https://aplserve.dev/problems/{code.replace('_', '-')}",
+            "type": problem_type(code),
             "title": reason,
             "status": status,
             "detail": detail,
