@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from api.validation_messages import field_name
 from aplserve.client import APIError, Client
 
 UrlOption = Annotated[
@@ -85,7 +86,41 @@ def _one_line(text: str) -> str:
     return escape(" ".join(text.split()))
 
 
+#: Body fields whose flag is not the field's own name with dashes (`loss.gamma_neg` is `--gamma-neg`).
+_FLAGS = {
+    ("loss", "name"): "--loss",
+    ("learning_rate",): "--lr",
+    ("dataset_id",): "--dataset",
+    ("base_model",): "--model",
+    ("test_dataset_id",): "--test-dataset",
+    ("candidates",): "--candidate",
+    ("seeds",): "--seed",
+}
+
+
+def _flag(loc: list[Any]) -> str:
+    """The command-line flag that sets the body field at `loc` (`["body", "loss", "clip"]` -> `--clip`)."""
+    parts = tuple(part for part in loc if isinstance(part, str) and part != "body")
+    for size in (2, 1):
+        for start in range(len(parts) - size + 1):
+            flag = _FLAGS.get(parts[start : start + size])
+            if flag is not None:
+                return flag
+    return "--" + parts[-1].replace("_", "-") if parts else ""
+
+
+def in_flags(error: APIError) -> str:
+    """A 422's detail with the field it names written as the flag a CLI user typed."""
+    if error.code != "validation_error" or not error.errors:
+        return error.detail
+    loc = list(error.errors[0].get("loc") or [])
+    flag = _flag(loc)
+    return error.detail.replace(f"`{field_name(loc)}`", f"`{flag}`") if flag else error.detail
+
+
 def _hint(error: APIError) -> str:
+    if error.code == "validation_error":
+        return ""  # the service's detail already counts the further problems
     if error.status == 401:
         return "; set APLSERVE_API_KEY or pass --api-key (create one with `aplserve keys create`)"
     if error.code in ("unreachable", "timeout"):
@@ -96,7 +131,7 @@ def _hint(error: APIError) -> str:
 
 def report(error: APIError) -> NoReturn:
     code = SERVICE_ERROR if not error.is_user_error else USER_ERROR
-    fail(f"{error.detail}{_hint(error)}", error.code, exit_code=code)
+    fail(f"{in_flags(error)}{_hint(error)}", error.code, exit_code=code)
 
 
 @contextmanager
