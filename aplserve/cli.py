@@ -7,18 +7,39 @@ import signal
 import sys
 import threading
 import time
+from importlib.metadata import version as package_version
 
 import typer
 
 from aplserve.commands import register_client_commands
 from aplserve.commands.admin import keys_app, migrate
+from aplserve.commands.help_text import QuietTypesGroup
 from aplserve.demo_data import demo_data_command
 
 log = logging.getLogger("aplserve")
 
 app = typer.Typer(
-    help="aplserve: training-as-a-service for multi-label classification.", no_args_is_help=True
+    help="aplserve: training-as-a-service for multi-label classification.",
+    no_args_is_help=True,
+    cls=QuietTypesGroup,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"aplserve {package_version('aplserve')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """aplserve: training-as-a-service for multi-label classification."""
+
+
 app.command("migrate")(migrate)
 app.add_typer(keys_app, name="keys")
 app.command("demo-data")(demo_data_command)
