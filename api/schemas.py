@@ -261,6 +261,20 @@ class JobEvent(BaseModel):
     )
 
 
+class JobProgressEvent(BaseModel):
+    """The data of a `progress` event on the live stream: only what moves while a job runs.
+
+    The stream sends the whole Job on each `status` event (the first event of every
+    connection is one); a progress event carries the changed fields, which a follower
+    merges into the Job it holds, instead of the spec and everything else again.
+    """
+
+    id: str
+    status: str
+    progress: dict[str, int]
+    best_metrics: dict[str, Any] | None
+
+
 class JobEventList(BaseModel):
     model_config = _examples({"job_id": _EXAMPLE_JOB_ID, "items": [_EVENT_EXAMPLE], "next_after": None})
 
