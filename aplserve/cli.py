@@ -60,8 +60,8 @@ def serve(
     """
     import uvicorn
 
-    from api import server_processes
-    from api.http_server import server_options
+    from aplserve.server import processes
+    from aplserve.server.http_protocol import server_options
     from core.settings import get_settings
     from worker.supervisor import EmbeddedWorker
 
@@ -79,8 +79,8 @@ def serve(
         embedded.start()
     threading.Thread(target=announce_when_up, args=(host, port), name="announce", daemon=True).start()
     try:
-        if workers > 1 and server_processes.supported():  # a listening socket per process
-            server_processes.ServerProcesses(
+        if workers > 1 and processes.supported():  # a listening socket per process
+            processes.ServerProcesses(
                 host,
                 port,
                 workers,
@@ -90,7 +90,7 @@ def serve(
             ).run()
         else:
             uvicorn.run(
-                server_processes.APP,
+                processes.APP,
                 factory=True,
                 host=host,
                 port=port,
@@ -111,7 +111,7 @@ ANNOUNCE_TIMEOUT_S = 120.0
 
 def local_url(host: str, port: int) -> str:
     """A URL a browser on this machine can open (0.0.0.0 and :: are not addresses to visit)."""
-    from api.server_processes import local_address
+    from aplserve.server.processes import local_address
 
     shown = local_address(host)
     shown = f"[{shown}]" if ":" in shown else shown
