@@ -73,7 +73,8 @@ def checkpoint_list(session: Session, settings: Settings, owner_id: str, job_id:
         newest[int(row.data["epoch"])] = row  # oldest first, so a re-saved epoch keeps its last save
     latest = max(newest.values(), key=lambda row: row.id, default=None)
     on_disk = latest is not None and settings.files.checkpoint(job.id).is_file()
-    best = (job.best_metrics or {}).get("best_epoch", (job.best_metrics or {}).get("epoch"))
+    final = job.best_metrics if job.best_metrics and not job.best_metrics.get("so_far") else {}
+    best = final.get("best_epoch", final.get("epoch"))  # a running job's best so far marks no epoch
     metric_keys = [key for key in history.SUMMARY_FIELDS if key not in ("epoch", "step")]
     items = [
         Checkpoint(
