@@ -537,7 +537,7 @@ def render_undertagged(result: dict[str, Any]) -> str:
         )
         lines += [
             f"- **{variant}** (sweep `{run['sweep_id']}`, {run['wall_s'] / 60:.1f} min): "
-            f"{verdict_text(board)} Per seed: {per_seed}.",
+            f"{verdict_text(board).rstrip('.')}. Per seed: {per_seed}.",
         ]
     return "\n".join(lines) + "\n"
 
