@@ -160,3 +160,14 @@ def test_cancel_stops_every_rank(two_devices: tuple[Settings, ServiceProcess, st
     assert job.status == "cancelled", (job.error_code, job.error_message)
     wait_for(lambda: not group_processes(job_id), 30, "every rank to exit")
     assert worker.alive()
+
+
+def test_a_killed_worker_leaves_no_rank_behind(two_devices: tuple[Settings, ServiceProcess, str]) -> None:
+    """The launcher runs in a session of its own, so killing the worker's group does not reach it:
+    it notices its parent is gone and stops the ranks (which would also exit without it)."""
+    settings, worker, owner = two_devices
+    job_id = _submit(settings, owner, epochs=200)
+    wait_for(lambda: job_row(settings, job_id).progress["step"] > 0, GROUP_TIMEOUT, "the first steps")
+    assert rank_pid(job_id, 0) and rank_pid(job_id, 1)
+    worker.kill()  # SIGKILL to the worker's process group, as a crash would
+    wait_for(lambda: not group_processes(job_id), 30, "the launcher and every rank to exit")
