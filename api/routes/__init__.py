@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 def include_routers(app: FastAPI) -> None:
     from api import apidocs, dashboard
+    from api.apidocs import problems
     from api.routes import base_models, datasets, health, jobs, models, sweeps, webhooks, workers
 
     app.include_router(health.router)
@@ -19,3 +20,4 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(workers.router)
     app.include_router(dashboard.router)
     app.include_router(apidocs.router)
+    app.include_router(problems.router)
