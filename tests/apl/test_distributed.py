@@ -26,6 +26,9 @@ from apl.training.distributed import DistributedSetup, OrderShard, local_batch_s
 from tests.apl.ranks import StopAfterEpoch, launch, summary
 from tests.apl.synthetic import write_text_dataset, write_tiny_bert
 
+#: The first test starts two groups of 2 processes besides 3 one-process runs.
+pytestmark = pytest.mark.timeout(600)
+
 #: Losses, metrics and weights: 2 processes vs 1 (float summation order only).
 TOLERANCE = 1e-4
 

@@ -35,6 +35,9 @@ from tests.worker.harness import (
     wait_for_status,
 )
 
+#: Each case starts one or two groups of processes that import torch and transformers.
+pytestmark = pytest.mark.timeout(600)
+
 #: Starting 2 ranks (each imports torch and transformers) on the shared 2-core machine is slow.
 GROUP_TIMEOUT = 240.0
 #: A killed rank ends its group within this (the agent notices in 0.1 s; its peers fail at once).
