@@ -1,7 +1,7 @@
 """Sweeps say why they compare the losses they compare when the client left `candidates` out.
 
 Revision ID: i27a
-Revises: 0007
+Revises: i29a
 Create Date: 2026-12-07
 
 - sweeps.candidates_reason (nullable text): the dataset profile's reason for the chosen
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "i27a"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "i29a"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
