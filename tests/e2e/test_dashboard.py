@@ -416,7 +416,7 @@ def test_new_job_form_starts_a_job_and_the_cancel_button_stops_it(
     # The learning rate, left empty, is the base model's default (an hf: reference: the text family's).
     assert spec["hyperparameters"]["learning_rate"] == FAMILY_DEFAULTS["text"].learning_rate
     assert spec["decision"] == {"policy": "recall_at", "target": 0.9, "min_labels": 1}
-    assert spec["calibration"] == "temperature"
+    assert spec["calibration"] == "auto"  # the form's first choice, the server's default
 
     page.get_by_role("button", name="Cancel job").click()
     page.get_by_role("button", name="Click again to cancel").click()
