@@ -193,6 +193,40 @@ def run(data: str, loss: str, epochs: int | None, work: Path) -> dict[str, Any]:
     return out | {"train_seconds": round(time.monotonic() - started, 1)} | compare(result, planted)
 
 
+def _share(block: dict[str, Any]) -> str:
+    text = f"{block['flagged']} ({100 * block['flagged_share']:.0f}%)"
+    if block["recall"] is not None:
+        precision = "-" if block["precision"] is None else f"{block['precision']:.2f}"
+        text += f", P {precision} R {block['recall']:.2f}"
+    return text
+
+
+def table(path: Path) -> str:
+    """The docs/results.md table of the JSON lines in `path`."""
+    head = (
+        "| data | loss | test ECE raw / before / after | tuned from < 5 positives before / after "
+        "| thresholds tuned before / after | test micro-F1 before / after "
+        "| flagged before | flagged after |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        ece, thin, f1, sus = (
+            r["ece_test"],
+            r["tuned_from_under_5_positives"],
+            r["micro_f1_test"],
+            r["suspects"],
+        )
+        rows.append(
+            f"| {r['data']} | {r['loss']} | {ece['raw']:.3f} / {ece['before']:.3f} / {ece['after']:.3f} "
+            f"| {thin['before']} / {thin['after']} "
+            f"| {r['tuned_before']} / {r['tuned_after']} of {len(r['labels'])} "
+            f"| {f1['before']:.3f} / {f1['after']:.3f} | {_share(sus['before'])} | {_share(sus['after'])} |"
+        )
+    return head + "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=sorted(DATA), default="movies")
@@ -200,7 +234,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--work", type=Path, default=None, help="keep the demo data here between runs")
     parser.add_argument("--out", type=Path, default=None, help="append one JSON line per run")
+    parser.add_argument(
+        "--table", type=Path, default=None, help="print the table of these JSON lines and stop"
+    )
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     with tempfile.TemporaryDirectory(prefix="aplserve-evidence-") as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
