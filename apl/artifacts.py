@@ -20,6 +20,7 @@ accepts only regular files under the names above, with size and count limits.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import shutil
@@ -35,6 +36,7 @@ import torch
 from safetensors.torch import save_file
 
 from apl.atomic import atomic_directory, atomic_file, file_sha256
+from apl.calibrators import Calibration, LabelCalibration
 from apl.decisions import DECISION_RULE
 from apl.errors import ArtifactError
 from apl.metrics import EpochMetrics
@@ -156,15 +158,21 @@ def save_artifact(
     return target
 
 
+def _calibration_block(result: Any) -> dict[str, Any]:
+    """The artifact's calibration: method, temperatures and, when fitted, every label's map."""
+    if result.calibrator is not None:
+        block: dict[str, Any] = result.calibrator.as_dict(result.labels)
+        return block
+    return {"method": result.config.calibration, "temperatures": dict(result.temperatures)}
+
+
 def _result_fields(result: Any) -> dict[str, Any]:
     """The artifact arguments for a `TrainResult` (typed loosely to avoid importing training)."""
     best: EpochMetrics | None = result.best_metrics
     config = result.config
     finalized = bool(result.temperatures)
     return {
-        "calibration": (
-            {"method": config.calibration, "temperatures": dict(result.temperatures)} if finalized else None
-        ),
+        "calibration": _calibration_block(result) if finalized else None,
         "decision": (
             {
                 **config.decision.model_dump(mode="json"),
@@ -350,11 +358,40 @@ def _check_calibration(config: dict[str, Any]) -> None:
             raise ArtifactError("the artifact's temperatures do not match its labels")
         if not all(isinstance(t, int | float) and math.isfinite(t) and t > 0 for t in temperatures.values()):
             raise ArtifactError("the artifact's temperatures must be positive finite numbers")
+        _check_per_label(calibration.get("per_label"), config["labels"])
     decision = config.get("decision")
     if decision is not None:
         min_labels = decision.get("min_labels", 0) if isinstance(decision, dict) else None
         if not isinstance(min_labels, int) or isinstance(min_labels, bool) or min_labels < 0:
             raise ArtifactError("the artifact's decision has no valid min_labels")
+
+
+def _check_per_label(per_label: Any, labels: list[str]) -> None:
+    """Per-label calibrators, when present: one per label, finite numbers, increasing knots."""
+    if per_label is None:
+        return
+    if not isinstance(per_label, dict) or set(per_label) != set(labels):
+        raise ArtifactError("the artifact's per-label calibrators do not match its labels")
+    for entry in per_label.values():
+        try:
+            calibrator = LabelCalibration.from_dict(entry)
+            numbers = [calibrator.scale, calibrator.bias]
+            if calibrator.knots is not None:
+                xs, ys = calibrator.knots
+                numbers += [*xs, *ys]
+                if not xs or len(xs) != len(ys) or any(b <= a for a, b in itertools.pairwise(xs)):
+                    raise ValueError("knots")
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise ArtifactError("the artifact has a malformed per-label calibrator") from exc
+        if calibrator.method not in ("none", "temperature", "platt", "isotonic") or not all(
+            math.isfinite(v) for v in numbers
+        ):
+            raise ArtifactError("the artifact has a malformed per-label calibrator")
+
+
+def calibration_of(config: dict[str, Any]) -> Calibration:
+    """Every label's calibrator (`apl.calibrators`); temperatures alone for older artifacts."""
+    return Calibration.from_config(config.get("calibration"), list(config["labels"]))
 
 
 def temperatures_of(config: dict[str, Any]) -> list[float]:

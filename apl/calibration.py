@@ -27,17 +27,19 @@ take part in neither the fit nor the ECE.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from apl.spec import CalibrationMethod
-from apl.thresholds import MIN_POSITIVES_TO_TUNE, check_scores
+from apl.thresholds import check_scores
 
 ECE_BINS = 15
 MIN_TEMPERATURE = 0.05
 MAX_TEMPERATURE = 20.0
+#: Fewer positives than this and `fit_temperatures` leaves a label at T = 1.
+MIN_POSITIVES_FOR_TEMPERATURE = 2
 _BISECTION_STEPS = 60
 
 
@@ -77,7 +79,7 @@ def fit_temperatures(
     targets: np.ndarray,
     *,
     mask: np.ndarray | None = None,
-    min_positives: int = MIN_POSITIVES_TO_TUNE,
+    min_positives: int = MIN_POSITIVES_FOR_TEMPERATURE,
 ) -> np.ndarray:
     """Per-label temperatures minimising the validation NLL of `sigmoid(logit / T)` (see above)."""
     z, binary, known = check_scores(logits, targets, mask)
@@ -130,10 +132,10 @@ def expected_calibration_error(
     probs: np.ndarray, targets: np.ndarray, *, mask: np.ndarray | None = None, bins: int = ECE_BINS
 ) -> float:
     """ECE over the known label cells, `bins` equal-width bins (see the module docstring)."""
-    return _ece_of(reliability_bins(probs, targets, mask=mask, bins=bins))
+    return ece_of(reliability_bins(probs, targets, mask=mask, bins=bins))
 
 
-def _ece_of(table: list[dict[str, Any]]) -> float:
+def ece_of(table: list[dict[str, Any]]) -> float:
     total = sum(row["count"] for row in table)
     if total == 0:
         return 0.0
@@ -151,17 +153,25 @@ class CalibrationReport:
     ece_after: float
     bins_before: list[dict[str, Any]]
     bins_after: list[dict[str, Any]]
+    #: Per label: {"method", "reason"} of its calibrator (`apl.calibrators`); empty for temperatures.
+    per_label: list[dict[str, Any]] = field(default_factory=list)
+    #: Which scores `ece_after` is measured on (a split, or held-out folds of one).
+    measured_on: str = "the same split the calibration was fitted on"
 
     def as_dict(self, labels: list[str]) -> dict[str, Any]:
         """The Evaluation's calibration block (plus temperatures and the reliability bins)."""
-        return {
+        out: dict[str, Any] = {
             "method": self.method,
             "ece_before": self.ece_before,
             "ece_after": self.ece_after,
             "ece_bins": len(self.bins_before),
+            "ece_measured_on": self.measured_on,
             "temperatures": {label: float(t) for label, t in zip(labels, self.temperatures, strict=True)},
             "reliability": {"before": self.bins_before, "after": self.bins_after},
         }
+        if self.per_label:
+            out["per_label"] = dict(zip(labels, self.per_label, strict=True))
+        return out
 
 
 def calibration_report(
@@ -178,8 +188,8 @@ def calibration_report(
     return CalibrationReport(
         method=method,
         temperatures=np.asarray(temperatures, dtype=np.float64),
-        ece_before=_ece_of(before),
-        ece_after=_ece_of(after),
+        ece_before=ece_of(before),
+        ece_after=ece_of(after),
         bins_before=before,
         bins_after=after,
     )

@@ -1,16 +1,20 @@
 """The evaluation of a finished model on one split, and the post-training step that makes it.
 
 `finalize` runs once after training, on the best epoch's validation logits: it fits
-the temperatures (`apl.calibration`), chooses the thresholds on the calibrated scores
-with the job's decision policy (`apl.thresholds`) and builds the Evaluation document.
+each label's calibrator on held-out folds (`apl.calibrators`), chooses the thresholds on
+the calibrated scores with the job's decision policy (`apl.thresholds`, which keeps the
+fallback where the evidence is too thin, and says why) and builds the Evaluation
+document. The validation split's ECE "after" is measured on the calibrators'
+out-of-fold scores, so no calibrator judged cells it was fitted on.
 
 `build_evaluation` is split-agnostic: it takes (calibrated probabilities, targets,
 thresholds, calibration report) of any split, so a held-out test split is evaluated
 the same way with the validation split's temperatures and thresholds.
 
 The document (the contract's Evaluation without `model_id`), per label: support
-(known positives in the split), AP, the threshold and where it came from, precision,
-recall and F1 at it, the temperature, and a precision-recall curve of at most 101
+(known positives in the split), AP, the threshold, where it came from and why
+(`threshold_reason`, null for a tuned one), precision, recall and F1 at it, the
+temperature, the calibration method chosen for it and why, and a precision-recall curve of at most 101
 points (scikit-learn's curve, evenly subsampled, both ends kept; every point is
 exactly `score >= threshold` on the split). Overall: mAP, micro and macro F1 at the
 thresholds, mAP over the most and the least frequent third of the labels (frequency
@@ -28,7 +32,8 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.metrics import precision_recall_curve, precision_recall_fscore_support
 
-from apl.calibration import CalibrationReport, apply_temperatures, calibration_report, fit_temperatures
+from apl.calibration import CalibrationReport
+from apl.calibrators import Calibration, calibrated_report, fit_calibration
 from apl.decisions import DECISION_RULE
 from apl.metrics import f1_at_thresholds, per_class_average_precision
 from apl.spec import CalibrationMethod, DecisionSpec
@@ -93,12 +98,20 @@ def _label_entry(
         "ap": ap,
         "threshold": threshold,
         "threshold_source": choice.sources[j],
+        "threshold_reason": choice.reasons[j] if choice.reasons else None,
         "target_reached": choice.target_reached[j],
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),
         "pr_curve": pr_curve(scores, truth, keep_at=threshold),
     }
+
+
+def _calibration_entry(calibration: CalibrationReport, j: int) -> dict[str, Any]:
+    if not calibration.per_label:
+        return {"calibration": calibration.method, "calibration_reason": None}
+    entry = calibration.per_label[j]
+    return {"calibration": entry["method"], "calibration_reason": entry["reason"]}
 
 
 def _with_min_labels(probs: np.ndarray, thresholds: np.ndarray, min_labels: int) -> np.ndarray:
@@ -154,6 +167,7 @@ def build_evaluation(
         "per_label": [
             _label_entry(j, name, scores[known[:, j], j], binary[known[:, j], j], thresholds, ap.get(j))
             | {"temperature": float(calibration.temperatures[j])}
+            | _calibration_entry(calibration, j)
             for j, name in enumerate(labels)
         ],
     }
@@ -168,12 +182,23 @@ def build_evaluation(
 
 @dataclass(frozen=True)
 class Finalized:
-    """What training ends with: temperatures, thresholds and the evaluation they were judged by."""
+    """What training ends with: calibrators, thresholds and the evaluation they were judged by."""
 
-    temperatures: np.ndarray
+    calibrator: Calibration
     thresholds: ThresholdChoice
     calibration: CalibrationReport
     evaluation: dict[str, Any]
+
+    @property
+    def temperatures(self) -> np.ndarray:
+        """Per label: the temperature of a temperature-scaled label, 1 for every other."""
+        return self.calibrator.temperatures
+
+
+#: Where the validation split's ECE after calibration is measured.
+HELD_OUT_FOLDS = (
+    "out-of-fold scores of the validation split (each cell scored by a calibrator fitted without it)"
+)
 
 
 def finalize(
@@ -188,13 +213,12 @@ def finalize(
 ) -> Finalized:
     """Calibrate on the validation split, choose thresholds on the calibrated scores, evaluate."""
     logits = np.asarray(logits, dtype=np.float64)
-    if calibration == "temperature":
-        temperatures = fit_temperatures(logits, targets, mask=mask)
-    else:
-        temperatures = np.ones(logits.shape[1])
-    probs = apply_temperatures(logits, temperatures)
+    fit = fit_calibration(logits, targets, calibration, mask=mask)
+    probs = fit.calibration.apply(logits)
     choice = choose_thresholds(probs, targets, decision.policy, decision.target, mask=mask)
-    report = calibration_report(logits, targets, temperatures, calibration, mask=mask)
+    report = calibrated_report(
+        logits, targets, fit.calibration, mask=mask, held_out=fit.held_out, measured_on=HELD_OUT_FOLDS
+    )
     evaluation = build_evaluation(
         probs,
         targets,
@@ -206,4 +230,4 @@ def finalize(
         label_counts=label_counts,
         min_labels=decision.min_labels,
     )
-    return Finalized(temperatures=temperatures, thresholds=choice, calibration=report, evaluation=evaluation)
+    return Finalized(calibrator=fit.calibration, thresholds=choice, calibration=report, evaluation=evaluation)

@@ -1,12 +1,14 @@
 """ONNX export of a model artifact: one self-contained graph from model inputs to probabilities.
 
-The per-label temperatures and the sigmoid are part of the graph (`sigmoid(logit / T)`),
-so a consumer needs no knowledge of the head or the calibration to get the same
-probabilities as `apl.inference` and the API. Text models take the tokenizer's outputs
+Every label's calibrator is part of the graph (`apl.calibration_layer.CalibrationLayer`,
+the module `apl.inference` runs too: `sigmoid(scale * logit + bias)`, or the isotonic
+piecewise-linear map), so a consumer needs no knowledge of the head or the calibration
+to get the same probabilities as `apl.inference` and the API. Text models take the tokenizer's outputs
 (`input_ids`, `attention_mask`, and `token_type_ids` where the tokenizer makes them)
 with dynamic batch and sequence axes; image models take normalised `pixel_values`
 of shape (batch, 3, image_size, image_size). The label map, the thresholds, the
-temperatures, min_labels and the decision rule (`apl.decisions.DECISION_RULE`) travel
+temperatures, the per-label calibrators (`aplserve.calibration`: method, scale, bias,
+knots and why), min_labels and the decision rule (`apl.decisions.DECISION_RULE`) travel
 twice: in the ONNX `metadata_props` (so a bare model.onnx is still usable) and in the
 config.json beside it, together with the preprocessing and, for text, the tokenizer
 files.
@@ -28,7 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from apl.artifacts import TOKENIZER_DIR, min_labels_of, read_config, temperatures_of, unpack_artifact
+from apl.artifacts import (
+    TOKENIZER_DIR,
+    calibration_of,
+    min_labels_of,
+    read_config,
+    temperatures_of,
+    unpack_artifact,
+)
 from apl.atomic import atomic_file
 from apl.decisions import DECISION_RULE
 from apl.errors import ArtifactError
@@ -48,23 +57,23 @@ METADATA_KEYS = (
     "aplserve.inputs",
     "aplserve.temperatures",
     "aplserve.decision",
+    "aplserve.calibration",
 )
 
 
 class _Probabilities(nn.Module):
     """The classifier with its calibration and sigmoid, taking tensors in `input_names` order."""
 
-    temperatures: torch.Tensor
-
-    def __init__(self, module: nn.Module, input_names: list[str], temperatures: list[float]) -> None:
+    def __init__(self, module: nn.Module, input_names: list[str], calibrate: nn.Module) -> None:
         super().__init__()
         self.module = module
         self.input_names = list(input_names)
-        self.register_buffer("temperatures", torch.tensor(temperatures, dtype=torch.float32))
+        self.calibrate = calibrate
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.module(**dict(zip(self.input_names, tensors, strict=True)))
-        return torch.sigmoid(logits.float() / self.temperatures)
+        probabilities: torch.Tensor = self.calibrate(logits.float())
+        return probabilities
 
 
 def _text_inputs(root: Path, config: dict[str, Any]) -> tuple[list[str], dict[str, torch.Tensor]]:
@@ -90,9 +99,9 @@ def _export_graph(
     example: dict[str, torch.Tensor],
     target: Path,
     opset: int,
-    temperatures: list[float],
+    calibrate: nn.Module,
 ) -> None:
-    wrapper = _Probabilities(module, names, temperatures).eval()
+    wrapper = _Probabilities(module, names, calibrate).eval()
     dynamic_axes: dict[str, dict[int, str]] = {
         name: ({0: "batch", 1: "sequence"} if example[name].dim() == 2 else {0: "batch"}) for name in names
     }
@@ -138,6 +147,17 @@ def decision_metadata(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def calibration_metadata(config: dict[str, Any]) -> dict[str, Any]:
+    """The requested method and every label's calibrator (method, scale, bias, knots), as in the graph."""
+    labels = list(config["labels"])
+    calibration = calibration_of(config)
+    return {
+        "method": calibration.requested,
+        "per_label": dict(zip(labels, (c.as_dict() for c in calibration.labels), strict=True)),
+        "threshold_sources": (config.get("decision") or {}).get("threshold_sources", {}),
+    }
+
+
 def _onnx_config(config: dict[str, Any], names: list[str], extra: dict[str, Any]) -> dict[str, Any]:
     keep = ("modality", "family", "architecture", "base_model", "labels", "thresholds", "fallback_labels")
     return {
@@ -147,8 +167,9 @@ def _onnx_config(config: dict[str, Any], names: list[str], extra: dict[str, Any]
         "preprocessing": config.get("preprocessing", {}),
         "inputs": names,
         "output": OUTPUT_NAME,
-        "output_is": "calibrated probabilities sigmoid(logit / temperature), one column per label in "
-        "`labels` order (the temperatures are inside the graph)",
+        "output_is": "calibrated probabilities, one column per label in `labels` order (each label's "
+        "calibrator, `calibration.per_label`, is inside the graph)",
+        "calibration": calibration_metadata(config),
         "decision": DECISION_RULE,
         "decision_parameters": decision_metadata(config),
         **extra,
@@ -174,7 +195,7 @@ def export_directory(
         names, example = _image_inputs(config)
     model_path = out_dir / ONNX_FILE
     try:
-        _export_graph(predictor.module, names, example, model_path, opset, temperatures_of(config))
+        _export_graph(predictor.module, names, example, model_path, opset, predictor.calibration_layer)
     except Exception as exc:  # an architecture the tracer cannot express
         raise ArtifactError("this model cannot be exported to ONNX") from exc
     labels = list(config["labels"])
@@ -187,6 +208,7 @@ def export_directory(
             "aplserve.inputs": json.dumps(names),
             "aplserve.temperatures": json.dumps(dict(zip(labels, temperatures_of(config), strict=True))),
             "aplserve.decision": json.dumps(decision_metadata(config)),
+            "aplserve.calibration": json.dumps(calibration_metadata(config)),
         },
     )
     onnx_config = _onnx_config(config, names, extra or {})

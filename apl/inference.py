@@ -5,8 +5,10 @@ transformers: `AutoConfig` + `AutoModel.from_config` from the saved encoder conf
 then the safetensors weights are loaded strictly. The image transform is the same
 evaluation transform training used, built from the stored preprocessing config.
 
-Probabilities are calibrated: `sigmoid(logit / temperature)` with the artifact's
-per-label temperatures (1 for artifacts made before calibration, i.e. the raw sigmoid).
+Probabilities are calibrated with the artifact's per-label calibrators
+(`apl.calibrators`, run as `apl.calibration_layer.CalibrationLayer`, the module the ONNX
+graph holds too); artifacts holding temperatures only get `sigmoid(logit / temperature)`,
+and those made before calibration the raw sigmoid.
 Labels come from `apl.decisions`, the rule the API and the ONNX metadata follow, with
 the model's `min_labels` as default.
 """
@@ -30,11 +32,13 @@ from apl.artifacts import (
     ENCODER_DIR,
     TOKENIZER_DIR,
     WEIGHTS_FILE,
+    calibration_of,
     min_labels_of,
     read_config,
-    temperatures_of,
     unpack_artifact,
 )
+from apl.calibration_layer import CalibrationLayer
+from apl.calibrators import Calibration, LabelCalibration
 from apl.data.images import build_transform, decode_image, open_image
 from apl.data.text import TextCollator
 from apl.decisions import decide_batch
@@ -79,6 +83,7 @@ class Predictor:
         device: str = "auto",
         temperatures: Sequence[float] | None = None,
         min_labels: int = 0,
+        calibration: Calibration | None = None,
     ) -> None:
         self.device = select_device(device)
         self.module = module.to(self.device).eval()
@@ -87,10 +92,18 @@ class Predictor:
         self.modality = modality
         self.labels = list(labels)
         self.thresholds = np.array([thresholds[label] for label in self.labels], dtype=np.float64)
-        self.temperatures = np.ones(len(self.labels)) if temperatures is None else np.asarray(temperatures)
-        if self.temperatures.shape != (len(self.labels),) or not (self.temperatures > 0).all():
-            raise ValueError("one positive temperature per label is needed")
-        self._temperature_tensor = torch.tensor(self.temperatures, dtype=torch.float32, device=self.device)
+        if calibration is None:
+            given = np.ones(len(self.labels)) if temperatures is None else np.asarray(temperatures)
+            if given.shape != (len(self.labels),) or not (given > 0).all():
+                raise ValueError("one positive temperature per label is needed")
+            calibration = Calibration(
+                "temperature", tuple(LabelCalibration.of_temperature(float(t)) for t in given)
+            )
+        if len(calibration.labels) != len(self.labels):
+            raise ValueError("one calibrator per label is needed")
+        self.calibration = calibration
+        self.temperatures = calibration.temperatures
+        self.calibration_layer = CalibrationLayer(calibration).to(self.device).eval()
         self.min_labels = int(min_labels)
         self.preprocessing = dict(preprocessing)
         self.config = dict(config or {})
@@ -110,8 +123,9 @@ class Predictor:
         *,
         temperatures: dict[str, float] | None = None,
         min_labels: int = 0,
+        calibration: Calibration | None = None,
     ) -> Predictor:
-        """A predictor around an in-memory model (e.g. `TrainResult.model` with its temperatures)."""
+        """A predictor around an in-memory model (e.g. `TrainResult.model` with its calibrators)."""
         return cls(
             model.module,
             modality=model.modality,
@@ -122,6 +136,7 @@ class Predictor:
             device=device,
             temperatures=[temperatures[label] for label in labels] if temperatures else None,
             min_labels=min_labels,
+            calibration=calibration,
         )
 
     @classmethod
@@ -134,6 +149,7 @@ class Predictor:
             device,
             temperatures=result.temperatures or None,
             min_labels=result.config.decision.min_labels,
+            calibration=result.calibrator,
         )
 
     def _encode(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
@@ -166,7 +182,7 @@ class Predictor:
                 batch = self._encode(inputs[start : start + batch_size])
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 logits = self.module(**batch).float()
-                out.append(torch.sigmoid(logits / self._temperature_tensor).cpu().numpy())
+                out.append(self.calibration_layer(logits).cpu().numpy())
         if not out:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return np.concatenate(out).astype(np.float32)
@@ -232,8 +248,8 @@ def _load_directory(root: Path, device: str) -> Predictor:
         tokenizer=tokenizer,
         config=config,
         device=device,
-        temperatures=temperatures_of(config),
         min_labels=min_labels_of(config),
+        calibration=calibration_of(config),
     )
 
 

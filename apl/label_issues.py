@@ -26,6 +26,15 @@ model, never fits a sample's label), so only validation samples are checked.
   among the disagreements.
 - A disagreement is an annotated cell the model decides the other way at its threshold:
   given but scored below it, or not given but scored at or above it.
+- Only labels the model can judge take part (`judge_labels`): a label whose validation AP
+  does not clear `bar = prevalence + JUDGE_LIFT * (1 - prevalence)` (the model must close at
+  least half of the gap between a random ranking, whose AP is about the prevalence, and a
+  perfect one), or that has fewer than `MIN_POSITIVES_TO_JUDGE` known positives, is left
+  out of cleanlab's input and of the disagreements, and the report says which and why.
+  Without it a weak label dominates: the README demo's `short` (AP near its prevalence)
+  made 79% of the validation samples "suspect". A model that can judge no label gets no
+  ranking at all and says so. `tests/apl/test_label_issues.py` plants flips in labels of
+  known quality and shows what the bar buys.
 """
 
 from __future__ import annotations
@@ -39,8 +48,62 @@ import numpy as np
 
 from apl.calibration import sigmoid
 
-#: Version of the stored ranking's layout.
-FORMAT_VERSION = 1
+#: Version of the stored ranking's layout (2: judged and excluded labels).
+FORMAT_VERSION = 2
+#: Share of the gap between a random ranking (AP ~ prevalence) and a perfect one a label's AP must close.
+JUDGE_LIFT = 0.5
+#: Fewer known validation positives than this and a label's AP says too little to judge by.
+MIN_POSITIVES_TO_JUDGE = 5
+#: What a report says when no label can be judged.
+TOO_WEAK = "the model is too weak to judge any label's annotations: no sample is ranked"
+
+
+@dataclass(frozen=True)
+class LabelJudgement:
+    """Whether the model can judge one label's annotations, and the evidence."""
+
+    label: str
+    judged: bool
+    ap: float | None
+    prevalence: float
+    bar: float
+    positives: int
+    reason: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "ap": self.ap,
+            "prevalence": self.prevalence,
+            "bar": self.bar,
+            "positives": self.positives,
+            "reason": self.reason,
+        }
+
+
+def judge_labels(
+    probs: np.ndarray, targets: np.ndarray, labels: Sequence[str], *, lift: float = JUDGE_LIFT
+) -> list[LabelJudgement]:
+    """Per label (known cells only): its AP against the bar of the module docstring."""
+    from sklearn.metrics import average_precision_score
+
+    out = []
+    for j, name in enumerate(labels):
+        known = ~np.isnan(targets[:, j])
+        truth = targets[known, j] > 0.5
+        positives = int(truth.sum())
+        prevalence = float(truth.mean()) if truth.size else 0.0
+        bar = prevalence + lift * (1 - prevalence)
+        ap = float(average_precision_score(truth, probs[known, j])) if 0 < positives < truth.size else None
+        reason = None
+        if positives < MIN_POSITIVES_TO_JUDGE:
+            reason = f"{positives} known validation positives: fewer than {MIN_POSITIVES_TO_JUDGE}"
+        elif ap is None:
+            reason = "no known validation negatives"
+        elif ap < bar:
+            reason = f"validation AP {ap:.3f} is below the bar {bar:.3f} (prevalence {prevalence:.3f})"
+        out.append(LabelJudgement(name, reason is None, ap, prevalence, bar, positives, reason))
+    return out
 
 
 @dataclass(frozen=True)
@@ -91,18 +154,43 @@ def _flags(labels: list[list[int]], probs: np.ndarray) -> np.ndarray:
     from cleanlab.multilabel_classification import filter as cl_filter
 
     try:
-        flagged = cl_filter.find_label_issues(labels, probs, n_jobs=1)
+        if probs.shape[1] == 1:
+            from cleanlab import filter as binary_filter
+
+            given, pair = _binary(labels, probs)
+            flagged = binary_filter.find_label_issues(given, pair, n_jobs=1)
+        else:
+            flagged = cl_filter.find_label_issues(labels, probs, n_jobs=1)
     except (ValueError, IndexError, ZeroDivisionError):
         return np.zeros(len(labels), dtype=bool)
     return np.asarray(flagged, dtype=bool)
 
 
+def _binary(labels: list[list[int]], probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One label as cleanlab's binary classification: classes 0/1, probabilities [1 - p, p]."""
+    given = np.array([1 if row else 0 for row in labels])
+    return given, np.stack([1 - probs[:, 0], probs[:, 0]], axis=1)
+
+
+def _quality(labels: list[list[int]], probs: np.ndarray) -> np.ndarray:
+    """cleanlab's label-quality score per sample (its binary form for a single label)."""
+    if probs.shape[1] == 1:
+        from cleanlab import rank as binary_rank
+
+        given, pair = _binary(labels, probs)
+        return np.asarray(binary_rank.get_label_quality_scores(given, pair), dtype=np.float64)
+    from cleanlab.multilabel_classification import rank
+
+    return np.asarray(rank.get_label_quality_scores(labels, probs), dtype=np.float64)
+
+
 def _disagreements(
-    probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray, names: Sequence[str]
+    probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray, names: Sequence[str | None]
 ) -> list[dict[str, Any]]:
+    """Annotated cells of judged labels (a name; None for a label left out) decided the other way."""
     rows: list[dict[str, Any]] = []
     for j, name in enumerate(names):
-        if math.isnan(float(targets[j])):
+        if name is None or math.isnan(float(targets[j])):
             continue
         given, decided = bool(targets[j] > 0.5), bool(probs[j] >= thresholds[j])
         if given != decided:
@@ -117,26 +205,29 @@ def rank_label_issues(
     thresholds: np.ndarray,
     labels: Sequence[str],
     indices: np.ndarray,
+    *,
+    judged: Sequence[bool] | None = None,
 ) -> list[LabelIssue]:
     """Every sample of a split ranked by cleanlab's label quality, most suspect first.
 
     `probs` are the out-of-sample probabilities (num_samples x num_labels), `targets` 0/1 with
     NaN for unknown cells, `thresholds` the model's per-label decision thresholds, `indices`
-    the samples' positions in their dataset. Ties keep the split's order.
+    the samples' positions in their dataset. Ties keep the split's order. Only the `judged`
+    labels (default: every label) are ranked on; none judged gives an empty ranking.
     """
-    from cleanlab.multilabel_classification import rank
-
     probs = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
     targets = np.asarray(targets, dtype=np.float64)
     cutoffs = np.asarray(thresholds, dtype=np.float64)
     if probs.shape != targets.shape or probs.ndim != 2 or cutoffs.shape != (probs.shape[1],):
         raise ValueError("probabilities, targets and thresholds have mismatched shapes")
-    if len(probs) == 0:
+    columns = np.flatnonzero(np.ones(len(labels), bool) if judged is None else np.asarray(judged, bool))
+    if len(probs) == 0 or columns.size == 0:
         return []
-    filled = _filled_labels(probs, targets, cutoffs)
-    centred = _centred(probs, cutoffs)
-    scores = np.asarray(rank.get_label_quality_scores(filled, centred), dtype=np.float64)
+    filled = _filled_labels(probs[:, columns], targets[:, columns], cutoffs[columns])
+    centred = _centred(probs[:, columns], cutoffs[columns])
+    scores = _quality(filled, centred)
     flagged = _flags(filled, centred)
+    names = [labels[j] if j in set(columns.tolist()) else None for j in range(len(labels))]
     order = np.argsort(scores, kind="mergesort")
     issues = []
     for i in order:
@@ -148,7 +239,7 @@ def rank_label_issues(
                 flagged=bool(flagged[i]),
                 given=[labels[j] for j in range(len(labels)) if row[j] > 0.5],
                 unknown=[labels[j] for j in range(len(labels)) if math.isnan(row[j])],
-                disagreements=_disagreements(probs[i], row, cutoffs, labels),
+                disagreements=_disagreements(probs[i], row, cutoffs, names),
             )
         )
     return issues

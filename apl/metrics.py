@@ -112,13 +112,20 @@ def tune_thresholds(
     min_positives: int = MIN_POSITIVES_TO_TUNE,
     default: float = DEFAULT_THRESHOLD,
     mask: np.ndarray | None = None,
+    check_held_out: bool = True,
 ) -> Thresholds:
     """Per-label F1-maximising thresholds; labels with < `min_positives` positives keep `default`.
 
     The `max_f1` policy of `apl.thresholds.choose_thresholds`, which holds the other policies.
     """
     choice = choose_thresholds(
-        probs, targets, "max_f1", mask=mask, min_positives=min_positives, default=default
+        probs,
+        targets,
+        "max_f1",
+        mask=mask,
+        min_positives=min_positives,
+        default=default,
+        check_held_out=check_held_out,
     )
     return Thresholds(values=choice.values, fallback=choice.fallback)
 

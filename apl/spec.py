@@ -252,7 +252,7 @@ def fill_model_defaults(hyperparameters: H, base_model: str) -> H:
 
 
 DecisionPolicy = Literal["max_f1", "precision_at", "recall_at", "fixed"]
-CalibrationMethod = Literal["temperature", "none"]
+CalibrationMethod = Literal["auto", "platt", "isotonic", "temperature", "none"]
 #: Policies whose `target` is a precision or recall to reach on the validation split.
 TARGET_POLICIES = ("precision_at", "recall_at")
 
@@ -328,8 +328,10 @@ class JobSpec(BaseModel):
         description="Threshold policy and min_labels (default: max-F1 thresholds, min_labels 0).",
     )
     calibration: CalibrationMethod = Field(
-        default="temperature",
-        description="temperature: one temperature per label fitted on validation by NLL; none: raw sigmoid.",
+        default="auto",
+        description="auto: per label, Platt (scale and bias, held near the identity for small supports) or "
+        "isotonic (large supports), whichever lowers the held-out log loss, else none; platt / isotonic / "
+        "temperature: that method where it lowers the held-out log loss; none: raw sigmoid.",
     )
     webhook_url: HttpUrl | None = Field(
         default=None,

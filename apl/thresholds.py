@@ -14,9 +14,23 @@ Every policy reads scikit-learn's `precision_recall_curve` of a label: the point
 
 A tuned threshold sits midway between the chosen point's score and the next lower
 score, so that it decides the validation samples exactly as the point does while not
-sitting on one sample's score. A label with fewer than `min_positives` positives (or
-no negative) on the split is not tuned: it keeps `FALLBACK_THRESHOLD` and says so
-(`source="fallback"`).
+sitting on one sample's score.
+
+When the evidence cannot carry a tuned threshold, the label keeps `FALLBACK_THRESHOLD`
+(0.5 on calibrated scores: "more likely than not") and says why (`source="fallback"`,
+`reasons[j]`):
+
+- fewer than `min_positives` (`MIN_POSITIVES_TO_TUNE` = 5) positives, or no negative:
+  with 2 to 4 positives max-F1 tuning lands anywhere between "label nothing" and "label
+  everything" (the README demo's `short`, 4 positives, was tuned to 0.033);
+- under `max_f1`, a threshold that does not earn its keep on data it was not tuned on:
+  the label's known rows are cut into stratified folds (k = min(5, positives)), a
+  threshold is tuned on k - 1 folds and decides the held-out one, and the pooled
+  held-out F1 must beat both the fallback's and that of labelling every sample (the
+  F1 a threshold below every score gets for free, which max-F1 drifts to when the
+  scores carry no signal). `tests/apl/test_thresholds.py` simulates labels of weak to
+  perfect separation at 3 to 40 positives: this rule never does worse than the fallback
+  on a fresh population at the 10th percentile, where raw tuning does at 3 to 10 positives.
 
 `mask` (optional, same shape as the scores, true for known cells) leaves unknown
 cells out: each label is tuned on its known rows only, exactly as if the others were
@@ -25,7 +39,7 @@ not there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -35,7 +49,9 @@ from apl.decisions import FALLBACK_THRESHOLD
 from apl.spec import DecisionPolicy
 
 #: Fewer validation positives than this and a label's threshold is not tuned.
-MIN_POSITIVES_TO_TUNE = 2
+MIN_POSITIVES_TO_TUNE = 5
+#: Stratified folds (at most) of the held-out check of a max-F1 threshold.
+TUNING_FOLDS = 5
 
 ThresholdSource = Literal["tuned", "fallback"]
 
@@ -50,6 +66,8 @@ class ThresholdChoice:
     sources: list[ThresholdSource]
     #: Per label: True/False for precision_at and recall_at on tuned labels; None otherwise.
     target_reached: list[bool | None]
+    #: Per label: why it kept the fallback (None for a tuned label).
+    reasons: list[str | None] = field(default_factory=list)
 
     @property
     def fallback(self) -> list[int]:
@@ -126,6 +144,58 @@ def tune_label(
     return _midpoint(scores, float(cutoffs[best])), reached
 
 
+def _f1_counts(scores: np.ndarray, truth: np.ndarray, threshold: float) -> np.ndarray:
+    """(true positives, predicted positives, positives) of `score >= threshold`."""
+    chosen = scores >= threshold
+    return np.array([(chosen & truth).sum(), chosen.sum(), truth.sum()], dtype=np.float64)
+
+
+def _f1(counts: np.ndarray) -> float:
+    denominator = counts[1] + counts[2]
+    return float(2 * counts[0] / denominator) if denominator else 0.0
+
+
+def held_out_check(scores: np.ndarray, truth: np.ndarray, default: float, *, seed: int = 0) -> str | None:
+    """None when max-F1 tuning beats the fallback and "label everything" on held-out folds;
+    else the reason in words (see the module docstring)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    k = int(min(TUNING_FOLDS, truth.sum(), (~truth).sum()))
+    if k < 2:
+        return "too few negatives to check a tuned threshold on held-out folds"
+    tuned, fallback, everything = np.zeros(3), np.zeros(3), np.zeros(3)
+    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(scores, truth):
+        threshold, _ = tune_label(scores[train], truth[train], "max_f1", None)
+        tuned += _f1_counts(scores[test], truth[test], threshold)
+        fallback += _f1_counts(scores[test], truth[test], default)
+        everything += _f1_counts(scores[test], truth[test], -np.inf)
+    if _f1(tuned) > max(_f1(fallback), _f1(everything)):
+        return None
+    return (
+        f"a tuned threshold did not beat the fallback on held-out folds (F1 {_f1(tuned):.3f} vs "
+        f"{_f1(fallback):.3f} at {default:g}, {_f1(everything):.3f} labelling every sample)"
+    )
+
+
+def fallback_reason(
+    truth: np.ndarray,
+    scores: np.ndarray,
+    policy: DecisionPolicy,
+    min_positives: int,
+    default: float,
+    check: bool = True,
+) -> str | None:
+    """Why a label keeps the fallback threshold, or None when its evidence carries tuning."""
+    positives = int(truth.sum())
+    if positives < min_positives:
+        return f"{positives} validation positives: fewer than {min_positives}, too few to tune a threshold"
+    if truth.all():
+        return "no validation negatives: nothing to tune a threshold against"
+    if policy == "max_f1" and check:
+        return held_out_check(scores, truth, default)
+    return None
+
+
 def choose_thresholds(
     probs: np.ndarray,
     targets: np.ndarray,
@@ -135,26 +205,34 @@ def choose_thresholds(
     mask: np.ndarray | None = None,
     min_positives: int = MIN_POSITIVES_TO_TUNE,
     default: float = FALLBACK_THRESHOLD,
+    check_held_out: bool = True,
 ) -> ThresholdChoice:
-    """The thresholds of every label under `policy` (see the module docstring)."""
+    """The thresholds of every label under `policy` (see the module docstring).
+
+    `check_held_out=False` skips max-F1's held-out check (the tuning mechanics alone)."""
     scores, binary, known = check_scores(probs, targets, mask)
     if policy != "max_f1" and target is None:
         raise ValueError(f"the {policy} policy needs a target")
     labels = binary.shape[1]
     if policy == "fixed":
         value = float(target)  # type: ignore[arg-type]
-        return ThresholdChoice(policy, value, np.full(labels, value), ["tuned"] * labels, [None] * labels)
+        return ThresholdChoice(
+            policy, value, np.full(labels, value), ["tuned"] * labels, [None] * labels, [None] * labels
+        )
     values = np.full(labels, default, dtype=np.float64)
     sources: list[ThresholdSource] = []
     reached: list[bool | None] = []
+    reasons: list[str | None] = []
     for j in range(labels):
         rows = known[:, j]
         truth = binary[rows, j]
-        if truth.sum() < min_positives or truth.all():
+        reason = fallback_reason(truth, scores[rows, j], policy, min_positives, default, check_held_out)
+        reasons.append(reason)
+        if reason is not None:
             sources.append("fallback")
             reached.append(None)
             continue
         values[j], hit = tune_label(scores[rows, j], truth, policy, target)
         sources.append("tuned")
         reached.append(hit)
-    return ThresholdChoice(policy, target, values, sources, reached)
+    return ThresholdChoice(policy, target, values, sources, reached, reasons)

@@ -70,6 +70,11 @@ def model_decision(result: TrainResult) -> dict[str, Any] | None:
         "calibration": result.config.calibration,
         "temperatures": {label: float(t) for label, t in result.temperatures.items()},
         "threshold_sources": dict(result.threshold_sources),
+        "calibration_methods": (
+            {label: c.method for label, c in zip(result.labels, result.calibrator.labels, strict=True)}
+            if result.calibrator is not None
+            else {}
+        ),
     }
 
 

@@ -24,7 +24,8 @@ METHOD = (
     "cleanlab.multilabel_classification: rank.get_label_quality_scores (self_confidence) and "
     "filter.find_label_issues (prune_by_noise_rate) on the validation split's out-of-sample, "
     "calibrated probabilities, each label's shifted in log-odds so that its decision threshold is 0.5; "
-    "unknown cells filled with the model's decision"
+    "unknown cells filled with the model's decision; only labels whose validation AP clears "
+    "prevalence + 0.5 * (1 - prevalence) with at least 5 known positives (the model can judge them)"
 )
 
 
@@ -44,13 +45,19 @@ def build_document(
     import numpy as np
 
     from apl.formats import SAMPLES_FILE
-    from apl.label_issues import FORMAT_VERSION, rank_label_issues
+    from apl.label_issues import FORMAT_VERSION, TOO_WEAK, judge_labels, rank_label_issues
 
     targets = validation.targets.astype(np.float64)
     if validation.known is not None:
         targets[~validation.known] = np.nan
+    judgements = judge_labels(validation.probs.astype(np.float64), targets, validation.labels)
     issues = rank_label_issues(
-        validation.probs, targets, validation.thresholds, validation.labels, validation.indices
+        validation.probs,
+        targets,
+        validation.thresholds,
+        validation.labels,
+        validation.indices,
+        judged=[j.judged for j in judgements],
     )
     with (dataset_dir / SAMPLES_FILE).open(encoding="utf-8") as handle:
         samples = [json.loads(line) for line in handle if line.strip()]
@@ -61,8 +68,12 @@ def build_document(
         "dataset_id": dataset_id,
         "split": "validation",
         "num_samples": len(items),
+        "num_validation_samples": len(validation.indices),
         "num_flagged": sum(1 for item in items if item["flagged"]),
         "method": METHOD,
+        "judged_labels": [j.label for j in judgements if j.judged],
+        "excluded_labels": [j.as_dict() for j in judgements if not j.judged],
+        "verdict": None if any(j.judged for j in judgements) else TOO_WEAK,
         "items": items,
     }
 

@@ -25,6 +25,7 @@ from api.serving.engine import ModelRef
 from api.serving.schemas import (
     GLOBAL_THRESHOLD,
     Evaluation,
+    ExcludedLabel,
     LabelDisagreement,
     LabelIssue,
     LabelIssueList,
@@ -152,6 +153,9 @@ def label_issues(settings: Settings, row: Model, *, limit: int, cursor: str | No
         num_samples=len(items),
         num_flagged=int(document.get("num_flagged", 0)),
         method=str(document.get("method", "")),
+        judged_labels=document.get("judged_labels"),
+        excluded_labels=[ExcludedLabel(**entry) for entry in document.get("excluded_labels", [])],
+        verdict=document.get("verdict"),
         items=[
             LabelIssue(
                 rank=start + i + 1,

@@ -52,9 +52,10 @@ _MODEL_EXAMPLE: dict[str, Any] = {
         "policy": "max_f1",
         "target": None,
         "min_labels": 1,
-        "calibration": "temperature",
-        "temperatures": {"action": 1.42, "comedy": 0.87, "drama": 1.0},
+        "calibration": "auto",
+        "temperatures": {"action": 1.0, "comedy": 1.0, "drama": 1.0},
         "threshold_sources": {"action": "tuned", "comedy": "tuned", "drama": "fallback"},
+        "calibration_methods": {"action": "platt", "comedy": "isotonic", "drama": "none"},
     },
     "evaluation_url": f"/v1/models/{_EXAMPLE_MODEL_ID}/evaluation",
     "artifact": {
@@ -67,13 +68,24 @@ _MODEL_EXAMPLE: dict[str, Any] = {
 }
 
 
+CalibrationName = Literal["auto", "platt", "isotonic", "temperature", "none"]
+LabelCalibrationName = Literal["none", "temperature", "platt", "isotonic"]
+
+
 class ModelDecision(BaseModel):
     policy: Literal["max_f1", "precision_at", "recall_at", "fixed"]
     target: float | None = Field(description="precision_at / recall_at: the target; fixed: the threshold.")
     min_labels: int = Field(description="The default min_labels of this model's predictions.")
-    calibration: Literal["temperature", "none"]
-    temperatures: dict[str, float] = Field(description="Per label; scores are sigmoid(logit / temperature).")
+    calibration: CalibrationName = Field(description="The calibration the job asked for.")
+    temperatures: dict[str, float] = Field(
+        description="Per label; a temperature-scaled label's scores are sigmoid(logit / temperature), "
+        "every other label has 1 (see calibration_methods)."
+    )
     threshold_sources: dict[str, Literal["tuned", "fallback"]] = Field(default_factory=dict)
+    calibration_methods: dict[str, LabelCalibrationName] = Field(
+        default_factory=dict,
+        description="Per label, the calibrator chosen on held-out folds (empty for older models).",
+    )
 
 
 class Model(BaseModel):
@@ -213,8 +225,11 @@ class LabelEvaluation(BaseModel):
     ap: float | None = Field(description="Average precision (null without a positive).")
     threshold: float
     threshold_source: Literal["tuned", "fallback"] = Field(
-        description="tuned: set by the job's decision policy (for `fixed`, its target); fallback: too "
-        "few positives to tune, the global threshold."
+        description="tuned: set by the job's decision policy (for `fixed`, its target); fallback: the "
+        "evidence could not carry a tuned threshold (threshold_reason says why), the global threshold."
+    )
+    threshold_reason: str | None = Field(
+        default=None, description="Why the label kept the fallback threshold; null for a tuned one."
     )
     target_reached: bool | None = Field(
         description="precision_at / recall_at: whether the target was reached on the split; else null."
@@ -222,7 +237,13 @@ class LabelEvaluation(BaseModel):
     precision: float = Field(description="At the threshold, on the split.")
     recall: float
     f1: float
-    temperature: float = Field(description="Scores are sigmoid(logit / temperature).")
+    temperature: float = Field(description="A temperature-scaled label's T; 1 for every other.")
+    calibration: LabelCalibrationName | None = Field(
+        default=None, description="The calibrator chosen for this label on held-out folds."
+    )
+    calibration_reason: str | None = Field(
+        default=None, description="The held-out evidence for that choice (or why none)."
+    )
     pr_curve: PRCurve = Field(description="At most 101 points, both ends kept.")
 
 
@@ -239,10 +260,22 @@ class Reliability(BaseModel):
     after: list[ReliabilityBin]
 
 
+class LabelCalibrationChoice(BaseModel):
+    method: LabelCalibrationName
+    reason: str | None
+
+
 class CalibrationBlock(BaseModel):
-    method: Literal["temperature", "none"]
+    method: CalibrationName
     ece_before: float = Field(description="ECE of the raw sigmoid scores: 15 equal-width bins, all cells.")
-    ece_after: float = Field(description="ECE of the calibrated scores, the same way.")
+    ece_after: float = Field(
+        description="ECE of the calibrated scores, the same way, on cells no calibrator was fitted on "
+        "(ece_measured_on says which)."
+    )
+    ece_measured_on: str | None = Field(default=None, description="Where ece_after was measured.")
+    per_label: dict[str, LabelCalibrationChoice] | None = Field(
+        default=None, description="Per label, the calibrator chosen and why (absent for older models)."
+    )
     ece_bins: int = 15
     temperatures: dict[str, float]
     reliability: Reliability
@@ -320,6 +353,15 @@ class LabelIssue(BaseModel):
     image: str | None = Field(description="An image sample's path inside the dataset (images/<member>).")
 
 
+class ExcludedLabel(BaseModel):
+    label: str
+    ap: float | None = Field(description="The label's validation AP (null without positives and negatives).")
+    prevalence: float = Field(description="Its share of positives among the known validation cells.")
+    bar: float = Field(description="The AP it needed: prevalence + 0.5 * (1 - prevalence).")
+    positives: int
+    reason: str = Field(description="Why the model cannot judge this label's annotations.")
+
+
 class LabelIssueList(BaseModel):
     model_config = _examples(
         {
@@ -343,5 +385,14 @@ class LabelIssueList(BaseModel):
     num_samples: int = Field(description="Validation samples ranked (all pages together).")
     num_flagged: int
     method: str
+    judged_labels: list[str] | None = Field(
+        default=None, description="Labels the ranking judges (null for rankings made before judging)."
+    )
+    excluded_labels: list[ExcludedLabel] = Field(
+        default_factory=list, description="Labels the model cannot judge, left out of the ranking, and why."
+    )
+    verdict: str | None = Field(
+        default=None, description="Set when the model can judge no label: then no sample is ranked."
+    )
     items: list[LabelIssue]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")

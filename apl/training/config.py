@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from apl.calibrators import Calibration
 from apl.metrics import EpochMetrics
 from apl.models import BuiltModel
 from apl.predictions import SplitPredictions
@@ -35,8 +36,8 @@ class TrainConfig:
     allow_download: bool = False
     #: The threshold policy and min_labels applied after training (they never change the weights).
     decision: DecisionSpec = field(default_factory=DecisionSpec)
-    #: Per-label temperature scaling fitted on the validation split after training, or none.
-    calibration: CalibrationMethod = "temperature"
+    #: Per-label calibration chosen on held-out folds of the validation split (`apl.calibrators`).
+    calibration: CalibrationMethod = "auto"
     #: Hold this fraction out as a test split (`apl.data.split_test_indices`); scored once at the end.
     test_fraction: float | None = None
     #: Or score the end result on this normalized dataset (same labels and modality) instead.
@@ -104,8 +105,10 @@ class TrainResult:
     epochs_completed: int
     device: str
     precision: str
-    #: Per-label temperatures (all 1.0 with calibration "none"); empty when not finalized.
+    #: Per-label temperatures (1.0 for labels not temperature-scaled); empty when not finalized.
     temperatures: dict[str, float] = field(default_factory=dict)
+    #: Every label's calibrator (`apl.calibrators`), None when not finalized.
+    calibrator: Calibration | None = None
     #: Per label: "tuned" or "fallback" (apl.thresholds).
     threshold_sources: dict[str, str] = field(default_factory=dict)
     #: The Evaluation document of the validation split (apl.evaluation), or None.

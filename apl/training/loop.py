@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from apl.calibration import apply_temperatures, calibration_report
+from apl.calibrators import calibrated_report
 from apl.catalog import UnknownBaseModel, resolve_base_model
 from apl.data import (
     ImageDataset,
@@ -568,7 +568,7 @@ class _Run:
     def _score_test(self, final: Finalized) -> tuple[SplitPredictions, dict[str, Any]]:
         """The final model on the test split: its calibrated scores, decisions and evaluation.
 
-        The scores are what predict answers (the fitted temperatures applied) and the
+        The scores are what predict answers (the fitted calibrators applied) and the
         thresholds those the decision policy chose on validation, so the test figures are
         those of the model a user gets. The model's Evaluation document is then the test
         split's (`split: "test"`), a measure no tuning step has seen.
@@ -580,12 +580,12 @@ class _Run:
         cutoffs = np.asarray(final.thresholds.values, dtype=np.float64)
         outputs = self._predict_loader(loader)
         try:
-            probs = apply_temperatures(outputs.logits, final.temperatures)
+            probs = final.calibrator.apply(outputs.logits)
             scores = score_held_out(
                 probs, outputs.targets, self.labels, dict(zip(self.labels, cutoffs, strict=True))
             )
-            report = calibration_report(
-                outputs.logits, outputs.targets, final.temperatures, self.config.calibration
+            report = calibrated_report(
+                outputs.logits, outputs.targets, final.calibrator, measured_on="the test split"
             )
             evaluation = build_evaluation(
                 probs,
@@ -616,7 +616,7 @@ class _Run:
         return predictions, evaluation
 
     def _validation_predictions(self, final: Finalized) -> SplitPredictions:
-        """The best epoch's validation scores as the final model gives them (temperatures applied).
+        """The best epoch's validation scores as the final model gives them (calibrators applied).
 
         Out of sample (no validation sample was trained on), so `apl.label_issues` can rank the
         split's given labels by how much the model doubts them.
@@ -626,7 +626,7 @@ class _Run:
         return SplitPredictions(
             split="validation",
             labels=list(self.labels),
-            probs=apply_temperatures(outputs.logits, final.temperatures).astype(np.float32),
+            probs=final.calibrator.apply(outputs.logits).astype(np.float32),
             targets=(outputs.targets > 0.5).astype(np.uint8),
             known=~np.isnan(outputs.targets),
             thresholds=np.asarray(final.thresholds.values, dtype=np.float64),
@@ -675,6 +675,7 @@ class _Run:
             fallback = [labels[j] for j in choice.fallback]
             extra = {
                 "temperatures": {name: float(final.temperatures[j]) for j, name in enumerate(labels)},
+                "calibrator": final.calibrator,
                 "threshold_sources": dict(zip(labels, choice.sources, strict=True)),
                 "evaluation": final.evaluation,
             }

@@ -301,7 +301,7 @@ class Jobs:
         """Queue a training job. Parameters left out (or None) take the server's defaults.
 
         `decision`: {"policy": "max_f1"|"precision_at"|"recall_at"|"fixed", "target", "min_labels"};
-        `calibration`: "temperature" (the server's default) or "none".
+        `calibration`: "auto" (the server's default), "platt", "isotonic", "temperature" or "none".
         `name` and `metadata` (up to 16 string pairs) are yours: shown with the job, never read by training.
         `test_fraction` (or `test_dataset_id`) holds out a test split that the final model is
         scored on once; the job's `best_metrics["test"]` then holds its mAP and F1.

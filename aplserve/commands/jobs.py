@@ -32,6 +32,7 @@ LOSS_HELP = "Loss parameter (default: the loss preset's value)."
 HP = "Hyperparameters"
 LOSS = "Loss"
 DECISION = "Decision"
+CALIBRATION_HELP = "auto (default), platt, isotonic, temperature or none."
 JobId = Annotated[str, typer.Argument(help="Job id, or its first 6+ characters.", show_default=False)]
 #: Base-model names longer than this are shortened in tables (hf: paths mostly).
 BASE_MODEL_CHARS = 18
@@ -153,9 +154,7 @@ def create(
     min_labels: Annotated[
         int | None, typer.Option(min=0, help="Fewest labels per prediction.", rich_help_panel=DECISION)
     ] = None,
-    calibration: Annotated[
-        str | None, typer.Option(help="temperature (default) or none.", rich_help_panel=DECISION)
-    ] = None,
+    calibration: Annotated[str | None, typer.Option(help=CALIBRATION_HELP, rich_help_panel=DECISION)] = None,
     webhook_url: Annotated[
         str | None, typer.Option(help="POSTed the job (signed) when it ends; see `aplserve webhooks secret`.")
     ] = None,

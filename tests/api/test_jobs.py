@@ -124,7 +124,7 @@ def test_create_fills_defaults_and_the_id_lands_on_the_broker(
     assert job["spec"]["hyperparameters"]["epochs"] == epochs
     assert job["spec"]["hyperparameters"]["early_stopping_patience"] is None
     assert job["spec"]["decision"] == {"policy": "max_f1", "target": None, "min_labels": 0}
-    assert job["spec"]["calibration"] == "temperature"
+    assert job["spec"]["calibration"] == "auto"
     assert job["progress"] == {"epoch": 0, "epochs": epochs, "step": 0, "steps": 0}
     assert job["started_at"] is None and job["finished_at"] is None
     assert (job["best_metrics"], job["model_id"], job["error"]) == (None, None, None)
@@ -197,7 +197,7 @@ def test_idempotency_key_returns_the_same_job(
         ),
         ({"decision": {"policy": "top3"}}, "validation_error", ["body", "decision", "policy"]),
         ({"decision": {"min_labels": -1}}, "validation_error", ["body", "decision", "min_labels"]),
-        ({"calibration": "isotonic"}, "validation_error", ["body", "calibration"]),
+        ({"calibration": "sigmoid"}, "validation_error", ["body", "calibration"]),
         # A hub id on a deployment without model downloads (the default) is refused up front.
         ({"base_model": "hf:someone/some-encoder"}, "unknown_base_model", ["body", "base_model"]),
         # So is a timm architecture the installed timm does not have, and a path that is no model.

@@ -30,9 +30,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
     return trained_models(tmp_path_factory.getbasetemp() / "serving-models")
 
 
-def _store_ranking(settings: Settings, model_id: str, tmp_path: Path) -> np.ndarray:
-    """Write a planted-flip ranking for `model_id` the way the worker does; returns the flipped rows."""
+def _store_ranking(
+    settings: Settings, model_id: str, tmp_path: Path, *, no_signal: bool = False
+) -> np.ndarray:
+    """Write a planted-flip ranking for `model_id` the way the worker does; returns the flipped rows.
+
+    `no_signal` replaces the model's scores by random ones: a model that can judge no label."""
     probs, given, planted = flipped_split()
+    if no_signal:
+        probs = np.random.default_rng(0).random(probs.shape)
     dataset_dir = tmp_path / "dataset"
     dataset_dir.mkdir()
     samples = [{"text": f"sample number {i}", "labels": []} for i in range(len(probs))]
@@ -74,6 +80,8 @@ def test_label_issues_list_planted_flips_first_paged_and_owner_isolated(
     assert first.status_code == 200, first.text
     body = first.json()
     assert body["split"] == "validation" and body["num_samples"] == 200 and body["dataset_id"] == "ds-1"
+    # Every label of this split is well scored: all are judged, none left out, no verdict.
+    assert body["judged_labels"] == LABELS and body["excluded_labels"] == [] and body["verdict"] is None
     assert {item["index"] for item in body["items"]} == set(planted.tolist())
     assert [item["rank"] for item in body["items"]] == list(range(1, len(planted) + 1))
     top = body["items"][0]
@@ -92,3 +100,18 @@ def test_label_issues_list_planted_flips_first_paged_and_owner_isolated(
     assert_problem(client.get(url, headers=alice, params={"cursor": "garbage"}), 400, "invalid_cursor")
     assert client.delete(f"/v1/models/{model_id}", headers=alice).status_code == 204
     assert not settings.files.label_issues(model_id).exists()
+
+
+@SQLITE_ONLY
+def test_a_model_too_weak_to_judge_any_label_says_so_instead_of_ranking(
+    client: TestClient, settings: Settings, alice: dict[str, str], trained: dict[str, Trained], tmp_path: Path
+) -> None:
+    model_id = register(settings, trained["text"], "alice")
+    _store_ranking(settings, model_id, tmp_path, no_signal=True)
+    body = client.get(f"/v1/models/{model_id}/label-issues", headers=alice).json()
+    assert body["items"] == [] and body["num_samples"] == 0 and body["num_flagged"] == 0
+    assert body["judged_labels"] == [] and body["verdict"] and "too weak" in body["verdict"]
+    excluded = {entry["label"]: entry for entry in body["excluded_labels"]}
+    assert set(excluded) == set(LABELS)
+    for entry in excluded.values():
+        assert entry["ap"] < entry["bar"] and "below the bar" in entry["reason"]

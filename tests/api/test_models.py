@@ -93,7 +93,7 @@ def test_evaluation_is_stored_per_model_and_owner_isolated(
     model_id = register(settings, trained["text"], "alice")
     model = client.get(f"/v1/models/{model_id}", headers=alice).json()
     assert model["evaluation_url"] == f"/v1/models/{model_id}/evaluation"
-    assert model["decision"]["calibration"] == "temperature" and model["decision"]["policy"] == "max_f1"
+    assert model["decision"]["calibration"] == "auto" and model["decision"]["policy"] == "max_f1"
     response = client.get(model["evaluation_url"], headers=alice)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -106,10 +106,20 @@ def test_evaluation_is_stored_per_model_and_owner_isolated(
         assert entry["threshold"] == pytest.approx(model["thresholds"][entry["label"]])
         assert len(entry["pr_curve"]["precision"]) == len(entry["pr_curve"]["recall"]) <= 101
         assert entry["temperature"] == pytest.approx(model["decision"]["temperatures"][entry["label"]])
+        # Each label says which calibrator it got (and why), as the model row does.
+        assert entry["calibration"] == model["decision"]["calibration_methods"][entry["label"]]
+        assert entry["calibration_reason"]
     rare = next(e for e in body["per_label"] if e["label"] == RARE_LABEL)
     assert rare["threshold_source"] == "fallback" and rare["threshold"] == 0.5
+    # At most one positive: too few to tune a threshold or to fit a calibrator, and it says so.
+    assert rare["threshold_reason"] == (
+        f"{rare['support']} validation positives: fewer than 5, too few to tune a threshold"
+    )
+    assert rare["calibration"] == "none" and "too few to calibrate" in rare["calibration_reason"]
     calibration = body["calibration"]
-    assert calibration["method"] == "temperature" and calibration["ece_bins"] == 15
+    assert calibration["method"] == "auto" and calibration["ece_bins"] == 15
+    assert "out-of-fold" in calibration["ece_measured_on"]
+    assert calibration["per_label"][RARE_LABEL]["method"] == "none"
     assert isinstance(calibration["ece_before"], float) and isinstance(calibration["ece_after"], float)
     assert assert_problem(client.get(model["evaluation_url"], headers=bob), 404, "not_found")
     assert_problem(client.get("/v1/models/nope/evaluation", headers=alice), 404, "not_found")

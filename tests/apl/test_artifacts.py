@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import stat
@@ -24,6 +25,7 @@ from apl.artifacts import (
     unpack_artifact,
 )
 from apl.atomic import file_sha256
+from apl.calibrators import Calibration, LabelCalibration
 from apl.data import build_transform, load_stored_dataset
 from apl.errors import ArtifactError, DatasetError
 from apl.inference import Predictor, load
@@ -36,8 +38,25 @@ TEXTS = ["the cat is red", "bread with cheese", "a dog and an apple", "nothing h
 
 @pytest.fixture(scope="module")
 def image_result(image_dataset: Path) -> TrainResult:
+    """A tiny trained model carrying one calibrator of each kind (its few validation samples
+    would calibrate nothing), so that every check below that scores are calibrated bites."""
     hp = Hyperparameters(epochs=2, batch_size=8, learning_rate=3e-3, image_size=32)
-    return train(TrainConfig(image_dataset, TINY_IMAGE_MODEL, hyperparameters=hp, device="cpu"))
+    result = train(TrainConfig(image_dataset, TINY_IMAGE_MODEL, hyperparameters=hp, device="cpu"))
+    return with_calibrators(result)
+
+
+def with_calibrators(result: TrainResult) -> TrainResult:
+    """`result` with a Platt, an isotonic and a temperature calibrator on its three labels."""
+    calibration = Calibration(
+        "auto",
+        (
+            LabelCalibration("platt", scale=0.7, bias=-1.2),
+            LabelCalibration("isotonic", knots=((-0.5, 0.0, 0.4), (0.1, 0.3, 0.8))),
+            LabelCalibration.of_temperature(2.0),
+        ),
+    )
+    temperatures = dict(zip(result.labels, calibration.temperatures.tolist(), strict=True))
+    return dataclasses.replace(result, calibrator=calibration, temperatures=temperatures)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +91,11 @@ def test_image_artifact_round_trip_predicts_like_the_trained_model(
     transform = build_transform(image_result.model.preprocessing, train=False)
     with torch.inference_mode():
         logits = image_result.model.module.eval()(torch.stack([transform(im) for im in images]))
-    temperatures = torch.tensor([image_result.temperatures[x] for x in loaded.labels])
-    assert (temperatures != 1).any()  # calibrated (the default), so the check below means something
-    np.testing.assert_allclose(got, torch.sigmoid(logits / temperatures).numpy(), atol=1e-6)
+    assert image_result.calibrator is not None and loaded.labels == image_result.labels
+    # Every label's calibrator as `apl.calibrators` applies it in NumPy (the layer itself is
+    # checked against it on non-trivial calibrators in tests/apl/test_calibrators.py).
+    by_hand = image_result.calibrator.apply(logits.numpy())
+    np.testing.assert_allclose(got, by_hand, atol=1e-6)
     # File paths and encoded bytes work as inputs too.
     paths = load_stored_dataset(image_dataset).inputs[:2]
     np.testing.assert_allclose(loaded.predict_proba(paths), got[:2], atol=1e-6)
@@ -272,8 +293,13 @@ def test_a_config_without_the_new_keys_loads_with_raw_scores(
 ) -> None:
     directory = save_result(image_result, tmp_path / "artifact")
     config = json.loads((directory / "config.json").read_text())
-    assert config["calibration"]["method"] == "temperature"
+    assert config["calibration"]["method"] == "auto"
     assert config["calibration"]["temperatures"] == image_result.temperatures
+    assert [config["calibration"]["per_label"][x]["method"] for x in image_result.labels] == [
+        "platt",
+        "isotonic",
+        "temperature",
+    ]
     assert config["decision"]["policy"] == "max_f1" and config["decision"]["min_labels"] == 0
     images = _images(image_result.config.dataset_dir)
     calibrated = load(directory, device="cpu").predict_proba(images)
@@ -303,3 +329,31 @@ def test_malformed_temperatures_are_refused(
         (directory / "config.json").write_text(json.dumps(config | {"calibration": value}))
         with pytest.raises(ArtifactError, match="temperatures"):
             load(directory)
+
+
+def test_onnx_export_holds_every_calibrator_and_says_so_in_its_metadata(
+    image_result: TrainResult, tmp_path: Path
+) -> None:
+    """One calibration everywhere: `apl.inference` and onnxruntime give the same probabilities
+    for a Platt, an isotonic and a temperature label, and the metadata names each calibrator."""
+    import onnxruntime as ort
+
+    from apl.export import export_onnx_archive
+
+    directory = save_result(image_result, tmp_path / "artifact")
+    images = _images(image_result.config.dataset_dir)
+    predictor = load(directory, device="cpu")
+    expected = predictor.predict_proba(images)
+    with zipfile.ZipFile(export_onnx_archive(directory, tmp_path / "model.onnx.zip")) as exported:
+        session = ort.InferenceSession(exported.read("model.onnx"), providers=["CPUExecutionProvider"])
+        config = json.loads(exported.read("config.json"))
+    pixels = np.stack([predictor._transform(image).numpy() for image in images])  # type: ignore[misc]
+    (got,) = session.run(["probabilities"], {"pixel_values": pixels})
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    metadata = json.loads(session.get_modelmeta().custom_metadata_map["aplserve.calibration"])
+    assert metadata == config["calibration"]
+    assert metadata["method"] == "auto"
+    methods = [metadata["per_label"][label]["method"] for label in image_result.labels]
+    assert methods == ["platt", "isotonic", "temperature"]
+    assert metadata["per_label"][image_result.labels[1]]["knots"]["logits"] == [-0.5, 0.0, 0.4]
+    assert metadata["threshold_sources"] == image_result.threshold_sources

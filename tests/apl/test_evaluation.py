@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve, precision_score, recall_score
 
 from apl.calibration import calibration_report, expected_calibration_error, sigmoid
+from apl.calibrators import fit_calibration
 from apl.decisions import choose_batch
 from apl.evaluation import MAX_CURVE_POINTS, build_evaluation, finalize, frequency_thirds, pr_curve
 from apl.spec import DecisionSpec
@@ -90,7 +91,11 @@ def test_the_document_matches_sklearn_label_by_label_and_is_json() -> None:
     assert calibration["method"] == "temperature" and calibration["ece_bins"] == 15
     # (Temperature scaling minimises NLL, not ECE: with these imbalanced labels ECE need not fall.)
     assert calibration["ece_before"] == pytest.approx(expected_calibration_error(sigmoid(logits), targets))
-    assert calibration["ece_after"] == pytest.approx(expected_calibration_error(probs, targets))
+    # "after" is measured on out-of-fold scores: each cell from a calibrator fitted without it.
+    held_out = fit_calibration(logits, targets, "temperature").held_out
+    assert calibration["ece_after"] == pytest.approx(expected_calibration_error(held_out, targets))
+    assert "out-of-fold" in calibration["ece_measured_on"]
+    assert {entry["calibration"] for entry in doc["per_label"]} <= {"temperature", "none"}
     assert len(calibration["reliability"]["before"]) == 15
     assert sum(b["count"] for b in calibration["reliability"]["after"]) == targets.size
 

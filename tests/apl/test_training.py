@@ -291,7 +291,14 @@ def test_every_policy_finishes_with_calibrated_thresholds_and_an_evaluation(
             assert entry["target_reached"] == (measured >= 0.9)
     if decision.policy == "fixed":
         assert set(result.thresholds.values()) == {0.4} and result.fallback_labels == []
-    assert evaluation["calibration"]["method"] == "temperature"
+    assert evaluation["calibration"]["method"] == "auto"  # the default
+    assert result.calibrator is not None
+    for label, calibrator in zip(result.labels, result.calibrator.labels, strict=True):
+        assert per_label[label]["calibration"] == calibrator.method
+        assert evaluation["calibration"]["per_label"][label]["method"] == calibrator.method
+        assert (per_label[label]["threshold_reason"] is None) == (
+            per_label[label]["threshold_source"] == "tuned"
+        )
 
 
 def test_calibration_none_keeps_raw_scores_and_a_stopped_run_is_not_finalized(image_dataset: Path) -> None:

@@ -416,7 +416,7 @@ def test_new_job_form_starts_a_job_and_the_cancel_button_stops_it(
     # The learning rate, left empty, is the base model's default (an hf: reference: the text family's).
     assert spec["hyperparameters"]["learning_rate"] == FAMILY_DEFAULTS["text"].learning_rate
     assert spec["decision"] == {"policy": "recall_at", "target": 0.9, "min_labels": 1}
-    assert spec["calibration"] == "temperature"
+    assert spec["calibration"] == "auto"  # the form's first choice, the server's default
 
     page.get_by_role("button", name="Cancel job").click()
     page.get_by_role("button", name="Click again to cancel").click()
@@ -733,3 +733,58 @@ def test_model_page_shows_the_evaluation_and_marks_min_labels(
     readme_image = REPO / "docs" / "model-page.png"
     if os.environ.get("APLSERVE_UPDATE_DOCS_SCREENSHOT") == "1" or not readme_image.exists():
         shutil.copyfile(path, readme_image)
+
+
+def test_model_page_says_not_enough_evidence_where_that_is_the_truth(
+    open_page: Callable[..., Watched], live: Live, tmp_path: Path
+) -> None:
+    """A label with 3 positives in all (known answer: never a tuned threshold, never judged for
+    suspect labels) is listed under "Not enough evidence" with its reason; every label shows
+    the calibrator it got, and the reliability note says where "after" was measured."""
+    path = _write_csv(tmp_path / "rare.csv", n=120, seed=3)
+    rows = path.read_text().splitlines()
+    for i in (1, 41, 81):  # three samples gain the rare label
+        text, labels = rows[i].rsplit(",", 1)
+        rows[i] = f"{text},{'|'.join([x for x in labels.split('|') if x] + ['rare'])}"
+    path.write_text("\n".join(rows) + "\n")
+    with live.client() as client:
+        dataset = client.post(
+            "/v1/datasets", files={"file": ("rare.csv", path.read_bytes(), "text/csv")}, data={"name": "rare"}
+        ).json()
+        response = client.post(
+            "/v1/jobs",
+            json={
+                "dataset_id": dataset["id"],
+                "base_model": live.tiny_bert,
+                "loss": {"name": "apl"},
+                "hyperparameters": {"epochs": 2, "batch_size": 8, "learning_rate": 3e-3, "max_length": 32},
+            },
+        )
+    assert response.status_code == 202, response.text
+    job = live.wait_job(response.json()["id"], {"succeeded"})
+    with live.client() as client:
+        evaluation = client.get(f"/v1/models/{job['model_id']}/evaluation").json()
+        issues = client.get(f"/v1/models/{job['model_id']}/label-issues").json()
+    entries = {entry["label"]: entry for entry in evaluation["per_label"]}
+    assert entries["rare"]["threshold_source"] == "fallback" and entries["rare"]["threshold_reason"]
+    assert "rare" in {e["label"] for e in issues["excluded_labels"]}
+    fallback = sorted(label for label, e in entries.items() if e["threshold_source"] == "fallback")
+
+    page = open_page(f"/#/models/{job['model_id']}").page
+    note = page.locator("#evidence-note li")
+    note.first.wait_for()
+    assert sorted(note.evaluate_all("els => els.map((e) => e.dataset.label)")) == fallback
+    rare_item = page.locator('#evidence-note li[data-label="rare"]').inner_text()
+    assert entries["rare"]["threshold_reason"] in rare_item
+    shown = page.locator(".evaluation-table .calibration-method").all_inner_texts()
+    assert sorted(shown) == sorted(e["calibration"] for e in evaluation["per_label"])
+    measured = evaluation["calibration"]["ece_measured_on"]
+    assert measured and measured in page.locator("#reliability-note").inner_text()
+    page.locator('#suspects[data-loaded="true"]').wait_for()
+    suspects = page.locator("#suspects").inner_text()
+    if issues["verdict"]:
+        assert "Not enough evidence" in suspects
+    else:
+        page.locator("#suspects-excluded summary").click()
+    assert page.locator('#suspects .excluded-labels li[data-label="rare"]').inner_text().startswith("rare")
+    _screenshot(page, "model-not-enough-evidence")

@@ -132,12 +132,12 @@ def _check_policy(decision: dict[str, Any], evaluation: dict[str, Any], model: d
         if decision["policy"] == "fixed":
             assert entry["threshold"] == decision["target"] and entry["threshold_source"] == "tuned"
         elif entry["threshold_source"] == "fallback":
-            assert entry["threshold"] == 0.5 and entry["support"] < 2
+            assert entry["threshold"] == 0.5 and entry["threshold_reason"]
         elif decision["policy"] in ("precision_at", "recall_at"):
             measured = entry["precision" if decision["policy"] == "precision_at" else "recall"]
             assert entry["target_reached"] == (measured >= decision["target"]), entry["label"]
     calibration = evaluation["calibration"]
-    assert calibration["method"] == "temperature" and calibration["ece_bins"] == 15
+    assert calibration["method"] == "auto" and calibration["ece_bins"] == 15
     assert 0.0 <= calibration["ece_after"] <= 1.0 and 0.0 <= calibration["ece_before"] <= 1.0
 
 

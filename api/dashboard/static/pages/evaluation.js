@@ -1,7 +1,9 @@
 // A model's evaluation on its validation split, from one GET /v1/models/{id}/evaluation:
 // the PR curve of a label with its chosen threshold marked, a threshold slider whose
 // precision and recall are read off that stored curve (no request per move), the
-// reliability diagram before and after calibration, and the per-label table.
+// reliability diagram before and after calibration (after: on cells no calibrator saw), and the
+// per-label table. Where the evidence was too thin for a tuned threshold or a calibrator, the
+// label says "not enough evidence" and why, instead of a number that looks like advice.
 
 import { chartBox, PALETTE, unitChart } from "../charts.js";
 import { card, h, setChildren, stat } from "../dom.js";
@@ -38,10 +40,24 @@ function curvePoints(curve) {
   return curve.recall.map((r, i) => ({ x: r, y: curve.precision[i], t: curve.thresholds[i] }));
 }
 
+/** True when the label kept the fallback threshold for want of evidence. */
+export function lacksEvidence(entry) {
+  return entry.threshold_source === "fallback";
+}
+
 function sourceText(entry) {
-  if (entry.threshold_source === "fallback") return "fallback (too few positives)";
+  if (lacksEvidence(entry)) return "not enough evidence · fallback";
   if (entry.target_reached === false) return "tuned · target not reached";
   return entry.threshold_source;
+}
+
+function sourceCell(row) {
+  const warn = row.target_reached === false || lacksEvidence(row);
+  return h("span", { class: warn ? "badge warn" : "", title: row.threshold_reason || "" }, row.source);
+}
+
+function calibrationCell(row) {
+  return h("span", { class: "calibration-method", title: row.calibration_reason || "" }, row.calibration || "—");
 }
 
 function prCard(evaluation, charts) {
@@ -82,7 +98,7 @@ function prCard(evaluation, charts) {
     chart.data.datasets[1].label = `chosen threshold ${num(entry.threshold)}`;
     setChildren(chosen, `Chosen threshold ${num(entry.threshold)} (${sourceText(entry)}): precision `,
       num(entry.precision), ", recall ", num(entry.recall), ", F1 ", num(entry.f1), ` · ${entry.support} positives · AP `,
-      num(entry.ap));
+      num(entry.ap), lacksEvidence(entry) && entry.threshold_reason ? ` · ${entry.threshold_reason}` : "");
     slider.value = String(entry.threshold);
     moveSlider();
   }
@@ -109,15 +125,16 @@ function reliabilityCard(calibration, charts) {
   const { before, after } = calibration.reliability;
   charts.keep(unitChart(figure, [
     { label: `before: raw sigmoid (ECE ${num(calibration.ece_before)})`, color: PALETTE[1], points: reliabilityPoints(before), line: true, radius: 4 },
-    { label: `after: ${calibration.method === "none" ? "no calibration" : "temperature"} (ECE ${num(calibration.ece_after)})`,
+    { label: `after: ${calibration.method === "none" ? "no calibration" : calibration.method} (ECE ${num(calibration.ece_after)}, held out)`,
       color: PALETTE[0], points: reliabilityPoints(after), line: true, radius: 4 },
     { label: "", color: "#94a3b8", points: [{ x: 0, y: 0 }, { x: 1, y: 1 }], line: true, dash: true },
   ], { xTitle: "mean score in bin", yTitle: "fraction positive",
     tooltip: (ctx) => `score ${num(ctx.parsed.x)} · positive ${num(ctx.parsed.y)}` + (ctx.raw.n ? ` · ${ctx.raw.n} cells` : "") }));
   figure.box.dataset.after = String(reliabilityPoints(after).length);
+  const measured = calibration.ece_measured_on ? ` "After" is measured on ${calibration.ece_measured_on}.` : "";
   return card("Calibration", figure.box,
-    h("p", { class: "small muted footnote" },
-      `${calibration.ece_bins} equal-width bins over every label cell of the split; on the diagonal a score means what it says.`));
+    h("p", { class: "small muted footnote", id: "reliability-note" },
+      `${calibration.ece_bins} equal-width bins over every label cell of the split; on the diagonal a score means what it says.${measured}`));
 }
 
 function labelTable(evaluation) {
@@ -126,10 +143,12 @@ function labelTable(evaluation) {
     { key: "support", label: "Support", numeric: true },
     { key: "ap", label: "AP", numeric: true, render: (r) => num(r.ap) },
     { key: "threshold", label: "Threshold", numeric: true, render: (r) => num(r.threshold) },
-    { key: "source", label: "Source", render: (r) => h("span", { class: r.target_reached === false ? "badge warn" : "" }, r.source) },
+    { key: "source", label: "Source", render: sourceCell },
+    { key: "threshold_reason", label: "Why", render: (r) => h("span", { class: "small muted" }, r.threshold_reason || "") },
     { key: "precision", label: "Precision", numeric: true, render: (r) => num(r.precision) },
     { key: "recall", label: "Recall", numeric: true, render: (r) => num(r.recall) },
     { key: "f1", label: "F1", numeric: true, render: (r) => num(r.f1) },
+    { key: "calibration", label: "Calibration", render: calibrationCell },
     { key: "temperature", label: "Temperature", numeric: true, render: (r) => num(r.temperature, 2) },
   ], evaluation.per_label.map((e) => ({ ...e, source: sourceText(e) })),
   { initial: { key: "support", descending: true }, className: "evaluation-table" })));
@@ -146,6 +165,18 @@ export function evaluationSection(evaluation, charts) {
       stat("mAP, frequent third", num(evaluation.map_frequent)),
       stat("mAP, rare third", num(evaluation.map_rare)),
       stat("ECE before → after", `${num(cal.ece_before)} → ${num(cal.ece_after)}`)),
+    evidenceNote(evaluation),
     h("div", { class: "two-col" }, prCard(evaluation, charts), reliabilityCard(cal, charts)),
     labelTable(evaluation));
+}
+
+/** Which labels kept the fallback threshold, and why: the "not enough evidence" state. */
+function evidenceNote(evaluation) {
+  const thin = evaluation.per_label.filter(lacksEvidence);
+  if (!thin.length) return h("div", { id: "evidence-note", hidden: true });
+  return card("Not enough evidence",
+    h("p", { class: "small" }, `${thin.length} of ${evaluation.per_label.length} labels keep the fallback threshold: ` +
+      "the validation split cannot carry a tuned one, so their decisions are \"more likely than not\" on calibrated scores."),
+    h("ul", { id: "evidence-note", class: "small" },
+      thin.map((e) => h("li", { dataset: { label: e.label } }, h("strong", null, e.label), ` (${e.support} positives): ${e.threshold_reason || "too few positives"}`))));
 }

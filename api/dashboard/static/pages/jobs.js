@@ -59,7 +59,7 @@ function newJobForm(datasets, baseModels, onCreated) {
   const target = h("input", { id: "job-target", type: "number", step: "any", min: 0, max: 1, disabled: true, placeholder: "—" });
   const minLabels = h("input", { id: "job-min-labels", type: "number", min: 0, step: 1, value: 0 });
   const calibration = h("select", { id: "job-calibration" },
-    h("option", { value: "temperature" }, "temperature"), h("option", { value: "none" }, "none"));
+    ["auto", "platt", "isotonic", "temperature", "none"].map((v) => h("option", { value: v }, v)));
   policy.addEventListener("change", () => {
     target.disabled = policy.value === "max_f1";
     target.required = !target.disabled;

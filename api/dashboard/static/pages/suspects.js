@@ -98,6 +98,23 @@ function csvButton(modelId, total, message, signal) {
   return button;
 }
 
+/** Which labels the ranking leaves out because the model cannot judge them, and why. */
+function excludedNote(first) {
+  const excluded = first.excluded_labels || [];
+  if (first.verdict) {
+    return h("div", { id: "suspects-verdict" }, notice("info", `Not enough evidence: ${first.verdict}.`),
+      excludedList(excluded));
+  }
+  if (!excluded.length) return null;
+  return h("details", { class: "small", id: "suspects-excluded" },
+    h("summary", null, `${excluded.length} label(s) left out: the model cannot judge them`), excludedList(excluded));
+}
+
+function excludedList(excluded) {
+  return h("ul", { class: "small excluded-labels" },
+    excluded.map((e) => h("li", { "data-label": e.label }, h("strong", null, e.label), `: ${e.reason}`)));
+}
+
 /** Fill `box` with one model's ranking; returns a cleanup that frees the thumbnails' blob URLs. */
 async function showRanking(box, model, signal) {
   const urls = [];
@@ -138,13 +155,15 @@ async function showRanking(box, model, signal) {
       `, most suspect first; cleanlab flags ${first.num_flagged}. Only validation samples are checked: the model was fit `
       + "on its training samples, so its scores there repeat what it was taught. Marked labels are those the model "
       + "decides the other way at its thresholds (− given but rejected, + missing but predicted); ? = unknown."),
+    excludedNote(first),
     h("div", { class: "table-wrap" }, h("table", { class: "table suspects-table", id: "suspects-table" },
       h("thead", null, h("tr", null, h("th", { class: "num" }, "Rank"), h("th", { class: "num" }, "Score"),
         h("th", null, "Sample"), h("th", null, "Given labels"), h("th", null, "Model disagrees"))),
       tbody)),
     h("div", { class: "suspects-actions" }, more, csvButton(model.id, first.num_samples, message, signal), message));
   addPage(first);
-  if (!first.items.length) tbody.append(h("tr", null, h("td", { colspan: 5, class: "empty" }, "No validation samples.")));
+  const none = first.verdict ? "Not enough evidence: no sample is ranked." : "No validation samples.";
+  if (!first.items.length) tbody.append(h("tr", null, h("td", { colspan: 5, class: "empty" }, none)));
   box.dataset.modelId = model.id;
   box.dataset.loaded = "true";
   return () => urls.splice(0).forEach((url) => URL.revokeObjectURL(url));
