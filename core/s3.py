@@ -14,6 +14,7 @@ verified against it before it enters the node-local cache.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import logging
 import shutil
@@ -106,23 +107,8 @@ class S3Storage(Storage):
 
     @classmethod
     def from_config(cls, config: StorageConfig) -> S3Storage:
-        import boto3
-        from botocore.config import Config
-
         parsed = urlparse(config.url or "")
-        client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=config.endpoint_url,
-            config=Config(
-                connect_timeout=config.timeout_s,
-                read_timeout=config.timeout_s,
-                retries={"max_attempts": config.max_attempts, "mode": "standard"},
-                s3={"addressing_style": "path"},
-                # SeaweedFS and other S3 servers take the classic MD5/SigV4 uploads; no trailing CRC.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
-        )
+        client = _client(config.endpoint_url, config.timeout_s, config.max_attempts)
         return cls(config, client, parsed.netloc, parsed.path)
 
     def key(self, relative: str) -> str:
@@ -306,3 +292,26 @@ class S3Storage(Storage):
 
     def partials(self) -> list[Path]:
         return self.cache.partials()
+
+
+@functools.lru_cache(maxsize=8)
+def _client(endpoint_url: str | None, timeout_s: float, max_attempts: int) -> Any:
+    """One boto3 client per endpoint and limits, shared by every Storage and thread of the process
+    (botocore clients are thread-safe; making one costs tens of milliseconds)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url,
+        config=Config(
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            # Plain Content-Length uploads (no chunked trailing checksums): every S3-compatible
+            # server takes them (SeaweedFS, MinIO, Ceph), unlike aws-chunked bodies.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
