@@ -238,3 +238,36 @@ def test_a_stopped_server_reads_as_unavailable_and_a_restarted_one_as_back(
     assert time.monotonic() - started < 15
     private_s3.start()
     storage.check()
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("QuotaExceeded", 403), ("InsufficientStorage", 507), ("EntityTooLarge", 400)]
+)
+def test_a_full_bucket_reads_as_a_full_disk(code: str, status: int) -> None:
+    """What S3 servers answer for a full bucket or quota (not reproducible on `weed mini`, whose
+    quota enforcement is asynchronous) becomes ENOSPC: 507 `storage_full` in the API, `storage_full`
+    for a job (core.storage.is_storage_full)."""
+    from botocore.exceptions import ClientError
+
+    from core.s3 import translated
+    from core.storage import is_storage_full
+
+    answer = {"Error": {"Code": code, "Message": "full"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    with pytest.raises(OSError) as raised, translated("storing a file"):
+        raise ClientError(answer, "PutObject")  # type: ignore[arg-type]
+    assert is_storage_full(raised.value)
+
+
+def test_a_server_error_reads_as_unavailable_and_a_missing_key_as_missing() -> None:
+    from botocore.exceptions import ClientError
+
+    from core.s3 import translated
+
+    with pytest.raises(StorageUnavailable), translated("reading"):
+        raise ClientError(
+            {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "GetObject"
+        )  # type: ignore[arg-type]
+    with pytest.raises(Missing), translated("reading"):
+        raise ClientError(
+            {"Error": {"Code": "NoSuchKey"}, "ResponseMetadata": {"HTTPStatusCode": 404}}, "GetObject"
+        )  # type: ignore[arg-type]
