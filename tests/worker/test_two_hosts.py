@@ -29,6 +29,10 @@ from tests.worker.harness import (
     wait_for,
 )
 
+#: Each test starts an API, one or two workers (and one its own S3 server) and trains: on the
+#: shared 2-core machine that can pass the suite's 300 s default.
+pytestmark = pytest.mark.timeout(600)
+
 LEASE_SECONDS = 3
 KEYWORDS = {"red": ["apple", "cherry"], "green": ["grass", "leaf"], "blue": ["sky", "sea"]}
 
