@@ -271,3 +271,24 @@ def test_a_server_error_reads_as_unavailable_and_a_missing_key_as_missing() -> N
         raise ClientError(
             {"Error": {"Code": "NoSuchKey"}, "ResponseMetadata": {"HTTPStatusCode": 404}}, "GetObject"
         )  # type: ignore[arg-type]
+
+
+def test_a_server_that_never_answers_fails_within_the_timeout(tmp_path: Path) -> None:
+    """A hung S3 server (it accepts connections and says nothing) costs at most the configured
+    timeout per try, then reads as unavailable: 503 storage_unavailable, never a hang."""
+    import socket
+
+    with socket.socket() as hung, pytest.MonkeyPatch.context() as patch:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # connections complete in the backlog; nobody ever reads or answers
+        for name, value in AWS_ENV.items():
+            patch.setenv(name, value)
+        env = {
+            "APLSERVE_STORAGE_URL": "s3://aplserve/hung",
+            "APLSERVE_S3_ENDPOINT_URL": f"http://127.0.0.1:{hung.getsockname()[1]}",
+        }
+        storage = storage_for(_settings(tmp_path, env, storage_timeout_seconds=1, storage_max_attempts=2))
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable):
+            storage.fetch("artifacts/m.tar")
+        assert 1.0 <= time.monotonic() - started < 10
