@@ -19,6 +19,7 @@ import hashlib
 import logging
 import shutil
 import tarfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -229,7 +230,8 @@ class S3Storage(Storage):
         trained further); None, and no local file, when storage has none."""
         path = self.scratch.checkpoint(job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.download.tmp")
+        # Unique per caller: the ranks of a multi-device job on one host fetch it at once.
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
         try:
             self._download(self._checkpoint_object(job_id), partial)
         except Missing:
