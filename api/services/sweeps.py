@@ -20,14 +20,15 @@ from sqlalchemy.orm import Session
 
 from api import quotas
 from api.services import idempotency, jobs
+from api.services.datasets import dataset_profile
 from api.services.pagination import Page, id_starts_with, paginate
-from core.db.models import Job, Sweep
+from core.db.models import Dataset, Job, Sweep
 from core.errors import AppError, not_found
 from core.jobs import lifecycle
 from core.jobs.status import FINAL_STATUSES, JobStatus
 from core.objects import StorageUnavailable
 from core.settings import Settings
-from core.sweeps import document, leaderboard
+from core.sweeps import candidates, document, leaderboard
 from core.sweeps.spec import SweepSpec, check, child_specs
 from core.sweeps.state import Child, SweepState, children_of, sweep_state
 
@@ -59,6 +60,7 @@ def create(
     `send_children`); an Idempotency-Key already used for the same spec returns the
     first sweep and creates nothing (its unsent children are the reconciler's).
     """
+    reason = _fill_candidates(session, owner_id, spec)
     spec_json = spec.model_dump(mode="json")
     idempotency.check_key(idempotency_key)
     existing = idempotency.earlier(session, Sweep, owner_id, idempotency_key)
@@ -69,7 +71,13 @@ def create(
     allow_private = settings.webhook_allow_private_addresses
     jobs.check_spec(session, owner_id, children[0].spec, settings.allow_model_download, allow_private)
     quotas.check_room_for_jobs(session, owner_id, settings, len(children))
-    sweep = Sweep(owner_id=owner_id, spec=spec_json, cancel_requested=False, idempotency_key=idempotency_key)
+    sweep = Sweep(
+        owner_id=owner_id,
+        spec=spec_json,
+        cancel_requested=False,
+        idempotency_key=idempotency_key,
+        candidates_reason=reason,
+    )
     session.add(sweep)
     try:
         session.commit()
@@ -90,6 +98,23 @@ def create(
         _abandon(session, sweep.id)
         raise
     return sweep, True, [job.id for job in created]
+
+
+def _fill_candidates(session: Session, owner_id: str, spec: SweepSpec) -> str | None:
+    """Candidates left out: the four presets plus what the dataset's profile calls for, and why.
+
+    Chosen before the spec is stored (and compared on an Idempotency-Key replay), so the
+    stored spec lists what runs. A missing dataset changes nothing here: `check_spec`
+    refuses it with its own 404.
+    """
+    if "candidates" in spec.model_fields_set:
+        return None
+    row = session.scalar(select(Dataset).where(Dataset.id == spec.dataset_id, Dataset.owner_id == owner_id))
+    if row is None:
+        return None
+    chosen, reason = candidates.choose(dataset_profile(row))
+    spec.candidates = chosen
+    return reason
 
 
 def send_children(session: Session, settings: Settings, sweep_id: str, job_ids: list[str]) -> None:
@@ -263,6 +288,7 @@ def to_schemas(session: Session, settings: Settings, rows: Sequence[Sweep]) -> l
                 progress=document.SweepProgress.model_validate(state.counts),
                 error=document.JobError.model_validate(state.error) if state.error else None,
                 cancel_requested=row.cancel_requested,
+                candidates_reason=row.candidates_reason,
             )
         )
     return out
