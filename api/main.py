@@ -26,8 +26,8 @@ from api.quotas import RateLimits
 from api.routes import include_routers
 from api.state import LOOKUP_MAX_ENTRIES, LOOKUP_TTL_S, AppState, app_state
 from api.ttl_cache import TTLCache
+from core.objects import sweep_partials
 from core.settings import Settings, get_settings
-from core.storage import remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Size the thread pool (`api_threads`) and remove the partial files a killed server left."""
     settings = app_state(app).settings
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
-    removed = await run_in_threadpool(
-        remove_stale, settings.files.api_partials(), settings.stale_file_seconds
-    )
+    removed = await run_in_threadpool(sweep_partials, settings, "api")
     if removed:
         log.warning(
             "removed %d stale partial file(s), %d bytes",

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.validation_messages import request_models, validation_problem
 from core.errors import AppError
+from core.objects import StorageUnavailable
 from core.storage import is_storage_full
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,15 @@ def storage_full() -> AppError:
         "storage_full",
         "the server ran out of disk space; nothing was stored, and the operators must free some",
         title="Insufficient Storage",
+    )
+
+
+def storage_unavailable(exc: StorageUnavailable) -> AppError:
+    return AppError(
+        503,
+        "storage_unavailable",
+        f"{exc or 'the object storage did not answer'}; try again shortly",
+        headers={"Retry-After": "5"},
     )
 
 
@@ -72,6 +82,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(
             AppError(503, "database_unavailable", "the database is unavailable; try again shortly")
         )
+
+    @app.exception_handler(StorageUnavailable)
+    async def _storage_down(_: Request, exc: StorageUnavailable) -> JSONResponse:
+        log.error("object storage unavailable: %s", exc)
+        return problem_response(storage_unavailable(exc))
 
     _install_resource_handlers(app)
 

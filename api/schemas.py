@@ -62,6 +62,8 @@ class Readiness(BaseModel):
 
     database: str
     broker: str
+    #: The object storage (s3://); always "ok" with file:// storage.
+    storage: str = "ok"
 
 
 _DATASET_EXAMPLE: dict[str, Any] = {

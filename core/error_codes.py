@@ -86,6 +86,13 @@ _HTTP: tuple[ErrorCode, ...] = (
         "shortly. Operators: raise APLSERVE_DB_POOL_SIZE / APLSERVE_DB_MAX_OVERFLOW or add API processes.",
     ),
     ErrorCode(
+        "storage_unavailable",
+        (503,),
+        SERVICE,
+        "The object storage (APLSERVE_STORAGE_URL=s3://...) did not answer in time; nothing was "
+        "stored. Retry shortly; operators: check the S3 server and /readyz.",
+    ),
+    ErrorCode(
         "storage_full",
         (507,),
         SERVICE,
@@ -532,6 +539,11 @@ _JOB: tuple[JobErrorCode, ...] = (
     ),
     JobErrorCode(
         "invalid_artifact", "The trained model could not be written as an artifact; see the message."
+    ),
+    JobErrorCode(
+        "storage_unavailable",
+        "The object storage did not answer while the job read its dataset or stored a checkpoint or "
+        "its model (after retries with backoff); start the job again once it is back.",
     ),
     JobErrorCode(
         "storage_full",

@@ -20,6 +20,11 @@ the server and each worker remove their own at start once they are older than
 The API writes uploads and datasets and reads artifacts and predictions; the worker
 reads datasets and writes checkpoints, artifacts and predictions. Both ask this
 class, so the two never disagree.
+Nobody opens these paths directly: they go through the storage interface (core.objects,
+`settings.storage`). With `file://` storage this tree is the data dir itself; with `s3://`
+the same relative paths are the object keys under the bucket's prefix (a dataset directory
+travels as `datasets/<id>.tar`), and two local trees with this layout hold a process's
+scratch files (`<data_dir>/scratch`) and its node-local cache (`<data_dir>/cache`).
 A Model row stores its archive's path relative to the data dir, so a deployment can
 move its data dir without rewriting rows.
 """

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.files import DataFiles
+
+if TYPE_CHECKING:
+    from core.objects import Storage
 
 
 class Settings(BaseSettings):
@@ -140,6 +144,36 @@ class Settings(BaseSettings):
         description="Partial files (unfinished uploads, dataset staging, temporary artifacts and "
         "checkpoints) older than this are removed when the server or a worker starts.",
     )
+    storage_url: str | None = Field(
+        default=None,
+        description="Where datasets, checkpoints and models are kept: file://DIR (default: the data dir) "
+        "or s3://BUCKET/PREFIX (any S3-compatible server; credentials from the standard AWS_* "
+        "variables). With s3 the data dir holds only the embedded database and node-local caches.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="The S3 server's URL (SeaweedFS, MinIO, Ceph...); unset: AWS S3."
+    )
+    storage_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Connect and read timeout of one object-storage request; with the retries it bounds "
+        "how long an upload or a predict waits for an unreachable storage before 503 storage_unavailable.",
+    )
+    storage_max_attempts: int = Field(
+        default=2, ge=1, description="Tries of one object-storage request (the client's own retries)."
+    )
+    checkpoint_upload_tries: int = Field(
+        default=4,
+        ge=1,
+        description="Tries to store a job's epoch checkpoint (backoff 0.5 s, 1 s, 2 s...) before the job "
+        "fails with storage_unavailable.",
+    )
+    cache_max_bytes: int = Field(
+        default=20 * 1024**3,
+        ge=0,
+        description="Node-local cache of datasets (workers) and model archives (API) materialised from "
+        "object storage; least recently used entries go past this size (s3 storage only).",
+    )
     max_header_bytes: int = Field(
         default=64 * 1024,
         ge=1024,
@@ -260,6 +294,13 @@ class Settings(BaseSettings):
     def files(self) -> DataFiles:
         """Where every file lives under `data_dir` (core.files)."""
         return DataFiles(self.data_dir)
+
+    @property
+    def storage(self) -> Storage:
+        """The storage interface (core.objects): file:// or s3://, one instance per configuration."""
+        from core.objects import storage_for
+
+        return storage_for(self)
 
 
 @lru_cache

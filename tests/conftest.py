@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.s3server import AWS_ENV, WeedServer, start_weed
 from tests.services import (
     ISSUED_NAMES,
     POSTGRES_ADMIN_URL,
@@ -67,3 +68,22 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "var"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
+    """A real S3 server (SeaweedFS `weed mini`) for the session; each test takes its own prefix."""
+    server = start_weed(tmp_path_factory.mktemp("weed"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: WeedServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """APLSERVE_STORAGE_URL etc. for a fresh prefix of the session's S3 server; the AWS_* credentials
+    are set in this process too (boto3 reads them from the environment)."""
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    return s3_server.storage_env()

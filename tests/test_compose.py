@@ -71,7 +71,15 @@ def _service(compose: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_services_are_the_full_deployment(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", "redis", "migrate", "api", "worker"}
+    assert set(compose["services"]) == {
+        "postgres",
+        "redis",
+        "seaweedfs",
+        "storage-init",
+        "migrate",
+        "api",
+        "worker",
+    }
     assert _service(compose, "postgres")["image"].startswith("postgres:")
     assert _service(compose, "redis")["image"].startswith("redis:")
     for name in APP_SERVICES:
@@ -87,10 +95,13 @@ def test_start_order_waits_for_health_and_the_migration(compose: dict[str, Any])
         assert _service(compose, name)["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"},
             "redis": {"condition": "service_healthy"},
+            "storage-init": {"condition": "service_completed_successfully"},
         }
+    assert _service(compose, "storage-init")["depends_on"] == {"seaweedfs": {"condition": "service_healthy"}}
     # The one-shot migration is not restarted after it has done its work.
     assert _service(compose, "migrate")["restart"] == "no"
-    for name in ("postgres", "redis", "api", "worker"):
+    assert _service(compose, "storage-init")["restart"] == "no"
+    for name in ("postgres", "redis", "seaweedfs", "api", "worker"):
         assert _service(compose, name)["restart"] == "unless-stopped"
 
 
@@ -116,14 +127,35 @@ def _volume(service: dict[str, Any], target: str) -> str:
 
 
 def test_volumes(compose: dict[str, Any]) -> None:
-    assert set(compose["volumes"]) == {"postgres-data", "redis-data", "artifacts"}
+    assert set(compose["volumes"]) == {
+        "postgres-data",
+        "redis-data",
+        "seaweedfs-data",
+        "api-cache",
+        "worker-cache",
+    }
     assert _volume(_service(compose, "postgres"), "/var/lib/postgresql/data") == "postgres-data"
     assert _volume(_service(compose, "redis"), "/data") == "redis-data"
-    # The API writes datasets, the workers write artifacts the API serves: one shared data dir.
-    for name in ("api", "worker"):
+    assert _volume(_service(compose, "seaweedfs"), "/data") == "seaweedfs-data"
+    # No shared data volume: datasets, checkpoints and models are in the bucket; the API and the
+    # workers each keep only their own node-local cache.
+    for name, cache in (("api", "api-cache"), ("worker", "worker-cache")):
         service = _service(compose, name)
-        assert _volume(service, "/data") == "artifacts"
+        assert _volume(service, "/data") == cache
         assert service["environment"]["APLSERVE_DATA_DIR"] == "/data"
+
+
+def test_object_storage(compose: dict[str, Any]) -> None:
+    seaweedfs = _service(compose, "seaweedfs")
+    assert re.fullmatch(r"chrislusf/seaweedfs:\d+\.\d+", seaweedfs["image"])  # pinned, never :latest
+    assert seaweedfs["healthcheck"]["test"][-1] == "http://127.0.0.1:8333/healthz"
+    init = _service(compose, "storage-init")
+    assert init["image"] == seaweedfs["image"] and "s3.bucket.create -name aplserve" in init["command"][0]
+    for name in APP_SERVICES:
+        env = _service(compose, name)["environment"]
+        assert env["APLSERVE_STORAGE_URL"].startswith("s3://aplserve/")
+        assert env["APLSERVE_S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
+        assert env["AWS_ACCESS_KEY_ID"] == seaweedfs["environment"]["AWS_ACCESS_KEY_ID"]
 
 
 def test_full_mode_environment(compose: dict[str, Any]) -> None:

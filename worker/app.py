@@ -33,8 +33,8 @@ from core import workers
 from core.broker import RUN_JOB_TASK, BrokerUnavailable, celery_app, worker_queues
 from core.db.session import session_scope
 from core.jobs import dispatch, lifecycle
+from core.objects import sweep_partials
 from core.settings import Settings, get_settings
-from core.storage import remove_stale
 from core.webhooks.notify import dispatch_due, notify_job_finished
 from worker import shutdown
 
@@ -242,7 +242,7 @@ def run_worker(
     global _supervisor_pid
     _supervisor_pid = supervisor_pid
     settings = get_settings()
-    removed = remove_stale(settings.files.worker_partials(), settings.stale_file_seconds)
+    removed = sweep_partials(settings, "worker")
     if removed:
         log.warning("removed %d stale partial file(s) at start", len(removed))
     _preload()

@@ -127,6 +127,9 @@ class JobCallback(TrainerCallback):
                 time.sleep(0.5 * (attempt + 1))
 
     def on_checkpoint(self, path: Path, epoch: int) -> None:
+        # s3: stored with retries and backoff before the epoch counts as saved; when the storage
+        # stays down the job fails with storage_unavailable (raised through training).
+        self.settings.storage.save_checkpoint(self.job.id)
         summary = self._last_summary if self._last_summary.get("epoch") == epoch else {"epoch": epoch}
         try:
             if not lifecycle.record_checkpoint(self.job.id, self.job.attempt, summary, self.settings):

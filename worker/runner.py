@@ -23,7 +23,6 @@ one per device, started by torch's launcher); each runs `run_rank`, and rank 0 d
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from core.broker import BrokerUnavailable
 from core.db.session import session_scope
 from core.jobs import dispatch, lifecycle
 from core.jobs.status import JobStatus
+from core.objects import StorageUnavailable
 from core.registry import publish_model
 from core.settings import Settings
 from core.storage import is_storage_full
@@ -69,7 +69,7 @@ class JobFailure(Exception):
 
 
 def _discard_checkpoint(settings: Settings, job_id: str) -> None:
-    shutil.rmtree(settings.files.checkpoint(job_id).parent, ignore_errors=True)
+    settings.storage.discard_checkpoint(job_id)
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -87,6 +87,11 @@ def classify(error: BaseException) -> JobFailure:
         return error
     if is_storage_full(error):  # a checkpoint, an artifact, the dataset read: however the write failed
         return JobFailure("storage_full", "the server ran out of disk space; the operators must free some")
+    if isinstance(error, StorageUnavailable):
+        return JobFailure(
+            "storage_unavailable",
+            "the object storage did not answer (after retries); start the job again once it is back",
+        )
     if _is_out_of_memory(error):
         return JobFailure(
             "out_of_memory",
@@ -101,8 +106,8 @@ def classify(error: BaseException) -> JobFailure:
 def _dataset_dir(settings: Settings, dataset_id: str | None, which: str = "dataset") -> Path:
     if dataset_id is None:
         raise JobFailure("dataset_unreadable", f"the {which} of this job was deleted")
-    path = settings.files.dataset(dataset_id)
-    if not (path / SAMPLES_FILE).is_file():
+    path = settings.storage.dataset_dir(dataset_id)  # s3: materialised once per host (node-local cache)
+    if path is None or not (path / SAMPLES_FILE).is_file():
         raise JobFailure("dataset_unreadable", f"the stored files of this job's {which} are missing")
     return path
 
@@ -149,9 +154,9 @@ def _train(
 
     dataset_dir = _dataset_dir(settings, job.dataset_id)
     test_dir = _dataset_dir(settings, spec.test_dataset_id, "test dataset") if spec.test_dataset_id else None
-    ckpt = settings.files.checkpoint(job.id)
+    ckpt = settings.storage.scratch.checkpoint(job.id)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    resume = ckpt if ckpt.is_file() else None
+    resume = settings.storage.fetch_checkpoint(job.id)  # s3: the last one any host stored
     callbacks = [callback] if callback is not None else []
     if resume is not None and callback is not None:
         log.info("job %s resumes from its last checkpoint", job.id)
@@ -195,31 +200,52 @@ def _publish(job: lifecycle.ClaimedJob, spec: JobSpec, result: Any, settings: Se
     The predictions are on disk before the job reads `succeeded`, so a sweep leaderboard
     that sees the job finished can always resample its test split.
     """
-    record = publish_model(result, settings.files, base_model=spec.base_model, modality=job.dataset_modality)
-    written = [settings.files.artifact(record.id)]
-    if result.test is not None:
-        written.append(settings.files.predictions(job.id, result.test.split, job.attempt))
-        result.test.save(written[-1])
-    if result.validation is not None:  # suspect labels: never fails the job (logged when it cannot)
-        issues = settings.files.label_issues(record.id)
-        dataset_dir = settings.files.dataset(spec.dataset_id)
-        if write_label_issues(
-            issues, result.validation, dataset_dir, model_id=record.id, dataset_id=spec.dataset_id
-        ):
-            written.append(issues)
+    storage = settings.storage
+    record = publish_model(result, storage.scratch, base_model=spec.base_model, modality=job.dataset_modality)
+    written = [record.artifact_path]
     try:
+        storage.publish(storage.scratch.artifact(record.id))
+        _publish_extras(job, spec, result, settings, record.id, written)
         outcome = lifecycle.finish_succeeded(job.id, job.attempt, record, settings)
     except BaseException:
-        _remove(written)
+        _forget(settings, written)
         raise
     if outcome != "succeeded":
-        _remove(written)  # cancelled or taken back meanwhile: keep no orphan file
+        _forget(settings, written)  # cancelled or taken back meanwhile: keep no orphan file
     return outcome
 
 
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
+def _publish_extras(
+    job: lifecycle.ClaimedJob,
+    spec: JobSpec,
+    result: Any,
+    settings: Settings,
+    model_id: str,
+    written: list[str],
+) -> None:
+    """The test predictions and the suspect-label ranking, each stored once complete; `written`
+    gets the layout path of each, so a failure later removes them again."""
+    storage = settings.storage
+    if result.test is not None:
+        predictions = storage.scratch.predictions(job.id, result.test.split, job.attempt)
+        result.test.save(predictions)
+        written.append(storage.relative(predictions))
+        storage.publish(predictions)
+    if result.validation is not None:  # suspect labels: never fails the job (logged when it cannot)
+        issues = storage.scratch.label_issues(model_id)
+        dataset_dir = _dataset_dir(settings, spec.dataset_id)
+        if write_label_issues(
+            issues, result.validation, dataset_dir, model_id=model_id, dataset_id=spec.dataset_id
+        ):
+            written.append(storage.relative(issues))
+            storage.publish(issues)
+
+
+def _forget(settings: Settings, written: list[str]) -> None:
+    try:
+        settings.storage.remove(*written)
+    except StorageUnavailable:
+        log.warning("could not remove the stored outputs %s; storage is unavailable", written)
 
 
 def _run_claimed(

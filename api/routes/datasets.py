@@ -165,12 +165,15 @@ def _ingest_and_store(
         duplicate = service.duplicate_warning(existing, options.as_fields())
     _check_room(settings, owner_id, upload.size_bytes)
     dataset_id = new_id()
-    dataset_dir = settings.files.dataset(dataset_id)
-    result = ingest_dataset(upload.path, upload.filename, dataset_dir, options=options)
+    storage = settings.storage
+    result = ingest_dataset(
+        upload.path, upload.filename, storage.scratch.dataset(dataset_id), options=options
+    )
     try:
+        storage.publish_dataset(dataset_id)  # s3: streamed to the bucket (multipart when large)
         return _store(settings, owner_id, dataset_id, upload, result, options, duplicate), True
     except BaseException:
-        service.remove_files(dataset_dir)
+        service.discard_files(storage, dataset_id)
         raise
 
 
@@ -214,7 +217,9 @@ async def upload_dataset(
         # The form's overhead is not dataset bytes; judge by what the file can at most be.
         at_least = max(0, int(declared) - FORM_OVERHEAD_BYTES)
         await run_in_threadpool(_check_room, settings, principal.owner_id, at_least)
-    upload = await receive_upload(request, settings.files.uploads, settings.max_upload_bytes)
+    if settings.storage.remote:  # an unreachable bucket answers 503 before the body is read
+        await run_in_threadpool(settings.storage.check)
+    upload = await receive_upload(request, settings.storage.scratch.uploads, settings.max_upload_bytes)
     try:
         dataset, created = await anyio.to_thread.run_sync(
             partial(_ingest_and_store, settings, principal.owner_id, upload, dedupe),
@@ -271,7 +276,7 @@ def get_sample_image(
     404 `not_found` for another owner's dataset, a text dataset or an index past the end.
     """
     row = service.get_owned(session, principal.owner_id, dataset_id)
-    path, media_type = service.sample_image(settings.files, row, index)
+    path, media_type = service.sample_image(settings.storage, row, index)
     return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -284,6 +289,9 @@ def get_sample_image(
 def delete_dataset(
     dataset_id: str, principal: OwnerDep, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    """Delete a dataset and its stored files; 409 `dataset_in_use` while a queued or running job needs it."""
-    service.delete(session, settings.files, principal.owner_id, dataset_id)
+    """Delete a dataset and its stored files; 409 `dataset_in_use` while a queued or running job needs it.
+
+    503 `storage_unavailable` (nothing deleted) when the object storage does not answer.
+    """
+    service.delete(session, settings.storage, principal.owner_id, dataset_id)
     return Response(status_code=204)

@@ -33,7 +33,7 @@ router = APIRouter(tags=["health"])
 #: One small pool per dependency: a hung broker's stuck probes never delay the database's.
 _PROBE_THREADS = {
     name: concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix=f"probe-{name}")
-    for name in ("database", "broker")
+    for name in ("database", "broker", "storage")
 }
 
 
@@ -50,6 +50,10 @@ def _check_database(settings: Settings) -> None:
 
 def _check_broker(settings: Settings) -> None:
     check_broker(settings, timeout=settings.readiness_timeout_seconds)
+
+
+def _check_storage(settings: Settings) -> None:
+    settings.storage.check()  # file://: nothing to ask; s3://: HEAD of the bucket
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -94,21 +98,21 @@ async def _probe(name: str, check: Callable[[Settings], None], settings: Setting
     responses=problem_responses("not_ready"),
 )
 async def readyz(settings: SettingsDep) -> Readiness | JSONResponse:
-    """Readiness: the database answers `SELECT 1` and the broker accepts a connection.
+    """Readiness: the database answers `SELECT 1`, the broker accepts a connection and the object
+    storage (s3://) answers a HEAD of its bucket.
 
-    503 `not_ready` when one does not; the problem also holds `database` and `broker`.
+    503 `not_ready` when one does not; the problem also holds `database`, `broker` and `storage`.
     """
-    database, broker = await asyncio.gather(
-        _probe("database", _check_database, settings), _probe("broker", _check_broker, settings)
+    database, broker, storage = await asyncio.gather(
+        _probe("database", _check_database, settings),
+        _probe("broker", _check_broker, settings),
+        _probe("storage", _check_storage, settings),
     )
-    state = Readiness(database=database, broker=broker)
-    if database == "ok" and broker == "ok":
+    state = Readiness(database=database, broker=broker, storage=storage)
+    results = (("database", database), ("broker", broker), ("storage", storage))
+    if all(result == "ok" for _, result in results):
         return state
-    down = [
-        f"the {name} ({result})"
-        for name, result in (("database", database), ("broker", broker))
-        if result != "ok"
-    ]
+    down = [f"the {name} ({result})" for name, result in results if result != "ok"]
     return JSONResponse(
         {
             "type": problem_type("not_ready"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,8 @@ from api.services.pagination import Page, id_starts_with, paginate
 from apl.formats import IMAGES_DIR, SAMPLES_FILE
 from core.db.models import Dataset, Job
 from core.errors import AppError, not_found
-from core.files import DataFiles
 from core.jobs.status import ACTIVE_STATUSES
+from core.objects import Storage, StorageUnavailable
 from core.settings import Settings
 from core.sweeps.candidates import DatasetProfile, profile
 
@@ -105,7 +104,7 @@ def create(
     return row
 
 
-def delete(session: Session, files: DataFiles, owner_id: str, dataset_id: str) -> None:
+def delete(session: Session, storage: Storage, owner_id: str, dataset_id: str) -> None:
     """Delete the row, then the stored files; 409 while a queued or running job needs them
     (to train on, or as its test dataset).
 
@@ -124,35 +123,36 @@ def delete(session: Session, files: DataFiles, owner_id: str, dataset_id: str) -
             "dataset_in_use",
             f"{in_use} queued or running job(s) use this dataset; cancel them or wait for them to finish",
         )
+    storage.check()  # a storage that does not answer: 503 before anything is deleted
     session.delete(row)
     session.commit()
-    remove_files(files.dataset(dataset_id))
+    discard_files(storage, dataset_id)
 
 
-def remove_files(directory: Path) -> None:
-    """Remove a dataset's directory; leftovers are logged, never shown to the client."""
-
-    def _log(_function: object, path: str, exc_info: tuple[type[BaseException], BaseException, Any]) -> None:
-        log.warning("could not remove %s: %s", path, exc_info[1])
-
-    if directory.exists():
-        shutil.rmtree(directory, onerror=_log)
+def discard_files(storage: Storage, dataset_id: str) -> None:
+    """Remove a dataset's stored files; leftovers are logged, never shown to the client."""
+    try:
+        storage.delete_dataset(dataset_id)
+    except StorageUnavailable:
+        log.warning("could not remove the stored files of dataset %s", dataset_id)
 
 
 #: Media types of the stored image suffixes (the upload accepts exactly these: apl.formats).
 IMAGE_MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
-def sample_image(files: DataFiles, row: Dataset, index: int) -> tuple[Path, str]:
+def sample_image(storage: Storage, row: Dataset, index: int) -> tuple[Path, str]:
     """The stored image file of sample `index` (0-based, upload order) and its media type.
 
     For the dashboard's suspect-label thumbnails: an <img> cannot send the Bearer key, so the
     page fetches the bytes through the API. 404 for a text dataset, an index past the end, or
     a stored path outside `images/` (never served, whatever samples.jsonl says).
     """
-    root = files.dataset(row.id)
     missing = AppError(404, "not_found", f"sample {index} of this dataset has no stored image")
     if index < 0 or index >= row.num_samples:
+        raise missing
+    root = storage.dataset_dir(row.id)
+    if root is None:
         raise missing
     with (root / SAMPLES_FILE).open(encoding="utf-8") as handle:
         line = next((text for i, text in enumerate(handle) if i == index), "")

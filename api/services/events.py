@@ -72,7 +72,7 @@ def checkpoint_list(session: Session, settings: Settings, owner_id: str, job_id:
     for row in history.checkpoints(session, job.id):
         newest[int(row.data["epoch"])] = row  # oldest first, so a re-saved epoch keeps its last save
     latest = max(newest.values(), key=lambda row: row.id, default=None)
-    on_disk = latest is not None and settings.files.checkpoint(job.id).is_file()
+    on_disk = latest is not None and settings.storage.has_checkpoint(job.id)
     final = job.best_metrics if job.best_metrics and not job.best_metrics.get("so_far") else {}
     best = final.get("best_epoch", final.get("epoch"))  # a running job's best so far marks no epoch
     metric_keys = [key for key in history.SUMMARY_FIELDS if key not in ("epoch", "step")]

@@ -190,10 +190,12 @@ def _check_partial_labels(settings: Settings, spec: JobSpec, dataset: Dataset) -
     if not dataset.unknown_cells:
         return
     from apl.data import job_split, load_stored_dataset, unannotated_labels
-    from core.files import DataFiles
 
     hp = spec.hyperparameters
-    stored = load_stored_dataset(DataFiles(settings.data_dir).dataset(dataset.id))
+    directory = settings.storage.dataset_dir(dataset.id)
+    if directory is None:  # its files are gone: the worker fails the job with dataset_unreadable
+        return
+    stored = load_stored_dataset(directory)
     train, _, _ = job_split(stored.targets, hp.val_fraction, hp.seed, spec.test_fraction)
     blank = [stored.labels[j] for j in unannotated_labels(stored.targets, train)]
     if blank:

@@ -37,6 +37,7 @@ from apl.atomic import file_sha256 as hashed_file
 from core.db.models import Job, Model
 from core.errors import AppError, not_found
 from core.files import ARCHIVE_SUFFIX, ONNX_SUFFIX, DataFiles
+from core.objects import StorageUnavailable
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,10 @@ def label_issues(settings: Settings, row: Model, *, limit: int, cursor: str | No
     """
     start = _cursor_rank(cursor)
     try:
-        document = json.loads(settings.files.label_issues(row.id).read_text(encoding="utf-8"))
+        path = settings.storage.fetch_label_issues(row.id)
+        if path is None:
+            raise FileNotFoundError(row.id)
+        document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise AppError(
             404,
@@ -175,9 +179,12 @@ def label_issues(settings: Settings, row: Model, *, limit: int, cursor: str | No
 
 
 def artifact_path(settings: Settings, row: Model) -> Path:
-    """The archive file of a model; 503 `model_unavailable` when it is missing on this server."""
-    path = settings.files.stored_artifact(row.artifact_path)
-    if path is None or not path.is_file():
+    """A local copy of a model's archive (s3: from the node-local cache, downloaded and verified once);
+    503 `model_unavailable` when it is missing, `storage_unavailable` when the storage does not answer."""
+    storage = settings.storage
+    inside = storage.local.stored_artifact(row.artifact_path) is not None
+    path = storage.fetch(row.artifact_path) if inside else None
+    if path is None:
         log.error("the artifact of model %s is missing", row.id)
         raise AppError(503, "model_unavailable", "the model's artifact is not available on this server")
     return path
@@ -238,17 +245,16 @@ def delete(session: Session, settings: Settings, owner_id: str, model_id: str) -
     A request already being answered by a loaded copy of the model still completes.
     """
     row = get_owned(session, owner_id, model_id)
-    archive = settings.files.stored_artifact(row.artifact_path)
-    files = (archive, DataFiles.onnx_export(archive, row.id)) if archive is not None else ()
-    files = (*files, settings.files.label_issues(row.id))
+    storage = settings.storage
+    storage.check()  # a storage that does not answer: 503 before anything is deleted
+    model_id, artifact = row.id, row.artifact_path
     session.execute(update(Job).where(Job.model_id == row.id).values(model_id=None))
     session.delete(row)
     session.commit()
-    for path in files:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:  # logged, never shown: the model is gone either way
-            log.warning("could not remove %s: %s", path, exc)
+    try:
+        storage.delete_model(model_id, artifact)
+    except StorageUnavailable:  # logged, never shown: the model is gone either way
+        log.warning("could not remove the stored files of model %s", model_id)
 
 
 def file_sha256(path: Path) -> str:

@@ -26,6 +26,7 @@ from core.db.models import Dataset, Job, Sweep
 from core.errors import AppError, not_found
 from core.jobs import lifecycle
 from core.jobs.status import FINAL_STATUSES, JobStatus
+from core.objects import StorageUnavailable
 from core.settings import Settings
 from core.sweeps import candidates, document, leaderboard
 from core.sweeps.spec import SweepSpec, check, child_specs
@@ -212,10 +213,12 @@ def _load_predictions(settings: Settings, children: list[Child]) -> leaderboard.
     attempts = {child.job_id: child.attempts for child in children}
 
     def load(job_id: str) -> SplitPredictions | None:
-        path = settings.files.predictions(job_id, TEST_SPLIT, attempts.get(job_id, 0))
         try:
+            path = settings.storage.fetch_predictions(job_id, TEST_SPLIT, attempts.get(job_id, 0))
+            if path is None:
+                raise FileNotFoundError(job_id)
             return SplitPredictions.load(path)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, StorageUnavailable):
             log.warning("the test predictions of job %s cannot be read", job_id, exc_info=True)
             return None
 

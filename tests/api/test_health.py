@@ -22,7 +22,7 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"database": "ok", "broker": "ok"}
+    assert ready.json() == {"database": "ok", "broker": "ok", "storage": "ok"}
 
 
 def test_readyz_is_503_when_the_broker_port_is_closed(settings: Settings) -> None:

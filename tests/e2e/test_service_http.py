@@ -242,7 +242,8 @@ def test_full_mode_trains_an_image_model(full_mode: tuple[LiveServer, Settings])
     try:
         with server.client() as client:
             ready = client.get("/readyz")
-            assert ready.status_code == 200 and ready.json() == {"database": "ok", "broker": "ok"}
+            assert ready.status_code == 200
+            assert ready.json() == {"database": "ok", "broker": "ok", "storage": "ok"}
             dataset = upload(client, image_zip(24), "squares.zip")
             assert dataset["modality"] == "image" and dataset["num_samples"] == 24
             spec = {
