@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from apl.baseline import JobBaselines
 from apl.metrics import EpochMetrics
 from apl.models import BuiltModel
 from apl.predictions import SplitPredictions
@@ -110,6 +111,12 @@ class TrainResult:
     #: The final model's out-of-sample validation predictions (unknown cells in `known`), from
     #: which the worker ranks suspect labels (`apl.label_issues`); None when stopped.
     validation: SplitPredictions | None = None
+    #: "fine_tuned", or "linear_probe" for the probe's own result (`apl.training.baselines`).
+    kind: str = "fine_tuned"
+    #: The job's baselines next to this model (None when stopped or not finalized).
+    baselines: JobBaselines | None = None
+    #: The linear probe's result, present when it beats this model on validation mAP.
+    probe: TrainResult | None = None
 
     @property
     def best_epoch(self) -> int | None:

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from apl.calibration import apply_temperatures, calibration_report
 from apl.catalog import UnknownBaseModel, resolve_base_model
 from apl.data import (
     ImageDataset,
@@ -42,16 +41,18 @@ from apl.data import (
 )
 from apl.decisions import FALLBACK_THRESHOLD
 from apl.errors import DatasetError, ModelUnavailableError, TrainingDivergedError
-from apl.evaluation import Finalized, build_evaluation, finalize
-from apl.metrics import EpochMetrics, score_held_out, score_validation
+from apl.evaluation import Finalized, finalize
+from apl.metrics import EpochMetrics, score_validation
 from apl.models import BuiltModel, build_model
 from apl.predictions import SplitPredictions
 from apl.spec import Hyperparameters
+from apl.training.baselines import BaselineInputs, with_baselines
 from apl.training.callbacks import CallbackList, Progress, TrainerCallback, TrainInfo
 from apl.training.checkpoint import LoopState, cpu_state, read_checkpoint, restore_checkpoint, save_checkpoint
 from apl.training.config import TrainConfig, TrainResult
 from apl.training.device import Precision, autocast_dtype, resolve_device
 from apl.training.schedule import build_optimizer, warmup_cosine
+from apl.training.scoring import finalized_fields, held_out_predictions, validation_predictions
 from apl.training.seeding import epoch_seed, seed_everything, seed_worker
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
@@ -518,65 +519,27 @@ class _Run:
         split = self.split
         assert split.test_set is not None and split.test_idx is not None and split.test_source is not None
         loader = _eval_loader(self.config, self.built, split.test_set, self.device.type == "cuda")
-        cutoffs = np.asarray(final.thresholds.values, dtype=np.float64)
         outputs = _predict(self.model, loader, self.loss_fn, self.device, self.precision, self.hooks)
         try:
-            probs = apply_temperatures(outputs.logits, final.temperatures)
-            scores = score_held_out(
-                probs, outputs.targets, self.labels, dict(zip(self.labels, cutoffs, strict=True))
-            )
-            report = calibration_report(
-                outputs.logits, outputs.targets, final.temperatures, self.config.calibration
-            )
-            evaluation = build_evaluation(
-                probs,
+            return held_out_predictions(
+                outputs.logits,
                 outputs.targets,
                 self.labels,
-                final.thresholds,
-                report,
-                split="test",
-                label_counts=self.split.train_set.positive_counts,
+                final,
+                indices=split.test_idx,
+                source=split.test_source,
+                calibration=self.config.calibration,
+                label_counts=split.train_set.positive_counts,
                 min_labels=self.config.decision.min_labels,
             )
         except ValueError as exc:
             raise TrainingDivergedError("the test predictions became NaN or infinite") from exc
-        predictions = SplitPredictions(
-            split="test",
-            labels=list(self.labels),
-            probs=probs.astype(np.float32),
-            targets=(outputs.targets > 0.5).astype(np.uint8),
-            known=~np.isnan(outputs.targets),
-            thresholds=cutoffs,
-            indices=np.asarray(split.test_idx, dtype=np.int64),
-            source=split.test_source,
-            map=scores.map,
-            micro_f1=scores.micro_f1,
-            macro_f1=scores.macro_f1,
-            per_class_ap=scores.per_class_ap,
-        )
-        return predictions, evaluation
 
     def _validation_predictions(self, final: Finalized) -> SplitPredictions:
-        """The best epoch's validation scores as the final model gives them (temperatures applied).
-
-        Out of sample (no validation sample was trained on), so `apl.label_issues` can rank the
-        split's given labels by how much the model doubts them.
-        """
+        """The best epoch's validation scores as the final model gives them (`validation_predictions`)."""
         outputs = self.best_outputs or self._validation_outputs()
-        evaluation = final.evaluation
-        return SplitPredictions(
-            split="validation",
-            labels=list(self.labels),
-            probs=apply_temperatures(outputs.logits, final.temperatures).astype(np.float32),
-            targets=(outputs.targets > 0.5).astype(np.uint8),
-            known=~np.isnan(outputs.targets),
-            thresholds=np.asarray(final.thresholds.values, dtype=np.float64),
-            indices=np.asarray(self.split.val_idx, dtype=np.int64),
-            source="fraction",
-            map=float(evaluation["map"]),
-            micro_f1=float(evaluation["micro_f1"]),
-            macro_f1=float(evaluation["macro_f1"]),
-        )
+        assert self.split.val_idx is not None
+        return validation_predictions(outputs.logits, outputs.targets, self.labels, final, self.split.val_idx)
 
     def _load_best(self) -> None:
         """The best epoch's weights (the last ones when no epoch was evaluated), in eval mode."""
@@ -609,24 +572,15 @@ class _Run:
         """The TrainResult; without an evaluated epoch every label gets the fallback threshold."""
         best, labels = self.state.best, self.labels
         thresholds = dict.fromkeys(labels, FALLBACK_THRESHOLD)
-        fallback, extra = list(labels), dict[str, Any]()
+        fields: dict[str, Any] = {"thresholds": thresholds, "fallback_labels": list(labels)}
         if final is not None:
-            choice = final.thresholds
-            thresholds = {name: float(choice.values[j]) for j, name in enumerate(labels)}
-            fallback = [labels[j] for j in choice.fallback]
-            extra = {
-                "temperatures": {name: float(final.temperatures[j]) for j, name in enumerate(labels)},
-                "threshold_sources": dict(zip(labels, choice.sources, strict=True)),
-                "evaluation": final.evaluation,
-            }
+            fields = finalized_fields(final, labels)
         elif best is not None:
-            thresholds, fallback = dict(best.thresholds), list(best.fallback_labels)
+            fields = {"thresholds": dict(best.thresholds), "fallback_labels": list(best.fallback_labels)}
         return TrainResult(
             config=self.config,
             model=self.built,
             labels=list(labels),
-            thresholds=thresholds,
-            fallback_labels=fallback,
             best_metrics=best,
             history=list(self.state.history),
             stopped=stopped,
@@ -636,7 +590,7 @@ class _Run:
             precision=self.precision,
             test=test,
             validation=self.validation if final is not None else None,
-            **extra,
+            **fields,
         )
 
 
@@ -709,4 +663,24 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Tra
             run.evaluate(epoch, train_loss)
     except _Stopped:
         stopped = True
-    return run.finish(stopped)
+    return with_baselines(_baseline_inputs(run), run.finish(stopped))
+
+
+def _baseline_inputs(run: _Run) -> BaselineInputs:
+    """What `apl.training.baselines` needs of the run: its splits, device and evaluation loader."""
+    split, pin = run.split, run.device.type == "cuda"
+    assert split.val_idx is not None
+    return BaselineInputs(
+        config=run.config,
+        labels=list(run.labels),
+        train_set=split.train_set,
+        val_set=split.val_set,
+        val_idx=split.val_idx,
+        device=run.device,
+        precision=run.precision,
+        should_stop=run.hooks.should_stop,
+        loader=lambda built, data: _eval_loader(run.config, built, data, pin),
+        test_set=split.test_set,
+        test_idx=split.test_idx,
+        test_source=split.test_source,
+    )
