@@ -174,24 +174,37 @@ def _publish(job: lifecycle.ClaimedJob, spec: JobSpec, result: Any, settings: Se
     """
     record = publish_model(result, settings.files, base_model=spec.base_model, modality=job.dataset_modality)
     written = [settings.files.artifact(record.id)]
+    probe = None
+    if result.probe is not None:  # the linear probe beat the fine-tuned model: published too, and chosen
+        probe = publish_model(
+            result.probe, settings.files, base_model=spec.base_model, modality=job.dataset_modality
+        )
+        written.append(settings.files.artifact(probe.id))
     if result.test is not None:
         written.append(settings.files.predictions(job.id, result.test.split, job.attempt))
         result.test.save(written[-1])
-    if result.validation is not None:  # suspect labels: never fails the job (logged when it cannot)
-        issues = settings.files.label_issues(record.id)
-        dataset_dir = settings.files.dataset(spec.dataset_id)
-        if write_label_issues(
-            issues, result.validation, dataset_dir, model_id=record.id, dataset_id=spec.dataset_id
-        ):
-            written.append(issues)
+    written += _label_issues(spec, record.id, result.validation, settings)
+    if probe is not None:
+        written += _label_issues(spec, probe.id, result.probe.validation, settings)
     try:
-        outcome = lifecycle.finish_succeeded(job.id, job.attempt, record, settings)
+        outcome = lifecycle.finish_succeeded(job.id, job.attempt, record, settings, probe)
     except BaseException:
         _remove(written)
         raise
     if outcome != "succeeded":
         _remove(written)  # cancelled or taken back meanwhile: keep no orphan file
     return outcome
+
+
+def _label_issues(spec: JobSpec, model_id: str, validation: Any, settings: Settings) -> list[Path]:
+    """Rank the model's suspect labels; never fails the job (logged when it cannot)."""
+    if validation is None:
+        return []
+    issues = settings.files.label_issues(model_id)
+    dataset_dir = settings.files.dataset(spec.dataset_id)
+    if write_label_issues(issues, validation, dataset_dir, model_id=model_id, dataset_id=spec.dataset_id):
+        return [issues]
+    return []
 
 
 def _remove(paths: list[Path]) -> None:

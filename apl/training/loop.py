@@ -491,7 +491,7 @@ class _Run:
         has one, is predicted once with the final model and its decisions: nothing before
         (early stopping, the best epoch, calibration, thresholds) has seen it. A stopped run
         is neither finalized nor tested, since its model is not kept; a cancel during either
-        step stops the run like any other.
+        step stops the run like any other. The job's baselines (`apl.training.baselines`) come last.
         """
         self._load_best()
         final, test = None, None
@@ -504,7 +504,7 @@ class _Run:
                     final = replace(final, evaluation=evaluation)
             except _Stopped:
                 stopped, final, test = True, None, None
-        result = self._result(stopped, final, test)
+        result = with_baselines(_baseline_inputs(self), self._result(stopped, final, test))
         self.hooks.call("on_train_end", result)
         return result
 
@@ -663,7 +663,7 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Tra
             run.evaluate(epoch, train_loss)
     except _Stopped:
         stopped = True
-    return with_baselines(_baseline_inputs(run), run.finish(stopped))
+    return run.finish(stopped)
 
 
 def _baseline_inputs(run: _Run) -> BaselineInputs:
