@@ -56,6 +56,10 @@ def model_metrics(result: TrainResult) -> dict[str, Any]:
         # Scored once at the best epoch on the held-out split; the sweep leaderboard reads these.
         metrics["test"] = result.test.metrics()
     metrics["kind"] = getattr(result, "kind", "fine_tuned")
+    if getattr(result, "stop_reason", None) is not None:
+        # Why training ended (apl.training.budget): the epochs asked for, no improvement, the step budget.
+        metrics["stop_reason"] = result.stop_reason
+        metrics["stop_message"] = result.stop_message
     baselines = getattr(result, "baselines", None)
     if baselines is not None:
         # The job's linear baselines beside the model (apl.training.baselines), and what they say.

@@ -111,6 +111,10 @@ class TrainResult:
     #: The final model's out-of-sample validation predictions (unknown cells in `known`), from
     #: which the worker ranks suspect labels (`apl.label_issues`); None when stopped.
     validation: SplitPredictions | None = None
+    #: Why training ended: "epochs", "no_improvement", "max_steps" or "stopped" (apl.training.budget).
+    stop_reason: str | None = None
+    #: The same as a sentence for the job.
+    stop_message: str | None = None
     #: "fine_tuned", or "linear_probe" for the probe's own result (`apl.training.baselines`).
     kind: str = "fine_tuned"
     #: The job's baselines next to this model (None when stopped or not finalized).

@@ -47,6 +47,7 @@ from apl.models import BuiltModel, build_model
 from apl.predictions import SplitPredictions
 from apl.spec import Hyperparameters
 from apl.training.baselines import BaselineInputs, with_baselines
+from apl.training.budget import Budget, resolve_budget, stop_message, stop_reason
 from apl.training.callbacks import CallbackList, Progress, TrainerCallback, TrainInfo
 from apl.training.checkpoint import LoopState, cpu_state, read_checkpoint, restore_checkpoint, save_checkpoint
 from apl.training.config import TrainConfig, TrainResult
@@ -304,6 +305,8 @@ class _Run:
     scaler: torch.amp.GradScaler
     #: What a checkpoint must match to continue this run (see `_fingerprint`).
     fingerprint: dict[str, Any]
+    #: How many epochs at most, and when evidence may stop the run (`apl.training.budget`).
+    budget: Budget
     state: LoopState = field(default_factory=LoopState)
     #: The best epoch's validation outputs, kept for `finish` (not checkpointed).
     best_outputs: _Outputs | None = None
@@ -326,7 +329,7 @@ class _Run:
 
     @property
     def total_steps(self) -> int:
-        return self.hp.epochs * self.steps_per_epoch
+        return self.budget.epochs * self.steps_per_epoch
 
     def resume(self, path: Path) -> None:
         """Load a checkpoint of this same configuration into every live object (RNGs included)."""
@@ -347,7 +350,7 @@ class _Run:
                 labels=list(self.labels),
                 num_train=len(self.split.train_set),
                 num_val=len(self.split.val_set),
-                epochs=self.hp.epochs,
+                epochs=self.budget.epochs,
                 steps_per_epoch=self.steps_per_epoch,
                 total_steps=self.total_steps,
                 start_epoch=self.state.epoch,
@@ -375,7 +378,7 @@ class _Run:
             self._train_step(batch, tally, params)
             self.scheduler.step()
             self.state.step += 1
-            progress = Progress(epoch, self.hp.epochs, self.state.step, self.total_steps, tally.mean)
+            progress = Progress(epoch, self.budget.epochs, self.state.step, self.total_steps, tally.mean)
             self.hooks.call("on_step_end", progress)
         return tally.mean
 
@@ -464,8 +467,13 @@ class _Run:
         if better:
             state.best, state.best_weights = metrics, cpu_state(self.model)
         state.history.append(metrics)
-        patience = self.hp.early_stopping_patience
-        state.early_stopped = patience is not None and state.bad_epochs >= patience and epoch < self.hp.epochs
+        patience, budget = self.budget.patience, self.budget
+        state.early_stopped = (
+            patience is not None
+            and state.bad_epochs >= patience
+            and epoch < budget.epochs
+            and state.step >= budget.min_steps
+        )
         state.epoch = epoch
         state.elapsed_s = time.monotonic() - self.started
         return better
@@ -571,6 +579,7 @@ class _Run:
     ) -> TrainResult:
         """The TrainResult; without an evaluated epoch every label gets the fallback threshold."""
         best, labels = self.state.best, self.labels
+        reason = stop_reason(self.budget, stopped=stopped, early_stopped=self.state.early_stopped)
         thresholds = dict.fromkeys(labels, FALLBACK_THRESHOLD)
         fields: dict[str, Any] = {"thresholds": thresholds, "fallback_labels": list(labels)}
         if final is not None:
@@ -590,6 +599,8 @@ class _Run:
             precision=self.precision,
             test=test,
             validation=self.validation if final is not None else None,
+            stop_reason=reason,
+            stop_message=stop_message(self.budget, reason, self.state.step, best.step if best else None),
             **fields,
         )
 
@@ -620,7 +631,8 @@ def _setup(config: TrainConfig, hooks: CallbackList) -> _Run:
     loss_fn: LossFn = build_loss(config.loss, reduction="sum")
     pin = device.type == "cuda"
     train_loader, val_loader, generator = _loaders(config, built, split.train_set, split.val_set, pin)
-    total_steps = hp.epochs * len(train_loader)
+    budget = resolve_budget(hp, config.base_model, len(train_loader))
+    total_steps = budget.epochs * len(train_loader)
     optimizer = build_optimizer(model, hp.learning_rate, hp.weight_decay)
     scheduler = warmup_cosine(optimizer, round(hp.warmup_fraction * total_steps), total_steps)
     run = _Run(
@@ -639,6 +651,7 @@ def _setup(config: TrainConfig, hooks: CallbackList) -> _Run:
         scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
         fingerprint=_fingerprint(config, split),
+        budget=budget,
     )
     if config.resume_from is not None:
         run.resume(config.resume_from)
@@ -656,7 +669,7 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Tra
     run.begin()
     stopped = False
     try:
-        for epoch in range(run.state.epoch + 1, run.hp.epochs + 1):
+        for epoch in range(run.state.epoch + 1, run.budget.epochs + 1):
             if run.state.early_stopped:
                 break
             train_loss = run.run_epoch(epoch)

@@ -74,6 +74,9 @@ def show_job(job: Job) -> None:
     if isinstance(test, dict):
         scores = ", ".join(f"{k}={fmt(test[k])}" for k in ("map", "macro_f1", "micro_f1") if k in test)
         out.print(f"  test split ({test.get('num_samples')} samples): {scores}", highlight=False)
+    stop = (job.best_metrics or {}).get("stop_message")
+    if stop:
+        out.print(f"  training ended: {stop}", highlight=False)
     if job.comparison:
         out.print(f"  baselines: {job.comparison}", highlight=False)
     if job.model_id:
