@@ -276,6 +276,18 @@ class LeaderboardRow(_Result):
     per_seed: list[SeedResult] = Field(default_factory=list)
 
 
+class BaselineRow(_Result):
+    """A linear baseline on the sweep's test splits (marked `baseline`; never in the verdict)."""
+
+    baseline: str
+    label: str = ""
+    n: int
+    mean: float | None = None
+    sd: float | None = None
+    ci95: list[float] | None = None
+    per_seed: list[SeedResult] = Field(default_factory=list)
+
+
 class Comparison(_Result):
     candidate: dict[str, Any]
     versus: dict[str, Any]
@@ -298,6 +310,7 @@ class Leaderboard(_Result):
     split: str = "test"
     complete: bool
     rows: list[LeaderboardRow]
+    baseline_rows: list[BaselineRow] = Field(default_factory=list)
     verdict: Literal["winner", "no_clear_winner", "incomplete"]
     winner: LeaderboardWinner | None = None
     comparison: Comparison | None = None
