@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from aplserve.demo_data import MOSAICS_ZIP, MOVIES_CSV, Mosaic, plan_mosaics, write_demo_data
+from aplserve.demo_data import MOSAICS_ZIP, MOVIES_CSV, Mosaic, movie_samples, plan_mosaics, write_demo_data
 
 SEED = 1234
 MAX_TAGS = 30
@@ -51,7 +51,7 @@ FASHION_NAMES = (
     *("tshirt", "trouser", "pullover", "dress", "coat"),
     *("sandal", "shirt", "sneaker", "bag", "boot"),
 )
-NUM_FASHION = 600
+NUM_FASHION = 400
 
 
 def _stanzas(text: str) -> list[dict[str, str]]:
@@ -90,7 +90,8 @@ def debtags_samples(count: int = NUM_PACKAGES, seed: int = SEED) -> list[tuple[s
     names = sorted(packages)
     chosen = [names[i] for i in rng.permutation(len(names))[: count * 2]]
     counts = collections.Counter(tag for name in chosen for tag in packages[name][1])
-    kept = {tag for tag, n in counts.most_common(MAX_TAGS) if n >= MIN_TAG_COUNT}
+    floor = max(8, MIN_TAG_COUNT * count // NUM_PACKAGES)  # scaled down with a smaller sample
+    kept = {tag for tag, n in counts.most_common(MAX_TAGS) if n >= floor}
     samples = []
     for name in chosen:
         text, tags = packages[name]
@@ -141,21 +142,44 @@ def write_fashion_mosaics(path: Path, count: int = NUM_FASHION, seed: int = SEED
     return mosaics
 
 
-def build(root: Path, which: str) -> list[tuple[str, Path, str, str]]:
+def build(root: Path, which: str, samples: int | None = None) -> list[tuple[str, Path, str, str]]:
     """(name, upload file, base model, modality) of the data sets of `which` (text, image or all)."""
     demo = root / "demo"
     demo.mkdir(exist_ok=True)
     write_demo_data(demo)
     sets = []
     if which in ("text", "all"):
-        sets.append(("movies (demo)", demo / MOVIES_CSV, "minilm-l6", "text"))
-        sets.append(("debtags", write_text_csv(root / "debtags.csv", debtags_samples()), "minilm-l6", "text"))
+        movies = movie_samples()[:samples] if samples else movie_samples()
+        sets.append(("movies (demo)", write_text_csv(root / MOVIES_CSV, movies), "minilm-l6", "text"))
+        debtags = debtags_samples(samples or NUM_PACKAGES)
+        sets.append(("debtags", write_text_csv(root / "debtags.csv", debtags), "minilm-l6", "text"))
     if which in ("image", "all"):
         sets.append(("digit mosaics (demo)", demo / MOSAICS_ZIP, "mobilenetv2-100", "image"))
         fashion = root / "fashion-mosaics.zip"
         write_fashion_mosaics(fashion)
         sets.append(("fashion mosaics", fashion, "mobilenetv2-100", "image"))
     return sets
+
+
+def cap_budget(max_steps: int | None, min_steps: int | None) -> None:
+    """Shrink every base model's step budget for this process (a CPU-sized study says so)."""
+    import dataclasses
+
+    from apl.training import budget
+
+    if max_steps is None and min_steps is None:
+        return
+    catalog = budget.step_budget
+
+    def capped(base_model: str) -> Any:
+        bounds = catalog(base_model)
+        return dataclasses.replace(
+            bounds,
+            max_steps=min(bounds.max_steps, max_steps or bounds.max_steps),
+            min_steps=min(bounds.min_steps, min_steps or bounds.min_steps),
+        )
+
+    budget.step_budget = capped  # type: ignore[assignment]
 
 
 def run_job(dataset_dir: Path, base_model: str, loss: str) -> dict[str, Any]:
@@ -197,14 +221,18 @@ def main() -> None:
     parser.add_argument("--only", choices=("text", "image", "all"), default="all")
     parser.add_argument("--losses", default="apl,bce")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--samples", type=int, default=None, help="keep this many samples per text set")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap the step budget (CPU-sized runs)")
+    parser.add_argument("--min-steps", type=int, default=None)
     args = parser.parse_args()
+    cap_budget(args.max_steps, args.min_steps)
     from api.ingest import ingest_dataset
     from apl.data import load_stored_dataset
 
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name, upload, base_model, modality in build(root, args.only):
+        for name, upload, base_model, modality in build(root, args.only, args.samples):
             stored = root / f"ds-{len(results)}-{modality}"
             ingest_dataset(upload, upload.name, stored)
             data = load_stored_dataset(stored)

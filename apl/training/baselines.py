@@ -259,6 +259,20 @@ def _probe_result(inputs: BaselineInputs, probe: _Probe) -> TrainResult:
     )
 
 
+def _safe_probe(inputs: BaselineInputs) -> _Probe | None:
+    """The probe, or None for a network whose pooled features cannot be had this way.
+
+    A baseline must never fail the job it measures: a timm architecture without
+    `forward_head(pre_logits=True)`, or one that runs out of memory embedding, has no probe.
+    """
+    try:
+        return _probe(inputs)
+    except BaselinesStopped:
+        raise
+    except (AttributeError, TypeError, NotImplementedError, RuntimeError, ValueError):
+        return None
+
+
 def with_baselines(inputs: BaselineInputs, result: TrainResult) -> TrainResult:
     """`result` with its baselines, and the probe's own result when the probe wins on validation.
 
@@ -270,7 +284,7 @@ def with_baselines(inputs: BaselineInputs, result: TrainResult) -> TrainResult:
     started = time.monotonic()
     try:
         scores: dict[str, BaselineScore] = {}
-        probe = _probe(inputs)
+        probe = _safe_probe(inputs)
         if probe is not None:
             scores[LINEAR_PROBE] = probe.score
         if inputs.train_set.modality == "text":
