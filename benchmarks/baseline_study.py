@@ -215,16 +215,41 @@ def run_job(dataset_dir: Path, base_model: str, loss: str) -> dict[str, Any]:
     }
 
 
+def table(paths: list[Path]) -> str:
+    """The docs/results.md table of one or more result files."""
+    lines = [
+        "| data set | samples / labels (rarest) | loss | fine-tuned | linear probe | TF-IDF "
+        "| margin over best baseline | published | stopped | job | baselines |",
+        "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|",
+    ]
+    for path in paths:
+        for run in json.loads(path.read_text(encoding="utf-8")):
+            tfidf = run["baselines"].get("tfidf")
+            lines.append(
+                f"| {run['dataset']} | {run['samples']} / {run['labels']} ({run['min_label_count']}) "
+                f"| {run['loss']} | {run['fine_tuned_map']:.3f} | {run['baselines']['linear_probe']:.3f} "
+                f"| {f'{tfidf:.3f}' if tfidf is not None else '-'} | {run['margin_over_best_baseline']:+.3f} "
+                f"| {run['published'].replace('_', ' ')} | {run['stop_reason']} after {run['steps']} steps "
+                f"| {run['job_s']:.0f} s | {run['baselines_s']:.0f} s ({100 * run['baselines_share']:.0f}%) |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--only", choices=("text", "image", "all"), default="all")
     parser.add_argument("--losses", default="apl,bce")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--samples", type=int, default=None, help="keep this many samples per text set")
     parser.add_argument("--max-steps", type=int, default=None, help="cap the step budget (CPU-sized runs)")
     parser.add_argument("--min-steps", type=int, default=None)
+    parser.add_argument("--sets", default=None, help="comma-separated data set names to run (default: all)")
+    parser.add_argument("--table", nargs="*", type=Path, help="print the markdown table of result files")
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     cap_budget(args.max_steps, args.min_steps)
     from api.ingest import ingest_dataset
     from apl.data import load_stored_dataset
@@ -232,7 +257,10 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        wanted = set(args.sets.split(",")) if args.sets else None
         for name, upload, base_model, modality in build(root, args.only, args.samples):
+            if wanted is not None and name.split(" ")[0] not in wanted:
+                continue
             stored = root / f"ds-{len(results)}-{modality}"
             ingest_dataset(upload, upload.name, stored)
             data = load_stored_dataset(stored)
