@@ -182,12 +182,18 @@ def cap_budget(max_steps: int | None, min_steps: int | None) -> None:
     budget.step_budget = capped  # type: ignore[assignment]
 
 
-def run_job(dataset_dir: Path, base_model: str, loss: str) -> dict[str, Any]:
-    """One job with only dataset, base model (and loss), trained as the worker trains it."""
+def run_job(dataset_dir: Path, base_model: str, loss: str, epochs: int | None = None) -> dict[str, Any]:
+    """One job with only dataset, base model (and loss), trained as the worker trains it.
+
+    `epochs` set: the job as it was before step budgets (the base model's old epoch default).
+    """
     from apl.spec import JobSpec
     from apl.training import TrainConfig, train
 
-    spec = JobSpec(dataset_id="local", base_model=base_model, loss={"name": loss})
+    hyperparameters = {"epochs": epochs} if epochs else {}
+    spec = JobSpec(
+        dataset_id="local", base_model=base_model, loss={"name": loss}, hyperparameters=hyperparameters
+    )
     started = time.monotonic()
     result = train(TrainConfig.from_job_spec(spec, dataset_dir, device="cpu"))
     total = time.monotonic() - started
@@ -225,8 +231,10 @@ def table(paths: list[Path]) -> str:
     for path in paths:
         for run in json.loads(path.read_text(encoding="utf-8")):
             tfidf = run["baselines"].get("tfidf")
+            epochs = run["hyperparameters"]["epochs"]
+            budget = f", {epochs} epochs" if epochs else ""
             lines.append(
-                f"| {run['dataset']} | {run['samples']} / {run['labels']} ({run['min_label_count']}) "
+                f"| {run['dataset']}{budget} | {run['samples']} / {run['labels']} ({run['min_label_count']}) "
                 f"| {run['loss']} | {run['fine_tuned_map']:.3f} | {run['baselines']['linear_probe']:.3f} "
                 f"| {f'{tfidf:.3f}' if tfidf is not None else '-'} | {run['margin_over_best_baseline']:+.3f} "
                 f"| {run['published'].replace('_', ' ')} | {run['stop_reason']} after {run['steps']} steps "
@@ -244,6 +252,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="keep this many samples per text set")
     parser.add_argument("--max-steps", type=int, default=None, help="cap the step budget (CPU-sized runs)")
     parser.add_argument("--min-steps", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="explicit epochs (the pre-budget jobs)")
     parser.add_argument("--sets", default=None, help="comma-separated data set names to run (default: all)")
     parser.add_argument("--table", nargs="*", type=Path, help="print the markdown table of result files")
     args = parser.parse_args()
@@ -275,7 +284,7 @@ def main() -> None:
                 "median_label_count": float(np.median(counts)),
             }
             for loss in args.losses.split(","):
-                run = about | run_job(stored, base_model, loss)
+                run = about | run_job(stored, base_model, loss, args.epochs)
                 results.append(run)
                 print(json.dumps(run), flush=True)
                 args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
