@@ -11,6 +11,7 @@ from apl.metrics import EpochMetrics
 from apl.models import BuiltModel
 from apl.predictions import SplitPredictions
 from apl.spec import CalibrationMethod, DecisionSpec, Hyperparameters, JobSpec, LossSpec
+from apl.training.distributed import DistributedSetup
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -41,6 +42,8 @@ class TrainConfig:
     test_fraction: float | None = None
     #: Or score the end result on this normalized dataset (same labels and modality) instead.
     test_dataset_dir: Path | None = None
+    #: This process's rank in a data-parallel group a launcher started; None: one process.
+    distributed: DistributedSetup | None = None
 
     @classmethod
     def from_job_spec(
@@ -54,6 +57,7 @@ class TrainConfig:
         num_workers: int = 0,
         allow_download: bool = False,
         test_dataset_dir: Path | None = None,
+        distributed: DistributedSetup | None = None,
     ) -> TrainConfig:
         """`test_dataset_dir` is where `spec.test_dataset_id` is stored (the caller knows the layout)."""
         if (spec.test_dataset_id is None) != (test_dataset_dir is None):
@@ -72,6 +76,7 @@ class TrainConfig:
             calibration=spec.calibration,
             test_fraction=spec.test_fraction,
             test_dataset_dir=Path(test_dataset_dir) if test_dataset_dir is not None else None,
+            distributed=distributed,
         )
 
 

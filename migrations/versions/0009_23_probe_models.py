@@ -1,7 +1,7 @@
 """A job may publish two models: its fine-tuned model and the linear probe that beat it.
 
 Revision ID: i23a
-Revises: 0007
+Revises: i29a
 Create Date: 2026-12-07
 
 - models.job_id loses its unique constraint (uq_models_job_id) and gets a plain index
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "i23a"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "i29a"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
