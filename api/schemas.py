@@ -342,18 +342,37 @@ _BASE_MODEL_EXAMPLE: dict[str, Any] = {
     "family": "transformers",
     "pretrained": True,
     "description": "all-MiniLM-L6-v2 sentence encoder",
-    "defaults": {"learning_rate": 2e-4, "epochs": 2, "batch_size": 32, "image_size": None, "max_length": 128},
+    "defaults": {
+        "learning_rate": 2e-4,
+        "epochs": 2,
+        "batch_size": 32,
+        "image_size": None,
+        "max_length": 128,
+        "budget": {"min_steps": 150, "max_steps": 1500, "patience": 3},
+    },
 }
+
+
+class StepBudgetDefaults(BaseModel):
+    """How long a job that leaves `epochs` out trains (stopped by evidence)."""
+
+    min_steps: int = Field(description="Optimizer steps before early stopping may end the run.")
+    max_steps: int = Field(description="The most optimizer steps (rounded up to whole epochs).")
+    patience: int = Field(description="Evaluations without a higher validation mAP that end the run.")
 
 
 class BaseModelDefaults(BaseModel):
     """What a job or sweep for this base model trains with where its spec leaves the field out."""
 
     learning_rate: float
-    epochs: int
+    epochs: int = Field(
+        description="The epochs these defaults were first chosen with; a job that leaves `epochs` out "
+        "trains with `budget` instead."
+    )
     batch_size: int
     image_size: int | None = Field(description="Image models; null for text models.")
     max_length: int | None = Field(description="Text models (tokens); null for image models.")
+    budget: StepBudgetDefaults | None = None
 
 
 class BaseModelEntry(BaseModel):

@@ -192,6 +192,7 @@ def _result_fields(result: Any) -> dict[str, Any]:
             "epochs_completed": result.epochs_completed,
             "early_stopped": result.early_stopped,
             "precision": result.precision,
+            "kind": getattr(result, "kind", "fine_tuned"),
         },
     }
 

@@ -22,6 +22,19 @@ Family = Literal["transformers", "timm"]
 
 
 @dataclass(frozen=True)
+class StepBudget:
+    """How long a job that leaves `epochs` out trains (`apl.training.budget`).
+
+    At most `max_steps` optimizer steps; after `min_steps`, it stops once `patience`
+    evaluations in a row bring no higher validation mAP.
+    """
+
+    min_steps: int = 150
+    max_steps: int = 1500
+    patience: int = 3
+
+
+@dataclass(frozen=True)
 class TrainingDefaults:
     """The hyperparameters a base model trains well with when the job spec leaves them out.
 
@@ -33,16 +46,25 @@ class TrainingDefaults:
     """
 
     learning_rate: float
+    #: What these defaults were first chosen with; a job that leaves `epochs` out now trains
+    #: with `budget` instead (`apl.training.budget`), so this value is not filled in.
     epochs: int
     batch_size: int
     image_size: int | None = None
     max_length: int | None = None
+    budget: StepBudget = StepBudget()
 
     def as_hyperparameters(self) -> dict[str, float | int]:
-        """The values as JobSpec hyperparameters, without the ones this modality does not use."""
+        """The values a JobSpec fills in, without the ones this modality does not use."""
         return {
-            field.name: value for field in fields(self) if (value := getattr(self, field.name)) is not None
+            field.name: value
+            for field in fields(self)
+            if field.name in _FILLED and (value := getattr(self, field.name)) is not None
         }
+
+
+#: The TrainingDefaults a JobSpec takes where the client left the hyperparameter out.
+_FILLED = ("learning_rate", "batch_size", "image_size", "max_length")
 
 
 #: For `timm:` / `hf:` references, which have no entry: the defaults of their modality's family.

@@ -180,9 +180,10 @@ MAX_DEVICES = 64
 class Hyperparameters(BaseModel):
     """Training hyperparameters; every one has a default that trains a small model sensibly.
 
-    `epochs`, `batch_size`, `learning_rate`, `image_size` and `max_length` left out of a
-    JobSpec or SweepSpec take the base model's defaults (`fill_model_defaults`); the
-    values below are only what a bare `Hyperparameters()` holds.
+    `batch_size`, `learning_rate`, `image_size` and `max_length` left out of a JobSpec or
+    SweepSpec take the base model's defaults (`fill_model_defaults`); `epochs` left out
+    means a step budget stopped by evidence (`apl.training.budget`). The values below are
+    only what a bare `Hyperparameters()` holds.
     """
 
     model_config = ConfigDict(
@@ -190,7 +191,13 @@ class Hyperparameters(BaseModel):
         json_schema_extra={"examples": [{"epochs": 2, "batch_size": 32, "learning_rate": 2e-4, "seed": 0}]},
     )
 
-    epochs: int = Field(default=3, ge=1, le=1000, description=_MODEL_DEFAULT)
+    epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Exactly this many epochs. Left out (null): train until validation mAP stops "
+        "improving, within the base model's step budget (GET /v1/base-models, `defaults.budget`).",
+    )
     batch_size: int = Field(default=32, ge=1, le=4096, description=_MODEL_DEFAULT)
     learning_rate: float = Field(default=5e-5, gt=0, le=1.0, description=_MODEL_DEFAULT)
     weight_decay: float = Field(default=0.01, ge=0, le=1.0)

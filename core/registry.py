@@ -58,6 +58,16 @@ def model_metrics(result: TrainResult) -> dict[str, Any]:
     if result.test is not None:
         # Scored once at the best epoch on the held-out split; the sweep leaderboard reads these.
         metrics["test"] = result.test.metrics()
+    metrics["kind"] = getattr(result, "kind", "fine_tuned")
+    if getattr(result, "stop_reason", None) is not None:
+        # Why training ended (apl.training.budget): the epochs asked for, no improvement, the step budget.
+        metrics["stop_reason"] = result.stop_reason
+        metrics["stop_message"] = result.stop_message
+    baselines = getattr(result, "baselines", None)
+    if baselines is not None:
+        # The job's linear baselines beside the model (apl.training.baselines), and what they say.
+        metrics["baselines"] = baselines.as_dict()
+        metrics["warnings"] = list(baselines.warnings)
     return metrics
 
 
@@ -124,17 +134,24 @@ def publish_model(
     )
 
 
-def insert_model(session: Session, record: ModelRecord, *, owner_id: str, job_id: str) -> Model:
-    """Add the Model row and point its job at it (the caller's transaction commits both)."""
+def insert_model(
+    session: Session, record: ModelRecord, *, owner_id: str, job_id: str, point_job: bool = True
+) -> Model:
+    """Add the Model row and point its job at it (the caller's transaction commits both).
+
+    A job may publish two models (its fine-tuned model and the linear probe that beat it,
+    apl.training.baselines); `point_job=False` adds one without making it the job's model.
+    """
     row = Model(owner_id=owner_id, job_id=job_id, **asdict(record))
     session.add(row)
     session.flush()
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(model_id=record.id)
-        .execution_options(synchronize_session=False)
-    )
+    if point_job:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(model_id=record.id)
+            .execution_options(synchronize_session=False)
+        )
     return row
 
 

@@ -203,10 +203,18 @@ def _publish(job: lifecycle.ClaimedJob, spec: JobSpec, result: Any, settings: Se
     storage = settings.storage
     record = publish_model(result, storage.scratch, base_model=spec.base_model, modality=job.dataset_modality)
     written = [record.artifact_path]
+    probe = None
     try:
         storage.publish(storage.scratch.artifact(record.id))
         _publish_extras(job, spec, result, settings, record.id, written)
-        outcome = lifecycle.finish_succeeded(job.id, job.attempt, record, settings)
+        if result.probe is not None:  # the linear probe beat the fine-tuned model: published too, and chosen
+            probe = publish_model(
+                result.probe, storage.scratch, base_model=spec.base_model, modality=job.dataset_modality
+            )
+            written.append(probe.artifact_path)
+            storage.publish(storage.scratch.artifact(probe.id))
+            _publish_label_issues(spec, result.probe.validation, settings, probe.id, written)
+        outcome = lifecycle.finish_succeeded(job.id, job.attempt, record, settings, probe)
     except BaseException:
         _forget(settings, written)
         raise
@@ -231,14 +239,21 @@ def _publish_extras(
         result.test.save(predictions)
         written.append(storage.relative(predictions))
         storage.publish(predictions)
-    if result.validation is not None:  # suspect labels: never fails the job (logged when it cannot)
-        issues = storage.scratch.label_issues(model_id)
-        dataset_dir = _dataset_dir(settings, spec.dataset_id)
-        if write_label_issues(
-            issues, result.validation, dataset_dir, model_id=model_id, dataset_id=spec.dataset_id
-        ):
-            written.append(storage.relative(issues))
-            storage.publish(issues)
+    _publish_label_issues(spec, result.validation, settings, model_id, written)
+
+
+def _publish_label_issues(
+    spec: JobSpec, validation: Any, settings: Settings, model_id: str, written: list[str]
+) -> None:
+    """Rank the model's suspect labels and store the ranking; never fails the job (logged when it cannot)."""
+    if validation is None:
+        return
+    storage = settings.storage
+    issues = storage.scratch.label_issues(model_id)
+    dataset_dir = _dataset_dir(settings, spec.dataset_id)
+    if write_label_issues(issues, validation, dataset_dir, model_id=model_id, dataset_id=spec.dataset_id):
+        written.append(storage.relative(issues))
+        storage.publish(issues)
 
 
 def _forget(settings: Settings, written: list[str]) -> None:

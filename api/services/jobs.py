@@ -266,7 +266,7 @@ def create(
         dataset_id=dataset.id,
         status=JobStatus.QUEUED,
         spec=spec_json,
-        progress={"epoch": 0, "epochs": spec.hyperparameters.epochs, "step": 0, "steps": 0},
+        progress={"epoch": 0, "epochs": spec.hyperparameters.epochs or 0, "step": 0, "steps": 0},
         cancel_requested=False,
         attempts=0,
         idempotency_key=idempotency_key,

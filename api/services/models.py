@@ -86,6 +86,9 @@ def to_schema(row: Model, dataset_id: str | None) -> ModelSchema:
         threshold_fallback_labels=fallback,
         global_threshold=GLOBAL_THRESHOLD,
         metrics=metrics,
+        kind=metrics.get("kind", "fine_tuned"),
+        comparison=(metrics.get("baselines") or {}).get("comparison"),
+        warnings=[str(w) for w in metrics.get("warnings", [])],
         decision=ModelDecision.model_validate(row.decision) if row.decision else None,
         evaluation_url=f"/v1/models/{row.id}/evaluation" if row.evaluation else None,
         artifact=ModelArtifact(
@@ -108,7 +111,8 @@ def evaluation(row: Model) -> Evaluation:
             "evaluation_unavailable",
             "this model has no stored evaluation: it was published before evaluations were kept",
         )
-    return Evaluation.model_validate({**row.evaluation, "model_id": row.id})
+    baselines = (row.metrics or {}).get("baselines")
+    return Evaluation.model_validate({**row.evaluation, "model_id": row.id, "baselines": baselines})
 
 
 def _rank_cursor(rank: int) -> str:

@@ -105,7 +105,20 @@ class Model(BaseModel):
         description="Labels with too few validation positives to tune: they use `global_threshold`."
     )
     global_threshold: float = GLOBAL_THRESHOLD
-    metrics: dict[str, Any] = Field(description="Validation metrics of the best epoch.")
+    metrics: dict[str, Any] = Field(
+        description="Validation metrics of the best epoch; `baselines` holds the job's linear baselines."
+    )
+    kind: Literal["fine_tuned", "linear_probe"] = Field(
+        default="fine_tuned",
+        description="fine_tuned, or linear_probe: the frozen base model with a logistic-regression head, "
+        "published because it beat the job's fine-tuned model on validation.",
+    )
+    comparison: str | None = Field(
+        default=None,
+        description="The job's models side by side, e.g. \"fine-tuned 0.710 vs linear probe 0.640 vs "
+        'TF-IDF 0.630 (validation mAP)" (null for models published before baselines).',
+    )
+    warnings: list[str] = Field(default_factory=list, description="As the job's `warnings`.")
     decision: ModelDecision | None = Field(
         default=None,
         description="How the model decides (null for models published before decision policies: "
@@ -315,6 +328,11 @@ class Evaluation(BaseModel):
         default=None, description="F1 of the whole decision rule with the model's min_labels (when > 0)."
     )
     per_label: list[LabelEvaluation]
+    baselines: dict[str, Any] | None = Field(
+        default=None,
+        description="The job's linear baselines on validation (and test, with a test split) beside its "
+        "fine-tuned model: `comparison`, `selected` and per baseline map, micro_f1, macro_f1, C, features.",
+    )
 
 
 _LABEL_ISSUE_EXAMPLE: dict[str, Any] = {

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from apl.baseline import JobBaselines
 from apl.calibrators import Calibration
 from apl.metrics import EpochMetrics
 from apl.models import BuiltModel
@@ -121,6 +122,16 @@ class TrainResult:
     #: The label frequencies a frequency-aware loss (dbl) was built from: `num_samples` and
     #: `label_counts` (known positives per label) of the training split; None for other losses.
     loss_frequencies: dict[str, Any] | None = None
+    #: Why training ended: "epochs", "no_improvement", "max_steps" or "stopped" (apl.training.budget).
+    stop_reason: str | None = None
+    #: The same as a sentence for the job.
+    stop_message: str | None = None
+    #: "fine_tuned", or "linear_probe" for the probe's own result (`apl.training.baselines`).
+    kind: str = "fine_tuned"
+    #: The job's baselines next to this model (None when stopped or not finalized).
+    baselines: JobBaselines | None = None
+    #: The linear probe's result, present when it beats this model on validation mAP.
+    probe: TrainResult | None = None
 
     @property
     def best_epoch(self) -> int | None:

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from apl.calibrators import calibrated_report
 from apl.catalog import UnknownBaseModel, resolve_base_model
 from apl.data import (
     ImageDataset,
@@ -42,17 +41,20 @@ from apl.data import (
 )
 from apl.decisions import FALLBACK_THRESHOLD
 from apl.errors import DatasetError, ModelUnavailableError, TrainingDivergedError
-from apl.evaluation import Finalized, build_evaluation, finalize
-from apl.metrics import EpochMetrics, score_held_out, score_validation
+from apl.evaluation import Finalized, finalize
+from apl.metrics import EpochMetrics, score_validation
 from apl.models import BuiltModel, build_model
 from apl.predictions import SplitPredictions
 from apl.spec import Hyperparameters
+from apl.training.baselines import BaselineInputs, with_baselines
+from apl.training.budget import Budget, resolve_budget, stop_message, stop_reason
 from apl.training.callbacks import CallbackList, Progress, TrainerCallback, TrainInfo
 from apl.training.checkpoint import LoopState, cpu_state, read_checkpoint, restore_checkpoint, save_checkpoint
 from apl.training.config import TrainConfig, TrainResult
 from apl.training.device import Precision, autocast_dtype, resolve_device
 from apl.training.distributed import Parallel, local_batch_size, process_group, rank_device
 from apl.training.schedule import build_optimizer, warmup_cosine
+from apl.training.scoring import finalized_fields, held_out_predictions, validation_predictions
 from apl.training.seeding import epoch_seed, seed_everything, seed_worker
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
@@ -334,6 +336,8 @@ class _Run:
     scaler: torch.amp.GradScaler
     #: What a checkpoint must match to continue this run (see `_fingerprint`).
     fingerprint: dict[str, Any]
+    #: How many epochs at most, and when evidence may stop the run (`apl.training.budget`).
+    budget: Budget
     state: LoopState = field(default_factory=LoopState)
     #: The best epoch's validation outputs, kept for `finish` (not checkpointed).
     best_outputs: _Outputs | None = None
@@ -377,7 +381,7 @@ class _Run:
 
     @property
     def total_steps(self) -> int:
-        return self.hp.epochs * self.steps_per_epoch
+        return self.budget.epochs * self.steps_per_epoch
 
     def resume(self, path: Path) -> None:
         """Load a checkpoint of this same configuration into every live object (RNGs included)."""
@@ -398,7 +402,7 @@ class _Run:
                 labels=list(self.labels),
                 num_train=len(self.split.train_set),
                 num_val=len(self.split.val_set),
-                epochs=self.hp.epochs,
+                epochs=self.budget.epochs,
                 steps_per_epoch=self.steps_per_epoch,
                 total_steps=self.total_steps,
                 start_epoch=self.state.epoch,
@@ -429,7 +433,7 @@ class _Run:
             self._train_step(batch, tally, params)
             self.scheduler.step()
             self.state.step += 1
-            progress = Progress(epoch, self.hp.epochs, self.state.step, self.total_steps, tally.mean)
+            progress = Progress(epoch, self.budget.epochs, self.state.step, self.total_steps, tally.mean)
             self.hooks.call("on_step_end", progress)
         if self.parallel.world_size > 1:
             loss_sum, seen = self.parallel.total(tally.loss_sum, tally.seen)
@@ -521,8 +525,13 @@ class _Run:
         if better:
             state.best, state.best_weights = metrics, cpu_state(self.model)
         state.history.append(metrics)
-        patience = self.hp.early_stopping_patience
-        state.early_stopped = patience is not None and state.bad_epochs >= patience and epoch < self.hp.epochs
+        patience, budget = self.budget.patience, self.budget
+        state.early_stopped = (
+            patience is not None
+            and state.bad_epochs >= patience
+            and epoch < budget.epochs
+            and state.step >= budget.min_steps
+        )
         state.epoch = epoch
         state.elapsed_s = time.monotonic() - self.started
         return better
@@ -548,7 +557,7 @@ class _Run:
         has one, is predicted once with the final model and its decisions: nothing before
         (early stopping, the best epoch, calibration, thresholds) has seen it. A stopped run
         is neither finalized nor tested, since its model is not kept; a cancel during either
-        step stops the run like any other.
+        step stops the run like any other. The job's baselines (`apl.training.baselines`) come last.
         """
         self._load_best()
         final, test = None, None
@@ -561,7 +570,7 @@ class _Run:
                     final = replace(final, evaluation=evaluation)
             except _Stopped:
                 stopped, final, test = True, None, None
-        result = self._result(stopped, final, test)
+        result = with_baselines(_baseline_inputs(self), self._result(stopped, final, test))
         self.hooks.call("on_train_end", result)
         return result
 
@@ -577,65 +586,26 @@ class _Run:
         assert split.test_set is not None and split.test_idx is not None and split.test_source is not None
         test_set = _shard(self.parallel, split.test_set)
         loader = _eval_loader(self.config, self.built, test_set, self.device.type == "cuda")
-        cutoffs = np.asarray(final.thresholds.values, dtype=np.float64)
         outputs = self._predict_loader(loader)
         try:
-            probs = final.calibrator.apply(outputs.logits)
-            scores = score_held_out(
-                probs, outputs.targets, self.labels, dict(zip(self.labels, cutoffs, strict=True))
-            )
-            report = calibrated_report(
-                outputs.logits, outputs.targets, final.calibrator, measured_on="the test split"
-            )
-            evaluation = build_evaluation(
-                probs,
+            return held_out_predictions(
+                outputs.logits,
                 outputs.targets,
                 self.labels,
-                final.thresholds,
-                report,
-                split="test",
-                label_counts=self.split.train_set.positive_counts,
+                final,
+                indices=split.test_idx,
+                source=split.test_source,
+                label_counts=split.train_set.positive_counts,
                 min_labels=self.config.decision.min_labels,
             )
         except ValueError as exc:
             raise TrainingDivergedError("the test predictions became NaN or infinite") from exc
-        predictions = SplitPredictions(
-            split="test",
-            labels=list(self.labels),
-            probs=probs.astype(np.float32),
-            targets=(outputs.targets > 0.5).astype(np.uint8),
-            known=~np.isnan(outputs.targets),
-            thresholds=cutoffs,
-            indices=np.asarray(split.test_idx, dtype=np.int64),
-            source=split.test_source,
-            map=scores.map,
-            micro_f1=scores.micro_f1,
-            macro_f1=scores.macro_f1,
-            per_class_ap=scores.per_class_ap,
-        )
-        return predictions, evaluation
 
     def _validation_predictions(self, final: Finalized) -> SplitPredictions:
-        """The best epoch's validation scores as the final model gives them (calibrators applied).
-
-        Out of sample (no validation sample was trained on), so `apl.label_issues` can rank the
-        split's given labels by how much the model doubts them.
-        """
+        """The best epoch's validation scores as the final model gives them (`validation_predictions`)."""
         outputs = self.best_outputs or self._validation_outputs()
-        evaluation = final.evaluation
-        return SplitPredictions(
-            split="validation",
-            labels=list(self.labels),
-            probs=final.calibrator.apply(outputs.logits).astype(np.float32),
-            targets=(outputs.targets > 0.5).astype(np.uint8),
-            known=~np.isnan(outputs.targets),
-            thresholds=np.asarray(final.thresholds.values, dtype=np.float64),
-            indices=np.asarray(self.split.val_idx, dtype=np.int64),
-            source="fraction",
-            map=float(evaluation["map"]),
-            micro_f1=float(evaluation["micro_f1"]),
-            macro_f1=float(evaluation["macro_f1"]),
-        )
+        assert self.split.val_idx is not None
+        return validation_predictions(outputs.logits, outputs.targets, self.labels, final, self.split.val_idx)
 
     def _load_best(self) -> None:
         """The best epoch's weights (the last ones when no epoch was evaluated), in eval mode."""
@@ -667,26 +637,17 @@ class _Run:
     ) -> TrainResult:
         """The TrainResult; without an evaluated epoch every label gets the fallback threshold."""
         best, labels = self.state.best, self.labels
+        reason = stop_reason(self.budget, stopped=stopped, early_stopped=self.state.early_stopped)
         thresholds = dict.fromkeys(labels, FALLBACK_THRESHOLD)
-        fallback, extra = list(labels), dict[str, Any]()
+        fields: dict[str, Any] = {"thresholds": thresholds, "fallback_labels": list(labels)}
         if final is not None:
-            choice = final.thresholds
-            thresholds = {name: float(choice.values[j]) for j, name in enumerate(labels)}
-            fallback = [labels[j] for j in choice.fallback]
-            extra = {
-                "temperatures": {name: float(final.temperatures[j]) for j, name in enumerate(labels)},
-                "calibrator": final.calibrator,
-                "threshold_sources": dict(zip(labels, choice.sources, strict=True)),
-                "evaluation": final.evaluation,
-            }
+            fields = finalized_fields(final, labels)
         elif best is not None:
-            thresholds, fallback = dict(best.thresholds), list(best.fallback_labels)
+            fields = {"thresholds": dict(best.thresholds), "fallback_labels": list(best.fallback_labels)}
         return TrainResult(
             config=self.config,
             model=self.built,
             labels=list(labels),
-            thresholds=thresholds,
-            fallback_labels=fallback,
             best_metrics=best,
             history=list(self.state.history),
             stopped=stopped,
@@ -697,7 +658,9 @@ class _Run:
             test=test,
             validation=self.validation if final is not None else None,
             loss_frequencies=self._loss_frequencies(),
-            **extra,
+            stop_reason=reason,
+            stop_message=stop_message(self.budget, reason, self.state.step, best.step if best else None),
+            **fields,
         )
 
     def _loss_frequencies(self) -> dict[str, Any] | None:
@@ -745,7 +708,8 @@ def _setup(config: TrainConfig, hooks: CallbackList, parallel: Parallel | None =
     train_loader, val_loader, generator = _loaders(
         config, built, split.train_set, split.val_set, pin, parallel
     )
-    total_steps = hp.epochs * len(train_loader)
+    budget = resolve_budget(hp, config.base_model, len(train_loader))
+    total_steps = budget.epochs * len(train_loader)
     optimizer = build_optimizer(model, hp.learning_rate, hp.weight_decay)
     scheduler = warmup_cosine(optimizer, round(hp.warmup_fraction * total_steps), total_steps)
     run = _Run(
@@ -764,6 +728,7 @@ def _setup(config: TrainConfig, hooks: CallbackList, parallel: Parallel | None =
         scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
         fingerprint=_fingerprint(config, split),
+        budget=budget,
         parallel=parallel,
         # After the optimizer: DDP wraps the same parameters and broadcasts rank 0's at start.
         train_module=parallel.wrap(model, find_unused=built.modality == "text"),
@@ -790,7 +755,7 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Tra
         run.begin()
         stopped = False
         try:
-            for epoch in range(run.state.epoch + 1, run.hp.epochs + 1):
+            for epoch in range(run.state.epoch + 1, run.budget.epochs + 1):
                 if run.state.early_stopped:
                     break
                 train_loss = run.run_epoch(epoch)
@@ -798,3 +763,23 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Tra
         except _Stopped:
             stopped = True
         return run.finish(stopped)
+
+
+def _baseline_inputs(run: _Run) -> BaselineInputs:
+    """What `apl.training.baselines` needs of the run: its splits, device and evaluation loader."""
+    split, pin = run.split, run.device.type == "cuda"
+    assert split.val_idx is not None
+    return BaselineInputs(
+        config=run.config,
+        labels=list(run.labels),
+        train_set=split.train_set,
+        val_set=split.val_set,
+        val_idx=split.val_idx,
+        device=run.device,
+        precision=run.precision,
+        should_stop=run.hooks.should_stop,
+        loader=lambda built, data: _eval_loader(run.config, built, data, pin),
+        test_set=split.test_set,
+        test_idx=split.test_idx,
+        test_source=split.test_source,
+    )

@@ -79,6 +79,13 @@ class Job(_Result):
     cancel_requested: bool = False
     attempts: int = 0
     sweep_id: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def comparison(self) -> str | None:
+        """E.g. "fine-tuned 0.710 vs linear probe 0.640 vs TF-IDF 0.630 (validation mAP)"."""
+        baselines = (self.best_metrics or {}).get("baselines")
+        return baselines.get("comparison") if isinstance(baselines, dict) else None
 
     @property
     def finished(self) -> bool:
@@ -135,6 +142,9 @@ class Model(_Result):
     decision: dict[str, Any] | None = None
     artifact: Artifact
     created_at: datetime
+    kind: str = "fine_tuned"
+    comparison: str | None = None
+    warnings: list[str] = Field(default_factory=list)
 
 
 class Prediction(_Result):
@@ -266,6 +276,18 @@ class LeaderboardRow(_Result):
     per_seed: list[SeedResult] = Field(default_factory=list)
 
 
+class BaselineRow(_Result):
+    """A linear baseline on the sweep's test splits (marked `baseline`; never in the verdict)."""
+
+    baseline: str
+    label: str = ""
+    n: int
+    mean: float | None = None
+    sd: float | None = None
+    ci95: list[float] | None = None
+    per_seed: list[SeedResult] = Field(default_factory=list)
+
+
 class Comparison(_Result):
     candidate: dict[str, Any]
     versus: dict[str, Any]
@@ -288,6 +310,7 @@ class Leaderboard(_Result):
     split: str = "test"
     complete: bool
     rows: list[LeaderboardRow]
+    baseline_rows: list[BaselineRow] = Field(default_factory=list)
     verdict: Literal["winner", "no_clear_winner", "incomplete"]
     winner: LeaderboardWinner | None = None
     comparison: Comparison | None = None

@@ -75,8 +75,17 @@ def show_job(job: Job) -> None:
     if isinstance(test, dict):
         scores = ", ".join(f"{k}={fmt(test[k])}" for k in ("map", "macro_f1", "micro_f1") if k in test)
         out.print(f"  test split ({test.get('num_samples')} samples): {scores}", highlight=False)
+    stop = (job.best_metrics or {}).get("stop_message")
+    if stop:
+        out.print(f"  training ended: {stop}", highlight=False)
+    if job.comparison:
+        out.print(f"  baselines: {job.comparison}", highlight=False)
     if job.model_id:
-        out.print(f"  model: {job.model_id}", highlight=False)
+        models = (job.best_metrics or {}).get("models") or {}
+        also = [f"{kind} {mid}" for kind, mid in models.items() if mid != job.model_id]
+        out.print(f"  model: {job.model_id}" + (f" (also published: {', '.join(also)})" if also else ""))
+    for warning in job.warnings:
+        out.print(f"  [yellow]warning[/yellow] {warning}", highlight=False)
     if job.error:
         out.print(f"  [red]error[/red] {job.error.code}: {job.error.message}", highlight=False)
     if job.cancel_requested and not job.finished:

@@ -46,6 +46,12 @@ def show_model(model: Model) -> None:
     out = console()
     out.print(f"model [bold]{model.id}[/bold] ({model.modality}, {model.base_model})", highlight=False)
     out.print(f"  job {model.job_id}, created {when(model.created_at)}", highlight=False)
+    if model.kind != "fine_tuned":
+        out.print(f"  kind: {model.kind} (frozen base model + logistic-regression head)", highlight=False)
+    if model.comparison:
+        out.print(f"  baselines: {model.comparison}", highlight=False)
+    for warning in model.warnings:
+        out.print(f"  [yellow]warning[/yellow] {warning}", highlight=False)
     out.print(
         f"  mAP {_metric(model, 'map')}, micro-F1 {_metric(model, 'micro_f1')}, "
         f"macro-F1 {_metric(model, 'macro_f1')}",

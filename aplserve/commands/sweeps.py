@@ -104,6 +104,11 @@ def show_leaderboard(board: Leaderboard) -> None:
         interval = f"{row.ci95[0]:.3f} .. {row.ci95[1]:.3f}" if row.ci95 else "-"
         seeds = "  ".join(f"{p.seed}:{p.value:.3f}" for p in row.per_seed) or "-"
         rows.add_row(str(rank), row.label, str(row.n), fmt(row.mean), fmt(row.sd), interval, seeds)
+    for baseline in board.baseline_rows:
+        interval = f"{baseline.ci95[0]:.3f} .. {baseline.ci95[1]:.3f}" if baseline.ci95 else "-"
+        seeds = "  ".join(f"{p.seed}:{p.value:.3f}" for p in baseline.per_seed) or "-"
+        label = baseline.label
+        rows.add_row("-", label, str(baseline.n), fmt(baseline.mean), fmt(baseline.sd), interval, seeds)
     out = console()
     out.print(rows)
     out.print(verdict_words(board), highlight=False)

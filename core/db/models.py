@@ -280,7 +280,8 @@ class Model(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    # Not unique: a job whose linear probe beat its fine-tuned model publishes both (issue 23).
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     base_model: Mapped[str] = mapped_column(String(500))
     modality: Mapped[str] = mapped_column(String(16))
     labels: Mapped[list[Any]]

@@ -100,6 +100,11 @@ class Job(BaseModel):
     cancel_requested: bool = False
     attempts: int = Field(default=0, description="How many times a worker has started this job.")
     sweep_id: str | None = Field(default=None, description="The sweep this job is a child of, if any.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Problems with the result, e.g. a linear baseline that beats the fine-tuned model on "
+        "validation (both numbers; best_metrics.baselines has every baseline's scores).",
+    )
 
 
 #: The job columns a document shows, all but the spec. Reads that only build documents (a
@@ -223,4 +228,5 @@ def job_from_row(row: DocumentFields, queue_position: int | None, spec: JobSpec 
         cancel_requested=row.cancel_requested,
         attempts=row.attempts,
         sweep_id=row.sweep_id,
+        warnings=list((row.best_metrics or {}).get("warnings", [])),
     )

@@ -230,9 +230,22 @@ def drop_metric_points_after(job_id: str, attempt: int, epoch: int, settings: Se
             session.execute(delete(MetricPoint).where(*stale))
 
 
-def finish_succeeded(job_id: str, attempt: int, model: ModelRecord, settings: Settings) -> str:
-    """Mark the job succeeded and insert its Model row in one transaction.
+def _best_metrics(model: ModelRecord, probe: ModelRecord | None) -> dict[str, Any]:
+    """The job's best_metrics: its fine-tuned model's, and which models it published."""
+    metrics = model.best_metrics()
+    if probe is not None or "baselines" in metrics:
+        metrics["models"] = {"fine_tuned": model.id} | ({"linear_probe": probe.id} if probe else {})
+    return metrics
 
+
+def finish_succeeded(
+    job_id: str, attempt: int, model: ModelRecord, settings: Settings, probe: ModelRecord | None = None
+) -> str:
+    """Mark the job succeeded and insert its Model row(s) in one transaction.
+
+    `probe` is the linear probe that beat the fine-tuned `model` on validation: both rows
+    are inserted and the job's model_id is the probe's. The job's best_metrics stay the
+    fine-tuned model's (a sweep ranks its losses by them), with the baselines beside them.
     Returns "succeeded"; "cancelled" when a cancel arrived meanwhile (cancel wins and
     no model is kept); "lost" when the job is no longer this attempt's.
     """
@@ -242,7 +255,7 @@ def finish_succeeded(job_id: str, attempt: int, model: ModelRecord, settings: Se
         result = session.execute(
             update(Job)
             .where(*_ours(job_id, attempt), Job.cancel_requested.is_(False))
-            .values(status=JobStatus.SUCCEEDED, best_metrics=model.best_metrics(), **done)
+            .values(status=JobStatus.SUCCEEDED, best_metrics=_best_metrics(model, probe), **done)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -258,8 +271,14 @@ def finish_succeeded(job_id: str, attempt: int, model: ModelRecord, settings: Se
             record_final(session, job_id)
             return "cancelled"
         owner_id = session.execute(select(Job.owner_id).where(Job.id == job_id)).scalar_one()
-        insert_model(session, model, owner_id=owner_id, job_id=job_id)
-        _status_event(session, job_id, JobStatus.SUCCEEDED, f"model {model.id} is ready", model_id=model.id)
+        insert_model(session, model, owner_id=owner_id, job_id=job_id, point_job=probe is None)
+        chosen = model
+        if probe is not None:
+            insert_model(session, probe, owner_id=owner_id, job_id=job_id)
+            chosen = probe
+        for warning in model.metrics.get("warnings", []):  # a baseline beat the fine-tuned model
+            history.add(session, job_id, "message", warning, level="warning")
+        _status_event(session, job_id, JobStatus.SUCCEEDED, f"model {chosen.id} is ready", model_id=chosen.id)
         record_final(session, job_id)
         return "succeeded"
 

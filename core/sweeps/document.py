@@ -101,6 +101,18 @@ class LeaderboardRow(BaseModel):
     per_seed: list[SeedResult]
 
 
+class BaselineRow(BaseModel):
+    """A linear baseline every child fitted on its own split, over the same seeds (never in the verdict)."""
+
+    baseline: Literal["linear_probe", "tfidf"] = Field(description="Which baseline: marks the row as one.")
+    label: str
+    n: int = Field(description="Seeds with a result.")
+    mean: float | None
+    sd: float | None
+    ci95: list[float] | None
+    per_seed: list[SeedResult]
+
+
 class Comparison(BaseModel):
     """Best minus runner-up, paired over test samples and seeds (shown even without a winner)."""
 
@@ -123,6 +135,11 @@ class Leaderboard(BaseModel):
     split: Literal["test"] = "test"
     complete: bool = Field(description="Every child has ended and every candidate has a result.")
     rows: list[LeaderboardRow] = Field(description="Best mean first.")
+    baseline_rows: list[BaselineRow] = Field(
+        default_factory=list,
+        description="The linear baselines (linear probe; TF-IDF for text) on the same test splits, "
+        "best mean first; not candidates, so never in the verdict.",
+    )
     verdict: Literal["winner", "no_clear_winner", "incomplete"]
     winner: LeaderboardWinner | None
     comparison: Comparison | None

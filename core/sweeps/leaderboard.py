@@ -67,6 +67,61 @@ def _rows(spec: SweepSpec, children: Sequence[Child]) -> list[dict[str, Any]]:
     return rows
 
 
+#: The linear baselines every child fits beside its training (apl.training.baselines), by key.
+BASELINE_LABELS = {
+    "linear_probe": "baseline: linear probe (frozen base model + logistic regression)",
+    "tfidf": "baseline: TF-IDF + logistic regression",
+}
+
+
+def _baseline_seeds(metric: str, children: Sequence[Child]) -> dict[str, dict[int, dict[str, Any]]]:
+    """Per baseline, per seed: its test scores (every child of a seed fits the same one; the first counts)."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for child in children:
+        if not child.has_result:
+            continue
+        baselines = (child.best_metrics or {}).get("baselines") or {}
+        for key in BASELINE_LABELS:
+            test = (baselines.get(key) or {}).get("test")
+            seeds = found.setdefault(key, {})
+            if isinstance(test, dict) and child.seed not in seeds:
+                seeds[child.seed] = {
+                    "seed": child.seed,
+                    "job_id": child.job_id,
+                    "value": float(test[metric]),
+                    **{name: float(test[name]) for name in ("map", "macro_f1", "micro_f1")},
+                }
+    return found
+
+
+def _baseline_rows(spec: SweepSpec, children: Sequence[Child]) -> list[dict[str, Any]]:
+    """The baselines as leaderboard rows (marked `baseline`), over the same seeds' test splits.
+
+    They never take part in the verdict (it compares the candidate losses); they say whether
+    fine-tuning with any candidate beats what a linear model gets from the same split.
+    """
+    from apl.stats import t_interval
+
+    rows = []
+    for key, seeds in _baseline_seeds(spec.metric, children).items():
+        per_seed = [seeds[seed] for seed in sorted(seeds)]
+        if not per_seed:
+            continue
+        interval = t_interval([p["value"] for p in per_seed])
+        rows.append(
+            {
+                "baseline": key,
+                "label": BASELINE_LABELS[key],
+                "n": interval.n,
+                "mean": interval.mean,
+                "sd": interval.sd,
+                "ci95": [interval.lo, interval.hi] if interval.lo is not None else None,
+                "per_seed": per_seed,
+            }
+        )
+    return sorted(rows, key=lambda r: -(r["mean"] or 0.0))
+
+
 def _scored(predictions: SplitPredictions) -> Any:
     from apl.stats import Scored
 
@@ -179,6 +234,7 @@ def build(
         "split": "test",
         "complete": complete,
         "rows": rows,
+        "baseline_rows": _baseline_rows(spec, children),
         "verdict": verdict,
         "winner": winner,
         "comparison": comparison,

@@ -120,8 +120,9 @@ def test_create_fills_defaults_and_the_id_lands_on_the_broker(
         "clip": 0.05,
         "detach_focal_weight": True,
     }
-    epochs = resolve_base_model("minilm-l6").defaults.epochs  # the base model's default
-    assert job["spec"]["hyperparameters"]["epochs"] == epochs
+    # Left out: a step budget stopped by evidence (apl.training.budget); the run says how many epochs.
+    epochs = 0
+    assert job["spec"]["hyperparameters"]["epochs"] is None
     assert job["spec"]["hyperparameters"]["early_stopping_patience"] is None
     assert job["spec"]["decision"] == {"policy": "max_f1", "target": None, "min_labels": 0}
     assert job["spec"]["calibration"] == "auto"
@@ -539,7 +540,7 @@ def test_a_job_takes_its_base_models_defaults_where_the_spec_leaves_them_out(
     set_ = post_job(alice, images["id"], base_model="mobilenetv2-100", hyperparameters=chosen)
     assert set_.status_code == 202, set_.text
     assert {k: set_.json()["spec"]["hyperparameters"][k] for k in chosen} == chosen
-    assert set_.json()["spec"]["hyperparameters"]["epochs"] == cnn.epochs
+    assert set_.json()["spec"]["hyperparameters"]["epochs"] is None  # a step budget, not the old default
     text = post_job(alice, text_dataset["id"], base_model="minilm-l6").json()["spec"]["hyperparameters"]
     minilm = resolve_base_model("minilm-l6").defaults
     assert (text["learning_rate"], text["max_length"]) == (minilm.learning_rate, minilm.max_length)

@@ -98,8 +98,11 @@ def test_evaluation_is_stored_per_model_and_owner_isolated(
     assert response.status_code == 200, response.text
     body = response.json()
     stored = trained["text"].fields["evaluation"]
-    # Exactly what publishing stored (with_min_labels is null: this model's min_labels is 0).
-    assert body == {"model_id": model_id, "with_min_labels": None, **stored}
+    # Exactly what publishing stored (with_min_labels is null: this model's min_labels is 0), with the
+    # job's linear baselines beside it.
+    baselines = trained["text"].fields["metrics"]["baselines"]
+    assert model["comparison"] == baselines["comparison"] and model["kind"] == "fine_tuned"
+    assert body == {"model_id": model_id, "with_min_labels": None, "baselines": baselines, **stored}
     assert body["split"] == "validation" and body["num_samples"] > 0
     assert {e["label"] for e in body["per_label"]} == set(model["labels"])
     for entry in body["per_label"]:

@@ -14,6 +14,7 @@ from apl.predictions import SplitPredictions
 from core.errors import AppError
 from core.jobs.status import JobStatus
 from core.sweeps import leaderboard
+from core.sweeps.document import Leaderboard
 from core.sweeps.spec import SweepSpec, candidate_label, check, child_specs
 from core.sweeps.state import Child, children_of, sweep_state
 
@@ -212,3 +213,26 @@ def test_a_sweep_and_its_children_take_the_base_models_defaults_unless_the_sweep
     assert {c.spec.hyperparameters.learning_rate for c in child_specs(chosen)} == {0.01}
     stored_sweep = sweep.model_dump(mode="json")
     assert SweepSpec.model_validate(stored_sweep).model_dump(mode="json") == stored_sweep
+
+
+def test_the_baselines_are_rows_of_their_own_one_per_seed_and_never_in_the_verdict() -> None:
+    sweep = spec(**TWO_BY_TWO)
+    qualities = [0.1, 0.8, 0.15, 0.7]
+    raw = rows(sweep, ["succeeded"] * 4, qualities)
+    for row in raw:  # every child of a seed fits the same baselines on the same split
+        seed = row.spec["hyperparameters"]["seed"]
+        probe = {"map": 0.6 + seed / 10, "macro_f1": 0.3, "micro_f1": 0.4}
+        tfidf = {"map": 0.5, "macro_f1": 0.2, "micro_f1": 0.3}
+        row.best_metrics["baselines"] = {"linear_probe": {"test": probe}, "tfidf": {"test": tfidf}}
+    children = children_of(sweep, raw)
+    specs = enumerate(child_specs(sweep))
+    stored = {f"job-{i}": _predictions(qualities[i], child.seed) for i, child in specs}
+    result = leaderboard.build("s", sweep, children, JobStatus.SUCCEEDED, stored.get, resamples=300)
+    assert [r["candidate"]["name"] for r in result["rows"]] == ["apl", "bce"]  # the candidates only
+    assert result["verdict"] == "winner" and result["winner"]["versus"]["name"] == "bce"
+    probe, tfidf = result["baseline_rows"]
+    assert (probe["baseline"], tfidf["baseline"]) == ("linear_probe", "tfidf")
+    assert probe["label"].startswith("baseline: linear probe") and probe["n"] == 2
+    assert [p["seed"] for p in probe["per_seed"]] == [0, 1] and probe["mean"] == pytest.approx(0.65)
+    assert tfidf["mean"] == 0.5 and tfidf["sd"] == 0.0
+    assert Leaderboard.model_validate(result).baseline_rows[0].baseline == "linear_probe"

@@ -241,7 +241,7 @@ def make_job(
     from apl.spec import JobSpec
 
     full = JobSpec.model_validate({"dataset_id": dataset_id, **spec}).model_dump(mode="json")
-    epochs = full["hyperparameters"]["epochs"]
+    epochs = full["hyperparameters"]["epochs"] or 0  # 0 until a step budget's run says how many
     with session_scope(settings) as session:
         row = Job(
             owner_id=owner_id,

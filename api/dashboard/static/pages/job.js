@@ -124,8 +124,11 @@ export async function jobPage({ root, params: [jobId], signal }) {
     cancelButton.disabled = !!job.cancel_requested;
     if (Date.now() > armedUntil) cancelButton.textContent = job.cancel_requested ? "Cancelling…" : "Cancel job";
     setChildren(modelLink, job.model_id ? link(`/models/${encodePath(job.model_id)}`, h("span", { class: "button" }, "Open model")) : null);
-    setChildren(errorBox, job.error ? notice("error", h("strong", null, job.error.code), ": ", job.error.message) : null);
     const best = job.best_metrics || {};
+    const comparison = best.baselines && best.baselines.comparison;
+    setChildren(errorBox, job.error ? notice("error", h("strong", null, job.error.code), ": ", job.error.message) : null,
+      comparison ? notice((job.warnings || []).length ? "warn" : "info", h("strong", null, "Baselines: "), comparison,
+        ...(job.warnings || []).map((w) => h("div", { class: "small job-warning" }, w))) : null);
     setChildren(stats,
       stat("Progress", progressBar(progressFraction(job), progressText(job)), "wide"),
       stat(bestSoFar(job) ? "Best mAP so far (validation)" : "Best mAP (validation)", num(best.map), "accent"),

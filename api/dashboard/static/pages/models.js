@@ -37,6 +37,18 @@ export async function modelsPage({ root, signal }) {
     { initial: { key: "created_at", descending: true }, empty: "No models yet: a job that succeeds publishes one." }))));
 }
 
+// The job's models side by side ("fine-tuned 0.71 vs linear probe 0.64 vs TF-IDF 0.63") and any
+// warning that a baseline beat the fine-tuned model (issue 23).
+function baselinesNotice(model) {
+  const warnings = model.warnings || [];
+  if (!model.comparison && !warnings.length) return null;
+  const probe = model.kind === "linear_probe"
+    ? "This is the job's linear probe: the frozen base model with a logistic-regression head. " : "";
+  return h("div", { id: "model-baselines" }, notice(warnings.length ? "warn" : "info",
+    h("strong", null, "Baselines: "), probe, model.comparison || "",
+    ...warnings.map((w) => h("div", { class: "small" }, w))));
+}
+
 function readBase64(file) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
@@ -171,6 +183,7 @@ export async function modelPage({ root, params: [modelId], signal }) {
         link(`/jobs/${encodePath(model.job_id)}`, h("code", null, shortId(model.job_id))), ` · ${dateTime(model.created_at)}`],
       actions: [downloadMessage, downloadButton],
     }),
+    baselinesNotice(model),
     h("div", { class: "stats" },
       stat("mAP", num(metrics.map), "accent"), stat("Micro F1", num(metrics.micro_f1)), stat("Macro F1", num(metrics.macro_f1)),
       stat("Labels", model.labels.length), stat("Artifact", bytes(model.artifact && model.artifact.size_bytes))),

@@ -165,7 +165,17 @@ function leaderboardTable(board, colors) {
         h("td", { class: "num" }, row.ci95 ? `${num(row.ci95[0])} – ${num(row.ci95[1])}` : "—"),
         h("td", { class: "small" }, row.per_seed.map((p) => h("span", { class: "seed-value" },
           link(`/jobs/${encodePath(p.job_id)}`, `seed ${p.seed}`), ` ${num(p.value)}`))));
-    })));
+    }), (board.baseline_rows || []).map((row) =>
+      // The linear baselines every child fitted on its own split: rows of their own, never ranked.
+      h("tr", { class: "baseline-row", "data-baseline": row.baseline },
+        h("td", { class: "num" }, "—"),
+        h("td", { class: "run" }, h("span", { class: "badge" }, "baseline"), " ", row.label.replace(/^baseline: /, "")),
+        h("td", { class: "num" }, row.n),
+        h("td", { class: "num" }, num(row.mean)),
+        h("td", { class: "num" }, num(row.sd)),
+        h("td", { class: "num" }, row.ci95 ? `${num(row.ci95[0])} – ${num(row.ci95[1])}` : "—"),
+        h("td", { class: "small" }, row.per_seed.map((p) => h("span", { class: "seed-value" },
+          `seed ${p.seed} ${num(p.value)}`)))))));
 }
 
 function childrenTable(jobs, colors) {
