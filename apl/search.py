@@ -277,3 +277,24 @@ def _trial_handle(study: optuna.Study, trial_id: int) -> optuna.Trial:
     import optuna
 
     return optuna.Trial(study, trial_id)
+
+
+def importances(space: Mapping[str, SpaceEntry], history: Sequence[TrialRecord]) -> dict[str, float]:
+    """Optuna's parameter importances (fANOVA, seeded) over the complete trials; {} with fewer than two.
+
+    A single searched parameter has importance 1 by definition.
+    """
+    import optuna
+
+    dists = distributions(space)
+    complete = [r for r in history if r.state == "complete" and r.value is not None]
+    if len(dists) == 0 or len(complete) < 2:
+        return {}
+    renumbered = [TrialRecord(i, r.params, r.state, r.values) for i, r in enumerate(complete)]
+    study = _study(renumbered, dists, None, None)
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    try:
+        found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (RuntimeError, ValueError):  # e.g. every complete trial has the same params
+        return {}
+    return {name: float(value) for name, value in found.items()}

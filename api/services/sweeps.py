@@ -331,7 +331,16 @@ def list_trials(
         for t in page
     ]
     more = offset + limit < len(trials)
-    return document.TrialList(items=items, next_cursor=str(offset + limit) if more else None)
+    found = [
+        document.CandidateImportances(
+            candidate=spec.candidates[int(index)], importances=chosen["importances"]
+        )
+        for index, chosen in sorted((row.search_result or {}).items(), key=lambda item: int(item[0]))
+        if chosen.get("importances") is not None
+    ]
+    return document.TrialList(
+        items=items, next_cursor=str(offset + limit) if more else None, importances=found
+    )
 
 
 def _offset(cursor: str | None) -> int:

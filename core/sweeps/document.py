@@ -111,9 +111,19 @@ class Trial(BaseModel):
     job_id: str
 
 
+class CandidateImportances(BaseModel):
+    candidate: LossSpec
+    importances: dict[str, float] = Field(description="Optuna's fANOVA importance per searched parameter.")
+
+
 class TrialList(BaseModel):
     items: list[Trial]
     next_cursor: str | None
+    importances: list[CandidateImportances] = Field(
+        default_factory=list,
+        description="Per candidate, once the search has ended: how much each parameter mattered to its "
+        "validation value (Optuna's fANOVA; empty with fewer than two complete trials).",
+    )
 
 
 class SweepList(BaseModel):

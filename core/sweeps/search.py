@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from apl.search import TrialRecord, TrialState, Value, propose, should_prune
+from apl.search import TrialRecord, TrialState, Value, importances, propose, should_prune
 from apl.spec import JobSpec
 from core.broker import BrokerUnavailable
 from core.db.models import Job, MetricPoint, Sweep, SweepTrial, new_id
@@ -211,6 +211,9 @@ def _replicate(session: Session, sweep: Sweep, spec: SweepSpec, trials: list[Tri
     sweep.phase = REPLICATE_PHASE
     sweep.search_result = {
         str(index): {
+            "importances": importances(
+                search_space(spec, index), [t.record() for t in trials if t.candidate == index]
+            ),
             "config": trial.params,
             "value": trial.value,
             "number": trial.number,

@@ -174,7 +174,13 @@ def test_a_search_sweep_runs_its_trials_then_replicates_the_best_configurations(
     sweep = get(client, alice, f"/v1/sweeps/{sweep['id']}")
     assert sweep["phase"] == "replicate" and sweep["status"] == "running"
     assert sweep["trials"]["done"] == 6 and sweep["trials"]["running"] == 0
-    trials = get(client, alice, f"/v1/sweeps/{sweep['id']}/trials")["items"]
+    listed = get(client, alice, f"/v1/sweeps/{sweep['id']}/trials")
+    trials = listed["items"]
+    assert [i["importances"] for i in listed["importances"]] == [{"learning_rate": 1.0}] * 2
+    page = get(client, alice, f"/v1/sweeps/{sweep['id']}/trials?limit=4")
+    assert len(page["items"]) == 4 and page["next_cursor"] == "4"
+    rest = get(client, alice, f"/v1/sweeps/{sweep['id']}/trials?limit=4&cursor=4")
+    assert page["items"] + rest["items"] == trials and rest["next_cursor"] is None
     assert [(t["candidate"]["name"], t["number"]) for t in trials] == [
         (name, n) for name in ("bce", "apl") for n in range(3)
     ]
@@ -328,4 +334,5 @@ def test_a_sweep_without_search_has_no_phase_and_replicate_children(
     sweep = post_sweep(client, alice, dataset["id"], candidates=[{"name": "bce"}], seeds=[0]).json()
     assert sweep["phase"] is None and sweep["trials"] is None
     assert get(client, alice, f"/v1/jobs/{sweep['job_ids'][0]}")["role"] == "replicate"
-    assert get(client, alice, f"/v1/sweeps/{sweep['id']}/trials") == {"items": [], "next_cursor": None}
+    listed = get(client, alice, f"/v1/sweeps/{sweep['id']}/trials")
+    assert listed == {"items": [], "next_cursor": None, "importances": []}
