@@ -263,12 +263,13 @@ def should_prune(
     dists = distributions(space)
     pruner = _pruner(spec.pruner, spec.trials, max_epochs)
     running = TrialRecord(current.number, current.params, "running", [], dict(current.system_attrs))
-    study = _study([*others, running], dists, None, pruner)
-    trial_id = next(t._trial_id for t in study.get_trials(deepcopy=False) if t.number == current.number)
+    ordered = sorted([*others, running], key=lambda r: r.number)  # the study numbers them by position
+    study = _study(ordered, dists, None, pruner)
+    trial_id = study.get_trials(deepcopy=False)[ordered.index(running)]._trial_id
     trial = _trial_handle(study, trial_id)
     for epoch, value in enumerate(current.values):
         trial.report(value, epoch + 1)
-    decision = bool(current.values) and trial.should_prune()
+    decision = bool(current.values) and bool(trial.should_prune())
     attrs = study._storage.get_trial(trial_id).system_attrs
     return decision, dict(attrs)
 
