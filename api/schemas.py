@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from apl.spec import JobSpec
 from core.error_codes import ERROR_CODES
+from core.errors import problem_type
 from core.jobs.document import JOB_EXAMPLE, Job
 
 _EXAMPLE_TIME = "2026-01-15T09:30:00.123456Z"
@@ -30,7 +31,7 @@ class Problem(BaseModel):
 
     model_config = _examples(
         {
-            "type": "https://aplserve.dev/problems/not-found",
+            "type": problem_type("not_found"),
             "title": "Not Found",
             "status": 404,
             "detail": "dataset was not found",
@@ -260,6 +261,20 @@ class JobEvent(BaseModel):
     )
 
 
+class JobProgressEvent(BaseModel):
+    """The data of a `progress` event on the live stream: only what moves while a job runs.
+
+    The stream sends the whole Job on each `status` event (the first event of every
+    connection is one); a progress event carries the changed fields, which a follower
+    merges into the Job it holds, instead of the spec and everything else again.
+    """
+
+    id: str
+    status: str
+    progress: dict[str, int]
+    best_metrics: dict[str, Any] | None
+
+
 class JobEventList(BaseModel):
     model_config = _examples({"job_id": _EXAMPLE_JOB_ID, "items": [_EVENT_EXAMPLE], "next_after": None})
 
@@ -375,7 +390,7 @@ def _problem_example(status: int, code: str) -> dict[str, Any]:
         "summary": code,
         "description": entry.advice,
         "value": {
-            "type": f"https://aplserve.dev/problems/{code.replace('_', '-')}",
+            "type": problem_type(code),
             "title": HTTPStatus(status).phrase,
             "status": status,
             "detail": entry.advice,

@@ -7,18 +7,39 @@ import signal
 import sys
 import threading
 import time
+from importlib.metadata import version as package_version
 
 import typer
 
 from aplserve.commands import register_client_commands
 from aplserve.commands.admin import keys_app, migrate
+from aplserve.commands.help_text import QuietTypesGroup
 from aplserve.demo_data import demo_data_command
 
 log = logging.getLogger("aplserve")
 
 app = typer.Typer(
-    help="aplserve: training-as-a-service for multi-label classification.", no_args_is_help=True
+    help="aplserve: training-as-a-service for multi-label classification.",
+    no_args_is_help=True,
+    cls=QuietTypesGroup,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"aplserve {package_version('aplserve')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """aplserve: training-as-a-service for multi-label classification."""
+
+
 app.command("migrate")(migrate)
 app.add_typer(keys_app, name="keys")
 app.command("demo-data")(demo_data_command)
@@ -39,8 +60,8 @@ def serve(
     """
     import uvicorn
 
-    from api import server_processes
-    from api.http_server import server_options
+    from aplserve.server import processes
+    from aplserve.server.http_protocol import server_options
     from core.settings import get_settings
     from worker.supervisor import EmbeddedWorker
 
@@ -58,8 +79,8 @@ def serve(
         embedded.start()
     threading.Thread(target=announce_when_up, args=(host, port), name="announce", daemon=True).start()
     try:
-        if workers > 1 and server_processes.supported():  # a listening socket per process
-            server_processes.ServerProcesses(
+        if workers > 1 and processes.supported():  # a listening socket per process
+            processes.ServerProcesses(
                 host,
                 port,
                 workers,
@@ -69,7 +90,7 @@ def serve(
             ).run()
         else:
             uvicorn.run(
-                server_processes.APP,
+                processes.APP,
                 factory=True,
                 host=host,
                 port=port,
@@ -90,7 +111,7 @@ ANNOUNCE_TIMEOUT_S = 120.0
 
 def local_url(host: str, port: int) -> str:
     """A URL a browser on this machine can open (0.0.0.0 and :: are not addresses to visit)."""
-    from api.server_processes import local_address
+    from aplserve.server.processes import local_address
 
     shown = local_address(host)
     shown = f"[{shown}]" if ":" in shown else shown

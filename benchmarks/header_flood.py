@@ -5,7 +5,7 @@ Usage: .venv/bin/python benchmarks/header_flood.py [--sizes 1,10,30,100] (MB)
 
 For each protocol it starts uvicorn on a free 127.0.0.1 port with a trivial ASGI app (so only
 the HTTP layer is measured): `httptools` and `h11` are uvicorn's own protocols with their
-defaults, `aplserve` is api.http_server.LimitedHttpToolsProtocol with APLSERVE_MAX_HEADER_BYTES
+defaults, `aplserve` is aplserve.server.http_protocol.LimitedHttpToolsProtocol with APLSERVE_MAX_HEADER_BYTES
 (64 KiB by default), the protocol `aplserve serve` runs. For each size it sends one request
 whose single header has that many bytes while a probe asks GET / every 50 ms on another
 connection, and prints the seconds until the server answered or closed the connection, the
@@ -28,7 +28,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "benchmarks.header_flood:app"
-PROTOCOLS = {"httptools": "httptools", "h11": "h11", "aplserve": "api.http_server:LimitedHttpToolsProtocol"}
+PROTOCOLS = {
+    "httptools": "httptools",
+    "h11": "h11",
+    "aplserve": "aplserve.server.http_protocol:LimitedHttpToolsProtocol",
+}
 MAX_MB = 200
 
 

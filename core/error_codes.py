@@ -570,7 +570,7 @@ shows the codes each route can answer with, with examples.
 A problem looks like this:
 
 ```json
-{"type": "https://aplserve.dev/problems/not-found", "title": "Not Found", "status": 404,
+{"type": "/problems/not-found", "title": "Not Found", "status": 404,
  "detail": "job was not found", "code": "not_found"}
 ```
 

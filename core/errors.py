@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+#: Where the page about each code is served, by the app itself (api.apidocs): a relative
+#: reference, so it resolves against whatever host and port the answer came from (RFC 9457 §3.1.1).
+PROBLEM_TYPE_PATH = "/problems/"
+
+
+def problem_type(code: str) -> str:
+    """The `type` of a problem with this code: the path of its page on this server."""
+    return f"{PROBLEM_TYPE_PATH}{code.replace('_', '-')}"
+
 
 class AppError(Exception):
     """A failure a client can act on: an HTTP status, a snake_case code and a sentence.
@@ -37,7 +46,7 @@ class AppError(Exception):
         from http import HTTPStatus
 
         body: dict[str, Any] = {
-            "type": f"https://aplserve.dev/problems/{self.code.replace('_', '-')}",
+            "type": problem_type(self.code),
             "title": self.title or HTTPStatus(self.status).phrase,
             "status": self.status,
             "detail": self.detail,

@@ -20,7 +20,7 @@ from core.error_codes import DOC_PATH, ERROR_CODES, JOB_ERROR_CODES, render_mark
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("api", "core", "worker")
 #: Codes that no AppError(...) call names: the Starlette handler's (made from the status phrase),
-#: and the HTTP server's refusals of a request head (api/http_server.py, written before the app
+#: and the HTTP server's refusals of a request head (aplserve/server/http_protocol.py, written before the app
 #: sees the request) and of a slow body (api/edge.py EdgeRefusal).
 DYNAMIC = {"not_found": 404, "method_not_allowed": 405, "headers_too_large": 431, "request_timeout": 408}
 

@@ -30,6 +30,9 @@ COLUMN_FIELDS: dict[str, Role] = {
     "filename_column": "filename",
 }
 SEPARATOR_FIELD = "label_separator"
+DELIMITER_FIELD = "delimiter"
+#: What the form field `delimiter` may name ("tab" spells the tab character, hard to type in a form).
+DELIMITERS = {",": ",", ";": ";", "\t": "\t", "tab": "\t", "|": "|"}
 #: Characters that, in a labels cell read with the default separator, usually mean another separator.
 SUSPICIOUS_SEPARATORS = (",", ";")
 MAX_SEPARATOR_CHARS = 8
@@ -49,6 +52,15 @@ def _option_error(name: str, message: str) -> AppError:
     )
 
 
+def _delimiter(fields: Mapping[str, str]) -> str | None:
+    given = fields.get(DELIMITER_FIELD) or None
+    if given is None:
+        return None
+    if given not in DELIMITERS:
+        raise _option_error(DELIMITER_FIELD, "one of ',', ';', '|', or 'tab' (or a tab character)")
+    return DELIMITERS[given]
+
+
 @dataclass(frozen=True)
 class UploadOptions:
     """The uploader's reading choices; the defaults are the formats of the API contract."""
@@ -57,6 +69,8 @@ class UploadOptions:
     columns: Mapping[Role, str] = field(default_factory=dict)
     #: None: not given, so the default `|` applies and suspicious cells are refused.
     label_separator: str | None = None
+    #: The CSV field delimiter; None: sniffed from the header (`lines.read_csv_records`).
+    delimiter: str | None = None
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, str]) -> UploadOptions:
@@ -76,13 +90,15 @@ class UploadOptions:
             raise _option_error(
                 SEPARATOR_FIELD, f"1 to {MAX_SEPARATOR_CHARS} printable characters, without '\"'"
             )
-        return cls(columns=columns, label_separator=separator)
+        return cls(columns=columns, label_separator=separator, delimiter=_delimiter(fields))
 
     def as_fields(self) -> dict[str, str]:
         """The options that were given, as their form fields (what a Dataset shows and dedupe compares)."""
         given = {name: self.columns[role] for name, role in COLUMN_FIELDS.items() if role in self.columns}
         if self.label_separator is not None:
             given[SEPARATOR_FIELD] = self.label_separator
+        if self.delimiter is not None:
+            given[DELIMITER_FIELD] = "tab" if self.delimiter == "\t" else self.delimiter
         return given
 
     def check_applies_to(self, kind: Kind) -> None:

@@ -145,7 +145,9 @@ def read_labels_file(
     first_seen: dict[str, str] = {}
     columns, optional = options.required_columns("image"), options.optional_columns("image")
     with _reading(LABELS_MEMBER), archive.open(files[LABELS_MEMBER]) as stream:
-        for line, record in read_csv_records(stream, LABELS_MEMBER, columns, limits, optional):
+        for line, record in read_csv_records(
+            stream, LABELS_MEMBER, columns, limits, optional, options.delimiter
+        ):
             where = f"{LABELS_MEMBER} line {line}"
             member = record["filename"].strip().removeprefix("./")
             if not member:

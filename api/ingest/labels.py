@@ -10,6 +10,10 @@ from typing import Any
 from api.ingest.failures import invalid, quote
 from api.ingest.limits import IngestLimits
 from apl.formats import UNKNOWN_KEY
+from apl.spec import Hyperparameters
+
+#: The validation share a job takes when it does not say (the warnings judge the split by it).
+DEFAULT_VAL_FRACTION: float = Hyperparameters.model_fields["val_fraction"].default
 
 #: Separates the label names of a CSV labels cell unless the upload names another.
 LABEL_SEPARATOR = "|"
@@ -139,6 +143,34 @@ class LabelTally:
     def cardinality(self) -> float:
         return self.total_labels / self.num_samples if self.num_samples else 0.0
 
+    def _validation_notes(self, limits: IngestLimits) -> list[str]:
+        """What the default validation split (`DEFAULT_VAL_FRACTION`) will be too small to judge."""
+        notes: list[str] = []
+        share = f"{DEFAULT_VAL_FRACTION:.0%}"
+        expected = round(self.num_samples * DEFAULT_VAL_FRACTION)
+        if expected < limits.min_validation_samples:
+            notes.append(
+                f"Only about {expected} samples go to validation (the default {share}); metrics, "
+                f"thresholds and calibration need at least {limits.min_validation_samples}: upload more "
+                "samples or raise hyperparameters.val_fraction."
+            )
+        thin = [
+            label
+            for label in self.labels
+            if limits.rare_label_samples <= self.counts[label]
+            and round(self.counts[label] * DEFAULT_VAL_FRACTION) < limits.min_validation_positives
+        ]
+        if thin:
+            shown = ", ".join(quote(name) for name in thin[:5]) + (
+                f" and {len(thin) - 5} more" if len(thin) > 5 else ""
+            )
+            notes.append(
+                f"{len(thin)} label{'' if len(thin) == 1 else 's'} ({shown}) will have fewer than "
+                f"{limits.min_validation_positives} validation samples each (of the default {share}); "
+                "their thresholds keep the fallback and their metrics are noisy."
+            )
+        return notes
+
     def warnings(self, limits: IngestLimits) -> list[str]:
         """Sentences for a person: legal datasets that will train badly, and why."""
         notes: list[str] = []
@@ -169,4 +201,4 @@ class LabelTally:
                 f"The unknown column names {len(stray)} label{'' if len(stray) == 1 else 's'} that no sample "
                 f"has ({shown}); they are not labels of this dataset and were ignored."
             )
-        return notes
+        return notes + self._validation_notes(limits)

@@ -29,6 +29,10 @@ class IngestLimits:
     """A longer physical line in a CSV or JSONL file is rejected before it is held in memory."""
     rare_label_samples: int = 5
     """Labels with fewer samples than this get a warning: their metrics will be noise."""
+    min_validation_samples: int = 50
+    """Fewer expected validation samples (at the default val_fraction) get a warning."""
+    min_validation_positives: int = 5
+    """Labels expecting fewer validation positives than this get a warning: thresholds fall back."""
     max_members: int = 100_000
     max_total_uncompressed: int = 4 * GIB
     max_compression_ratio: float = 100.0

@@ -11,6 +11,7 @@ sequence.
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import IO
 
@@ -18,6 +19,8 @@ from api.ingest.failures import invalid, quote
 from api.ingest.limits import IngestLimits
 
 UTF8_BOM = b"\xef\xbb\xbf"
+#: The field delimiters a CSV's header is tried with, the default first.
+SNIFFED_DELIMITERS = (",", ";", "\t")
 
 
 def at(source: str, line: int) -> str:
@@ -50,28 +53,51 @@ def numbered_lines(stream: IO[bytes], source: str, limits: IngestLimits) -> Iter
         yield line_no, text
 
 
+def sniff_delimiter(header: str, columns: Mapping[str, str]) -> str:
+    """The delimiter under which the header line names the most of the required columns.
+
+    Excel writes `;` where the decimal mark is a comma, and exports tabs too; a header is
+    short and known (it must name `columns`), so trying each candidate on it is a surer
+    test than csv.Sniffer's guess from character frequencies. A tie keeps the comma.
+    """
+    wanted = {column.strip().lower() for column in columns.values()}
+
+    def named(delimiter: str) -> int:
+        try:
+            cells = next(csv.reader([header], delimiter=delimiter), [])
+        except csv.Error:
+            return 0
+        return len(wanted & {cell.strip().lower() for cell in cells})
+
+    return max(SNIFFED_DELIMITERS, key=named)
+
+
 def read_csv_records(
     stream: IO[bytes],
     source: str,
     columns: Mapping[str, str],
     limits: IngestLimits,
     optional: Mapping[str, str] | None = None,
+    delimiter: str | None = None,
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (first line of the record, {role: cell}) for the columns named by `columns` (role -> header).
 
     The header must name every required column once and an optional one at most
     once (case and surrounding spaces ignored); an optional column that is absent
     is absent from the records. Other columns are allowed and ignored; blank lines
-    are skipped.
+    are skipped. Without a `delimiter`, the header's decides (`sniff_delimiter`).
     """
     position = {"line": 0}
+    lines = numbered_lines(stream, source, limits)
+    first = next(lines, None)
 
     def texts() -> Iterator[str]:
-        for line_no, text in numbered_lines(stream, source, limits):
+        for line_no, text in itertools.chain([first] if first else [], lines):
             position["line"] = line_no
             yield text
 
-    reader = csv.reader(texts(), strict=True)
+    chosen = delimiter or (sniff_delimiter(first[1], columns) if first else ",")
+    reader = csv.reader(texts(), strict=True, delimiter=chosen)
     header = _next_row(reader, source, position)
     if header is None:
         raise invalid("invalid_csv_header", f"{source or 'the file'} is empty; expected a header row")

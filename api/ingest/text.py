@@ -27,7 +27,7 @@ def read_text_csv(
     """Yield (where, normalized sample) for each CSV record."""
     columns, optional = options.required_columns("text"), options.optional_columns("text")
     with path.open("rb") as stream:
-        for line, record in read_csv_records(stream, "", columns, limits, optional):
+        for line, record in read_csv_records(stream, "", columns, limits, optional, options.delimiter):
             where = at("", line)
             text = _checked_text(record["text"], where, limits)
             labels = options.split_labels(record["labels"], where, limits)

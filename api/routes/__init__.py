@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 def include_routers(app: FastAPI) -> None:
     from api import apidocs, dashboard
+    from api.apidocs import problems
     from api.routes import base_models, datasets, health, jobs, models, sweeps, webhooks
 
     app.include_router(health.router)
@@ -18,3 +19,4 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(webhooks.router)
     app.include_router(dashboard.router)
     app.include_router(apidocs.router)
+    app.include_router(problems.router)

@@ -46,7 +46,9 @@ Columns named otherwise are mapped with `text_column`, `labels_column` (CSV and 
 `filename_column` (the ZIP's labels.csv). `label_separator` sets what separates labels in a CSV \
 cell: with the default `|`, a cell holding `,` or `;` is refused (422 \
 `suspicious_label_separator`) because it usually means another separator; naming the separator, \
-even `|`, accepts such cells.
+even `|`, accepts such cells. CSV fields may be separated by `,`, `;` (Excel where the decimal \
+mark is a comma) or tabs: the header tells which (the one under which it names the required \
+columns), or the form field `delimiter` (`,`, `;`, `|` or `tab`) says so.
 """
 
 
@@ -89,6 +91,11 @@ _UPLOAD_BODY: dict[str, Any] = {
                         ),
                         "label_separator": _text_field(
                             "What separates label names in a CSV labels cell; default `|`.", 8
+                        ),
+                        "delimiter": _text_field(
+                            "The CSV field delimiter: `,`, `;`, `|` or `tab`; default: read from the "
+                            "header (the one under which it names the required columns).",
+                            3,
                         ),
                     },
                 },

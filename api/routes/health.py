@@ -22,6 +22,7 @@ from api.routing import APIRouter
 from api.schemas import Health, Readiness, problem_responses
 from core.broker import check_broker
 from core.db.session import get_engine
+from core.errors import problem_type
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ async def readyz(settings: SettingsDep) -> Readiness | JSONResponse:
     ]
     return JSONResponse(
         {
-            "type": "https://aplserve.dev/problems/not-ready",
+            "type": problem_type("not_ready"),
             "title": "Service Unavailable",
             "status": 503,
             "detail": f"not ready: {' and '.join(down)} did not answer",

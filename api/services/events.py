@@ -7,8 +7,9 @@ sleeps, so an idle stream holds no database connection.
 
 The stream replays the stored history after `Last-Event-ID` (all of it on a first
 connection): every stored event as `history`, and for each evaluated epoch the
-metric point as `metric`, both with the event's id. `status` and `progress` (the Job)
-come from the job row whenever it changes. Jobs older than the stored history have
+metric point as `metric`, both with the event's id. `status` (the whole Job, first on
+every connection) and `progress` (only the fields that move: `JobProgressEvent`) come
+from the job row whenever it changes. Jobs older than the stored history have
 metric points without epoch events; a first connection sends those points too.
 """
 
@@ -23,7 +24,15 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.schemas import Checkpoint, CheckpointList, Job, JobEvent, JobEventList, MetricPoint
+from api.schemas import (
+    Checkpoint,
+    CheckpointList,
+    Job,
+    JobEvent,
+    JobEventList,
+    JobProgressEvent,
+    MetricPoint,
+)
 from api.services import jobs
 from core.db.models import JobEvent as JobEventRow
 from core.db.models import MetricPoint as MetricPointRow
@@ -64,7 +73,8 @@ def checkpoint_list(session: Session, settings: Settings, owner_id: str, job_id:
         newest[int(row.data["epoch"])] = row  # oldest first, so a re-saved epoch keeps its last save
     latest = max(newest.values(), key=lambda row: row.id, default=None)
     on_disk = latest is not None and settings.files.checkpoint(job.id).is_file()
-    best = (job.best_metrics or {}).get("best_epoch", (job.best_metrics or {}).get("epoch"))
+    final = job.best_metrics if job.best_metrics and not job.best_metrics.get("so_far") else {}
+    best = final.get("best_epoch", final.get("epoch"))  # a running job's best so far marks no epoch
     metric_keys = [key for key in history.SUMMARY_FIELDS if key not in ("epoch", "step")]
     items = [
         Checkpoint(
@@ -122,6 +132,13 @@ def _point(points: dict[int, MetricPointRow], event: JobEventRow) -> MetricPoint
     return jobs.point_to_schema(found) if found is not None else None
 
 
+def _progress_event(job: Job) -> str:
+    changed = JobProgressEvent(
+        id=job.id, status=job.status, progress=job.progress.model_dump(), best_metrics=job.best_metrics
+    )
+    return changed.model_dump_json()
+
+
 def sse(event: str, data: str, event_id: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {data}\n\n"
@@ -153,7 +170,7 @@ async def stream(
         if job.status != last_status:
             yield sse("status", job.model_dump_json())
         elif progress != last_progress:
-            yield sse("progress", job.model_dump_json())
+            yield sse("progress", _progress_event(job))
         last_status, last_progress = job.status, progress
         if len(polled.events) == POLL_BATCH:
             continue  # more stored history to send

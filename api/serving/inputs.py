@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from api.serving.schemas import ImageInput, PredictRequest
+from api.validation_messages import validation_problem
 from apl.formats import PREDICT_IMAGE_FORMATS
 from core.errors import AppError
 from core.settings import Settings
@@ -82,13 +83,6 @@ def _problem(status: int, code: str, detail: str, loc: list[str | int] | None = 
     return AppError(status, code, detail, errors=errors)
 
 
-def validation_problem(exc: ValidationError, prefix: tuple[str | int, ...] = ("body",)) -> AppError:
-    errors = [{"loc": [*prefix, *err.get("loc", ())], "msg": err.get("msg", "")} for err in exc.errors()]
-    first = errors[0] if errors else {"loc": list(prefix), "msg": "invalid request"}
-    where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
-    return AppError(422, "validation_error", f"{where}: {first['msg']}", errors=errors)
-
-
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) as soon as it grows past `limit` bytes."""
     declared = request.headers.get("content-length")
@@ -120,7 +114,7 @@ def parse_json(body: bytes, modality: str, limits: Limits) -> ParsedPredict:
     try:
         request = PredictRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise validation_problem(exc) from None
+        raise validation_problem(exc.errors(), [PredictRequest], ("body",)) from None
     inputs = request.inputs
     _check_count(len(inputs), limits)
     texts = [item for item in inputs if isinstance(item, str)]
@@ -297,7 +291,7 @@ def _multipart_options(threshold: Any, top_k: Any, min_labels: Any = None) -> Pr
     try:
         return PredictRequest.model_validate(raw)
     except ValidationError as exc:
-        raise validation_problem(exc) from None
+        raise validation_problem(exc.errors(), [PredictRequest], ("body",)) from None
 
 
 # ---- images -------------------------------------------------------------------------------

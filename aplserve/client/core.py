@@ -79,6 +79,13 @@ class JobEvent:
     history: HistoryEvent | None = None
 
 
+def _merged(current: Job | None, kind: str, payload: dict[str, Any]) -> Job:
+    """The Job after a stream event: a status event is the whole job, a progress event what moved."""
+    if kind == "status" or current is None:
+        return Job.model_validate(payload)
+    return Job.model_validate({**current.model_dump(mode="json"), **payload})
+
+
 class Client:
     """A connection to one aplserve service, authenticated with one API key."""
 
@@ -371,6 +378,7 @@ class Jobs:
         with self._client.stream(
             "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
         ) as response:
+            current: Job | None = None
             for event in parse_events(response.iter_lines()):
                 payload = json.loads(event.data)
                 if event.event == "metric":
@@ -378,7 +386,8 @@ class Jobs:
                 elif event.event == "history":
                     yield JobEvent("history", history=HistoryEvent.model_validate(payload), id=event.id)
                 elif event.event in ("status", "progress"):
-                    yield JobEvent(event.event, job=Job.model_validate(payload), id=event.id)
+                    current = _merged(current, event.event, payload)
+                    yield JobEvent(event.event, job=current, id=event.id)
 
     def wait(
         self,

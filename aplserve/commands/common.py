@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from api.validation_messages import field_name
 from aplserve.client import APIError, Client
 
 UrlOption = Annotated[
@@ -85,7 +86,41 @@ def _one_line(text: str) -> str:
     return escape(" ".join(text.split()))
 
 
+#: Body fields whose flag is not the field's own name with dashes (`loss.gamma_neg` is `--gamma-neg`).
+_FLAGS = {
+    ("loss", "name"): "--loss",
+    ("learning_rate",): "--lr",
+    ("dataset_id",): "--dataset",
+    ("base_model",): "--model",
+    ("test_dataset_id",): "--test-dataset",
+    ("candidates",): "--candidate",
+    ("seeds",): "--seed",
+}
+
+
+def _flag(loc: list[Any]) -> str:
+    """The command-line flag that sets the body field at `loc` (`["body", "loss", "clip"]` -> `--clip`)."""
+    parts = tuple(part for part in loc if isinstance(part, str) and part != "body")
+    for size in (2, 1):
+        for start in range(len(parts) - size + 1):
+            flag = _FLAGS.get(parts[start : start + size])
+            if flag is not None:
+                return flag
+    return "--" + parts[-1].replace("_", "-") if parts else ""
+
+
+def in_flags(error: APIError) -> str:
+    """A 422's detail with the field it names written as the flag a CLI user typed."""
+    if error.code != "validation_error" or not error.errors:
+        return error.detail
+    loc = list(error.errors[0].get("loc") or [])
+    flag = _flag(loc)
+    return error.detail.replace(f"`{field_name(loc)}`", f"`{flag}`") if flag else error.detail
+
+
 def _hint(error: APIError) -> str:
+    if error.code == "validation_error":
+        return ""  # the service's detail already counts the further problems
     if error.status == 401:
         return "; set APLSERVE_API_KEY or pass --api-key (create one with `aplserve keys create`)"
     if error.code in ("unreachable", "timeout"):
@@ -96,7 +131,7 @@ def _hint(error: APIError) -> str:
 
 def report(error: APIError) -> NoReturn:
     code = SERVICE_ERROR if not error.is_user_error else USER_ERROR
-    fail(f"{error.detail}{_hint(error)}", error.code, exit_code=code)
+    fail(f"{in_flags(error)}{_hint(error)}", error.code, exit_code=code)
 
 
 @contextmanager
@@ -123,20 +158,79 @@ def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-class CompactTable(Table):
-    """A table whose fixed columns never shrink: only the `flexible` ones give way (with an ellipsis).
+class CompactTable:
+    """A table for 80 columns: fixed columns never shrink, the others give way, the least needed go.
 
     Rich shrinks every column of a table wider than the terminal, so at 80 columns an id
-    or a status would be cut; here each fixed column keeps the width of its widest cell
-    and the flexible ones share what is left, the narrowest needs served first.
+    or a status would be cut. Here each fixed column keeps the width of its widest cell;
+    `flexible` columns share what is left and end with an ellipsis (names, where the start
+    says enough); `wrap` columns share it too but wrap onto more lines (a sample's text,
+    label lists: cut, they would mislead); and when even that does not fit, the `optional`
+    columns are left out, first named first. The rich Table is built when printed, for the
+    width it is printed at.
     """
 
     #: Between two columns: one space of right padding and the box's blank divider.
     GAP = 2
+    #: The narrowest a column that gives way is made before optional columns are dropped.
+    MIN_SHARE = 12
 
-    def __init__(self, *columns: str, title: str | None, flexible: Sequence[str]) -> None:
-        super().__init__(
-            title=title,
+    def __init__(
+        self,
+        *columns: str,
+        title: str | None,
+        flexible: Sequence[str] = (),
+        wrap: Sequence[str] = (),
+        optional: Sequence[str] = (),
+    ) -> None:
+        self.columns, self.title = list(columns), title
+        self.caption: str | None = None
+        self._flexible = {columns.index(name) for name in flexible}
+        self._wrap = {columns.index(name) for name in wrap}
+        self._optional = [columns.index(name) for name in optional]
+        self._widths = [len(column) for column in columns]
+        self._rows: list[list[str]] = []
+
+    def add_row(self, *cells: Any) -> None:
+        row = [str(cell) for cell in cells]
+        for index, cell in enumerate(row):
+            self._widths[index] = max(self._widths[index], max(map(len, cell.splitlines() or [""])))
+        self._rows.append(row)
+
+    def _gives_way(self, index: int) -> bool:
+        return index in self._flexible or index in self._wrap
+
+    def _needed(self, shown: list[int]) -> int:
+        widths = [
+            min(self._widths[i], self.MIN_SHARE) if self._gives_way(i) else self._widths[i] for i in shown
+        ]
+        return sum(widths) + self.GAP * (len(shown) - 1)
+
+    def _shown(self, width: int) -> list[int]:
+        shown = list(range(len(self.columns)))
+        for index in self._optional:
+            if self._needed(shown) <= width:
+                break
+            shown.remove(index)
+        return shown
+
+    def _column_widths(self, shown: list[int], width: int) -> dict[int, int]:
+        """Fixed columns their widest cell; the others share the rest, the narrowest served first."""
+        fixed = [i for i in shown if not self._gives_way(i)]
+        room = width - sum(self._widths[i] for i in fixed) - self.GAP * (len(shown) - 1)
+        widths = {i: self._widths[i] for i in fixed}
+        giving = sorted((i for i in shown if self._gives_way(i)), key=lambda i: self._widths[i])
+        for count, index in enumerate(giving):
+            widths[index] = min(self._widths[index], max(6, room // (len(giving) - count)))
+            room -= widths[index]
+        return widths
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        shown = self._shown(options.max_width)
+        widths = self._column_widths(shown, options.max_width)
+        table = Table(
+            title=self.title,
+            caption=self.caption,
             title_justify="left",
             header_style="bold",
             box=box.SIMPLE_HEAD,
@@ -144,45 +238,41 @@ class CompactTable(Table):
             pad_edge=False,
             padding=(0, 1, 0, 0),
         )
-        self._flexible = {index for index, column in enumerate(columns) if column in flexible}
-        self._widths = [len(column) for column in columns]
-        for index, column in enumerate(columns):
-            overflow = "ellipsis" if index in self._flexible else "fold"
-            self.add_column(column, overflow=overflow, no_wrap=True)
-
-    def add_row(self, *cells: Any, **kwargs: Any) -> None:
-        for index, cell in enumerate(cells):
-            self._widths[index] = max(self._widths[index], len(str(cell)))
-        super().add_row(*cells, **kwargs)
-
-    def __rich_console__(self, console: Console, options: Any) -> Any:
-        fixed = [index for index in range(len(self.columns)) if index not in self._flexible]
-        for index in fixed:
-            self.columns[index].min_width = self._widths[index]
-        room = options.max_width - sum(self._widths[i] for i in fixed) - self.GAP * (len(self.columns) - 1)
-        flexible = sorted(self._flexible, key=lambda index: self._widths[index])
-        for count, index in enumerate(flexible):
-            share = max(6, room // (len(flexible) - count))
-            self.columns[index].max_width = min(self._widths[index], share)
-            room -= self.columns[index].max_width
-        return super().__rich_console__(console, options)
+        for index in shown:
+            fixed = not self._gives_way(index)
+            table.add_column(
+                self.columns[index],
+                overflow="ellipsis" if index in self._flexible else "fold",
+                no_wrap=index not in self._wrap,
+                min_width=widths[index] if fixed else None,
+                max_width=None if fixed else widths[index],
+            )
+        for row in self._rows:
+            table.add_row(*(row[index] for index in shown))
+        yield table
 
     def natural_width(self) -> int:
         """The width the table takes with no column cut (what --wide prints)."""
         return sum(self._widths) + self.GAP * (len(self._widths) - 1)
 
 
-def show(rows: Table, wide: bool = False) -> None:
+def show(rows: CompactTable, wide: bool = False) -> None:
     """Print a table on stdout; with --wide as wide as its content, whatever the terminal."""
     out = console()
-    if wide and isinstance(rows, CompactTable):
+    if wide:
         out = Console(width=max(out.width, rows.natural_width()))
     out.print(rows)
 
 
-def table(*columns: str, title: str | None = None, flexible: Sequence[str] = ()) -> Table:
-    """A compact table (no outer border) for 80 columns: `flexible` columns give way with an ellipsis."""
-    return CompactTable(*columns, title=title, flexible=flexible)
+def table(
+    *columns: str,
+    title: str | None = None,
+    flexible: Sequence[str] = (),
+    wrap: Sequence[str] = (),
+    optional: Sequence[str] = (),
+) -> CompactTable:
+    """A compact table (no outer border) for 80 columns: see `CompactTable` for who gives way."""
+    return CompactTable(*columns, title=title, flexible=flexible, wrap=wrap, optional=optional)
 
 
 def short(identifier: str | None, wide: bool = False) -> str:

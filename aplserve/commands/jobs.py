@@ -66,10 +66,10 @@ def show_job(job: Job) -> None:
     if job.queue_position is not None:
         out.print(f"  queue position: {job.queue_position}", highlight=False)
     if job.best_metrics:
-        best = {k: v for k, v in job.best_metrics.items() if isinstance(v, int | float)}
-        out.print(
-            "  best: " + ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in best.items())
-        )
+        numbers = {k: v for k, v in job.best_metrics.items() if type(v) in (int, float)}
+        shown = ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in numbers.items())
+        label = "best so far (validation)" if _best_map(job).endswith("so far") else "best (validation)"
+        out.print(f"  {label}: {shown}")
     test = (job.best_metrics or {}).get("test")
     if isinstance(test, dict):
         scores = ", ".join(f"{k}={fmt(test[k])}" for k in ("map", "macro_f1", "micro_f1") if k in test)
@@ -237,8 +237,12 @@ def _metadata(items: list[str]) -> dict[str, str]:
 
 
 def _best_map(job: Job) -> str:
+    """The best validation mAP, "0.513 so far" while the job runs."""
     best = (job.best_metrics or {}).get("map")
-    return fmt(best) if isinstance(best, float) else "-"
+    if not isinstance(best, float):
+        return "-"
+    so_far = (job.best_metrics or {}).get("so_far") and not job.finished
+    return f"{fmt(best)} so far" if so_far else fmt(best)
 
 
 @app.command("list")

@@ -137,14 +137,15 @@ def label_issues(
         print_json(items)
         return
     rows = table(
-        "rank", "sample", "score", "flagged", "given", "model says", flexible=() if wide else ("sample",)
-    )
+        "rank", "sample", "score", "flagged", "given", "model says",
+        wrap=("sample", "given", "model says"), optional=("flagged", "score"),
+    )  # fmt: skip
     for item in items:
         sample = item.text if item.text is not None else (item.image or "-")
         says = " ".join(f"{'-' if d['given'] else '+'}{d['label']}" for d in item.disagreements)
         rows.add_row(
             str(item.rank),
-            sample if wide else sample[:60],
+            sample,
             f"{item.score:.3f}",
             "yes" if item.flagged else "",
             "|".join(item.given_labels) or "-",
@@ -204,13 +205,14 @@ def _inputs(values: list[str], as_text: bool) -> list[str | Path]:
 
 def show_predictions(inputs: list[str], predictions: list[Prediction], wide: bool = False) -> None:
     """A table; a label marked * is there only because of min_labels (below its threshold)."""
-    rows = table("input", "labels", "top scores" if not wide else "scores", flexible=("input", "labels"))
+    scores = "scores" if wide else "top scores"
+    rows = table("input", "labels", scores, wrap=("input", "labels"), flexible=(scores,))
     for given, prediction in zip(inputs, predictions, strict=True):
         top = sorted(prediction.scores.items(), key=lambda item: -item[1])
         shown = top if wide else top[:TOP_SCORES]
         added = set(prediction.added_by_min_labels)
         rows.add_row(
-            given if len(given) <= 60 else given[:57] + "...",
+            given,
             ", ".join(label + ("*" if label in added else "") for label in prediction.labels) or "-",
             "  ".join(f"{label} {score:.3f}" for label, score in shown),
         )

@@ -176,9 +176,28 @@ def add_metric_point(
             delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.epoch == point["epoch"])
         )
         session.add(MetricPoint(job_id=job_id, **point))
+        _keep_best_so_far(session, job_id, point)
         summary = history.metric_summary(point) | {"attempt": attempt, "samples_per_s": samples_per_s}
         history.add(session, job_id, "epoch", history.epoch_message(summary, epochs), data=summary)
         return True
+
+
+#: The fields of a running job's `best_metrics`; `so_far` tells it from the final one.
+BEST_SO_FAR_FIELDS = ("epoch", "map", "micro_f1", "macro_f1", "val_loss")
+
+
+def _keep_best_so_far(session: Session, job_id: str, point: dict[str, Any]) -> None:
+    """Set the job's `best_metrics` to this evaluation when it is the best yet (by mAP, as training).
+
+    Lists show the best metric while a job runs; the succeeded job's own best (from its
+    model) replaces it at the end.
+    """
+    current = session.scalar(select(Job.best_metrics).where(Job.id == job_id)) or {}
+    value = point.get("map")
+    if value is None or (isinstance(current.get("map"), float) and current["map"] >= value):
+        return
+    best = {key: point[key] for key in BEST_SO_FAR_FIELDS if key in point} | {"so_far": True}
+    session.execute(update(Job).where(Job.id == job_id).values(best_metrics=best))
 
 
 def record_checkpoint(job_id: str, attempt: int, summary: dict[str, Any], settings: Settings) -> bool:

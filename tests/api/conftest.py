@@ -30,6 +30,7 @@ from core.broker import close_celery_apps
 from core.db.migrate import upgrade_to_head
 from core.db.models import Base
 from core.db.session import dispose_engines, session_scope
+from core.errors import problem_type
 from core.settings import Settings
 from tests.services import unique_name
 
@@ -265,7 +266,7 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     assert body["code"] == code
     assert isinstance(body["title"], str) and body["title"]
     assert isinstance(body["detail"], str) and body["detail"]
-    assert body["type"].startswith("https://")
+    assert body["type"] == problem_type(code)
     flat = response.text.lower()
     for leak in ("traceback", "select ", "insert ", "/tmp/", "/work/", "sqlalchemy", '.py"'):
         assert leak not in flat, f"{leak!r} leaked into {response.text}"

@@ -636,6 +636,10 @@ def test_csv_is_normalized_with_bom_crlf_quotes_and_extra_columns(tmp_path: Path
             "Label 'greeting' has only 2 samples; its metrics will be unreliable and it may be missing from "
             "the validation split (at least 5 recommended).",
             "1 of 12 samples have no label; they count as negatives for every label.",
+            "Only about 2 samples go to validation (the default 20%); metrics, thresholds and calibration "
+            "need at least 50: upload more samples or raise hyperparameters.val_fraction.",
+            "2 labels ('polite', 'rude') will have fewer than 5 validation samples each (of the default "
+            "20%); their thresholds keep the fallback and their metrics are noisy.",
         ],
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "in.csv"]  # no staging left over
@@ -648,7 +652,7 @@ def test_jsonl_is_normalized_and_blank_lines_skipped(tmp_path: Path) -> None:
     ]
     upload = tmp_path / "in.jsonl"
     upload.write_bytes(b"\n".join(json.dumps(o, ensure_ascii=False).encode() for o in objects) + b"\n\n  \n")
-    result = ingest_dataset(upload, "in.jsonl", tmp_path / "ds")
+    result = ingest_dataset(upload, "in.jsonl", tmp_path / "ds", limits=NO_SPLIT_NOTES)
 
     samples = read_samples(tmp_path / "ds")
     assert samples[0] == {"text": "Ünïcode ✓ 0", "labels": ["c"]}
@@ -662,10 +666,30 @@ def test_jsonl_is_normalized_and_blank_lines_skipped(tmp_path: Path) -> None:
     ]
 
 
+#: Limits without the validation-split notes, for tests about the other warnings on tiny files.
+NO_SPLIT_NOTES = IngestLimits(min_validation_samples=0, min_validation_positives=0)
+
+
+def test_the_default_validation_split_is_judged_for_size_and_label_support(tmp_path: Path) -> None:
+    rows = [(f"t{i}", "common" + ("|thin" if i % 10 == 0 else "")) for i in range(300)]
+    rows += [(f"u{i}", "other") for i in range(300)]
+    upload = tmp_path / "in.csv"
+    upload.write_bytes(text_csv(rows))
+    result = ingest_dataset(upload, "in.csv", tmp_path / "ds")
+    # 600 samples leave about 120 for validation: enough; 'thin' (30 samples) expects 6 there.
+    assert result.warnings == []
+    upload.write_bytes(text_csv(rows[:200] + rows[300:360]))
+    result = ingest_dataset(upload, "in.csv", tmp_path / "ds2")
+    assert result.warnings == [
+        "1 label ('thin') will have fewer than 5 validation samples each (of the default 20%); their "
+        "thresholds keep the fallback and their metrics are noisy."
+    ]
+
+
 def test_label_on_every_sample_is_warned_about(tmp_path: Path) -> None:
     upload = tmp_path / "in.csv"
     upload.write_bytes(text_csv([(f"t{i}", f"all|{'x' if i % 2 else 'y'}") for i in range(10)]))
-    result = ingest_dataset(upload, "in.csv", tmp_path / "ds")
+    result = ingest_dataset(upload, "in.csv", tmp_path / "ds", limits=NO_SPLIT_NOTES)
     assert result.warnings == ["Label 'all' is on every sample, so a model can learn nothing from it."]
 
 
@@ -687,7 +711,7 @@ def test_image_zip_is_extracted_to_the_normalized_form(tmp_path: Path) -> None:
     ]
     upload = tmp_path / "in.zip"
     upload.write_bytes(make_zip(members))
-    result = ingest_dataset(upload, "in.zip", tmp_path / "ds")
+    result = ingest_dataset(upload, "in.zip", tmp_path / "ds", limits=NO_SPLIT_NOTES)
 
     ds = tmp_path / "ds"
     samples = read_samples(ds)

@@ -414,7 +414,11 @@ def test_events_stream_status_changes_and_metric_points_until_the_end(
     assert statuses == ["queued", "running", "succeeded"]
     metrics = [data for kind, data in events if kind == "metric"]
     assert [point["map"] for point in metrics] == [0.61, 0.72]
-    assert "progress" in [kind for kind, _ in events]
+    progress = [data for kind, data in events if kind == "progress"]
+    assert progress, "the stream sent no progress event"
+    # A progress event carries what moved, not the whole job (spec and all) again.
+    assert all(set(data) == {"id", "status", "progress", "best_metrics"} for data in progress)
+    assert {"epoch": 1, "epochs": 3, "step": 5, "steps": 15} in [data["progress"] for data in progress]
     assert events[-1][0] == "status" and events[-1][1]["best_metrics"] == {"map": 0.72}
     history = [data for kind, data in events if kind == "history"]
     assert [(e["type"], e["data"].get("epoch")) for e in history] == [

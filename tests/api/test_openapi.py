@@ -71,6 +71,7 @@ def test_the_upload_body_describes_formats_and_options(document: dict[str, Any])
         "labels_column",
         "filename_column",
         "label_separator",
+        "delimiter",
     }
     assert document["paths"]["/v1/datasets"]["post"]["parameters"][0]["name"] == "dedupe"
 

@@ -222,3 +222,51 @@ def test_empty_option_fields_count_as_not_given() -> None:
     options = UploadOptions.from_fields({"text_column": " ", "label_separator": ""})
     assert options == UploadOptions() and options.as_fields() == {}
     assert options.column("labels") == "labels" and options.separator == "|"
+
+
+def _delimited(delimiter: str, header: tuple[str, str] = ("text", "labels")) -> bytes:
+    """The genres as Excel writes them where the decimal mark is a comma: `;` between fields."""
+    lines = [
+        delimiter.join(header),
+        *(f"{title}{delimiter}{labels.replace(',', '|')}" for title, labels in GENRES),
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_a_semicolon_or_tab_delimited_csv_is_read_from_its_header(
+    client: TestClient, alice: dict[str, str], delimiter: str
+) -> None:
+    response = post(client, alice, _delimited(delimiter))
+    assert response.status_code == 201, response.text
+    dataset = response.json()
+    assert dataset["num_samples"] == 12 and dataset["label_counts"]["comedy"] == 5
+    assert "upload_options" not in dataset or "delimiter" not in (dataset["upload_options"] or {})
+
+
+def test_the_delimiter_field_overrides_sniffing_and_is_checked(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    named = post(client, alice, _delimited(";"), delimiter=";")
+    assert named.status_code == 201, named.text
+    assert named.json()["upload_options"] == {"delimiter": ";"}
+    tab = post(client, alice, _delimited("\t"), filename="tab.csv", delimiter="tab")
+    assert tab.status_code == 201 and tab.json()["upload_options"] == {"delimiter": "tab"}
+    wrong = assert_problem(post(client, alice, comma_csv(), delimiter="::"), 422, "invalid_upload_option")
+    assert wrong["errors"][0]["loc"] == ["body", "delimiter"]
+    mismatch = assert_problem(post(client, alice, _delimited(";"), delimiter=","), 422, "invalid_csv_header")
+    assert "text;labels" in mismatch["detail"]
+
+
+def test_a_zip_labels_file_may_be_semicolon_delimited(client: TestClient, alice: dict[str, str]) -> None:
+    content = _image_zip("filename,labels", "|")
+    with zipfile.ZipFile(io.BytesIO(content)) as original:
+        members = {name: original.read(name) for name in original.namelist()}
+    members["labels.csv"] = members["labels.csv"].replace(b",", b";")
+    rewritten = io.BytesIO()
+    with zipfile.ZipFile(rewritten, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    response = post(client, alice, rewritten.getvalue(), filename="semi.zip")
+    assert response.status_code == 201, response.text
+    assert response.json()["label_counts"] == {"blue": 6, "red": 12}

@@ -157,6 +157,21 @@ def test_metric_points_replace_a_repeated_epoch_and_drop_after_a_checkpoint(
     assert count(settings, MetricPoint, job_id) == 1
 
 
+def test_a_running_job_shows_its_best_evaluation_so_far_until_it_succeeds(
+    settings: Settings, job_id: str
+) -> None:
+    job = lifecycle.claim(job_id, settings)
+    assert job is not None
+    for epoch, value in ((1, 0.41), (2, 0.52), (3, 0.47)):
+        assert lifecycle.add_metric_point(job_id, job.attempt, point(epoch) | {"map": value}, settings)
+        best = job_row(settings, job_id).best_metrics
+        assert best is not None and best["so_far"] is True
+        assert best["map"] == max(v for e, v in ((1, 0.41), (2, 0.52), (3, 0.47)) if e <= epoch)
+    assert job_row(settings, job_id).best_metrics["epoch"] == 2  # the later, worse epoch kept it
+    lifecycle.finish_succeeded(job_id, job.attempt, model_values("m-so-far"), settings)
+    assert job_row(settings, job_id).best_metrics == {"map": 0.5}  # the model's own best replaces it
+
+
 def model_values(model_id: str) -> ModelRecord:
     return ModelRecord(
         id=model_id,

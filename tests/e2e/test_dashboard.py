@@ -607,6 +607,34 @@ def test_dataset_page_shows_label_statistics_as_text(open_page: Callable[..., Wa
     _screenshot(page, "dataset")
 
 
+def test_upload_form_takes_columns_separators_and_the_delimiter(
+    open_page: Callable[..., Watched], live: Live, tmp_path: Path
+) -> None:
+    rows = ["title;tags", *(f"film {i};{'drama,comedy' if i % 2 else 'drama'}" for i in range(60))]
+    semicolons = tmp_path / "excel-export.csv"
+    semicolons.write_text("\n".join(rows) + "\n")
+    page = open_page("/#/datasets").page
+    page.locator("#upload-form").wait_for()
+    page.locator("#dataset-file").set_input_files(str(semicolons))
+    page.get_by_text("Columns and separators").click()
+    page.get_by_label("Text column").fill("title")
+    page.get_by_label("Labels column").fill("tags")
+    page.get_by_label("Label separator").fill(",")
+    page.get_by_label("CSV delimiter").select_option(";")
+    page.get_by_role("button", name="Upload").click()
+    page.locator('figure[data-chart="label-frequency"][data-points="2"]').wait_for()
+    dataset_id = page.url.rsplit("/", 1)[-1]
+    headers = {"Authorization": f"Bearer {live.key}"}
+    dataset = httpx.get(f"{live.base_url}/v1/datasets/{dataset_id}", headers=headers, timeout=30).json()
+    assert dataset["label_counts"] == {"comedy": 30, "drama": 60}
+    assert dataset["upload_options"] == {
+        "text_column": "title",
+        "labels_column": "tags",
+        "label_separator": ",",
+        "delimiter": ";",
+    }
+
+
 def test_model_page_downloads_and_predicts(open_page: Callable[..., Watched], live: Live) -> None:
     if "apl" not in live.jobs:
         pytest.fail("needs the jobs of test_jobs_list_and_job_charts_update_live", pytrace=False)

@@ -151,6 +151,7 @@ export function sseParser(onEvent, onRetry) {
  */
 export async function followJob(jobId, { signal, onStatus, onMetric, onHistory, onConnection }) {
   let lastEventId = null;
+  let current = null;
   let retryMs = 2000;
   let finished = false;
   const path = `/v1/jobs/${encodeURIComponent(jobId)}/events`;
@@ -167,8 +168,10 @@ export async function followJob(jobId, { signal, onStatus, onMetric, onHistory, 
           if (event === "metric") onMetric(body);
           else if (event === "history") onHistory && onHistory(body);
           else if (event === "status" || event === "progress") {
-            if (FINAL_STATUSES.has(body.status)) finished = true;
-            onStatus(body, event);
+            // A status event is the whole job; a progress event only what moved, merged into it.
+            current = event === "status" || current === null ? body : { ...current, ...body };
+            if (FINAL_STATUSES.has(current.status)) finished = true;
+            onStatus(current, event);
           }
         },
       });

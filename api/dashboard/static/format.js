@@ -82,3 +82,14 @@ export function progressText(job) {
 
 // The one list of final job states (core/jobs/status.py FINAL_STATUSES on the server).
 export const FINAL_STATUSES = new Set(["succeeded", "failed", "cancelled"]);
+
+/** Whether a job's best metrics are the best evaluation so far of a job still running. */
+export function bestSoFar(job) {
+  return !!(job.best_metrics && job.best_metrics.so_far) && !FINAL_STATUSES.has(job.status);
+}
+
+/** A job's best validation mAP, "0.513 so far" while it runs. */
+export function bestMapText(job) {
+  const value = num(job.best_metrics && job.best_metrics.map);
+  return bestSoFar(job) ? `${value} so far` : value;
+}

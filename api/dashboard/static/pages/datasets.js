@@ -9,21 +9,43 @@ import { suspectLabelsCard } from "./suspects.js";
 
 const MAX_BARS = 60;
 
+/** The upload's reading options (api/ingest/columns.py): form field -> label and hint. */
+const UPLOAD_OPTIONS = [
+  ["text_column", "Text column", "text"],
+  ["labels_column", "Labels column", "labels"],
+  ["filename_column", "Filename column (ZIP)", "filename"],
+  ["label_separator", "Label separator", "|"],
+];
+
+function uploadOptions() {
+  const inputs = UPLOAD_OPTIONS.map(([field, label, placeholder]) =>
+    [field, label, h("input", { type: "text", id: `dataset-${field}`, name: field, maxlength: field === "label_separator" ? 8 : 100, placeholder })]);
+  const delimiter = h("select", { id: "dataset-delimiter", name: "delimiter" },
+    [["", "from the header"], [",", "comma ,"], [";", "semicolon ;"], ["tab", "tab"], ["|", "bar |"]]
+      .map(([value, text]) => h("option", { value }, text)));
+  inputs.push(["delimiter", "CSV delimiter", delimiter]);
+  const box = h("details", { class: "upload-options" }, h("summary", null, "Columns and separators"),
+    inputs.map(([field, label, input]) => h("div", { class: "field" }, h("label", { for: `dataset-${field}` }, label), input)));
+  return { box, inputs };
+}
+
 function uploadForm(onUploaded) {
   const file = h("input", { type: "file", id: "dataset-file", name: "file", accept: ".csv,.jsonl,.zip", required: true });
   const name = h("input", { type: "text", id: "dataset-name", name: "name", maxlength: 200, placeholder: "defaults to the file name" });
+  const options = uploadOptions();
   const submit = h("button", { type: "submit", class: "button primary" }, "Upload");
   const message = h("div", { class: "form-message", role: "alert" });
   const form = h("form", { class: "form-inline", id: "upload-form" },
     h("div", { class: "field" }, h("label", { for: "dataset-file" }, "File (.csv, .jsonl or images .zip)"), file),
     h("div", { class: "field" }, h("label", { for: "dataset-name" }, "Name"), name),
-    h("div", { class: "field" }, submit), message);
+    h("div", { class: "field" }, submit), options.box, message);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     if (!file.files.length) return;
     const body = new FormData();
     body.append("file", file.files[0]);
     if (name.value.trim()) body.append("name", name.value.trim());
+    for (const [field, , input] of options.inputs) if (input.value) body.append(field, input.value);
     submit.disabled = true;
     setChildren(message, h("span", { class: "muted" }, "Uploading and validating…"));
     try {

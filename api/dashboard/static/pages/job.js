@@ -4,7 +4,7 @@
 import { api, followJob } from "../api.js";
 import { card, definitionList, encodePath, h, link, notice, progressBar, setChildren, stat, statusBadge } from "../dom.js";
 import { chartBox, chartRegistry, epochChart, PALETTE } from "../charts.js";
-import { baseModel, dateTime, duration, lossName, lossParams, num, progressFraction, progressText, shortId, FINAL_STATUSES } from "../format.js";
+import { baseModel, bestSoFar, dateTime, duration, lossName, lossParams, num, progressFraction, progressText, shortId, FINAL_STATUSES } from "../format.js";
 import { fetchOr404, pageHeader, problemText, sortableTable } from "./common.js";
 
 function perClassRows(point) {
@@ -128,7 +128,7 @@ export async function jobPage({ root, params: [jobId], signal }) {
     const best = job.best_metrics || {};
     setChildren(stats,
       stat("Progress", progressBar(progressFraction(job), progressText(job)), "wide"),
-      stat("Best mAP", num(best.map), "accent"),
+      stat(bestSoFar(job) ? "Best mAP so far (validation)" : "Best mAP (validation)", num(best.map), "accent"),
       stat("Best epoch", best.epoch ?? "—"),
       stat("Micro F1", num(best.micro_f1)),
       stat("Macro F1", num(best.macro_f1)),

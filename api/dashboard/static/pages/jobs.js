@@ -2,7 +2,7 @@
 
 import { api, listAll } from "../api.js";
 import { card, encodePath, h, link, notice, progressBar, setChildren, statusBadge } from "../dom.js";
-import { baseModel, dateTime, lossName, lossParams, num, progressFraction, progressText, shortId } from "../format.js";
+import { baseModel, bestMapText, dateTime, lossName, lossParams, progressFraction, progressText, shortId } from "../format.js";
 import { datasetIndex, filledHyperparameters, formToggle, pageHeader, poll, problemText, randomKey, showModelDefaults } from "./common.js";
 
 const POLL_MS = 2000;
@@ -36,7 +36,7 @@ function jobRow(job, datasets, selected, onSelect) {
     h("td", null, dataset ? link(`/datasets/${encodePath(dataset.id)}`, dataset.name)
       : h("span", { class: "muted" }, shortId(job.spec.dataset_id))),
     h("td", { class: "progress-cell" }, progressBar(progressFraction(job), progressText(job))),
-    h("td", { class: "num best-map" }, num(job.best_metrics && job.best_metrics.map)),
+    h("td", { class: "num best-map" }, bestMapText(job)),
     h("td", null, job.model_id ? link(`/models/${encodePath(job.model_id)}`, "model") : h("span", { class: "muted" }, "—")));
 }
 

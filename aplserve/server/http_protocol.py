@@ -24,15 +24,16 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from core.errors import problem_type
 from core.settings import Settings, get_settings
 
-PROTOCOL = "api.http_server:LimitedHttpToolsProtocol"
+PROTOCOL = "aplserve.server.http_protocol:LimitedHttpToolsProtocol"
 
 
 def _problem(status: int, reason: str, code: str, detail: str) -> bytes:
     body = json.dumps(
         {
-            "type": f"https://aplserve.dev/problems/{code.replace('_', '-')}",
+            "type": problem_type(code),
             "title": reason,
             "status": status,
             "detail": detail,

@@ -17,12 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api import server_processes
+from aplserve.server import processes
 from tests.reliability.servers import Server, outside_settings
 from tests.worker.harness import REPO, service_env, wait_for
 
 pytestmark = pytest.mark.skipif(
-    not server_processes.supported(), reason="SO_REUSEPORT spreads connections on Linux only"
+    not processes.supported(), reason="SO_REUSEPORT spreads connections on Linux only"
 )
 CONNECTIONS = 64
 
@@ -136,7 +136,7 @@ def test_wildcard_hosts_are_reached_and_shown_on_the_loopback() -> None:
     from aplserve.cli import local_url
 
     hosts = ("0.0.0.0", "::", "", "10.1.2.3", "::1")
-    assert [server_processes.local_address(host) for host in hosts] == [
+    assert [processes.local_address(host) for host in hosts] == [
         "127.0.0.1",
         "127.0.0.1",
         "127.0.0.1",
