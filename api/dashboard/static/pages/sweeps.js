@@ -196,9 +196,8 @@ function candidateSearchChart(candidate, index, trials, board, color, metric) {
   const row = board.rows.find((r) => JSON.stringify(r.candidate) === JSON.stringify(candidate));
   const best = row && row.config && row.config.learning_rate !== undefined && row.search_value !== null
     ? [{ x: row.config.learning_rate, y: row.search_value, number: "best" }] : [];
-  const name = lossName(candidate);
-  const box = chartBox(`${name.toUpperCase()}: validation ${metric} of each trial vs learning rate`, { name: `search-${name}` });
-  box.box.dataset.candidate = name;
+  const box = chartBox(`${lossName(candidate)}: validation ${metric} of each trial vs learning rate`, { name: `search-${candidate.name}` });
+  box.box.dataset.candidate = candidate.name;
   const chart = searchChart(box, [
     { label: "complete", color, points: drawn("complete").map(at) },
     { label: "pruned (stopped early: its last epoch)", color, fill: "transparent", pointStyle: "crossRot", radius: 7,
@@ -211,7 +210,8 @@ function candidateSearchChart(candidate, index, trials, board, color, metric) {
 
 function importanceText(found, candidate) {
   const entry = found.find((i) => JSON.stringify(i.candidate) === JSON.stringify(candidate));
-  if (!entry || !Object.keys(entry.importances).length) return h("span", { class: "muted" }, "— (after the search)");
+  if (!entry) return h("span", { class: "muted" }, "— (after the search)");
+  if (!Object.keys(entry.importances).length) return h("span", { class: "muted" }, "— (needs two complete trials)");
   return Object.entries(entry.importances).map(([k, v]) => h("span", { class: "chip", "data-param": k }, `${k} ${num(v, 2)}`));
 }
 
@@ -224,7 +224,7 @@ function searchTable(sweep, trials, board) {
       const row = board.rows.find((r) => JSON.stringify(r.candidate) === JSON.stringify(c)) || {};
       const config = Object.entries(row.config || {}).map(([k, v]) => h("span", { class: "chip" }, `${k} = ${typeof v === "number" ? Number(v.toPrecision(3)) : v}`));
       return h("tr", { "data-candidate": c.name },
-        h("td", null, h("strong", null, lossName(c).toUpperCase())),
+        h("td", null, h("strong", null, lossName(c))),
         h("td", { class: "num" }, `${mine.filter((t) => t.state !== "running").length}/${sweep.spec.search.trials}`),
         h("td", { class: "num" }, mine.filter((t) => t.state === "pruned").length),
         h("td", { class: "num" }, mine.filter((t) => t.state === "failed").length),
