@@ -176,7 +176,10 @@ def test_a_search_sweep_runs_its_trials_then_replicates_the_best_configurations(
     assert sweep["trials"]["done"] == 6 and sweep["trials"]["running"] == 0
     listed = get(client, alice, f"/v1/sweeps/{sweep['id']}/trials")
     trials = listed["items"]
-    assert [i["importances"] for i in listed["importances"]] == [{"learning_rate": 1.0}] * 2
+    for entry in listed["importances"]:  # Optuna's fANOVA: a lone parameter has all of it, given two trials
+        complete = [t for t in trials if t["candidate"] == entry["candidate"] and t["state"] == "complete"]
+        assert entry["importances"] == ({"learning_rate": 1.0} if len(complete) >= 2 else {})
+    assert len(listed["importances"]) == 2
     page = get(client, alice, f"/v1/sweeps/{sweep['id']}/trials?limit=4")
     assert len(page["items"]) == 4 and page["next_cursor"] == "4"
     rest = get(client, alice, f"/v1/sweeps/{sweep['id']}/trials?limit=4&cursor=4")
