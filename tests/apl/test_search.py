@@ -90,3 +90,13 @@ def test_importances_need_two_complete_trials_and_a_lone_parameter_has_all_of_it
     ]
     assert importances(search.space or {}, history[:1]) == {}
     assert importances(search.space or {}, history) == {"learning_rate": 1.0}
+
+
+def test_the_median_pruner_waits_for_a_third_of_the_epochs() -> None:
+    search = spec()
+    space = search.space or {}
+    done = [TrialRecord(0, {"learning_rate": 1e-3}, "complete", [0.6] * 15)]
+    early = TrialRecord(1, {"learning_rate": 1e-5}, "running", [0.2])
+    later = TrialRecord(1, {"learning_rate": 1e-5}, "running", [0.2] * 5)
+    assert should_prune(search, space, done, early, 15)[0] is False  # epoch 1 of 15: still warming up
+    assert should_prune(search, space, done, later, 15)[0] is True
