@@ -433,3 +433,39 @@ def problem_responses(*problems: int | str | tuple[int, str]) -> dict[int | str,
             "description": f"{HTTPStatus(status).phrase}: {listed or 'a problem'} (see docs/errors.md).",
         }
     return responses
+
+
+class WorkerEntry(BaseModel):
+    """One live worker and the devices it offers one job."""
+
+    id: str = Field(description="The worker's node name (aplserve-<pid>@<host>).")
+    hostname: str
+    device_kind: str = Field(description="`cuda` or `cpu`.")
+    devices: int = Field(description="How many devices one job may train on at once (one process each).")
+    busy: bool = Field(description="Whether it runs a job now.")
+    started_at: datetime
+    seen_at: datetime
+
+
+class WorkerList(BaseModel):
+    model_config = _examples(
+        {
+            "items": [
+                {
+                    "id": "aplserve-812@gpu-host",
+                    "hostname": "gpu-host",
+                    "device_kind": "cuda",
+                    "devices": 4,
+                    "busy": False,
+                    "started_at": "2026-12-07T17:00:00Z",
+                    "seen_at": "2026-12-07T17:05:00Z",
+                }
+            ],
+            "max_devices": 4,
+        }
+    )
+
+    items: list[WorkerEntry]
+    max_devices: int = Field(
+        description="The most `hyperparameters.devices` a job may ask for now (0: no worker)."
+    )

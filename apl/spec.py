@@ -84,6 +84,10 @@ class LossSpec(BaseModel):
 _MODEL_DEFAULT = "Left out: the base model's default (GET /v1/base-models, `defaults`)."
 
 
+#: The most devices a job may ask for (one host's worth; several hosts are not supported).
+MAX_DEVICES = 64
+
+
 class Hyperparameters(BaseModel):
     """Training hyperparameters; every one has a default that trains a small model sensibly.
 
@@ -109,6 +113,12 @@ class Hyperparameters(BaseModel):
     early_stopping_patience: Annotated[int, Field(ge=1, le=1000)] | None = None
     warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
     grad_clip_norm: float | None = Field(default=1.0, gt=0)
+    devices: Annotated[int, Field(ge=1, le=MAX_DEVICES)] | Literal["auto"] = Field(
+        default=1,
+        description="Devices one job trains on at once (data-parallel, torch.distributed; the worker starts "
+        "one process per device). 1: one process, as ever; `auto`: every device of the worker that takes it "
+        "(the most that divide batch_size). batch_size is the global batch, split evenly across them.",
+    )
 
     @field_validator("learning_rate", "weight_decay", "val_fraction", "warmup_fraction")
     @classmethod
@@ -261,6 +271,17 @@ class JobSpec(BaseModel):
     @model_validator(mode="after")
     def _base_model_defaults(self) -> JobSpec:
         self.hyperparameters = fill_model_defaults(self.hyperparameters, self.base_model)
+        return self
+
+    @model_validator(mode="after")
+    def _devices_split_the_batch(self) -> JobSpec:
+        """The global batch is split evenly across the devices (checked after the model's defaults)."""
+        hp = self.hyperparameters
+        if isinstance(hp.devices, int) and hp.batch_size % hp.devices:
+            raise ValueError(
+                f"hyperparameters.batch_size ({hp.batch_size}) must be a multiple of devices ({hp.devices}): "
+                "the global batch is split evenly across them"
+            )
         return self
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from celery import Celery
@@ -159,14 +159,28 @@ def _within_deadline(settings: Settings, call: Callable[[], T]) -> T:
     return result
 
 
-def _publish(job_ids: Sequence[str], settings: Settings) -> None:
+def device_queue(settings: Settings, devices: int) -> str:
+    """The queue of jobs that need `devices` devices: the named queue for one, a queue per count above.
+
+    A worker with N devices consumes the queues of 1..N devices (`worker_queues`), so a job
+    reaches only a worker that can run it, and a one-device job's queue is what it always was.
+    """
+    return settings.queue_name if devices <= 1 else f"{settings.queue_name}.devices-{devices}"
+
+
+def worker_queues(settings: Settings, devices: int) -> list[str]:
+    """The queues a worker with `devices` devices consumes."""
+    return [device_queue(settings, n) for n in range(1, devices + 1)]
+
+
+def _publish(job_ids: Sequence[str], settings: Settings, queues: Mapping[str, str]) -> None:
     app = celery_app(settings)
     with app.producer_or_acquire() as producer:
         for job_id in job_ids:
             app.send_task(
                 RUN_JOB_TASK,
                 args=[job_id],
-                queue=settings.queue_name,
+                queue=queues.get(job_id, settings.queue_name),
                 producer=producer,
                 retry=True,
                 retry_policy={
@@ -178,15 +192,17 @@ def _publish(job_ids: Sequence[str], settings: Settings) -> None:
             )
 
 
-def send_jobs(job_ids: Sequence[str], settings: Settings) -> None:
+def send_jobs(job_ids: Sequence[str], settings: Settings, queues: Mapping[str, str] | None = None) -> None:
     """Send the run-job task of each job (only its id), in order, within the send timeout.
+
+    `queues` maps a job to its device queue (`device_queue`); a job not in it goes to the named queue.
 
     Raises BrokerUnavailable when the broker cannot take them in time; some may have
     been sent by then (a duplicate is harmless: the worker's claim is conditional).
     Callers go through core.jobs.dispatch, which keeps the rows' outbox marks right.
     """
     if job_ids:
-        _within_deadline(settings, lambda: _publish(list(job_ids), settings))
+        _within_deadline(settings, lambda: _publish(list(job_ids), settings, queues or {}))
 
 
 def enqueue_job(job_id: str, settings: Settings | None = None) -> None:
@@ -194,23 +210,28 @@ def enqueue_job(job_id: str, settings: Settings | None = None) -> None:
     send_jobs([job_id], settings or get_settings())
 
 
-def _count_waiting(settings: Settings) -> int:
+def _count_waiting(settings: Settings, queues: Sequence[str]) -> int:
+    total = 0
     with Connection(
         settings.resolved_broker_url,
         connect_timeout=settings.broker_send_timeout_seconds,
         transport_options=transport_options(settings),
     ) as connection:
-        channel = connection.default_channel
-        try:
-            _, count, _ = channel.queue_declare(queue=settings.queue_name, passive=True)
-        except ChannelError:  # no such queue: Redis drops an empty list, FLUSHALL drops everything
-            return 0
-        return int(count)
+        for queue in queues:
+            # A channel per queue: an AMQP broker closes the channel that asked for a missing queue.
+            with connection.channel() as channel:
+                try:
+                    _, count, _ = channel.queue_declare(queue=queue, passive=True)
+                except ChannelError:  # no such queue: Redis drops an empty list, FLUSHALL drops everything
+                    continue
+                total += int(count)
+    return total
 
 
-def waiting_messages(settings: Settings) -> int:
-    """How many messages wait in the job queue (delivered, unacknowledged ones not counted)."""
-    return _within_deadline(settings, lambda: _count_waiting(settings))
+def waiting_messages(settings: Settings, queues: Sequence[str] = ()) -> int:
+    """How many messages wait in these job queues (default the named one; unacknowledged ones not counted)."""
+    names = list(queues) or [settings.queue_name]
+    return _within_deadline(settings, lambda: _count_waiting(settings, names))
 
 
 def check_broker(settings: Settings, timeout: float) -> None:

@@ -324,6 +324,14 @@ _HTTP: tuple[ErrorCode, ...] = (
         "422) or too many bytes (predict: APLSERVE_PREDICT_MAX_IMAGE_BYTES, 413); scale it down.",
     ),
     ErrorCode(
+        "devices_unavailable",
+        (422,),
+        JOBS,
+        "`hyperparameters.devices` asks for more devices than any live worker has; the message names the "
+        "workers and their devices (`GET /v1/workers`). Ask for fewer, or start a worker with enough "
+        "(`APLSERVE_WORKER_DEVICES`, docs/gpu.md).",
+    ),
+    ErrorCode(
         "dataset_in_use",
         (409,),
         JOBS,
@@ -526,6 +534,11 @@ _JOB: tuple[JobErrorCode, ...] = (
         "model_unavailable",
         "The base model could not be loaded on the worker (weights package "
         "missing, no network for a hub id); see the message.",
+    ),
+    JobErrorCode(
+        "devices_unavailable",
+        "The job reached a worker with fewer devices than `hyperparameters.devices` (its workers changed "
+        "after it was queued); start it again once a worker with enough devices runs.",
     ),
     JobErrorCode(
         "device_unavailable",

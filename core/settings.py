@@ -240,6 +240,16 @@ class Settings(BaseSettings):
         "or services share the machine's cores.",
     )
 
+    worker_devices: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Devices this worker offers one job (`hyperparameters.devices`): one training process "
+        "each, data-parallel through torch.distributed. Default: the visible CUDA devices, or 1 on a "
+        "machine without; on CPU, N > 1 runs N gloo processes (for testing the multi-device path, or a "
+        "many-core host). Give each worker its own devices (CUDA_VISIBLE_DEVICES, compose reservations).",
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -12,10 +12,12 @@ starts N such processes and supervises them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -27,7 +29,8 @@ from celery.exceptions import Reject, WorkerShutdown
 from celery.signals import worker_ready, worker_shutting_down
 
 from apl.threads import torch_threads_for
-from core.broker import RUN_JOB_TASK, BrokerUnavailable, celery_app
+from core import workers
+from core.broker import RUN_JOB_TASK, BrokerUnavailable, celery_app, worker_queues
 from core.db.session import session_scope
 from core.jobs import dispatch, lifecycle
 from core.settings import Settings, get_settings
@@ -44,6 +47,8 @@ _stop = threading.Event()
 #: Set while a task body runs: a warm shutdown then waits for the job to stop at its next step.
 _busy = threading.Event()
 _supervisor_pid: int | None = None
+#: What this worker announces (its devices) in the workers table; set by `run_worker`.
+_identity: workers.WorkerInfo | None = None
 
 
 def run_job_task(job_id: str) -> str:
@@ -106,6 +111,8 @@ def sweep_once(settings: Settings) -> lifecycle.SweepResult:
     if reconciled.error is not None and (reconciled.unsent or reconciled.lost):
         log.warning("%d queued job(s) wait for the broker: %s", len(reconciled.unsent), reconciled.error)
     dispatch_due(settings)
+    if _identity is not None:  # still alive, and busy with this job or idle
+        workers.announce(settings, _identity, next(iter(ACTIVE_JOBS), None))
     return result
 
 
@@ -122,7 +129,7 @@ def _advance_searches(settings: Settings) -> None:
 
 
 def sweep_interval(settings: Settings) -> float:
-    return max(0.5, min(30.0, settings.job_lease_seconds / 4))
+    return workers.sweep_seconds(settings)
 
 
 def _sweep_forever(settings: Settings) -> None:
@@ -173,12 +180,15 @@ def _on_ready(sender: Any = None, **_: object) -> None:
     if transport is not None and getattr(transport, "polling_interval", None) is not None:
         transport.polling_interval = min(transport.polling_interval, EMBEDDED_POLL_SECONDS)
     _install_idle_fast_shutdown()
+    if _identity is not None:
+        workers.announce(settings, _identity)
     threading.Thread(target=_sweep_forever, args=(settings,), name="lease-sweeper", daemon=True).start()
     if _supervisor_pid is not None:
         threading.Thread(
             target=_watch_supervisor, args=(_supervisor_pid,), name="supervisor-watch", daemon=True
         ).start()
-    log.info("aplserve worker ready (queue %s, pid %d)", settings.queue_name, os.getpid())
+    devices = f", {_identity.device_count} {_identity.device_kind} device(s)" if _identity else ""
+    log.info("aplserve worker ready (queue %s, pid %d%s)", settings.queue_name, os.getpid(), devices)
 
 
 def _on_shutting_down(**_: object) -> None:
@@ -225,6 +235,19 @@ def _configure_threads(threads: int | None) -> None:
     log.info("training with %d torch thread(s)", torch.get_num_threads())
 
 
+def _announce_devices(settings: Settings) -> list[str]:
+    """Learn this worker's devices, remember how it announces them; the queues it consumes."""
+    global _identity
+    from worker.devices import local_devices
+
+    devices = local_devices(settings)
+    host = socket.gethostname()
+    _identity = workers.WorkerInfo(
+        f"aplserve-{os.getpid()}@{host}", host, os.getpid(), devices.kind, devices.count
+    )
+    return worker_queues(settings, devices.count)
+
+
 def run_worker(
     loglevel: str = "INFO", supervisor_pid: int | None = None, torch_threads: int | None = None
 ) -> None:
@@ -238,6 +261,7 @@ def run_worker(
     _preload()
     _configure_threads(torch_threads or torch_threads_for(1, settings.worker_torch_threads))
     logging.getLogger(TRACE_LOGGER).addFilter(ExpectedRejectFilter())
+    queues = _announce_devices(settings)
     app = build_worker_app(settings)
     worker_ready.connect(_on_ready, weak=False)
     worker_shutting_down.connect(_on_shutting_down, weak=False)
@@ -248,17 +272,20 @@ def run_worker(
                 f"--loglevel={loglevel}",
                 "--pool=solo",
                 "--concurrency=1",
-                f"--queues={settings.queue_name}",
+                f"--queues={','.join(queues)}",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
-                f"--hostname=aplserve-{os.getpid()}@%h",
+                f"--hostname={_identity.id if _identity else f'aplserve-{os.getpid()}@%h'}",
             ]
         )
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     else:
         code = 0
+    if _identity is not None:
+        with contextlib.suppress(Exception):  # the row goes stale by itself if the database is away
+            workers.withdraw(settings, _identity.id)
     # Celery has stopped and every job state is committed; skip the interpreter's slow
     # teardown of torch and friends (seconds) so a stop is quick.
     logging.shutdown()

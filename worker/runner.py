@@ -15,6 +15,11 @@ How a run ends (the return value, for logs and tests):
                 from its last epoch checkpoint on the next worker
     lost        the lease was taken back by a sweeper; another attempt owns the job
     skipped     a redelivered or stale message: the job was not queued
+    requeued    a training process of a multi-device job died; queued again like a lost worker
+
+A job with `hyperparameters.devices` > 1 trains as a group of processes (worker.group,
+one per device, started by torch's launcher); each runs `run_rank`, and rank 0 does what
+`_run_claimed` does for a single process.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import shutil
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apl.errors import AplError, CheckpointError
 from apl.formats import SAMPLES_FILE
@@ -40,6 +45,9 @@ from core.sweeps import search
 from core.webhooks.notify import notify_job_finished
 from worker.callbacks import JobCallback
 from worker.label_issues import write_label_issues
+
+if TYPE_CHECKING:
+    from apl.training.distributed import DistributedSetup
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +128,27 @@ def _heartbeat(
 
 def release(job: lifecycle.ClaimedJob, settings: Settings) -> None:
     """Give the job back to the queue (worker shutdown); it resumes from its checkpoint."""
-    if not lifecycle.release(job.id, job.attempt, settings):
-        return
+    if lifecycle.release(job.id, job.attempt, settings):
+        send_again(job.id, settings)
+
+
+def send_again(job_id: str, settings: Settings) -> None:
+    """Send the message of a job queued again; the reconciler sends it when the broker cannot."""
     try:
         with session_scope(settings) as session:
-            dispatch.send(session, settings, [job.id])
+            dispatch.send(session, settings, [job_id])
     except BrokerUnavailable as error:
-        log.warning("could not queue job %s again (%s); the reconciler will", job.id, error)
+        log.warning("could not queue job %s again (%s); the reconciler will", job_id, error)
 
 
-def _train(job: lifecycle.ClaimedJob, spec: JobSpec, settings: Settings, callback: JobCallback) -> Any:
+def _train(
+    job: lifecycle.ClaimedJob,
+    spec: JobSpec,
+    settings: Settings,
+    callback: JobCallback | None,
+    distributed: DistributedSetup | None = None,
+) -> Any:
+    """Train the job; `callback` None for the ranks other than 0, which never touch the database."""
     from apl.training import TrainConfig, train
 
     dataset_dir = _dataset_dir(settings, job.dataset_id)
@@ -137,7 +156,8 @@ def _train(job: lifecycle.ClaimedJob, spec: JobSpec, settings: Settings, callbac
     ckpt = settings.files.checkpoint(job.id)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     resume = ckpt if ckpt.is_file() else None
-    if resume is not None:
+    callbacks = [callback] if callback is not None else []
+    if resume is not None and callback is not None:
         log.info("job %s resumes from its last checkpoint", job.id)
         lifecycle.record_message(
             job.id, job.attempt, "resuming from the last epoch checkpoint", settings, level="info"
@@ -151,14 +171,17 @@ def _train(job: lifecycle.ClaimedJob, spec: JobSpec, settings: Settings, callbac
             resume_from=resume_from,
             allow_download=settings.allow_model_download,
             test_dataset_dir=test_dir,
+            distributed=distributed,
         )
         return replace(built, score_test=job.role != search.TRIAL)
 
     try:
-        return train(config(resume), [callback])
+        return train(config(resume), callbacks)
     except CheckpointError:
         if resume is None:
             raise
+        if callback is None:  # the other ranks follow rank 0, which says why and removes the file
+            return train(config(None), callbacks)
         log.warning("the checkpoint of job %s cannot be used; starting afresh", job.id, exc_info=True)
         lifecycle.record_message(
             job.id,
@@ -168,7 +191,7 @@ def _train(job: lifecycle.ClaimedJob, spec: JobSpec, settings: Settings, callbac
             level="warning",
         )
         ckpt.unlink(missing_ok=True)
-        return train(config(None), [callback])
+        return train(config(None), callbacks)
 
 
 def _publish(job: lifecycle.ClaimedJob, spec: JobSpec, result: Any, settings: Settings) -> str:
@@ -204,10 +227,18 @@ def _remove(paths: list[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-def _run_claimed(job: lifecycle.ClaimedJob, settings: Settings, lost: threading.Event) -> str:
+def _run_claimed(
+    job: lifecycle.ClaimedJob,
+    settings: Settings,
+    lost: threading.Event,
+    distributed: DistributedSetup | None = None,
+) -> str:
     spec = JobSpec.model_validate(job.spec)
     callback = JobCallback(job, settings, lost)
-    result = _train(job, spec, settings, callback)
+    if distributed is not None and distributed.rank != 0:
+        _train(job, spec, settings, None, distributed)
+        return "trained"
+    result = _train(job, spec, settings, callback, distributed)
     if lost.is_set() or callback.stop_reason == "lost":
         log.warning("job %s was taken back by the lease sweep; dropping this run", job.id)
         return "lost"
@@ -236,6 +267,26 @@ def _advance_search(settings: Settings, job_id: str) -> None:
         log.warning("could not advance the search of job %s; the lease sweep will", job_id, exc_info=True)
 
 
+def run_rank(job: lifecycle.ClaimedJob, settings: Settings, distributed: DistributedSetup) -> str:
+    """One rank of a multi-device job (worker.rank); rank 0 ends the run as `_run_claimed` does."""
+    return _run_claimed(job, settings, threading.Event(), distributed)
+
+
+def _run_here_or_as_group(job: lifecycle.ClaimedJob, settings: Settings, lost: threading.Event) -> str:
+    """In this process, or as a group of one process per device (worker.group)."""
+    from worker.devices import TooManyDevices, group_size, local_devices
+    from worker.group import run_group
+
+    spec = JobSpec.model_validate(job.spec)
+    try:
+        size = group_size(spec.hyperparameters, local_devices(settings))
+    except TooManyDevices as error:
+        raise JobFailure("devices_unavailable", str(error)) from error
+    if size == 1:
+        return _run_claimed(job, settings, lost)
+    return run_group(job, settings, lost, size)
+
+
 def run_job(job_id: str, settings: Settings) -> str:
     """The whole life of one delivery of a job; returns how it ended (see the module docstring)."""
     job = lifecycle.claim(job_id, settings)
@@ -248,7 +299,7 @@ def run_job(job_id: str, settings: Settings) -> str:
     beat = threading.Thread(target=_heartbeat, args=(job, settings, done, lost), daemon=True)
     beat.start()
     try:
-        outcome = _run_claimed(job, settings, lost)
+        outcome = _run_here_or_as_group(job, settings, lost)
     except (KeyboardInterrupt, SystemExit):
         log.warning("job %s interrupted; giving it back to the queue", job_id)
         release(job, settings)

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 def include_routers(app: FastAPI) -> None:
     from api import apidocs, dashboard
     from api.apidocs import problems
-    from api.routes import base_models, datasets, health, jobs, models, sweeps, webhooks
+    from api.routes import base_models, datasets, health, jobs, models, sweeps, webhooks, workers
 
     app.include_router(health.router)
     app.include_router(datasets.router)
@@ -17,6 +17,7 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(base_models.router)
     app.include_router(models.router)
     app.include_router(webhooks.router)
+    app.include_router(workers.router)
     app.include_router(dashboard.router)
     app.include_router(apidocs.router)
     app.include_router(problems.router)

@@ -47,6 +47,7 @@ MAX_EVENTS_PAGE = 500
         "modality_mismatch",
         "label_unknown_in_training",
         "webhook_url_refused",
+        "devices_unavailable",
         "invalid_idempotency_key",
         "idempotency_key_reused",
         "quota_exceeded",

@@ -26,6 +26,7 @@ from api.services import idempotency
 from api.services.pagination import Page, id_starts_with, paginate
 from apl.catalog import UnknownBaseModel, check_base_model
 from apl.spec import JobSpec
+from core import workers
 from core.broker import BrokerUnavailable
 from core.db.models import Dataset, Job, MetricPoint, new_id
 from core.errors import AppError, not_found
@@ -253,6 +254,8 @@ def create(
         session, owner_id, spec, settings.allow_model_download, settings.webhook_allow_private_addresses
     )
     _check_partial_labels(settings, spec, dataset)
+    # Refused now when no live worker has the devices; the reason it waits when all that do are busy.
+    waits_for = workers.check_devices(session, settings, spec.hyperparameters.devices)
     quotas.lock_owner(session, owner_id)
     job = Job(
         id=new_id(),
@@ -273,7 +276,7 @@ def create(
     session.add(job)
     try:
         session.flush()  # the row first: the history entry refers to it
-        lifecycle.record_queued(session, job.id)
+        lifecycle.record_queued(session, job.id, waits_for)
         quotas.check_active_jobs(session, owner_id, settings)  # counts the new job too
         session.commit()
     except AppError:

@@ -10,6 +10,7 @@ from apl.metrics import EpochMetrics
 from apl.models import BuiltModel
 from apl.predictions import SplitPredictions
 from apl.spec import CalibrationMethod, DecisionSpec, Hyperparameters, JobSpec, LossSpec
+from apl.training.distributed import DistributedSetup
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -43,6 +44,8 @@ class TrainConfig:
     #: False for a search trial: the test split is held out (the same train/validation split as
     #: the sweep's replicates) but never predicted, so no search decision can have seen it.
     score_test: bool = True
+    #: This process's rank in a data-parallel group a launcher started; None: one process.
+    distributed: DistributedSetup | None = None
 
     @classmethod
     def from_job_spec(
@@ -56,6 +59,7 @@ class TrainConfig:
         num_workers: int = 0,
         allow_download: bool = False,
         test_dataset_dir: Path | None = None,
+        distributed: DistributedSetup | None = None,
     ) -> TrainConfig:
         """`test_dataset_dir` is where `spec.test_dataset_id` is stored (the caller knows the layout)."""
         if (spec.test_dataset_id is None) != (test_dataset_dir is None):
@@ -74,6 +78,7 @@ class TrainConfig:
             calibration=spec.calibration,
             test_fraction=spec.test_fraction,
             test_dataset_dir=Path(test_dataset_dir) if test_dataset_dir is not None else None,
+            distributed=distributed,
         )
 
 

@@ -51,6 +51,7 @@ from apl.training.callbacks import CallbackList, Progress, TrainerCallback, Trai
 from apl.training.checkpoint import LoopState, cpu_state, read_checkpoint, restore_checkpoint, save_checkpoint
 from apl.training.config import TrainConfig, TrainResult
 from apl.training.device import Precision, autocast_dtype, resolve_device
+from apl.training.distributed import Parallel, local_batch_size, process_group, rank_device
 from apl.training.schedule import build_optimizer, warmup_cosine
 from apl.training.seeding import epoch_seed, seed_everything, seed_worker
 
@@ -94,26 +95,55 @@ def _eval_loader(config: TrainConfig, built: BuiltModel, data: StoredDataset, pi
 
 
 def _loaders(
-    config: TrainConfig, built: BuiltModel, train_set: StoredDataset, val_set: StoredDataset, pin: bool
+    config: TrainConfig,
+    built: BuiltModel,
+    train_set: StoredDataset,
+    val_set: StoredDataset,
+    pin: bool,
+    parallel: Parallel,
 ) -> tuple[DataLoader[Any], DataLoader[Any], torch.Generator]:
+    """The training loader (this rank's shard of each epoch's order) and the validation loader."""
     hp = config.hyperparameters
     generator = torch.Generator()
+    batch_size = local_batch_size(hp.batch_size, parallel.world_size)
+    data = _torch_data(built, train_set, train=True)
+    sampler = parallel.train_sampler(data, generator)
+    per_rank = len(sampler) if sampler is not None else len(train_set)
     # A lone last sample breaks BatchNorm in training mode; drop it rather than fail.
-    drop_last = len(train_set) % hp.batch_size == 1 and len(train_set) > 1
+    drop_last = per_rank % batch_size == 1 and per_rank > 1
     collate, workers = _collate(config, built)
     extra: dict[str, Any] = {"worker_init_fn": seed_worker} if workers else {}
     train_loader = DataLoader(
-        _torch_data(built, train_set, train=True),
-        shuffle=True,
+        data,
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=drop_last,
         generator=generator,
-        batch_size=hp.batch_size,
+        batch_size=batch_size,
         pin_memory=pin,
         num_workers=workers,
         collate_fn=collate,
         **extra,
     )
-    return train_loader, _eval_loader(config, built, val_set, pin), generator
+    return train_loader, _eval_loader(config, built, _shard(parallel, val_set), pin), generator
+
+
+def _shard(parallel: Parallel, data: StoredDataset) -> StoredDataset:
+    """This rank's contiguous part of an ordered split (the whole split for one process)."""
+    return data if parallel.world_size == 1 else data.subset(parallel.shard(len(data)))
+
+
+def _joined(parts: Sequence[_Outputs | None]) -> _Outputs:
+    """The ranks' outputs on their shards as one process's outputs on the whole split."""
+    present = [part for part in parts if part is not None]
+    count = sum(len(part.targets) for part in present)
+    loss = sum(part.loss * len(part.targets) for part in present) / max(count, 1)
+    return _Outputs(
+        loss,
+        np.concatenate([p.logits for p in present]),
+        np.concatenate([p.probs for p in present]),
+        np.concatenate([p.targets for p in present]),
+    )
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -180,7 +210,8 @@ def _fingerprint(config: TrainConfig, split: _Split) -> dict[str, Any]:
     fingerprint: dict[str, Any] = {
         "base_model": config.base_model,
         "loss": config.loss.model_dump(mode="json"),
-        "hyperparameters": config.hyperparameters.model_dump(mode="json"),
+        # The device count is not part of it: a checkpoint continues on any number of devices.
+        "hyperparameters": config.hyperparameters.model_dump(mode="json", exclude={"devices"}),
         "labels": split.dataset.labels,
         "num_samples": len(split.dataset),
         "train_indices_sum": int(split.train_idx.sum()),
@@ -310,6 +341,27 @@ class _Run:
     started: float = 0.0
     #: The final model's validation predictions, set by `finish` (None when it was stopped).
     validation: SplitPredictions | None = None
+    #: The ranks of a data-parallel run (apl.training.distributed); one process by default.
+    parallel: Parallel = field(default_factory=Parallel)
+    #: What the training forward goes through: `model`, or DDP around it.
+    train_module: nn.Module | None = None
+
+    def _should_stop(self) -> bool:
+        """The callbacks' stop, agreed by every rank (each asks at the same points)."""
+        return self.parallel.agree(self.hooks.should_stop())
+
+    def _eval_hooks(self) -> CallbackList:
+        """Stops between prediction batches with one process; ranks stop at agreed points only."""
+        return self.hooks if self.parallel.world_size == 1 else CallbackList([])
+
+    def _predict_loader(self, loader: DataLoader[Any]) -> _Outputs:
+        """This rank's shard predicted, then every rank's gathered: the whole split's outputs."""
+        if self.parallel.world_size == 1:
+            return _predict(self.model, loader, self.loss_fn, self.device, self.precision, self.hooks)
+        part = None
+        if len(loader.dataset):  # type: ignore[arg-type]
+            part = _predict(self.model, loader, self.loss_fn, self.device, self.precision, self._eval_hooks())
+        return _joined(self.parallel.gather(part))
 
     @property
     def hp(self) -> Hyperparameters:
@@ -350,7 +402,7 @@ class _Run:
                 steps_per_epoch=self.steps_per_epoch,
                 total_steps=self.total_steps,
                 start_epoch=self.state.epoch,
-                device=str(self.device),
+                device=self.parallel.describe(self.device),
                 precision=self.precision,
                 base_model=self.config.base_model,
                 modality=self.split.dataset.modality,
@@ -369,13 +421,16 @@ class _Run:
         tally = _EpochTally()
         params = [p for p in self.model.parameters() if p.requires_grad]
         for batch in self.train_loader:
-            if self.hooks.should_stop():
+            if self._should_stop():
                 raise _Stopped
             self._train_step(batch, tally, params)
             self.scheduler.step()
             self.state.step += 1
             progress = Progress(epoch, self.hp.epochs, self.state.step, self.total_steps, tally.mean)
             self.hooks.call("on_step_end", progress)
+        if self.parallel.world_size > 1:
+            loss_sum, seen = self.parallel.total(tally.loss_sum, tally.seen)
+            return loss_sum / max(seen, 1)
         return tally.mean
 
     def _train_step(self, batch: Batch, tally: _EpochTally, params: list[nn.Parameter]) -> None:
@@ -387,7 +442,7 @@ class _Run:
         """
         inputs, targets = _to_device(batch, self.device)
         with _autocast(self.device, self.precision):
-            logits = self.model(**inputs)
+            logits = (self.train_module or self.model)(**inputs)
         loss = self.loss_fn(logits.float(), targets)
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
@@ -411,18 +466,18 @@ class _Run:
         `on_evaluate` comes before the checkpoint is written, `on_checkpoint` after it
         is on disk. Raises _Stopped on cancel (checked before and during validation).
         """
-        if self.hooks.should_stop():
+        if self._should_stop():
             raise _Stopped
         metrics, outputs = self._validate(epoch, train_loss)
         if self._record(metrics):
             self.best_outputs = outputs
         self.hooks.call("on_evaluate", metrics)
-        if self.config.checkpoint_path is not None:
+        if self.config.checkpoint_path is not None and self.parallel.is_main:
             self._save_checkpoint(self.config.checkpoint_path, epoch)
         return metrics
 
     def _validation_outputs(self) -> _Outputs:
-        return _predict(self.model, self.val_loader, self.loss_fn, self.device, self.precision, self.hooks)
+        return self._predict_loader(self.val_loader)
 
     def _validate(self, epoch: int, train_loss: float) -> tuple[EpochMetrics, _Outputs]:
         """The epoch's metrics on the validation split; non-finite numbers mean divergence."""
@@ -517,9 +572,10 @@ class _Run:
         """
         split = self.split
         assert split.test_set is not None and split.test_idx is not None and split.test_source is not None
-        loader = _eval_loader(self.config, self.built, split.test_set, self.device.type == "cuda")
+        test_set = _shard(self.parallel, split.test_set)
+        loader = _eval_loader(self.config, self.built, test_set, self.device.type == "cuda")
         cutoffs = np.asarray(final.thresholds.values, dtype=np.float64)
-        outputs = _predict(self.model, loader, self.loss_fn, self.device, self.precision, self.hooks)
+        outputs = self._predict_loader(loader)
         try:
             probs = apply_temperatures(outputs.logits, final.temperatures)
             scores = score_held_out(
@@ -640,7 +696,7 @@ class _Run:
         )
 
 
-def _setup(config: TrainConfig, hooks: CallbackList) -> _Run:
+def _setup(config: TrainConfig, hooks: CallbackList, parallel: Parallel | None = None) -> _Run:
     """Build everything a run needs, in a fixed order, and resume it when asked.
 
     The order is part of reproducibility: the global seed is set after the split and
@@ -650,7 +706,9 @@ def _setup(config: TrainConfig, hooks: CallbackList) -> _Run:
     from apl.losses import build_loss
 
     hp = config.hyperparameters
+    parallel = parallel or Parallel()
     device, precision = resolve_device(config.device, hp.mixed_precision)
+    device = rank_device(device, config.distributed)
     split = _load_split(config)
     seed_everything(hp.seed)
     if device.type == "cuda":
@@ -665,7 +723,9 @@ def _setup(config: TrainConfig, hooks: CallbackList) -> _Run:
     model = built.module.to(device)
     loss_fn: LossFn = build_loss(config.loss, reduction="sum")
     pin = device.type == "cuda"
-    train_loader, val_loader, generator = _loaders(config, built, split.train_set, split.val_set, pin)
+    train_loader, val_loader, generator = _loaders(
+        config, built, split.train_set, split.val_set, pin, parallel
+    )
     total_steps = hp.epochs * len(train_loader)
     optimizer = build_optimizer(model, hp.learning_rate, hp.weight_decay)
     scheduler = warmup_cosine(optimizer, round(hp.warmup_fraction * total_steps), total_steps)
@@ -685,6 +745,9 @@ def _setup(config: TrainConfig, hooks: CallbackList) -> _Run:
         scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
         fingerprint=_fingerprint(config, split),
+        parallel=parallel,
+        # After the optimizer: DDP wraps the same parameters and broadcasts rank 0's at start.
+        train_module=parallel.wrap(model, find_unused=built.modality == "text"),
     )
     if config.resume_from is not None:
         run.resume(config.resume_from)
@@ -697,16 +760,22 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Tra
     Raises an `apl.errors.AplError` subclass for every expected failure (bad data,
     unavailable model or device, divergence, mismatched checkpoint). A cancel
     (a callback's `should_stop`) is not an error: the result says `stopped`.
+
+    With `config.distributed` this process is one rank of a data-parallel group
+    (`apl.training.distributed`): only rank 0 calls `callbacks` (metrics, checkpoints,
+    the result), and every rank returns the same result.
     """
-    run = _setup(config, CallbackList(callbacks))
-    run.begin()
-    stopped = False
-    try:
-        for epoch in range(run.state.epoch + 1, run.hp.epochs + 1):
-            if run.state.early_stopped:
-                break
-            train_loss = run.run_epoch(epoch)
-            run.evaluate(epoch, train_loss)
-    except _Stopped:
-        stopped = True
-    return run.finish(stopped)
+    device, _ = resolve_device(config.device, config.hyperparameters.mixed_precision)
+    with process_group(config.distributed, rank_device(device, config.distributed)) as parallel:
+        run = _setup(config, CallbackList(callbacks if parallel.is_main else ()), parallel)
+        run.begin()
+        stopped = False
+        try:
+            for epoch in range(run.state.epoch + 1, run.hp.epochs + 1):
+                if run.state.early_stopped:
+                    break
+                train_loss = run.run_epoch(epoch)
+                run.evaluate(epoch, train_loss)
+        except _Stopped:
+            stopped = True
+        return run.finish(stopped)

@@ -16,7 +16,7 @@ from gpucheck import wheels
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WHEELS = ROOT / ".gpu-wheels"
-SECTIONS = ("loss", "training", "serving", "gpu_tests")
+SECTIONS = ("loss", "training", "serving", "data_parallel", "gpu_tests")
 PIP_DOWNLOAD = (
     "python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "
     "--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 "
@@ -71,7 +71,7 @@ def run_section(name: str, body: Callable[[], dict[str, Any]]) -> dict[str, Any]
 
 
 def run_sections(plan: Any, deadline: Any, wanted: set[str], root: Path, cuda: bool) -> dict[str, Any]:
-    from gpucheck import gputests, losses, serving, training
+    from gpucheck import gputests, losses, parallel, serving, training
 
     sections: dict[str, Any] = {}
     if "loss" in wanted:
@@ -87,6 +87,8 @@ def run_sections(plan: Any, deadline: Any, wanted: set[str], root: Path, cuda: b
         sections["training"] = run_section("training", training_body)
     if "serving" in wanted:
         sections["serving"] = run_section("serving", lambda: serving.run(plan, deadline, trained, root))
+    if "data_parallel" in wanted:
+        sections["data_parallel"] = run_section("data_parallel", lambda: parallel.run(plan, deadline, root))
     if "gpu_tests" in wanted:
         sections["gpu_tests"] = run_section("gpu_tests", lambda: gputests.run(plan, deadline, ROOT, cuda))
     return sections

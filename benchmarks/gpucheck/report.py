@@ -139,7 +139,29 @@ def gpu_test_rows(section: dict[str, Any]) -> list[tuple[str, ...]]:
     return [("gpu tests", "pytest -m gpu", result, "all pass on CUDA", status)]
 
 
-ROWS = {"loss": loss_rows, "training": training_rows, "serving": serving_rows, "gpu_tests": gpu_test_rows}
+def parallel_rows(section: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row per device count (steps/s, samples/s), the efficiency on the N-device row."""
+    out = [("data-parallel", "-", f"skipped: {why}", "-", "-") for why in section["skipped"]]
+    for row in section["rows"]:
+        result = (
+            f"{row['steps_per_s']:.2f} steps/s, {row['samples_per_s']:.1f} samples/s "
+            f"(global batch {row['global_batch']}, {row['backend']})"
+        )
+        target, status = "-", "-"
+        if "efficiency" in row:
+            result += f"; scaling efficiency {row['efficiency']:.2f}"
+            target, status = _goal_for(section["goals"], f"data-parallel efficiency {row['devices']} devices")
+        out.append(("data-parallel", f"{row['devices']} device(s)", result, target, status))
+    return out
+
+
+ROWS = {
+    "loss": loss_rows,
+    "training": training_rows,
+    "serving": serving_rows,
+    "data_parallel": parallel_rows,
+    "gpu_tests": gpu_test_rows,
+}
 
 
 def table(report: dict[str, Any]) -> str:

@@ -347,3 +347,27 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class Worker(Base):
+    """A live worker process and the devices it offers jobs (issue 29: jobs on several devices).
+
+    Each worker writes its row when it starts and refreshes `seen_at` with every lease
+    sweep; it deletes the row when it stops. A row not refreshed for a while
+    (core.workers.LIVE_SECONDS) is a worker that died: it is not counted, and the next
+    worker to start removes it.
+    """
+
+    __tablename__ = "workers"
+
+    #: The Celery node name (aplserve-<pid>@<host>).
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    #: cuda or cpu, and how many a job may use at once (one training process each).
+    device_kind: Mapped[str] = mapped_column(String(16))
+    device_count: Mapped[int] = mapped_column(Integer)
+    #: The job it runs now, if any.
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

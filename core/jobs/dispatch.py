@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.broker import BrokerUnavailable, send_jobs, waiting_messages
-from core.db.models import utcnow
+from core.broker import BrokerUnavailable, device_queue, send_jobs, waiting_messages
+from core.db.models import Job, utcnow
 from core.db.session import session_scope
 from core.jobs import lifecycle
 from core.settings import Settings
@@ -36,6 +38,20 @@ log = logging.getLogger(__name__)
 #: A queue shorter than expected is measured again after this long before anything is re-sent:
 #: a worker may hold a message it has not claimed yet for a moment.
 RECHECK_SECONDS = 0.5
+
+
+def job_devices(spec: dict[str, Any]) -> int:
+    """The devices a stored spec asks for (`auto` and an old spec without the field: 1, any worker)."""
+    devices = spec.get("hyperparameters", {}).get("devices", 1)
+    return devices if isinstance(devices, int) else 1
+
+
+def device_queues(session: Session, settings: Settings, job_ids: Collection[str]) -> dict[str, str]:
+    """The broker queue of each job, from the devices its spec asks for (core.broker.device_queue)."""
+    if not job_ids:
+        return {}
+    rows = session.execute(select(Job.id, Job.spec).where(Job.id.in_(list(job_ids)))).all()
+    return {job_id: device_queue(settings, job_devices(spec or {})) for job_id, spec in rows}
 
 
 def send(session: Session, settings: Settings, job_ids: Sequence[str]) -> list[str]:
@@ -48,7 +64,7 @@ def send(session: Session, settings: Settings, job_ids: Sequence[str]) -> list[s
     if not taken:
         return []
     try:
-        send_jobs(taken, settings)
+        send_jobs(taken, settings, device_queues(session, settings, taken))
     except BrokerUnavailable:
         lifecycle.mark_unsent(session, taken)
         raise
@@ -71,13 +87,22 @@ def _marks(settings: Settings) -> list[tuple[str, datetime | None]]:
         return lifecycle.queued_send_marks(session)
 
 
+def _queues_in_use(settings: Settings) -> list[str]:
+    """The device queues of the queued jobs (the named queue always), whose messages are counted."""
+    with session_scope(settings) as session:
+        ids = [job_id for job_id, _ in lifecycle.queued_send_marks(session)]
+        queues = set(device_queues(session, settings, ids).values())
+    return sorted(queues | {settings.queue_name})
+
+
 def _short_of_messages(settings: Settings) -> tuple[bool, int]:
     """Whether the broker holds fewer messages than there are sent queued jobs, twice in a row."""
-    waiting = waiting_messages(settings)
+    queues = _queues_in_use(settings)
+    waiting = waiting_messages(settings, queues)
     if waiting >= sum(1 for _, sent_at in _marks(settings) if sent_at is not None):
         return False, waiting
     time.sleep(RECHECK_SECONDS)
-    waiting = waiting_messages(settings)
+    waiting = waiting_messages(settings, queues)
     return waiting < sum(1 for _, sent_at in _marks(settings) if sent_at is not None), waiting
 
 
@@ -109,7 +134,7 @@ def reconcile(settings: Settings, now: datetime | None = None) -> ReconcileResul
     with session_scope(settings) as session:
         taken = lifecycle.take_for_sending(session, ordered, sent_before=cutoff)
         try:
-            send_jobs(taken, settings)
+            send_jobs(taken, settings, device_queues(session, settings, taken))
         except BrokerUnavailable as error:
             lifecycle.mark_unsent(session, taken)
             result.error = str(error)

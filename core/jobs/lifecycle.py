@@ -418,18 +418,53 @@ def sweep_expired(
     return SweepResult(requeued, failed, cancelled)
 
 
+def lose_training_process(job_id: str, attempt: int, settings: Settings) -> JobStatus | None:
+    """A training process of this job's group died (a rank was killed): treat it as a lost worker.
+
+    The worker that watches the group is alive, so it says so at once instead of letting the
+    lease run out; the outcome is the sweep's (`_sweep_outcome`): queued again to resume from
+    the last checkpoint, counted towards `job_max_attempts`, or cancelled when one was asked.
+    Returns the new status, or None when the attempt is no longer this worker's.
+    """
+    now = utcnow()
+    with session_scope(settings) as session:
+        row = session.execute(
+            select(Job.attempts, Job.cancel_requested).where(*_ours(job_id, attempt))
+        ).first()
+        if row is None:
+            return None
+        values, level, why = _sweep_outcome(
+            row.attempts, bool(row.cancel_requested), now, settings, _RANK_LOST
+        )
+        result = session.execute(
+            update(Job)
+            .where(*_ours(job_id, attempt))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return None
+        status: JobStatus = values["status"]
+        _status_event(session, job_id, status, why, level=level, reason="training_process_lost")
+        if status != JobStatus.QUEUED:
+            record_final(session, job_id)
+        return status
+
+
+_WORKER_LOST = "its worker stopped responding"
+_RANK_LOST = "a training process of its device group died"
+
+
 def _sweep_outcome(
-    attempts: int, cancel: bool, now: datetime, settings: Settings
+    attempts: int, cancel: bool, now: datetime, settings: Settings, what: str = _WORKER_LOST
 ) -> tuple[dict[str, Any], history.Level, str]:
     """What a lost job becomes (the UPDATE's values), and the history's level and sentence for it."""
     if cancel:
         done = {"status": JobStatus.CANCELLED, "finished_at": now, "lease_expires_at": None}
-        return done, "info", "its worker stopped responding while a cancel was pending"
+        return done, "info", f"{what} while a cancel was pending"
     if attempts >= settings.job_max_attempts:
-        message = (
-            f"the worker running this job stopped responding ({attempts} of "
-            f"{settings.job_max_attempts} attempts); giving up"
-        )
+        subject = "the worker running this job stopped responding" if what == _WORKER_LOST else what
+        message = f"{subject} ({attempts} of {settings.job_max_attempts} attempts); giving up"
         values = {
             "status": JobStatus.FAILED,
             "finished_at": now,
@@ -439,15 +474,19 @@ def _sweep_outcome(
         }
         return values, "error", f"worker_lost: {message}"
     values = {"status": JobStatus.QUEUED, "lease_expires_at": None, "heartbeat_at": None, "sent_at": None}
-    return values, "warning", "its worker stopped responding; re-queued to resume from its last checkpoint"
+    return values, "warning", f"{what}; re-queued to resume from its last checkpoint"
 
 
 # --- the API's side: cancel, discard, queue positions -----------------------------------
 
 
-def record_queued(session: Session, job_id: str) -> None:
-    """The first history entry of a job the caller is inserting (committed with the INSERT)."""
-    _status_event(session, job_id, JobStatus.QUEUED, "the job was accepted and waits for a worker")
+def record_queued(session: Session, job_id: str, waits_for: str | None = None) -> None:
+    """The first history entry of a job the caller is inserting (committed with the INSERT).
+
+    `waits_for`: why no worker may take it soon (core.workers.check_devices), said up front.
+    """
+    why = "the job was accepted and waits for a worker"
+    _status_event(session, job_id, JobStatus.QUEUED, f"{why}: {waits_for}" if waits_for else why)
 
 
 def cancel_queued(session: Session, job_id: str) -> bool:

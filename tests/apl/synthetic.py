@@ -65,8 +65,11 @@ def write_image_dataset(root: Path, n: int = 40, size: int = 32, seed: int = 0) 
     return root
 
 
-def write_tiny_bert(root: Path) -> Path:
-    """A 2-layer, 32-wide BERT with the MiniLM tokenizer, saved as a transformers directory."""
+def write_tiny_bert(root: Path, dropout: float = 0.1) -> Path:
+    """A 2-layer, 32-wide BERT with the MiniLM tokenizer, saved as a transformers directory.
+
+    `dropout` is its hidden and attention dropout (transformers' default 0.1).
+    """
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from apl.models import minilm_directory
@@ -79,6 +82,8 @@ def write_tiny_bert(root: Path) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     import torch
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from gpucheck import gputests, report, wheels  # noqa: E402
 from gpucheck.timing import percentile  # noqa: E402
 
-SECTIONS = {"loss", "training", "serving", "gpu_tests"}
+SECTIONS = {"loss", "training", "serving", "data_parallel", "gpu_tests"}
 MODELS = ["minilm-l6", "mobilenetv2-100", "efficientnet-lite0"]
 
 
@@ -220,3 +220,21 @@ def test_percentile_interpolates() -> None:
     assert percentile(values, 50) == pytest.approx(50.5)
     assert percentile(values, 99) == pytest.approx(99.01)
     assert math.isnan(percentile([], 50))
+
+
+def test_dry_run_scales_one_job_over_two_gloo_processes(dry_run: tuple[dict[str, Any], str]) -> None:
+    """Without GPUs the data-parallel section still runs: 1 process, then 2 gloo ranks of one job."""
+    data, stdout = dry_run
+    section = data["sections"]["data_parallel"]
+    one, two = section["rows"]
+    assert (one["devices"], one["backend"], two["devices"], two["backend"]) == (
+        1,
+        "single process",
+        2,
+        "gloo",
+    )
+    assert two["global_batch"] == 2 * one["global_batch"]
+    assert all(row["steps"] >= 1 and row["steps_per_s"] > 0 for row in section["rows"])
+    assert two["efficiency"] == pytest.approx(two["samples_per_s"] / (2 * one["samples_per_s"]))
+    assert section["goals"][0]["met"] is None  # judged on GPUs only
+    assert "| data-parallel | 2 device(s) |" in stdout and "scaling efficiency" in stdout

@@ -312,3 +312,23 @@ def test_sweep_outcomes_are_recorded(settings: Settings) -> None:
     assert history_of(settings, retry)[-1] == ("status", "warning", "queued")
     assert history_of(settings, last)[-1] == ("status", "error", "failed")
     assert history_of(settings, cancel)[-1] == ("status", "info", "cancelled")
+
+
+def test_a_lost_training_process_counts_like_a_lost_worker(settings: Settings, job_id: str) -> None:
+    """A rank of a multi-device job died: queued again (attempt counted), then worker_lost at the limit."""
+    job = lifecycle.claim(job_id, settings)
+    assert job is not None
+    assert lifecycle.lose_training_process(job_id, job.attempt + 1, settings) is None  # not our attempt
+    assert lifecycle.lose_training_process(job_id, job.attempt, settings) == JobStatus.QUEUED
+    row = job_row(settings, job_id)
+    assert (row.status, row.attempts, row.sent_at) == ("queued", 1, None)
+    with session_scope(settings) as session:
+        session.get_one(Job, job_id).attempts = settings.job_max_attempts - 1
+    job = lifecycle.claim(job_id, settings)
+    assert job is not None and job.attempt == settings.job_max_attempts
+    assert lifecycle.lose_training_process(job_id, job.attempt, settings) == JobStatus.FAILED
+    row = job_row(settings, job_id)
+    assert (row.status, row.error_code) == ("failed", "worker_lost")
+    assert (
+        row.error_message is not None and "a training process of its device group died" in row.error_message
+    )
