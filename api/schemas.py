@@ -77,7 +77,18 @@ _DATASET_EXAMPLE: dict[str, Any] = {
     "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     "created_at": _EXAMPLE_TIME,
     "warnings": ["label 'western' has only 2 samples"],
+    "profile": {"label_cardinality": 1.2, "imbalance_ratio": 1.7237, "unknown_share": 0.0},
 }
+
+
+class DatasetProfile(BaseModel):
+    """What a sweep without `candidates` chooses its losses from (README, "Loss tournament")."""
+
+    label_cardinality: float = Field(description="Mean number of labels per sample.")
+    imbalance_ratio: float = Field(
+        description="Samples of the most frequent label over those of the least (a label with none counts 1)."
+    )
+    unknown_share: float = Field(description="Unknown cells over all label cells (samples x labels).")
 
 
 class Dataset(BaseModel):
@@ -108,6 +119,11 @@ class Dataset(BaseModel):
     unknown_counts: dict[str, int] = Field(
         default_factory=dict,
         description="Unknown cells per label (every label listed); empty when no cell is unknown.",
+    )
+    profile: DatasetProfile | None = Field(
+        default=None,
+        description="Label cardinality, imbalance ratio and unknown share: what a sweep that leaves "
+        "`candidates` out chooses its losses from.",
     )
 
     @field_validator("upload_options", "unknown_counts", mode="before")

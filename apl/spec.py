@@ -11,11 +11,21 @@ import functools
 import math
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from apl.catalog import TrainingDefaults, training_defaults
 
-LossName = Literal["bce", "focal", "asl", "apl"]
+LossName = Literal["bce", "focal", "asl", "apl", "hill", "splc", "dbl", "twoway"]
 
 #: Preset parameters per loss name (docs/losses.md, "Presets").
 LOSS_PRESETS: dict[str, dict[str, float]] = {
@@ -27,15 +37,51 @@ LOSS_PRESETS: dict[str, dict[str, float]] = {
 
 LOSS_PARAMETERS = ("alpha1", "alpha2", "beta", "gamma_pos", "gamma_neg", "clip")
 
+#: Presets of the losses for under-tagged and long-tailed data (docs/losses.md), each with
+#: its own parameters and the official code's defaults. SPLC's `change_epoch` counts epochs
+#: from 1: 2 is the official `change_epoch=1`, which counts from 0 (correction from the
+#: second epoch on).
+ROBUST_LOSS_PRESETS: dict[str, dict[str, float]] = {
+    "hill": {"lamb": 1.5, "margin": 1.0, "gamma": 2.0},
+    "splc": {"tau": 0.6, "margin": 1.0, "gamma": 2.0, "change_epoch": 2.0},
+    "dbl": {
+        "map_alpha": 0.1,
+        "map_beta": 10.0,
+        "map_gamma": 0.2,
+        "init_bias": 0.05,
+        "neg_scale": 2.0,
+        "gamma": 2.0,
+        "balance": 2.0,
+    },
+    "twoway": {"tp": 4.0, "tn": 1.0},
+}
+
+#: Every preset: name -> its parameters and their preset values.
+ALL_LOSS_PRESETS: dict[str, dict[str, float]] = {**LOSS_PRESETS, **ROBUST_LOSS_PRESETS}
+
+#: Every numeric parameter field of LossSpec, whichever preset it belongs to.
+ALL_LOSS_PARAMETERS: tuple[str, ...] = tuple(
+    dict.fromkeys(key for preset in ALL_LOSS_PRESETS.values() for key in preset)
+)
+
+
+def preset_fields(name: str) -> set[str]:
+    """The LossSpec fields a preset takes besides `name` (its parameters, and the focusing flag)."""
+    fields = set(ALL_LOSS_PRESETS[name])
+    return fields | {"detach_focal_weight"} if name in LOSS_PRESETS else fields
+
+
 #: The largest test split a job may hold out; beyond it too little is left to train on.
 MAX_TEST_FRACTION = 0.5
 
 
 class LossSpec(BaseModel):
-    """A loss choice: a preset name plus optional overrides of its six parameters.
+    """A loss choice: a preset name plus optional overrides of that preset's parameters.
 
     Parameters left out take the preset's value, so `{"name": "apl"}` is a complete
-    spec and the stored job always shows every value that was used.
+    spec and the stored job always shows every value that was used. A parameter of
+    another preset (say `clip` with `hill`) is refused, naming the field; a dump holds
+    only the preset's own fields.
     """
 
     model_config = ConfigDict(
@@ -44,6 +90,8 @@ class LossSpec(BaseModel):
             "examples": [
                 {"name": "apl"},
                 {"name": "asl", "gamma_neg": 2.0, "clip": 0.1},
+                {"name": "hill", "lamb": 1.5},
+                {"name": "dbl", "neg_scale": 5.0},
             ]
         },
     )
@@ -58,27 +106,68 @@ class LossSpec(BaseModel):
         default=None, ge=0, lt=1, description="Probability margin m that shifts easy negatives."
     )
     detach_focal_weight: bool = Field(
-        default=True, description="Treat the focusing weight as a constant in backward, as the papers do."
+        default=True,
+        description="bce/focal/asl/apl: the focusing weight is a constant in backward, as in the papers.",
     )
+    lamb: float | None = Field(default=None, description="hill: the negatives' weight is (lamb - p).")
+    margin: float | None = Field(default=None, description="hill, splc: logit margin of positives.")
+    gamma: float | None = Field(default=None, ge=0, description="hill, splc, dbl: focusing exponent.")
+    tau: float | None = Field(
+        default=None, ge=0, le=1, description="splc: a negative above it turns positive."
+    )
+    change_epoch: float | None = Field(
+        default=None, ge=1, le=1000, description="splc: first epoch (from 1) that corrects negatives."
+    )
+    map_alpha: float | None = Field(default=None, ge=0, description="dbl: floor of the rebalancing weight.")
+    map_beta: float | None = Field(default=None, description="dbl: slope of the rebalancing map.")
+    map_gamma: float | None = Field(default=None, description="dbl: shift of the rebalancing map.")
+    init_bias: float | None = Field(default=None, description="dbl: scale of the prior logit bias.")
+    neg_scale: float | None = Field(default=None, gt=0, description="dbl: scale of negatives' logits.")
+    balance: float | None = Field(default=None, ge=0, description="dbl: overall loss weight.")
+    tp: float | None = Field(default=None, gt=0, description="twoway: temperature of the positives.")
+    tn: float | None = Field(default=None, gt=0, description="twoway: temperature of the negatives.")
 
-    @field_validator("alpha1", "alpha2", "beta", "gamma_pos", "gamma_neg", "clip")
+    @field_validator(*ALL_LOSS_PARAMETERS)
     @classmethod
-    def _finite(cls, value: float | None) -> float | None:
+    def _finite(cls, value: float | None, info: ValidationInfo) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
+        if value is not None and info.field_name == "change_epoch" and not value.is_integer():
+            raise ValueError("must be a whole number of epochs")
+        return cls._belongs(value, info)
+
+    @field_validator("detach_focal_weight")
+    @classmethod
+    def _focusing_flag(cls, value: bool, info: ValidationInfo) -> bool:
+        cls._belongs(value, info)
         return value
+
+    @staticmethod
+    def _belongs(value: float | bool | None, info: ValidationInfo) -> float | None:
+        """Refuse a parameter of another preset (None, "take the preset's value", is always fine)."""
+        name = info.data.get("name")
+        if value is not None and name is not None and info.field_name not in preset_fields(name):
+            own = ", ".join(sorted(preset_fields(name)))
+            raise ValueError(f"not a parameter of the {name} loss (its parameters: {own})")
+        return None if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _fill_preset(self) -> LossSpec:
-        for key, default in LOSS_PRESETS[self.name].items():
+        for key, default in ALL_LOSS_PRESETS[self.name].items():
             if getattr(self, key) is None:
                 setattr(self, key, default)
         return self
 
+    @model_serializer(mode="wrap")
+    def _own_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Only `name` and the preset's own fields: the stored spec validates again as it is."""
+        data: dict[str, object] = handler(self)
+        keep = {"name", *preset_fields(self.name)}
+        return {key: value for key, value in data.items() if key in keep}
+
     def parameters(self) -> dict[str, float]:
-        """The six numeric parameters, all filled in."""
-        values = {key: getattr(self, key) for key in LOSS_PARAMETERS}
-        return {key: float(value) for key, value in values.items()}
+        """The preset's numeric parameters, all filled in."""
+        return {key: float(getattr(self, key)) for key in ALL_LOSS_PRESETS[self.name]}
 
 
 _MODEL_DEFAULT = "Left out: the base model's default (GET /v1/base-models, `defaults`)."

@@ -21,6 +21,10 @@ downloading anything:
   `digits-mosaics-partial-flips.json`). A digit's presence is in the pixels, so a model that
   has learnt the digits can disagree with a wrong label; film titles say little about genres.
 
+- under-tagged variants of the movies and the mosaics (`aplserve.demo_undertagged`): a
+  complete training part, the same with 40% of its positives removed, a complete test part,
+  and the answer key of the removed tags.
+
 Everything is seeded and written with fixed timestamps, so the bytes are the same
 on every run; heavy imports happen inside the functions to keep the CLI fast.
 """
@@ -280,7 +284,10 @@ def write_demo_data(out_dir: Path) -> list[Path]:
     write_partial_movies(partial_path, flips_path, movies)
     partial_zip, zip_flips = out_dir / MOSAICS_PARTIAL_ZIP, out_dir / MOSAICS_FLIPS
     write_partial_mosaics(partial_zip, zip_flips)
-    return [zip_path, csv_path, jsonl_path, partial_path, flips_path, partial_zip, zip_flips]
+    from aplserve.demo_undertagged import write_undertagged_mosaics, write_undertagged_movies
+
+    undertagged = write_undertagged_movies(out_dir, movies) + write_undertagged_mosaics(out_dir)
+    return [zip_path, csv_path, jsonl_path, partial_path, flips_path, partial_zip, zip_flips, *undertagged]
 
 
 def demo_data_command(

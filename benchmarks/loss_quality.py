@@ -20,6 +20,13 @@ children trained and were tested on, and writes:
 
 `--search` compares each loss at its defaults with the same loss tuned by a search sweep
 (benchmarks/loss_search.py says how).
+    .venv/bin/python benchmarks/loss_quality.py --undertagged movies [--seeds 0,1] [--candidates ...]
+
+`--undertagged NAME` runs the tournament with the losses for missing labels and long tails
+on the complete and the under-tagged variant of a demo set (`aplserve.demo_undertagged`:
+the same training samples, 40% of their positives removed in one; both scored on the same
+complete test set, given as `test_dataset_id`) and writes docs/loss-quality-undertagged.json
+and the part of docs/results.md between the loss-quality-undertagged markers.
 
 `--render-only` rewrites the report and the plot from docs/loss-quality.json. `--extra-workers`
 starts that many more `aplserve worker` processes on the service's data dir, so children
@@ -64,9 +71,12 @@ POLL_S = 5.0
 # --- measuring (through the service) -----------------------------------------------------
 
 
-def run_sweep(service: Any, dataset: dict[str, Any], base_model: str, timeout_s: float) -> dict[str, Any]:
-    """POST a default sweep, wait for it, and return the sweep, its leaderboard and its children."""
-    response = service.client.post("/v1/sweeps", json={"dataset_id": dataset["id"], "base_model": base_model})
+def run_sweep(
+    service: Any, dataset: dict[str, Any], base_model: str, timeout_s: float, **extra: Any
+) -> dict[str, Any]:
+    """POST a sweep (default but for `extra`), wait for it; return it, its leaderboard and its children."""
+    body = {"dataset_id": dataset["id"], "base_model": base_model, **extra}
+    response = service.client.post("/v1/sweeps", json=body)
     response.raise_for_status()
     sweep: dict[str, Any] = response.json()
     started = time.monotonic()
@@ -419,8 +429,140 @@ def write_report(results: dict[str, Any], md_path: Path, png_path: Path) -> None
     plot(results, png_path)
 
 
+# --- the under-tagged comparison -----------------------------------------------------------
+
+UNDERTAGGED_JSON = DOCS / "loss-quality-undertagged.json"
+UT_START = "<!-- loss-quality-undertagged:start (written by benchmarks/loss_quality.py --undertagged) -->"
+UT_END = "<!-- loss-quality-undertagged:end -->"
+#: name -> (complete training file, under-tagged training file, complete test file, base model)
+UNDERTAGGED_RUNS: dict[str, tuple[str, str, str, str]] = {
+    "movies": (
+        "movies-genres-train.csv",
+        "movies-genres-undertagged.csv",
+        "movies-genres-test.csv",
+        "minilm-l6",
+    ),
+    "digits": (
+        "digits-mosaics-train.zip",
+        "digits-mosaics-undertagged.zip",
+        "digits-mosaics-test.zip",
+        "mobilenetv2-100",
+    ),
+}
+UNDERTAGGED_CANDIDATES = ("bce", "apl", "hill", "splc", "dbl", "twoway")
+
+
+def measure_undertagged(
+    name: str, candidates: list[str], seeds: list[int], timeout_s: float, extra_workers: int
+) -> dict[str, Any]:
+    """Both variants of `name` through one fresh service, the same candidates, seeds and test set."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from service_overhead import Service
+
+    from aplserve.demo_data import write_demo_data
+
+    complete, undertagged, test, base_model = UNDERTAGGED_RUNS[name]
+    variants: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="aplserve-undertagged-") as scratch:
+        root = Path(scratch)
+        write_demo_data(root / "demo")
+        service = Service(root / "var")
+        workers = start_workers(root / "var", extra_workers)
+        try:
+            test_set = service.upload(root / "demo" / test)
+            spec = {"candidates": [{"name": c} for c in candidates], "seeds": seeds}
+            spec |= {"test_fraction": None, "test_dataset_id": test_set["id"]}
+            for variant, filename in (("complete", complete), ("undertagged", undertagged)):
+                dataset = service.upload(root / "demo" / filename)
+                print(f"{name} {variant}: sweep of {base_model} on {filename}", file=sys.stderr, flush=True)
+                measured = run_sweep(service, dataset, base_model, timeout_s, **spec)
+                variants[variant] = {
+                    "data": f"{filename} ({dataset['num_samples']} samples, {len(dataset['labels'])} labels)",
+                    "profile": dataset.get("profile"),
+                    "test": f"{test} ({test_set['num_samples']} samples, complete)",
+                    "sweep_id": measured["sweep"]["id"],
+                    "hyperparameters": measured["sweep"]["spec"]["hyperparameters"],
+                    "wall_s": measured["wall_s"],
+                    "children": measured["children"],
+                    "leaderboard": measured["leaderboard"],
+                }
+        finally:
+            stop_workers(workers)
+            service.stop()
+    return {
+        "name": name,
+        "base_model": base_model,
+        "variants": variants,
+        "machine": _machine(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _rows_by_loss(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["candidate"]["name"]: row for row in board["rows"]}
+
+
+def render_undertagged(result: dict[str, Any]) -> str:
+    """The comparison table (complete vs under-tagged per loss) and each variant's verdict."""
+    complete = _rows_by_loss(result["variants"]["complete"]["leaderboard"])
+    tagged = _rows_by_loss(result["variants"]["undertagged"]["leaderboard"])
+    first = result["variants"]["complete"]
+    hp = first["hyperparameters"]
+    lines = [
+        f"## Losses for missing labels and long tails: {result['name']}, complete vs under-tagged",
+        "",
+        f"Measured with `.venv/bin/python benchmarks/loss_quality.py --undertagged {result['name']}` "
+        f"(raw numbers: [loss-quality-undertagged.json](loss-quality-undertagged.json)), "
+        f"{result['measured_at']} on {result['machine']}. Base model {result['base_model']}, "
+        f"{hp['epochs']} epochs, batch {hp['batch_size']}, learning rate {hp['learning_rate']:g}. "
+        f"Training data: {first['data']} and its under-tagged copy "
+        f"{result['variants']['undertagged']['data']} (40% of the positives removed, one kept per "
+        f"sample); both scored on {first['test']}. Test mAP per loss: mean over seeds, 95% "
+        "Student-t interval, per seed.",
+        "",
+        "| loss | complete: mean | 95% interval | under-tagged: mean | 95% interval | change |",
+        "|---|---:|---|---:|---|---:|",
+    ]
+    for loss in sorted(complete, key=lambda k: -(complete[k]["mean"] or 0)):
+        a, b = complete[loss], tagged.get(loss, {})
+        change = None if a["mean"] is None or b.get("mean") is None else b["mean"] - a["mean"]
+        lines.append(
+            f"| {loss} | {_f(a['mean'])} | {_interval(a['ci95'])} | {_f(b.get('mean'))} | "
+            f"{_interval(b.get('ci95'))} | {'' if change is None else f'{change:+.3f}'} |"
+        )
+    lines.append("")
+    for variant in ("complete", "undertagged"):
+        run = result["variants"][variant]
+        board = run["leaderboard"]
+        per_seed = "; ".join(
+            f"{row['candidate']['name']} "
+            + " ".join(f"{s['seed']}:{s['value']:.3f}" for s in row["per_seed"])
+            for row in board["rows"]
+        )
+        lines += [
+            f"- **{variant}** (sweep `{run['sweep_id']}`, {run['wall_s'] / 60:.1f} min): "
+            f"{verdict_text(board).rstrip('.')}. Per seed: {per_seed}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_undertagged(result: dict[str, Any]) -> None:
+    UNDERTAGGED_JSON.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    existing = RESULTS_MD.read_text(encoding="utf-8")
+    block = f"{UT_START}\n{render_undertagged(result)}{UT_END}"
+    if UT_START in existing:
+        head, rest = existing.split(UT_START, 1)
+        existing = head + block + rest.split(UT_END, 1)[1]
+    else:
+        existing = existing.rstrip("\n") + "\n\n" + block + "\n"
+    RESULTS_MD.write_text(existing, encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--undertagged", choices=sorted(UNDERTAGGED_RUNS))
+    parser.add_argument("--candidates", default=",".join(UNDERTAGGED_CANDIDATES))
+    parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--only", choices=sorted(RUNS), action="append")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--timeout-min", type=float, default=120.0, help="longest wait for one sweep")
@@ -441,6 +583,17 @@ def main() -> None:
         }
         names = args.only or ["digits"]
         loss_search.main(names, options, args.timeout_min * 60, args.extra_workers, RESULTS_MD)
+        return
+    if args.undertagged:
+        if args.render_only:
+            result = json.loads(UNDERTAGGED_JSON.read_text(encoding="utf-8"))
+        else:
+            seeds = [int(s) for s in args.seeds.split(",")]
+            result = measure_undertagged(
+                args.undertagged, args.candidates.split(","), seeds, args.timeout_min * 60, args.extra_workers
+            )
+        write_undertagged(result)
+        print(render_undertagged(result))
         return
     if args.render_only:
         results = json.loads(RESULTS_JSON.read_text(encoding="utf-8"))

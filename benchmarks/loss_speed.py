@@ -1,6 +1,11 @@
 """Forward + backward time of the ``apl`` preset against BCE-with-logits on CPU.
 
 Usage: .venv/bin/python benchmarks/loss_speed.py [--reps 200] [--threads 2] [--cold]
+       .venv/bin/python benchmarks/loss_speed.py --robust [--reps 40] [--threads 2]
+
+``--robust`` times Hill, SPLC, Distribution-Balanced and Two-way (defaults of their presets,
+5% positives) against BCE-with-logits at 256x1000 and 4096x1000 instead, interleaved the
+same way, and prints each one's median ratio to BCE (and the ratio of the best times).
 
 Prints, per shape and dtype, the median (and best) time of BCE-with-logits, of our
 fused loss (compiled), of the same fused body run eagerly (the fallback), and of a
@@ -19,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 SHAPES = ((256, 1000), (64, 9605))
 
@@ -31,7 +37,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cold", action="store_true", help="compile with an empty inductor cache")
     parser.add_argument("--dtypes", default="float32", help="comma separated: float32,bfloat16,float16")
+    parser.add_argument("--robust", action="store_true", help="time hill, splc, dbl and twoway instead")
     args = parser.parse_args()
+    if args.robust:
+        robust(args.reps, args.threads)
+        return
     if args.cold:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")
 
@@ -95,6 +105,61 @@ def main() -> None:
             )
     print("\n".join(lines))
     print("ratio = median(ours)/median(BCE); best = min(ours)/min(BCE); eager-fused, unfused: median ratios")
+
+
+ROBUST_SHAPES = ((256, 1000), (4096, 1000))
+
+
+def _robust_impls(x: Any, y: Any) -> dict[str, Callable[[], Any]]:
+    import torch.nn.functional as F
+
+    from apl.losses import distribution_balanced_loss, hill_loss, splc_loss, two_way_loss
+
+    counts = (y.sum(0) + 5).tolist()  # a training split's counts: every label seen at least 5 times
+    return {
+        "bce": lambda: F.binary_cross_entropy_with_logits(x, y, reduction="sum"),
+        "hill": lambda: hill_loss(x, y),
+        "splc": lambda: splc_loss(x, y),
+        "dbl": lambda: distribution_balanced_loss(x, y, label_counts=counts, num_samples=100_000),
+        "twoway": lambda: two_way_loss(x, y, reduction="sum"),
+    }
+
+
+def robust(reps: int, threads: int) -> None:
+    """Forward + backward of the new losses against BCE-with-logits, rep by rep interleaved."""
+    import torch
+
+    torch.set_num_threads(threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, reps {reps} (4096 rows: reps/4)")
+    lines = [
+        f"{'shape':>10} {'BCE ms':>8} " + " ".join(f"{n:>14}" for n in ("hill", "splc", "dbl", "twoway"))
+    ]
+    for shape in ROBUST_SHAPES:
+        gen = torch.Generator().manual_seed(0)
+        x = (torch.randn(shape, generator=gen) * 3).requires_grad_()
+        y = (torch.rand(shape, generator=gen) < 0.05).float()
+        impls = _robust_impls(x, y)
+        for name, fn in impls.items():
+            start = time.perf_counter()
+            fn().backward()
+            x.grad = None
+            if name != "bce":
+                lines.insert(0, f"first call (compile) {name} {shape}: {time.perf_counter() - start:.2f} s")
+        times: dict[str, list[float]] = {name: [] for name in impls}
+        for _ in range(reps if shape[0] < 1024 else max(reps // 4, 5)):
+            for name, fn in impls.items():
+                start = time.perf_counter()
+                fn().backward()
+                x.grad = None
+                times[name].append(time.perf_counter() - start)
+        med = {name: statistics.median(t) for name, t in times.items()}
+        best = {name: min(t) for name, t in times.items()}
+        cells = [f"{med[n] / med['bce']:5.2f} ({best[n] / best['bce']:4.2f})" for n in impls if n != "bce"]
+        lines.append(
+            f"{'x'.join(map(str, shape)):>10} {med['bce'] * 1e3:8.2f} " + " ".join(f"{c:>14}" for c in cells)
+        )
+    print("\n".join(lines))
+    print("each loss: median(loss)/median(BCE) (min(loss)/min(BCE)); forward + backward, float32 CPU")
 
 
 if __name__ == "__main__":

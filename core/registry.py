@@ -52,6 +52,9 @@ def model_metrics(result: TrainResult) -> dict[str, Any]:
     metrics["best_epoch"] = result.best_epoch
     metrics["epochs_completed"] = result.epochs_completed
     metrics["fallback_labels"] = list(result.fallback_labels)
+    if result.loss_frequencies is not None:
+        # The training split's label frequencies the dbl loss was built from.
+        metrics["loss_frequencies"] = result.loss_frequencies
     if result.test is not None:
         # Scored once at the best epoch on the held-out split; the sweep leaderboard reads these.
         metrics["test"] = result.test.metrics()

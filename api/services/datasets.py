@@ -19,12 +19,20 @@ from core.errors import AppError, not_found
 from core.files import DataFiles
 from core.jobs.status import ACTIVE_STATUSES
 from core.settings import Settings
+from core.sweeps.candidates import DatasetProfile, profile
 
 log = logging.getLogger(__name__)
 
 
+def dataset_profile(row: Dataset) -> DatasetProfile:
+    """The dataset's profile (core.sweeps.candidates) from the counts its row holds."""
+    return profile(row.num_samples, row.label_counts, row.label_cardinality, row.unknown_cells)
+
+
 def to_schema(row: Dataset) -> schemas.Dataset:
-    return schemas.Dataset.model_validate(row, from_attributes=True)
+    document = schemas.Dataset.model_validate(row, from_attributes=True)
+    document.profile = schemas.DatasetProfile.model_validate(dataset_profile(row).as_dict())
+    return document
 
 
 def get_owned(session: Session, owner_id: str, dataset_id: str, *, lock: bool = False) -> Dataset:

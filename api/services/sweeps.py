@@ -20,13 +20,14 @@ from sqlalchemy.orm import Session
 
 from api import quotas
 from api.services import idempotency, jobs
+from api.services.datasets import dataset_profile
 from api.services.pagination import Page, id_starts_with, paginate
-from core.db.models import Job, Sweep, new_id
+from core.db.models import Dataset, Job, Sweep, new_id
 from core.errors import AppError, not_found
 from core.jobs import lifecycle
 from core.jobs.status import FINAL_STATUSES, JobStatus
 from core.settings import Settings
-from core.sweeps import document, leaderboard, search
+from core.sweeps import candidates, document, leaderboard, search
 from core.sweeps.spec import SweepSpec, check, child_specs
 from core.sweeps.state import Child, SweepState, children_of, sweep_state
 
@@ -58,6 +59,7 @@ def create(
     `send_children`); an Idempotency-Key already used for the same spec returns the
     first sweep and creates nothing (its unsent children are the reconciler's).
     """
+    reason = _fill_candidates(session, owner_id, spec)
     spec_json = spec.model_dump(mode="json")
     idempotency.check_key(idempotency_key)
     existing = idempotency.earlier(session, Sweep, owner_id, idempotency_key)
@@ -77,6 +79,7 @@ def create(
         cancel_requested=False,
         idempotency_key=idempotency_key,
         phase=search.SEARCH_PHASE if spec.search is not None else None,
+        candidates_reason=reason,
     )
     sweep_id = sweep.id
     session.add(sweep)
@@ -108,6 +111,23 @@ def create(
         _abandon(session, sweep.id)
         raise
     return sweep, True, [job.id for job in created]
+
+
+def _fill_candidates(session: Session, owner_id: str, spec: SweepSpec) -> str | None:
+    """Candidates left out: the four presets plus what the dataset's profile calls for, and why.
+
+    Chosen before the spec is stored (and compared on an Idempotency-Key replay), so the
+    stored spec lists what runs. A missing dataset changes nothing here: `check_spec`
+    refuses it with its own 404.
+    """
+    if "candidates" in spec.model_fields_set:
+        return None
+    row = session.scalar(select(Dataset).where(Dataset.id == spec.dataset_id, Dataset.owner_id == owner_id))
+    if row is None:
+        return None
+    chosen, reason = candidates.choose(dataset_profile(row))
+    spec.candidates = chosen
+    return reason
 
 
 def send_children(session: Session, settings: Settings, sweep_id: str, job_ids: list[str]) -> None:
@@ -289,6 +309,7 @@ def to_schemas(session: Session, settings: Settings, rows: Sequence[Sweep]) -> l
                 cancel_requested=row.cancel_requested,
                 phase=row.phase,  # type: ignore[arg-type]
                 trials=_trial_progress(SweepSpec.model_validate(row.spec), children[row.id]),
+                candidates_reason=row.candidates_reason,
             )
         )
     return out

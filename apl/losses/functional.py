@@ -14,6 +14,15 @@ from torch import Tensor
 
 from apl.losses._fused import Backend, FusedLoss, run_kernel
 from apl.losses._kernel import SMALL_CLIP, KernelConfig, integer_exponent
+from apl.losses.robust import distribution_balanced_loss, hill_loss, splc_loss, two_way_loss
+
+__all__ = [
+    "asymmetric_polynomial_loss",
+    "distribution_balanced_loss",
+    "hill_loss",
+    "splc_loss",
+    "two_way_loss",
+]
 
 REDUCTIONS = ("sum", "mean", "none")
 

@@ -9,13 +9,16 @@ devices and dtypes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from apl.losses._fused import Backend
 from apl.losses.functional import asymmetric_polynomial_loss
-from apl.spec import LOSS_PRESETS
+from apl.losses.robust import distribution_balanced_loss, hill_loss, splc_loss, two_way_loss
+from apl.spec import LOSS_PRESETS, ROBUST_LOSS_PRESETS
 
 
 class AsymmetricPolynomialLoss(nn.Module):
@@ -110,3 +113,173 @@ class AsymmetricLoss(AsymmetricPolynomialLoss):
     """ASL (preset ``asl``, official class defaults): gamma_pos=1, gamma_neg=4, clip=0.05."""
 
     preset = "asl"
+
+
+def _preset(name: str, **given: float | None) -> dict[str, float]:
+    """The preset's values with the given (not None) ones in their place."""
+    preset = ROBUST_LOSS_PRESETS[name]
+    return {key: float(preset[key] if value is None else value) for key, value in given.items()}
+
+
+class HillLoss(nn.Module):
+    """Hill (preset ``hill``): lamb=1.5, margin=1, gamma=2 (the official defaults)."""
+
+    def __init__(
+        self,
+        *,
+        lamb: float | None = None,
+        margin: float | None = None,
+        gamma: float | None = None,
+        reduction: str = "sum",
+    ) -> None:
+        super().__init__()
+        self.values = _preset("hill", lamb=lamb, margin=margin, gamma=gamma)
+        self.reduction = reduction
+        hill_loss(torch.zeros(1, 1), torch.zeros(1, 1), **self.values, reduction=reduction)  # validates
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """See ``apl.losses.robust.hill_loss``."""
+        return hill_loss(logits, targets, **self.values, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"{_format(self.values)}, reduction={self.reduction!r}"
+
+
+class SPLCLoss(nn.Module):
+    """SPLC (preset ``splc``): tau=0.6, margin=1, gamma=2, correcting from epoch 2 (counted from 1).
+
+    The training loop calls `set_epoch` at the start of every epoch; before the first
+    call (and before `change_epoch`) no negative is corrected.
+    """
+
+    def __init__(
+        self,
+        *,
+        tau: float | None = None,
+        margin: float | None = None,
+        gamma: float | None = None,
+        change_epoch: float | None = None,
+        reduction: str = "sum",
+    ) -> None:
+        super().__init__()
+        values = _preset("splc", tau=tau, margin=margin, gamma=gamma, change_epoch=change_epoch)
+        self.change_epoch = int(values.pop("change_epoch"))
+        self.values = values
+        self.reduction = reduction
+        self.epoch = 0
+        self._loss(torch.zeros(1, 1), torch.zeros(1, 1))  # validates
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch (from 1) about to be trained: from `change_epoch` on, negatives are corrected."""
+        self.epoch = epoch
+
+    @property
+    def correct(self) -> bool:
+        return self.epoch >= self.change_epoch
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """See ``apl.losses.robust.splc_loss``."""
+        return self._loss(logits, targets)
+
+    def _loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        v = self.values
+        return splc_loss(
+            logits,
+            targets,
+            tau=v["tau"],
+            margin=v["margin"],
+            gamma=v["gamma"],
+            correct=self.correct,
+            reduction=self.reduction,
+        )
+
+    def extra_repr(self) -> str:
+        return f"{_format(self.values)}, change_epoch={self.change_epoch}, reduction={self.reduction!r}"
+
+
+class DistributionBalancedLoss(nn.Module):
+    """Distribution-Balanced loss (preset ``dbl``, the official DB-Focal setting).
+
+    ``label_counts`` (known positives per label) and ``num_samples`` come from the
+    training split only; the training loop passes them (`apl.losses.build_loss`).
+    """
+
+    def __init__(
+        self,
+        *,
+        label_counts: Sequence[float],
+        num_samples: float,
+        map_alpha: float | None = None,
+        map_beta: float | None = None,
+        map_gamma: float | None = None,
+        init_bias: float | None = None,
+        neg_scale: float | None = None,
+        gamma: float | None = None,
+        balance: float | None = None,
+        reduction: str = "sum",
+    ) -> None:
+        super().__init__()
+        self.values = _preset(
+            "dbl",
+            map_alpha=map_alpha,
+            map_beta=map_beta,
+            map_gamma=map_gamma,
+            init_bias=init_bias,
+            neg_scale=neg_scale,
+            gamma=gamma,
+            balance=balance,
+        )
+        self.label_counts = [float(v) for v in label_counts]
+        self.num_samples = float(num_samples)
+        self.reduction = reduction
+        probe = torch.zeros(1, len(self.label_counts))
+        self._loss(probe, probe)  # validates
+
+    def _loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        v = self.values
+        return distribution_balanced_loss(
+            logits,
+            targets,
+            label_counts=self.label_counts,
+            num_samples=self.num_samples,
+            map_alpha=v["map_alpha"],
+            map_beta=v["map_beta"],
+            map_gamma=v["map_gamma"],
+            init_bias=v["init_bias"],
+            neg_scale=v["neg_scale"],
+            gamma=v["gamma"],
+            balance=v["balance"],
+            reduction=self.reduction,
+        )
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """See ``apl.losses.robust.distribution_balanced_loss``."""
+        return self._loss(logits, targets)
+
+    def extra_repr(self) -> str:
+        return f"{_format(self.values)}, classes={len(self.label_counts)}, num_samples={self.num_samples:g}"
+
+
+class TwoWayLoss(nn.Module):
+    """Two-way loss (preset ``twoway``): tp=4, tn=1 (the official defaults).
+
+    ``reduction="sum"`` (what the training loop uses) is the official value times the
+    batch size, so the loop's division by the batch size gives the official value back.
+    """
+
+    def __init__(self, *, tp: float | None = None, tn: float | None = None, reduction: str = "sum") -> None:
+        super().__init__()
+        self.values = _preset("twoway", tp=tp, tn=tn)
+        self.reduction = reduction
+        two_way_loss(torch.zeros(1, 1), torch.zeros(1, 1), **self.values, reduction=reduction)  # validates
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """See ``apl.losses.robust.two_way_loss``."""
+        return two_way_loss(logits, targets, **self.values, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"{_format(self.values)}, reduction={self.reduction!r}"
+
+
+def _format(values: dict[str, float]) -> str:
+    return ", ".join(f"{key}={value:g}" for key, value in values.items())

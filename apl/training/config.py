@@ -118,6 +118,9 @@ class TrainResult:
     #: The final model's out-of-sample validation predictions (unknown cells in `known`), from
     #: which the worker ranks suspect labels (`apl.label_issues`); None when stopped.
     validation: SplitPredictions | None = None
+    #: The label frequencies a frequency-aware loss (dbl) was built from: `num_samples` and
+    #: `label_counts` (known positives per label) of the training split; None for other losses.
+    loss_frequencies: dict[str, Any] | None = None
 
     @property
     def best_epoch(self) -> int | None:

@@ -418,6 +418,9 @@ class _Run:
         """
         self.model.train()
         self.generator.manual_seed(epoch_seed(self.hp.seed, epoch))
+        set_epoch = getattr(self.loss_fn, "set_epoch", None)
+        if set_epoch is not None:  # SPLC corrects missing labels from a given epoch on
+            set_epoch(epoch)
         tally = _EpochTally()
         params = [p for p in self.model.parameters() if p.requires_grad]
         for batch in self.train_loader:
@@ -692,8 +695,19 @@ class _Run:
             precision=self.precision,
             test=test,
             validation=self.validation if final is not None else None,
+            loss_frequencies=self._loss_frequencies(),
             **extra,
         )
+
+    def _loss_frequencies(self) -> dict[str, Any] | None:
+        """What the dbl loss was built from (the training split's counts), for the job to record."""
+        if self.config.loss.name != "dbl":
+            return None
+        counts = self.split.train_set.positive_counts
+        return {
+            "num_samples": len(self.split.train_set),
+            "label_counts": dict(zip(self.labels, counts, strict=True)),
+        }
 
 
 def _setup(config: TrainConfig, hooks: CallbackList, parallel: Parallel | None = None) -> _Run:
@@ -721,7 +735,11 @@ def _setup(config: TrainConfig, hooks: CallbackList, parallel: Parallel | None =
         allow_download=config.allow_download,
     )
     model = built.module.to(device)
-    loss_fn: LossFn = build_loss(config.loss, reduction="sum")
+    # Label frequencies for the losses that use them (dbl) come from the training split only.
+    train_set = split.train_set
+    loss_fn: LossFn = build_loss(
+        config.loss, reduction="sum", label_counts=train_set.positive_counts, num_samples=len(train_set)
+    )
     pin = device.type == "cuda"
     train_loader, val_loader, generator = _loaders(
         config, built, split.train_set, split.val_set, pin, parallel

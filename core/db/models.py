@@ -221,6 +221,9 @@ class Sweep(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     leaderboard: Mapped[dict[str, Any] | None]
+    #: Why the sweep compares these losses when the client left `candidates` out (the
+    #: dataset's profile, core.sweeps.candidates); NULL when candidates were given.
+    candidates_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # With a search: "search", then "replicate" once every trial has ended; NULL without one.
     # Only core.sweeps.search changes it, under the row lock its `advances` UPDATE takes.

@@ -81,6 +81,11 @@ class Sweep(BaseModel):
     progress: SweepProgress
     error: JobError | None = Field(description="Why a failed sweep failed: candidates left without result.")
     cancel_requested: bool = False
+    candidates_reason: str | None = Field(
+        default=None,
+        description="Why these candidates, when the request left `candidates` out: the dataset's "
+        "profile (long tail -> dbl; unknown cells or under-tagging -> hill, splc). Null when given.",
+    )
     phase: Literal["search", "replicate"] | None = Field(
         default=None, description="With a search: `search` (trials), then `replicate`; null without one."
     )

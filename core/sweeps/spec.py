@@ -18,7 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from apl.catalog import default_space
 from apl.search import SearchSpec, Value, candidate_space
-from apl.spec import LOSS_PRESETS, MAX_TEST_FRACTION, Hyperparameters, JobSpec, LossSpec, fill_model_defaults
+from apl.spec import (
+    ALL_LOSS_PRESETS,
+    LOSS_PRESETS,
+    MAX_TEST_FRACTION,
+    Hyperparameters,
+    JobSpec,
+    LossSpec,
+    fill_model_defaults,
+)
 from core.errors import AppError
 
 #: Most child jobs (candidates x seeds) one sweep may start.
@@ -70,7 +78,8 @@ class SweepSpec(BaseModel):
         default_factory=_default_candidates,
         max_length=MAX_CHILDREN,
         description="The losses to compare: presets by name, with any parameter overrides. "
-        "Default: the four presets bce, focal, asl, apl.",
+        "Left out: the four presets bce, focal, asl, apl plus what the dataset's profile calls for "
+        "(long tail: dbl; unknown cells or under-tagging: hill, splc), the reason in `candidates_reason`.",
     )
     seeds: list[Seed] = Field(
         default_factory=lambda: list(DEFAULT_SEEDS),
@@ -131,9 +140,9 @@ def candidate_key(loss: LossSpec | dict[str, Any]) -> str:
 def candidate_label(loss: LossSpec | dict[str, Any]) -> str:
     """A short name for people: the preset's name plus the parameters that differ from it."""
     spec = loss if isinstance(loss, LossSpec) else LossSpec.model_validate(loss)
-    preset = LOSS_PRESETS[spec.name]
+    preset = ALL_LOSS_PRESETS[spec.name]
     changed = [f"{k}={v:g}" for k, v in spec.parameters().items() if v != preset[k]]
-    if not spec.detach_focal_weight:
+    if spec.name in LOSS_PRESETS and not spec.detach_focal_weight:
         changed.append("detach_focal_weight=false")
     return f"{spec.name}({', '.join(changed)})" if changed else spec.name
 

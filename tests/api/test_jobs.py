@@ -168,6 +168,15 @@ def test_idempotency_key_returns_the_same_job(
         ({"unexpected": 1}, "validation_error", ["body", "unexpected"]),
         ({"loss": {"name": "apl", "clip": 1.5}}, "validation_error", ["body", "loss", "clip"]),
         ({"loss": {"name": "hinge"}}, "validation_error", ["body", "loss", "name"]),
+        ({"loss": {"name": "hill", "clip": 0.1}}, "validation_error", ["body", "loss", "clip"]),
+        ({"loss": {"name": "splc", "tau": 1.5}}, "validation_error", ["body", "loss", "tau"]),
+        (
+            {"loss": {"name": "splc", "change_epoch": 1.5}},
+            "validation_error",
+            ["body", "loss", "change_epoch"],
+        ),
+        ({"loss": {"name": "dbl", "neg_scale": 0}}, "validation_error", ["body", "loss", "neg_scale"]),
+        ({"loss": {"name": "twoway", "gamma": 2}}, "validation_error", ["body", "loss", "gamma"]),
         ({"hyperparameters": {"epochs": 0}}, "validation_error", ["body", "hyperparameters", "epochs"]),
         (
             {"hyperparameters": {"learning_rate": "fast"}},
@@ -535,3 +544,26 @@ def test_a_job_takes_its_base_models_defaults_where_the_spec_leaves_them_out(
     text = post_job(alice, text_dataset["id"], base_model="minilm-l6").json()["spec"]["hyperparameters"]
     minilm = resolve_base_model("minilm-l6").defaults
     assert (text["learning_rate"], text["max_length"]) == (minilm.learning_rate, minilm.max_length)
+
+
+def test_the_new_loss_presets_are_accepted_with_their_own_parameters_only(
+    alice: dict[str, str], text_dataset: dict[str, Any], settings: Settings, post_job: JobPoster
+) -> None:
+    response = post_job(alice, text_dataset["id"], loss={"name": "dbl", "neg_scale": 5})
+    assert response.status_code == 202, response.text
+    assert response.json()["spec"]["loss"] == {
+        "name": "dbl",
+        "map_alpha": 0.1,
+        "map_beta": 10.0,
+        "map_gamma": 0.2,
+        "init_bias": 0.05,
+        "neg_scale": 5.0,
+        "gamma": 2.0,
+        "balance": 2.0,
+    }
+    for loss in ({"name": "hill"}, {"name": "splc", "tau": 0.7}, {"name": "twoway", "tp": 2}):
+        created = post_job(alice, text_dataset["id"], loss=loss)
+        assert created.status_code == 202, created.text
+        assert created.json()["spec"]["loss"]["name"] == loss["name"]
+        assert "clip" not in created.json()["spec"]["loss"]
+    drain_broker(settings, expect=4)

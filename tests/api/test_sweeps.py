@@ -151,6 +151,11 @@ def test_a_sweep_queues_one_ordinary_child_per_seed_and_candidate(
     ("spec", "code", "loc"),
     [
         ({"candidates": [{"name": "nope"}]}, "validation_error", ["body", "candidates", 0, "name"]),
+        (
+            {"candidates": [{"name": "bce"}, {"name": "dbl", "tp": 2.0}]},
+            "validation_error",
+            ["body", "candidates", 1, "tp"],
+        ),
         ({"candidates": []}, "empty_candidates", ["body", "candidates"]),
         (
             {"candidates": [{"name": "bce"}, {"name": "bce", "gamma_neg": 0.0}]},

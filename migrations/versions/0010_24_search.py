@@ -1,7 +1,7 @@
 """Search inside a sweep: sweep phases and results, trial rows, and each child's role.
 
 Revision ID: i24a
-Revises: i29a
+Revises: i27a
 Create Date: 2026-12-07
 
 - jobs.role (nullable): "trial" or "replicate" for a sweep's children; the children of
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "i24a"
-down_revision: str | Sequence[str] | None = "i29a"
+down_revision: str | Sequence[str] | None = "i27a"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
