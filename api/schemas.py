@@ -388,6 +388,10 @@ class BaseModelEntry(BaseModel):
         "spec sets wins. `timm:` and `hf:` references take their family's defaults "
         "(`family_defaults` of the list)."
     )
+    space: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The space a search sweep explores when its `search.space` is left out.",
+    )
 
 
 class BaseModelList(BaseModel):

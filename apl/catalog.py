@@ -231,3 +231,23 @@ def _check_hf(ref: str, allow_download: bool) -> None:
             f"'{ref}' is not a model directory on the server, and this deployment does not download "
             "models from the hub (APLSERVE_ALLOW_MODEL_DOWNLOAD)"
         )
+
+
+def default_space(name: str) -> dict[str, Any] | None:
+    """The space a search sweep explores for this base model when its spec gives none.
+
+    One decade either side of the model's default learning rate on a log scale (the
+    setting that mattered most in our tuning rounds, docs/results.md), and the
+    focusing parameter and margin of the losses that have them (a bce candidate
+    searches the learning rate only: `apl.search.LOSS_SEARCHABLE`). None for a name
+    that does not resolve.
+    """
+    defaults = training_defaults(name)
+    if defaults is None:
+        return None
+    rate = defaults.learning_rate
+    return {
+        "learning_rate": {"low": rate / 10, "high": min(1.0, rate * 10), "log": True},
+        "loss.gamma_neg": {"low": 0.0, "high": 6.0, "log": False},
+        "loss.clip": {"low": 0.0, "high": 0.2, "log": False},
+    }

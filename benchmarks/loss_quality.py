@@ -16,6 +16,10 @@ children trained and were tested on, and writes:
 
     .venv/bin/python benchmarks/loss_quality.py [--only movies|digits|digits-lite0] [--extra-workers N]
     .venv/bin/python benchmarks/loss_quality.py --render-only
+    .venv/bin/python benchmarks/loss_quality.py --search [--only digits] [--trials 6] [--extra-workers 1]
+
+`--search` compares each loss at its defaults with the same loss tuned by a search sweep
+(benchmarks/loss_search.py says how).
     .venv/bin/python benchmarks/loss_quality.py --undertagged movies [--seeds 0,1] [--candidates ...]
 
 `--undertagged NAME` runs the tournament with the losses for missing labels and long tails
@@ -563,7 +567,23 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--timeout-min", type=float, default=120.0, help="longest wait for one sweep")
     parser.add_argument("--extra-workers", type=int, default=0, help="more workers beside the service's own")
+    parser.add_argument("--search", action="store_true", help="defaults vs tuned (benchmarks/loss_search.py)")
+    parser.add_argument("--trials", type=int, default=6, help="--search: trials per candidate")
+    parser.add_argument("--candidate", action="append", help="--search: a loss preset (default bce and apl)")
     args = parser.parse_args()
+    if args.search:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import loss_search
+
+        options = {
+            "candidates": args.candidate or ["bce", "apl"],
+            "trials": args.trials,
+            "seeds": [0, 1, 2],
+            "render_only": args.render_only,
+        }
+        names = args.only or ["digits"]
+        loss_search.main(names, options, args.timeout_min * 60, args.extra_workers, RESULTS_MD)
+        return
     if args.undertagged:
         if args.render_only:
             result = json.loads(UNDERTAGGED_JSON.read_text(encoding="utf-8"))

@@ -438,6 +438,24 @@ _HTTP: tuple[ErrorCode, ...] = (
         "candidates x seeds is over 64 jobs; use fewer candidates or seeds.",
     ),
     ErrorCode(
+        "too_many_trials",
+        (422,),
+        SWEEPS,
+        "candidates x search.trials is over 256 trials; use fewer candidates or trials.",
+    ),
+    ErrorCode(
+        "empty_search_space",
+        (422,),
+        SWEEPS,
+        "The base model has no default search space: give `search.space`.",
+    ),
+    ErrorCode(
+        "invalid_search_space",
+        (422,),
+        SWEEPS,
+        "A value of the space (a range end or a choice) is outside what its field accepts; narrow it.",
+    ),
+    ErrorCode(
         "missing_test_split",
         (422,),
         SWEEPS,

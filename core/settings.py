@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(
         default=3, ge=1, description="Times a job is started before a lost worker fails it (worker_lost)."
     )
+    sweep_trials_in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Search trials of one sweep candidate queued or running at once (the rest wait for "
+        "their results, so the sampler learns from them).",
+    )
     broker_visibility_timeout_seconds: int = Field(
         default=24 * 3600,
         gt=0,

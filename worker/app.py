@@ -106,6 +106,7 @@ def sweep_once(settings: Settings) -> lifecycle.SweepResult:
         log.info("job %s lost its worker while a cancel was pending; cancelled", job_id)
     for job_id in result.failed + result.cancelled:
         notify_job_finished(settings, job_id)
+    _advance_searches(settings)
     reconciled = dispatch.reconcile(settings)
     if reconciled.error is not None and (reconciled.unsent or reconciled.lost):
         log.warning("%d queued job(s) wait for the broker: %s", len(reconciled.unsent), reconciled.error)
@@ -113,6 +114,18 @@ def sweep_once(settings: Settings) -> lifecycle.SweepResult:
     if _identity is not None:  # still alive, and busy with this job or idle
         workers.announce(settings, _identity, next(iter(ACTIVE_JOBS), None))
     return result
+
+
+def _advance_searches(settings: Settings) -> None:
+    """Search sweeps with room for more trials (their last trial's worker died before advancing
+    them, or the lease sweep failed a trial): ask for the next trials or start the replicates."""
+    from core.sweeps import search
+
+    for sweep_id in search.waiting_sweeps(settings):
+        try:
+            search.advance(settings, sweep_id)
+        except Exception:
+            log.warning("could not advance the search of sweep %s; next pass", sweep_id, exc_info=True)
 
 
 def sweep_interval(settings: Settings) -> float:

@@ -4,9 +4,10 @@ It writes a MetricPoint (and the history's epoch event) per evaluation, a
 checkpoint event per saved checkpoint, progress every second, logs one line per
 epoch (losses, mAP, F1, training samples per second), and answers
 `should_stop()` for a cancel (the job's `cancel_requested` flag), a warm shutdown of
-the worker, or a lost lease. Database reads are throttled so a fast loop does not
-turn into a database benchmark; a cancel is still seen within a fraction of a second.
-A database hiccup while reporting is logged, never a reason to fail the training.
+the worker, a lost lease, or (for a sweep's search trial) the pruner. Database reads
+are throttled so a fast loop does not turn into a database benchmark; a cancel is still
+seen within a fraction of a second. A database hiccup while reporting is logged, never
+a reason to fail the training.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from apl.metrics import EpochMetrics
 from apl.training import Progress, TrainerCallback, TrainInfo
 from core.jobs import history, lifecycle
 from core.settings import Settings
+from core.sweeps import search
 from worker import shutdown
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ PROGRESS_EVERY_SECONDS = 1.0
 CANCEL_POLL_SECONDS = 0.2
 METRIC_WRITE_TRIES = 3
 
-StopReason = Literal["lost", "cancel", "shutdown"]
+StopReason = Literal["lost", "cancel", "shutdown", "pruned"]
 
 
 class JobCallback(TrainerCallback):
@@ -119,12 +121,28 @@ class JobCallback(TrainerCallback):
                     samples_per_s=rate,
                 ):
                     self.lost.set()
-                return
+                break
             except Exception:
                 if attempt + 1 == METRIC_WRITE_TRIES:
                     raise
                 log.warning("could not store a metric point of job %s; retrying", self.job.id, exc_info=True)
                 time.sleep(0.5 * (attempt + 1))
+        if self.job.role == "trial" and not self.lost.is_set():
+            self._ask_pruner(point["epoch"])
+
+    def _ask_pruner(self, epoch: int) -> None:
+        """A search trial: the sweep's pruner decides from this epoch's value whether it goes on.
+
+        A database hiccup here lets the trial go on (it is then judged at its next epoch).
+        """
+        try:
+            pruned = search.report(self.settings, self.job.id)
+        except Exception:
+            log.warning("could not ask the pruner about job %s; going on", self.job.id, exc_info=True)
+            return
+        if pruned:
+            log.info("job %s: search trial pruned after epoch %d", self.job.id, epoch)
+            self.stop_reason = "pruned"
 
     def on_checkpoint(self, path: Path, epoch: int) -> None:
         # s3: stored with retries and backoff before the epoch counts as saved; when the storage

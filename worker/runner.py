@@ -9,6 +9,8 @@ How a run ends (the return value, for logs and tests):
     succeeded   the artifact is published and the Model row written
     failed      the job row says why (error code and message)
     cancelled   a cancel request stopped it (or arrived before the model was kept)
+    (a sweep's search trial ends `succeeded` with no model, complete or pruned; its sweep
+    then advances: core.sweeps.search)
     released    the worker is shutting down; the job is queued again and resumes
                 from its last epoch checkpoint on the next worker
     lost        the lease was taken back by a sweeper; another attempt owns the job
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +41,7 @@ from core.objects import StorageUnavailable
 from core.registry import publish_model
 from core.settings import Settings
 from core.storage import is_storage_full
+from core.sweeps import search
 from core.webhooks.notify import notify_job_finished
 from worker.callbacks import JobCallback
 from worker.label_issues import write_label_issues
@@ -165,7 +169,7 @@ def _train(
         )
 
     def config(resume_from: Path | None) -> TrainConfig:
-        return TrainConfig.from_job_spec(
+        built = TrainConfig.from_job_spec(
             spec,
             dataset_dir,
             checkpoint_path=ckpt,
@@ -174,6 +178,7 @@ def _train(
             test_dataset_dir=test_dir,
             distributed=distributed,
         )
+        return replace(built, score_test=job.role != search.TRIAL)
 
     try:
         return train(config(resume), callbacks)
@@ -280,10 +285,27 @@ def _run_claimed(
         return "lost"
     if callback.stop_reason == "cancel" or (result.stopped and lifecycle.cancel_requested(job.id, settings)):
         return "cancelled" if lifecycle.finish(job.id, job.attempt, JobStatus.CANCELLED, settings) else "lost"
+    if job.role == search.TRIAL and (callback.stop_reason == "pruned" or not result.stopped):
+        state = "pruned" if callback.stop_reason == "pruned" else "complete"
+        return lifecycle.finish_without_model(
+            job.id, job.attempt, search.outcome(settings, job.id, state), settings
+        )
     if result.stopped:  # warm shutdown of this worker
         release(job, settings)
         return "released"
     return _publish(job, spec, result, settings)
+
+
+def _advance_search(settings: Settings, job_id: str) -> None:
+    """The trial ended: its sweep asks for the next trials, or starts its replicates.
+
+    A failure here is logged, never the job's: every worker's lease sweep advances
+    waiting searches too.
+    """
+    try:
+        search.advance_for_job(settings, job_id)
+    except Exception:
+        log.warning("could not advance the search of job %s; the lease sweep will", job_id, exc_info=True)
 
 
 def run_rank(job: lifecycle.ClaimedJob, settings: Settings, distributed: DistributedSetup) -> str:
@@ -340,5 +362,7 @@ def run_job(job_id: str, settings: Settings) -> str:
     if outcome in ("succeeded", "failed", "cancelled"):
         _discard_checkpoint(settings, job_id)
         notify_job_finished(settings, job_id)
+        if job.role == search.TRIAL:
+            _advance_search(settings, job_id)
     log.info("job %s %s", job_id, outcome)
     return outcome

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from api.deps import OwnerDep
 from api.routing import APIRouter
 from api.schemas import BaseModelDefaults, BaseModelEntry, BaseModelList, problem_responses
-from apl.catalog import FAMILY_DEFAULTS, TrainingDefaults, list_base_models
+from apl.catalog import FAMILY_DEFAULTS, TrainingDefaults, default_space, list_base_models
 
 router = APIRouter(
     prefix="/v1/base-models", tags=["base models"], responses=problem_responses("unauthorized")
@@ -31,6 +31,7 @@ def list_catalog(_principal: OwnerDep) -> BaseModelList:
                 pretrained=entry.pretrained,
                 description=entry.description,
                 defaults=_defaults(entry.defaults),
+                space=default_space(entry.name) or {},
             )
             for entry in list_base_models()
         ],

@@ -14,7 +14,7 @@ from api.schemas import LIST_PROBLEMS, problem_responses
 from api.services import sweeps as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from api.state import app_state
-from core.sweeps.document import Leaderboard, Sweep, SweepList
+from core.sweeps.document import Leaderboard, Sweep, SweepList, TrialList
 from core.sweeps.spec import SweepSpec
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], responses=problem_responses("unauthorized"))
@@ -37,6 +37,9 @@ router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], responses=problem_respo
         "invalid_seed",
         "seed_in_hyperparameters",
         "too_many_children",
+        "too_many_trials",
+        "empty_search_space",
+        "invalid_search_space",
         "missing_test_split",
         "conflicting_test_split",
         "dataset_too_small",
@@ -127,3 +130,21 @@ def sweep_leaderboard(
     seeds; `winner` is set only when the 95% interval of the difference excludes 0.
     """
     return service.get_leaderboard(session, settings, principal.owner_id, sweep_id)
+
+
+@router.get(
+    "/{sweep_id}/trials", response_model=TrialList, responses=problem_responses("not_found", "invalid_cursor")
+)
+def sweep_trials(
+    sweep_id: str,
+    principal: OwnerDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> TrialList:
+    """A search sweep's trials, by candidate then number: params, state, per-epoch validation values.
+
+    A pruned trial was stopped early by the pruner (its value is its last epoch's); a
+    failed one failed or was cancelled. Empty for a sweep without a search.
+    """
+    return service.list_trials(session, principal.owner_id, sweep_id, limit=limit, cursor=cursor)

@@ -235,6 +235,7 @@ def create(
     name: str | None = None,
     metadata: dict[str, str] | None = None,
     sweep_id: str | None = None,
+    role: str | None = None,
 ) -> tuple[Job, bool]:
     """Validate, count against the owner's quota, insert a queued job with its first history entry,
     commit, send. Returns (job, created).
@@ -272,6 +273,7 @@ def create(
         idempotency_key=idempotency_key,
         sweep_id=sweep_id,
         test_dataset_id=spec.test_dataset_id,
+        role=role,
     )
     session.add(job)
     try:

@@ -22,13 +22,13 @@ from api import quotas
 from api.services import idempotency, jobs
 from api.services.datasets import dataset_profile
 from api.services.pagination import Page, id_starts_with, paginate
-from core.db.models import Dataset, Job, Sweep
+from core.db.models import Dataset, Job, Sweep, new_id
 from core.errors import AppError, not_found
 from core.jobs import lifecycle
 from core.jobs.status import FINAL_STATUSES, JobStatus
 from core.objects import StorageUnavailable
 from core.settings import Settings
-from core.sweeps import candidates, document, leaderboard
+from core.sweeps import candidates, document, leaderboard, search
 from core.sweeps.spec import SweepSpec, check, child_specs
 from core.sweeps.state import Child, SweepState, children_of, sweep_state
 
@@ -70,14 +70,19 @@ def create(
     children = list(child_specs(spec))
     allow_private = settings.webhook_allow_private_addresses
     jobs.check_spec(session, owner_id, children[0].spec, settings.allow_model_download, allow_private)
-    quotas.check_room_for_jobs(session, owner_id, settings, len(children))
+    # A search queues its first trials now and the rest as trials end.
+    first = len(spec.candidates) * settings.sweep_trials_in_flight if spec.search else len(children)
+    quotas.check_room_for_jobs(session, owner_id, settings, first)
     sweep = Sweep(
+        id=new_id(),
         owner_id=owner_id,
         spec=spec_json,
         cancel_requested=False,
         idempotency_key=idempotency_key,
+        phase=search.SEARCH_PHASE if spec.search is not None else None,
         candidates_reason=reason,
     )
+    sweep_id = sweep.id
     session.add(sweep)
     try:
         session.commit()
@@ -88,9 +93,18 @@ def create(
             raise
         return _replay(existing, spec_json), False, []
     try:
+        if spec.search is not None:  # the first trials; the rest follow as trials end
+            return sweep, True, search.advance(settings, sweep_id, send=False)
         created = [
             jobs.create(
-                session, owner_id, child.spec, None, settings=settings, send=False, sweep_id=sweep.id
+                session,
+                owner_id,
+                child.spec,
+                None,
+                settings=settings,
+                send=False,
+                sweep_id=sweep.id,
+                role=search.REPLICATE,
             )[0]
             for child in children
         ]
@@ -177,11 +191,14 @@ def _children(session: Session, rows: Sequence[Sweep]) -> dict[str, list[Child]]
     if ids:
         for job in session.scalars(select(Job).where(Job.sweep_id.in_(ids))):
             by_sweep[job.sweep_id or ""].append(job)
-    return {row.id: children_of(SweepSpec.model_validate(row.spec), by_sweep[row.id]) for row in rows}
+    return {
+        row.id: children_of(SweepSpec.model_validate(row.spec), by_sweep[row.id], row.search_result)
+        for row in rows
+    }
 
 
 def _state(row: Sweep, children: list[Child]) -> SweepState:
-    return sweep_state(SweepSpec.model_validate(row.spec), children, row.cancel_requested)
+    return sweep_state(SweepSpec.model_validate(row.spec), children, row.cancel_requested, row.phase)
 
 
 def cancel(session: Session, owner_id: str, sweep_id: str, settings: Settings) -> Sweep:
@@ -195,6 +212,10 @@ def cancel(session: Session, owner_id: str, sweep_id: str, settings: Settings) -
         )
     session.execute(update(Sweep).where(Sweep.id == row.id).values(cancel_requested=True))
     session.commit()
+    # Read again: a search may have queued trials between the read above and the flag (after
+    # it, core.sweeps.search.advance queues nothing more).
+    session.refresh(row)
+    children = _children(session, [row])[row.id]
     for child in children:
         if child.status in FINAL_STATUSES:
             continue
@@ -245,6 +266,7 @@ def _board(session: Session, settings: Settings, row: Sweep, children: list[Chil
         children,
         state.status,
         _load_predictions(settings, children),
+        search_result=row.search_result,
     )
     if state.ended:
         try:
@@ -288,10 +310,69 @@ def to_schemas(session: Session, settings: Settings, rows: Sequence[Sweep]) -> l
                 progress=document.SweepProgress.model_validate(state.counts),
                 error=document.JobError.model_validate(state.error) if state.error else None,
                 cancel_requested=row.cancel_requested,
+                phase=row.phase,  # type: ignore[arg-type]
+                trials=_trial_progress(SweepSpec.model_validate(row.spec), children[row.id]),
                 candidates_reason=row.candidates_reason,
             )
         )
     return out
+
+
+def _trial_progress(spec: SweepSpec, children: list[Child]) -> document.TrialProgress | None:
+    """Counts of the search's trials, from the trial jobs (a pruned one succeeded, marked pruned)."""
+    if spec.search is None:
+        return None
+    mine = [c for c in children if c.role == search.TRIAL]
+    states = [search.trial_state(c.status, c.best_metrics) for c in mine]
+    return document.TrialProgress(
+        total=len(spec.candidates) * spec.search.trials,
+        done=sum(1 for state in states if state != "running"),
+        pruned=states.count("pruned"),
+        failed=states.count("failed"),
+        running=states.count("running"),
+    )
+
+
+def list_trials(
+    session: Session, owner_id: str, sweep_id: str, *, limit: int, cursor: str | None
+) -> document.TrialList:
+    """The sweep's trials by candidate then number, `limit` a page (the cursor is an offset)."""
+    row = get_owned(session, owner_id, sweep_id)
+    spec = SweepSpec.model_validate(row.spec)
+    offset = _offset(cursor)
+    trials = search.load_trials(session, row.id, spec.metric)
+    page = trials[offset : offset + limit]
+    items = [
+        document.Trial(
+            number=t.number,
+            candidate=spec.candidates[t.candidate],
+            params=t.params,
+            state=t.state,
+            values=t.values,
+            value=t.value,
+            job_id=t.job_id,
+        )
+        for t in page
+    ]
+    more = offset + limit < len(trials)
+    found = [
+        document.CandidateImportances(
+            candidate=spec.candidates[int(index)], importances=chosen["importances"]
+        )
+        for index, chosen in sorted((row.search_result or {}).items(), key=lambda item: int(item[0]))
+        if chosen.get("importances") is not None
+    ]
+    return document.TrialList(
+        items=items, next_cursor=str(offset + limit) if more else None, importances=found
+    )
+
+
+def _offset(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    if not cursor.isdigit():
+        raise AppError(400, "invalid_cursor", "the cursor is not one this list returned")
+    return int(cursor)
 
 
 def to_schema(session: Session, settings: Settings, row: Sweep) -> document.Sweep:

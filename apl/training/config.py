@@ -43,6 +43,9 @@ class TrainConfig:
     test_fraction: float | None = None
     #: Or score the end result on this normalized dataset (same labels and modality) instead.
     test_dataset_dir: Path | None = None
+    #: False for a search trial: the test split is held out (the same train/validation split as
+    #: the sweep's replicates) but never predicted, so no search decision can have seen it.
+    score_test: bool = True
     #: This process's rank in a data-parallel group a launcher started; None: one process.
     distributed: DistributedSetup | None = None
 

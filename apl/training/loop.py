@@ -565,7 +565,7 @@ class _Run:
             try:
                 final = self._finalize()
                 self.validation = self._validation_predictions(final)
-                if self.split.test_set is not None:
+                if self.split.test_set is not None and self.config.score_test:
                     test, evaluation = self._score_test(final)
                     final = replace(final, evaluation=evaluation)
             except _Stopped:

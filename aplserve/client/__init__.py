@@ -37,6 +37,8 @@ from aplserve.client.schemas import (
     Sweep,
     SweepProgress,
     SweepWinner,
+    Trial,
+    TrialProgress,
     WebhookSecret,
 )
 from core.webhooks.signing import verify_signature as verify_webhook
@@ -70,6 +72,8 @@ __all__ = [
     "Sweep",
     "SweepProgress",
     "SweepWinner",
+    "Trial",
+    "TrialProgress",
     "WebhookSecret",
     "verify_webhook",
 ]

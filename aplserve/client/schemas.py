@@ -79,6 +79,7 @@ class Job(_Result):
     cancel_requested: bool = False
     attempts: int = 0
     sweep_id: str | None = None
+    role: str | None = None
     warnings: list[str] = Field(default_factory=list)
 
     @property
@@ -238,6 +239,26 @@ class SweepProgress(_Result):
         return self.succeeded + self.failed + self.cancelled
 
 
+class TrialProgress(_Result):
+    total: int = 0
+    done: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+
+
+class Trial(_Result):
+    """One search trial: its candidate, params, state and per-epoch validation values."""
+
+    number: int
+    candidate: dict[str, Any]
+    params: dict[str, Any] = Field(default_factory=dict)
+    state: Literal["running", "complete", "pruned", "failed"]
+    values: list[float] = Field(default_factory=list)
+    value: float | None = None
+    job_id: str
+
+
 class Sweep(_Result):
     """A loss tournament; its status follows its child jobs (`job_ids`)."""
 
@@ -251,6 +272,8 @@ class Sweep(_Result):
     progress: SweepProgress = Field(default_factory=SweepProgress)
     error: JobError | None = None
     cancel_requested: bool = False
+    phase: Literal["search", "replicate"] | None = None
+    trials: TrialProgress | None = None
 
     @property
     def finished(self) -> bool:
@@ -274,6 +297,8 @@ class LeaderboardRow(_Result):
     sd: float | None = None
     ci95: list[float] | None = None
     per_seed: list[SeedResult] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)
+    search_value: float | None = None
 
 
 class BaselineRow(_Result):

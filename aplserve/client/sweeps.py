@@ -1,4 +1,4 @@
-"""`client.sweeps`: loss tournaments (create, get, list, leaderboard, wait, cancel).
+"""`client.sweeps`: loss tournaments (create, get, list, leaderboard, trials, wait, cancel).
 
 sweep = client.sweeps.create(dataset.id, "minilm-l6", hyperparameters={"epochs": 2})
 sweep = client.sweeps.wait(sweep.id, progress=True)      # one line per running child
@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from aplserve.client.progress import SweepBar
-from aplserve.client.schemas import Job, Leaderboard, Page, Sweep
+from aplserve.client.schemas import Job, Leaderboard, Page, Sweep, Trial
 
 if TYPE_CHECKING:
     from aplserve.client.core import Client
@@ -45,9 +45,12 @@ class Sweeps:
         test_dataset_id: str | None = None,
         metric: str | None = None,
         idempotency_key: str | None = None,
+        search: Mapping[str, Any] | None = None,
     ) -> Sweep:
         """Start a sweep; what is left out (or None) takes the server's defaults:
-        the four presets, seeds [0, 1, 2], test_fraction 0.2, metric "map"."""
+        the four presets, seeds [0, 1, 2], test_fraction 0.2, metric "map", no search.
+
+        `search` ({"trials": 8, "space": {...}, "sampler", "pruner"}) tunes each candidate first."""
         spec: dict[str, Any] = {"dataset_id": dataset_id, "base_model": base_model}
         if candidates is not None:
             spec["candidates"] = [_candidate(c) for c in candidates]
@@ -61,6 +64,8 @@ class Sweeps:
             spec["test_dataset_id"] = test_dataset_id
         if metric is not None:
             spec["metric"] = metric
+        if search is not None:
+            spec["search"] = dict(search)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = self._client.request("POST", "/v1/sweeps", json=spec, headers=headers)
         return Sweep.model_validate(response.json())
@@ -94,6 +99,18 @@ class Sweeps:
     def leaderboard(self, sweep_id: str) -> Leaderboard:
         """Partial (verdict `incomplete`) while children run; the verdict once the sweep succeeded."""
         return Leaderboard.model_validate(self._client.get_json(f"/v1/sweeps/{sweep_id}/leaderboard"))
+
+    def trials(self, sweep_id: str) -> builtins.list[Trial]:
+        """Every search trial of the sweep, by candidate then number (empty without a search)."""
+        trials: builtins.list[Trial] = []
+        cursor: str | None = None
+        while True:
+            params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+            body = self._client.get_json(f"/v1/sweeps/{sweep_id}/trials", params=params)
+            trials.extend(Trial.model_validate(item) for item in body["items"])
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return trials
 
     def cancel(self, sweep_id: str) -> Sweep:
         """Cancel every child that has not ended (a running one stops within one training step)."""

@@ -1,4 +1,4 @@
-"""`aplserve sweeps create|list|get|watch|leaderboard|cancel`: the loss tournament."""
+"""`aplserve sweeps create|list|get|watch|leaderboard|trials|cancel`: the loss tournament."""
 
 from __future__ import annotations
 
@@ -89,6 +89,13 @@ def show_sweep(sweep: Sweep) -> None:
         f"{p.failed} failed, {p.cancelled} cancelled)",
         highlight=False,
     )
+    if sweep.trials is not None:
+        t = sweep.trials
+        out.print(
+            f"  search ({sweep.phase}): {t.done}/{t.total} trials done "
+            f"({t.pruned} pruned, {t.failed} failed, {t.running} running)",
+            highlight=False,
+        )
     if sweep.winner:
         name, model_id = sweep.winner.candidate.get("name"), sweep.winner.model_id or "-"
         out.print(f"  winner {name}; recommended model {model_id}", highlight=False)
@@ -98,17 +105,25 @@ def show_sweep(sweep: Sweep) -> None:
         out.print("  cancel requested; running children stop within one training step", highlight=False)
 
 
+def _config_words(config: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
+
+
 def show_leaderboard(board: Leaderboard) -> None:
-    rows = table("#", "candidate", "n", f"mean {board.metric}", "sd", "95% interval", "per seed")
+    searched = any(row.config for row in board.rows)
+    extra = ("chosen configuration", "search value") if searched else ()
+    rows = table("#", "candidate", "n", f"mean {board.metric}", "sd", "95% interval", "per seed", *extra)
     for rank, row in enumerate(board.rows, start=1):
         interval = f"{row.ci95[0]:.3f} .. {row.ci95[1]:.3f}" if row.ci95 else "-"
         seeds = "  ".join(f"{p.seed}:{p.value:.3f}" for p in row.per_seed) or "-"
-        rows.add_row(str(rank), row.label, str(row.n), fmt(row.mean), fmt(row.sd), interval, seeds)
+        chosen = (_config_words(row.config) or "-", fmt(row.search_value)) if searched else ()
+        rows.add_row(str(rank), row.label, str(row.n), fmt(row.mean), fmt(row.sd), interval, seeds, *chosen)
     for baseline in board.baseline_rows:
         interval = f"{baseline.ci95[0]:.3f} .. {baseline.ci95[1]:.3f}" if baseline.ci95 else "-"
         seeds = "  ".join(f"{p.seed}:{p.value:.3f}" for p in baseline.per_seed) or "-"
-        label = baseline.label
-        rows.add_row("-", label, str(baseline.n), fmt(baseline.mean), fmt(baseline.sd), interval, seeds)
+        none = ("-", "-") if searched else ()
+        stats = (str(baseline.n), fmt(baseline.mean), fmt(baseline.sd), interval, seeds)
+        rows.add_row("-", baseline.label, *stats, *none)
     out = console()
     out.print(rows)
     out.print(verdict_words(board), highlight=False)
@@ -150,6 +165,16 @@ def create(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Retrying with the same key returns the first sweep.")
     ] = None,
+    search_trials: Annotated[
+        int | None,
+        typer.Option(
+            "--search-trials",
+            min=1,
+            max=64,
+            help="Tune each candidate first: N Optuna trials in the base model's space, then its best "
+            "configuration on every seed.",
+        ),
+    ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the children until the sweep ends.")] = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
@@ -175,6 +200,7 @@ def create(
             test_dataset_id=client.datasets.resolve(test_dataset) if test_dataset else None,
             metric=metric,
             idempotency_key=idempotency_key,
+            search={"trials": search_trials} if search_trials else None,
         )
         if watch:
             if not json_output:
@@ -254,6 +280,26 @@ def leaderboard(
     with connected(url, api_key) as client:
         board = client.sweeps.leaderboard(client.sweeps.resolve(sweep_id))
     print_json(board) if json_output else show_leaderboard(board)
+
+
+@app.command("trials")
+def trials(
+    sweep_id: SweepId, url: UrlOption = None, api_key: KeyOption = None, json_output: JsonOption = False
+) -> None:
+    """A search sweep's trials: candidate, params, state, validation value per epoch."""
+    with connected(url, api_key) as client:
+        items = client.sweeps.trials(client.sweeps.resolve(sweep_id))
+    if json_output:
+        print_json([t.model_dump(mode="json") for t in items])
+        return
+    rows = table("candidate", "#", "state", "value", "per epoch", "params", "job")
+    for t in items:
+        epochs = " ".join(f"{v:.3f}" for v in t.values) or "-"
+        name = str(t.candidate.get("name"))
+        rows.add_row(
+            name, str(t.number), t.state, fmt(t.value), epochs, _config_words(t.params), short(t.job_id)
+        )
+    console().print(rows)
 
 
 @app.command("cancel")

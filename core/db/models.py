@@ -197,6 +197,8 @@ class Job(Base):
     test_dataset_id: Mapped[str | None] = mapped_column(
         ForeignKey("datasets.id", ondelete="SET NULL"), index=True
     )
+    # A sweep child's part: "trial" (a search trial, scored on validation only) or "replicate".
+    role: Mapped[str | None] = mapped_column(String(16))
 
 
 class Sweep(Base):
@@ -222,6 +224,32 @@ class Sweep(Base):
     #: Why the sweep compares these losses when the client left `candidates` out (the
     #: dataset's profile, core.sweeps.candidates); NULL when candidates were given.
     candidates_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # With a search: "search", then "replicate" once every trial has ended; NULL without one.
+    # Only core.sweeps.search changes it, under the row lock its `advances` UPDATE takes.
+    phase: Mapped[str | None] = mapped_column(String(16))
+    # Per candidate index: the chosen configuration and its search value (set with "replicate").
+    search_result: Mapped[dict[str, Any] | None]
+    # Bumped by every search advance: the UPDATE that serialises advances of one sweep.
+    advances: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class SweepTrial(Base):
+    """One search trial of a sweep: its candidate, its number in that candidate's study, its
+    params, and the job that trains it. State and values are read from the job (its status,
+    its metric points), so they can never disagree with it. `system_attrs` keeps what the
+    Optuna pruner records of the trial (Hyperband's rungs), for the next decision."""
+
+    __tablename__ = "sweep_trials"
+    __table_args__ = (UniqueConstraint("sweep_id", "candidate", "number"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
+    candidate: Mapped[int] = mapped_column(Integer)
+    number: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    params: Mapped[dict[str, Any]]
+    system_attrs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Collection
 from datetime import datetime
 from threading import Lock
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -74,6 +74,7 @@ JOB_EXAMPLE: dict[str, Any] = {
     "cancel_requested": False,
     "attempts": 1,
     "sweep_id": None,
+    "role": None,
 }
 
 
@@ -105,6 +106,10 @@ class Job(BaseModel):
         description="Problems with the result, e.g. a linear baseline that beats the fine-tuned model on "
         "validation (both numbers; best_metrics.baselines has every baseline's scores).",
     )
+    role: Literal["trial", "replicate"] | None = Field(
+        default=None,
+        description="A sweep child's part: a search `trial` (validation only, no model) or a `replicate`.",
+    )
 
 
 #: The job columns a document shows, all but the spec. Reads that only build documents (a
@@ -127,6 +132,7 @@ COLUMNS = (
     JobRow.cancel_requested,
     JobRow.attempts,
     JobRow.sweep_id,
+    JobRow.role,
 )
 
 
@@ -148,6 +154,7 @@ class DocumentFields(Protocol):
     cancel_requested: bool
     attempts: int
     sweep_id: str | None
+    role: str | None
 
 
 #: How many parsed specs the cache keeps: a job list page is 20 to 200 of them.
@@ -229,4 +236,5 @@ def job_from_row(row: DocumentFields, queue_position: int | None, spec: JobSpec 
         attempts=row.attempts,
         sweep_id=row.sweep_id,
         warnings=list((row.best_metrics or {}).get("warnings", [])),
+        role=row.role,  # type: ignore[arg-type]
     )

@@ -64,6 +64,8 @@ class ClaimedJob:
     spec: dict[str, Any]
     attempt: int
     dataset_modality: str | None
+    #: "trial" for a sweep's search trial (scored on validation only, keeps no model), else None.
+    role: str | None = None
 
 
 def _ours(job_id: str, attempt: int) -> tuple[ColumnElement[bool], ...]:
@@ -110,7 +112,9 @@ def claim(job_id: str, settings: Settings) -> ClaimedJob | None:
         if job.dataset_id is not None:
             dataset = session.get(Dataset, job.dataset_id)
             modality = dataset.modality if dataset is not None else None
-        return ClaimedJob(job.id, job.owner_id, job.dataset_id, dict(job.spec), job.attempts, modality)
+        return ClaimedJob(
+            job.id, job.owner_id, job.dataset_id, dict(job.spec), job.attempts, modality, job.role
+        )
 
 
 def heartbeat(job_id: str, attempt: int, settings: Settings) -> bool:
@@ -281,6 +285,39 @@ def finish_succeeded(
         _status_event(session, job_id, JobStatus.SUCCEEDED, f"model {chosen.id} is ready", model_id=chosen.id)
         record_final(session, job_id)
         return "succeeded"
+
+
+def finish_without_model(job_id: str, attempt: int, best_metrics: dict[str, Any], settings: Settings) -> str:
+    """Mark a job that keeps no model (a search trial) succeeded with its metrics.
+
+    Returns "succeeded"; "cancelled" when a cancel arrived meanwhile; "lost" when the job
+    is no longer this attempt's (as `finish_succeeded`).
+    """
+    now = utcnow()
+    done = {"finished_at": now, "lease_expires_at": None}
+    with session_scope(settings) as session:
+        result = session.execute(
+            update(Job)
+            .where(*_ours(job_id, attempt), Job.cancel_requested.is_(False))
+            .values(status=JobStatus.SUCCEEDED, best_metrics=best_metrics, **done)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            state = (best_metrics.get("trial") or {}).get("state", "complete")
+            _status_event(session, job_id, JobStatus.SUCCEEDED, f"search trial {state}; no model is kept")
+            record_final(session, job_id)
+            return "succeeded"
+        result = session.execute(
+            update(Job)
+            .where(*_ours(job_id, attempt))
+            .values(status=JobStatus.CANCELLED, **done)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return "lost"
+        _status_event(session, job_id, JobStatus.CANCELLED, "cancelled before the trial ended")
+        record_final(session, job_id)
+        return "cancelled"
 
 
 def _status_event(

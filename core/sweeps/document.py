@@ -37,6 +37,17 @@ class SweepProgress(BaseModel):
     total: int = 0
 
 
+class TrialProgress(BaseModel):
+    """A search's trials: planned (`total`), ended (`done`: complete, pruned or failed), of which
+    pruned and failed, and running (queued or training)."""
+
+    total: int = 0
+    done: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+
+
 class Sweep(BaseModel):
     model_config = _examples(
         {
@@ -75,6 +86,49 @@ class Sweep(BaseModel):
         description="Why these candidates, when the request left `candidates` out: the dataset's "
         "profile (long tail -> dbl; unknown cells or under-tagging -> hill, splc). Null when given.",
     )
+    phase: Literal["search", "replicate"] | None = Field(
+        default=None, description="With a search: `search` (trials), then `replicate`; null without one."
+    )
+    trials: TrialProgress | None = Field(default=None, description="The search's trials; null without one.")
+
+
+class Trial(BaseModel):
+    """One search trial: its candidate, Optuna's params, and its per-epoch validation metric."""
+
+    model_config = _examples(
+        {
+            "number": 3,
+            "candidate": {"name": "apl"},
+            "params": {"learning_rate": 0.00031, "loss.gamma_neg": 3.2},
+            "state": "pruned",
+            "values": [0.41],
+            "value": 0.41,
+            "job_id": "8b7e4c1d-2f3a-4e5b-9c6d-7a8b9c0d1e2f",
+        }
+    )
+
+    number: int = Field(description="The trial's number in its candidate's study (0, 1, ...).")
+    candidate: LossSpec
+    params: dict[str, Any]
+    state: Literal["running", "complete", "pruned", "failed"]
+    values: list[float] = Field(description="The sweep's metric on the validation split, per epoch.")
+    value: float | None = Field(description="Complete: the best epoch's; otherwise the last epoch's.")
+    job_id: str
+
+
+class CandidateImportances(BaseModel):
+    candidate: LossSpec
+    importances: dict[str, float] = Field(description="Optuna's fANOVA importance per searched parameter.")
+
+
+class TrialList(BaseModel):
+    items: list[Trial]
+    next_cursor: str | None
+    importances: list[CandidateImportances] = Field(
+        default_factory=list,
+        description="Per candidate, once the search has ended: how much each parameter mattered to its "
+        "validation value (Optuna's fANOVA; empty with fewer than two complete trials).",
+    )
 
 
 class SweepList(BaseModel):
@@ -99,6 +153,12 @@ class LeaderboardRow(BaseModel):
     sd: float | None = Field(description="Sample standard deviation over seeds; null with fewer than 2.")
     ci95: list[float] | None = Field(description="95% Student-t interval of the mean; null for n < 2.")
     per_seed: list[SeedResult]
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="The configuration the search chose ({} without a search)."
+    )
+    search_value: float | None = Field(
+        default=None, description="Its validation value in the search (null without a search)."
+    )
 
 
 class BaselineRow(BaseModel):

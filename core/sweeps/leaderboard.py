@@ -42,12 +42,20 @@ def _per_seed(child: Child, metric: str) -> dict[str, Any]:
     }
 
 
-def _rows(spec: SweepSpec, children: Sequence[Child]) -> list[dict[str, Any]]:
-    """One row per candidate, best mean first; candidates without a result yet come last."""
+def _rows(
+    spec: SweepSpec, children: Sequence[Child], search_result: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """One row per candidate, best mean first; candidates without a result yet come last.
+
+    Each row carries its candidate's chosen configuration and its validation value in the
+    search (`{}` and null without a search). Trials never count: they saw no test split.
+    """
     from apl.stats import t_interval
 
     rows = []
+    children = [c for c in children if c.role != "trial"]
     for index, candidate in enumerate(spec.candidates):
+        chosen = (search_result or {}).get(str(index)) or {}
         per_seed = [_per_seed(c, spec.metric) for c in children if c.candidate == index and c.has_result]
         interval = t_interval([p["value"] for p in per_seed])
         ci95 = [interval.lo, interval.hi] if interval.lo is not None else None
@@ -60,6 +68,8 @@ def _rows(spec: SweepSpec, children: Sequence[Child]) -> list[dict[str, Any]]:
                 "sd": interval.sd,
                 "ci95": ci95,
                 "per_seed": per_seed,
+                "config": dict(chosen.get("config") or {}),
+                "search_value": chosen.get("value"),
                 "_index": index,
             }
         )
@@ -207,11 +217,12 @@ def build(
     *,
     resamples: int | None = None,
     bootstrap_seed: int | None = None,
+    search_result: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Leaderboard document (without live model ids: see `core.sweeps` callers)."""
     from apl.stats import DEFAULT_BOOTSTRAP_SEED, DEFAULT_RESAMPLES
 
-    rows = _rows(spec, children)
+    rows = _rows(spec, children, search_result)
     complete = status == JobStatus.SUCCEEDED
     if complete:
         verdict, winner, comparison, method = _verdict(

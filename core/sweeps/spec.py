@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from apl.catalog import default_space
+from apl.search import SearchSpec, Value, candidate_space
 from apl.spec import (
     ALL_LOSS_PRESETS,
     LOSS_PRESETS,
@@ -29,6 +31,8 @@ from core.errors import AppError
 
 #: Most child jobs (candidates x seeds) one sweep may start.
 MAX_CHILDREN = 64
+#: Most search trials (candidates x trials) one sweep may run.
+MAX_TRIALS = 256
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_TEST_FRACTION = 0.2
 SweepMetric = Literal["map", "macro_f1", "micro_f1"]
@@ -100,11 +104,20 @@ class SweepSpec(BaseModel):
         description="Score every child on this dataset (same labels and modality) instead.",
     )
     metric: SweepMetric = Field(default="map", description="The test metric the leaderboard ranks by.")
+    search: SearchSpec | None = Field(
+        default=None,
+        description="Tune each candidate first: `trials` jobs per candidate proposed by Optuna, scored on "
+        "the validation split of the first seed; then each candidate's best configuration on every seed.",
+    )
 
     @model_validator(mode="after")
     def _base_model_defaults(self) -> SweepSpec:
         """The stored sweep shows the values its children train with, as a job's spec does."""
         self.hyperparameters = fill_model_defaults(self.hyperparameters, self.base_model)
+        if self.search is not None and self.search.space is None:
+            space = default_space(self.base_model)
+            if space is not None:
+                self.search = SearchSpec.model_validate(self.search.model_dump() | {"space": space})
         return self
 
     @model_validator(mode="after")
@@ -169,6 +182,32 @@ def check(spec: SweepSpec) -> None:
     if spec.test_fraction is None and spec.test_dataset_id is None:
         message = "a sweep needs a test split: give test_fraction or test_dataset_id"
         raise _unprocessable("missing_test_split", ["test_fraction"], message)
+    if spec.search is not None:
+        _check_search(spec)
+
+
+def _check_search(spec: SweepSpec) -> None:
+    """Every candidate's configurations must make valid job specs (a range end out of bounds is 422)."""
+    assert spec.search is not None
+    if not spec.search.space:
+        message = f"base model '{spec.base_model}' has no default space; give search.space"
+        raise _unprocessable("empty_search_space", ["search", "space"], message)
+    trials = len(spec.candidates) * spec.search.trials
+    if trials > MAX_TRIALS:
+        count = f"{len(spec.candidates)} candidates x {spec.search.trials} trials = {trials}"
+        message = f"{count}; a sweep runs at most {MAX_TRIALS} trials"
+        raise _unprocessable("too_many_trials", ["search", "trials"], message)
+    for name, entry in spec.search.space.items():
+        ends: list[Value] = (
+            [entry.low, entry.high] if hasattr(entry, "low") else list(getattr(entry, "choices", [entry]))  # type: ignore[arg-type]
+        )
+        for end in ends:
+            for candidate in spec.candidates:
+                try:
+                    configured(spec, candidate, {name: end}, seed=spec.seeds[0] if spec.seeds else 0)
+                except ValidationError as error:
+                    message = f"{name} = {end!r} is not a valid value: {error.errors()[0]['msg']}"
+                    raise _unprocessable("invalid_search_space", ["search", "space", name], message) from None
 
 
 @dataclass(frozen=True)
@@ -201,3 +240,49 @@ def child_specs(spec: SweepSpec) -> Iterator[ChildSpec]:
                 }
             )
             yield ChildSpec(candidate=index, seed=seed, spec=job)
+
+
+def _integer(value: Value) -> Value:
+    return round(value) if isinstance(value, float) else value
+
+
+def configured(spec: SweepSpec, candidate: LossSpec, config: dict[str, Value], *, seed: int) -> JobSpec:
+    """The job spec of `candidate` trained with `config` (hyperparameters and `loss.*` values) on `seed`.
+
+    Raises ValueError (pydantic's) when a value is out of its field's bounds.
+    """
+    from apl.search import HYPERPARAMETER_NAMES
+
+    hyperparameters = spec.hyperparameters.model_dump(mode="json", exclude_unset=True)
+    loss = candidate.model_dump(mode="json")
+    for name, value in config.items():
+        if name.startswith("loss."):
+            loss[name.removeprefix("loss.")] = value
+        else:
+            hyperparameters[name] = _integer(value) if HYPERPARAMETER_NAMES.get(name) else value
+    return JobSpec.model_validate(
+        {
+            "dataset_id": spec.dataset_id,
+            "base_model": spec.base_model,
+            "loss": loss,
+            "hyperparameters": {**hyperparameters, "seed": seed},
+            "test_fraction": spec.test_fraction,
+            "test_dataset_id": spec.test_dataset_id,
+        }
+    )
+
+
+def search_space(spec: SweepSpec, candidate: int) -> dict[str, Any]:
+    """The space searched for one candidate: the sweep's, less the loss parameters its loss ignores."""
+    assert spec.search is not None
+    return candidate_space(spec.search.space or {}, spec.candidates[candidate].name)
+
+
+def replicate_specs(spec: SweepSpec, configs: dict[int, dict[str, Value]]) -> Iterator[ChildSpec]:
+    """The replicate phase's children: each configured candidate's best configuration on every seed."""
+    for seed in spec.seeds:
+        for index, candidate in enumerate(spec.candidates):
+            if index in configs:
+                yield ChildSpec(
+                    candidate=index, seed=seed, spec=configured(spec, candidate, configs[index], seed=seed)
+                )

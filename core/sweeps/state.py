@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from core.jobs.status import FINAL_STATUSES, JobStatus
-from core.sweeps.spec import SweepSpec, candidate_key, candidate_label
+from core.sweeps.spec import SweepSpec, candidate_key, candidate_label, configured
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class Child:
     best_metrics: dict[str, Any] | None
     #: The job's attempt count; for a succeeded job, the attempt whose files are kept.
     attempts: int = 0
+    #: "trial" (a search trial, never scored on the test split) or "replicate".
+    role: str | None = None
+    created_at: datetime | None = None
 
     def test_metrics(self) -> dict[str, Any] | None:
         """The child's scores on the test split, when it succeeded and was scored."""
@@ -59,9 +62,23 @@ class Child:
         return self.test_metrics() is not None
 
 
-def children_of(spec: SweepSpec, rows: Sequence[Any]) -> list[Child]:
-    """Children from job rows, in the sweep's order (seed by seed, candidates in order)."""
+def candidate_keys(spec: SweepSpec, search_result: dict[str, Any] | None) -> dict[str, int]:
+    """candidate_key of each candidate's replicates -> its index: with a search, the loss as its
+    chosen configuration set it (loss parameters may have been tuned)."""
     index = {candidate_key(candidate): i for i, candidate in enumerate(spec.candidates)}
+    for position, chosen in (search_result or {}).items():
+        i = int(position)
+        tuned = configured(spec, spec.candidates[i], chosen["config"], seed=spec.seeds[0]).loss
+        index[candidate_key(tuned)] = i
+    return index
+
+
+def children_of(
+    spec: SweepSpec, rows: Sequence[Any], search_result: dict[str, Any] | None = None
+) -> list[Child]:
+    """Children from job rows, in the sweep's order (trials first, then seed by seed, candidates in
+    order)."""
+    index = candidate_keys(spec, search_result)
     seed_rank = {seed: i for i, seed in enumerate(spec.seeds)}
     children = [
         Child(
@@ -71,16 +88,21 @@ def children_of(spec: SweepSpec, rows: Sequence[Any]) -> list[Child]:
             status=JobStatus(row.status),
             finished_at=row.finished_at,
             model_id=row.model_id,
+            created_at=getattr(row, "created_at", None),
             error_code=row.error_code,
             best_metrics=row.best_metrics,
             attempts=row.attempts,
+            role=getattr(row, "role", None),
         )
         for row in rows
     ]
     last = len(spec.candidates)
 
-    def order(child: Child) -> tuple[int, int]:
-        return seed_rank.get(child.seed, len(seed_rank)), last if child.candidate is None else child.candidate
+    def order(child: Child) -> tuple[int, float, int, int]:
+        if child.role == "trial":  # in the order they were asked for
+            return 0, child.created_at.timestamp() if child.created_at else 0.0, 0, 0
+        position = last if child.candidate is None else child.candidate
+        return 1, 0.0, seed_rank.get(child.seed, len(seed_rank)), position
 
     return sorted(children, key=order)
 
@@ -114,8 +136,15 @@ def _missing_results(spec: SweepSpec, children: Sequence[Child]) -> str | None:
     return "no result for " + "; ".join(parts) + "; see the child jobs for details"
 
 
-def sweep_state(spec: SweepSpec, children: Sequence[Child], cancel_requested: bool) -> SweepState:
-    """The sweep's status, end time and error, from its children (see the module docstring)."""
+def sweep_state(
+    spec: SweepSpec, children: Sequence[Child], cancel_requested: bool, phase: str | None = None
+) -> SweepState:
+    """The sweep's status, end time and error, from its children (see the module docstring).
+
+    A search sweep whose children have all ended while it is still in its `search` phase
+    is running: its next trials or its replicates are about to be queued
+    (core.sweeps.search). Only replicates count as results.
+    """
     counts = Counter(c.status.value for c in children)
     summary = {status.value: counts.get(status.value, 0) for status in JobStatus} | {"total": len(children)}
     if not children or any(c.status not in FINAL_STATUSES for c in children):
@@ -124,7 +153,9 @@ def sweep_state(spec: SweepSpec, children: Sequence[Child], cancel_requested: bo
     finished_at = max((c.finished_at for c in children if c.finished_at is not None), default=None)
     if cancel_requested:
         return SweepState(JobStatus.CANCELLED, finished_at, None, summary)
-    missing = _missing_results(spec, children)
+    if phase == "search":
+        return SweepState(JobStatus.RUNNING, None, None, summary)
+    missing = _missing_results(spec, [c for c in children if c.role != "trial"])
     if missing is not None:
         error = {"code": "candidate_without_result", "message": missing}
         return SweepState(JobStatus.FAILED, finished_at, error, summary)

@@ -505,6 +505,7 @@ def test_base_models_lists_the_catalog(client: TestClient, alice: dict[str, str]
         "pretrained",
         "description",
         "defaults",
+        "space",
     }
 
 

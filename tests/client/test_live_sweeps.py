@@ -141,6 +141,40 @@ def test_the_cli_creates_watches_lists_and_cancels_sweeps(
     assert refused.exit_code == 2 and "`--candidate` must be one of" in refused.stderr
 
 
+def test_a_search_sweep_from_the_cli_and_its_trials_from_the_client(
+    embedded: LiveServer, dataset: Dataset, tiny_bert: Path
+) -> None:
+    cli = CliRunner(env={"APLSERVE_URL": embedded.url, "APLSERVE_API_KEY": embedded.key, "COLUMNS": "200"})
+    common = ["--dataset", dataset.id[:8], "--model", f"hf:{tiny_bert}", "--epochs", "2", "--batch-size", "8",
+              "--max-length", "16", "-c", "bce", "-c", "apl", "--seed", "0"]  # fmt: skip
+    watched = cli.invoke(app, ["sweeps", "create", *common, "--search-trials", "2", "--watch"])
+    assert watched.exit_code == 0, watched.output
+    assert (
+        "search (replicate): 4/4 trials done" in watched.stdout and "chosen configuration" in watched.stdout
+    )
+    sweep_id = json.loads(cli.invoke(app, ["sweeps", "list", "--json"]).stdout)[0]["id"]
+    with Client(embedded.url, embedded.key) as client:
+        sweep = client.sweeps.get(sweep_id)
+        trials = client.sweeps.trials(sweep_id)
+        board = client.sweeps.leaderboard(sweep_id)
+        roles = {job.id: job.role for job in client.sweeps.children(sweep_id)}
+    assert sweep.phase == "replicate" and sweep.trials is not None and sweep.trials.total == 4
+    assert [(t.candidate["name"], t.number) for t in trials] == [
+        ("bce", 0),
+        ("bce", 1),
+        ("apl", 0),
+        ("apl", 1),
+    ]
+    assert all(roles[t.job_id] == "trial" and t.state in ("complete", "pruned") for t in trials)
+    for row in board.rows:  # the replicate scored on the test split carries its best trial's configuration
+        best = max((t for t in trials if t.candidate == row.candidate and t.state == "complete"),
+                   key=lambda t: t.value or 0.0)  # fmt: skip
+        assert row.config == best.params and row.search_value == best.value
+        assert all(roles[p.job_id] == "replicate" for p in row.per_seed)
+    listed = cli.invoke(app, ["sweeps", "trials", sweep_id[:8]])
+    assert listed.exit_code == 0 and listed.stdout.count("learning_rate=") == 4, listed.output
+
+
 def test_an_ordinary_job_with_a_test_split_reports_its_test_scores(
     embedded: LiveServer, dataset: Dataset, tiny_bert: Path
 ) -> None:

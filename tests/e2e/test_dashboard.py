@@ -14,7 +14,9 @@ from __future__ import annotations
 import bisect
 import contextlib
 import csv
+import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -512,6 +514,49 @@ def test_sweep_page_shows_the_leaderboard_with_intervals_and_the_recommended_mod
     else:
         assert "No clear winner" in verdict and "includes 0" in verdict
         assert page.get_by_role("link", name="Open recommended model").count() == 0
+
+
+def test_sweep_page_shows_the_search_per_candidate_with_pruned_trials_and_importances(
+    open_page: Callable[..., Watched], live: Live
+) -> None:
+    spec = {
+        "dataset_id": live.dataset["id"],
+        "base_model": live.tiny_bert,
+        "candidates": [{"name": "bce"}, {"name": "apl"}],
+        "seeds": [0],
+        "hyperparameters": {"epochs": 3, "batch_size": 8, "max_length": 32},
+        "test_fraction": 0.25,
+        "search": {"trials": 3, "space": {"learning_rate": {"low": 1e-4, "high": 3e-2, "log": True}}},
+    }
+    with live.client() as client:
+        response = client.post("/v1/sweeps", json=spec)
+    assert response.status_code == 202, response.text
+    sweep = response.json()
+    watched = open_page(f"/#/sweeps/{sweep['id']}")
+    page = watched.page
+    page.locator("[data-sweep-ready=true]").wait_for()
+    assert page.locator("#sweep-search").count() == 1
+    page.locator('[data-sweep-status="succeeded"]').wait_for(timeout=300_000)
+    with live.client() as client:
+        listed = client.get(f"/v1/sweeps/{sweep['id']}/trials").json()
+        board = client.get(f"/v1/sweeps/{sweep['id']}/leaderboard").json()
+    page.locator('#search-phase[data-phase="replicate"]').wait_for()
+    for name in ("bce", "apl"):
+        mine = [t for t in listed["items"] if t["candidate"]["name"] == name]
+        figure = page.locator(f'figure[data-chart="search-{name}"]')
+        drawn = sum(1 for t in mine if t["state"] in ("complete", "pruned") and t["value"] is not None)
+        assert figure.get_attribute("data-points") == str(drawn) == "3"
+        assert figure.get_attribute("data-pruned") == str(sum(t["state"] == "pruned" for t in mine))
+        row = page.locator(f'#search-best tr[data-candidate="{name}"]')
+        chosen = next(r for r in board["rows"] if r["candidate"]["name"] == name)["config"]["learning_rate"]
+        shown = re.search(r"learning_rate = (\S+)", row.inner_text())
+        assert shown and math.isclose(float(shown.group(1)), chosen, rel_tol=1e-2), (shown, chosen)
+        complete = sum(t["state"] == "complete" for t in mine)  # Optuna's importance needs two
+        assert row.locator('[data-param="learning_rate"]').count() == (1 if complete >= 2 else 0), complete
+        assert complete >= 2 or "needs two complete trials" in row.inner_text()
+    assert page.locator("#sweep-children tbody tr").count() == 6 + 2  # trials, then one replicate each
+    path = _screenshot(page, "sweep-search")
+    _update_docs_image(path, "sweep-search.png")
 
 
 def test_new_sweep_form_starts_a_sweep_and_its_cancel_button_stops_it(

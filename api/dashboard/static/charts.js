@@ -215,3 +215,35 @@ export function intervalChart({ box, canvas }, rows, { xTitle } = {}) {
   box.dataset.intervals = String(rows.filter((row) => row.ci95).length);
   return chart;
 }
+
+/**
+ * A search's trials: each trial's validation value against its learning rate on a log axis.
+ * `groups`: [{label, color, pointStyle, points: [{x, y, number}]}] (complete, pruned, best...).
+ * `data-points` counts every trial drawn, `data-pruned` the ones in a group marked `pruned`.
+ */
+export function searchChart({ box, canvas }, groups, { yTitle } = {}) {
+  const Chart = chartLib();
+  const chart = new Chart(canvas, {
+    type: "scatter",
+    data: {
+      datasets: groups.map((g) => ({
+        label: g.label, data: g.points, borderColor: g.color, backgroundColor: g.fill || g.color,
+        pointStyle: g.pointStyle || "circle", pointRadius: g.radius || 5, pointHoverRadius: (g.radius || 5) + 2,
+        borderWidth: g.pointStyle === "crossRot" ? 2 : 1,
+      })),
+    },
+    options: {
+      scales: {
+        x: { type: "logarithmic", title: { display: true, text: "learning rate (log scale)" } },
+        y: { title: { display: !!yTitle, text: yTitle }, grace: "8%" },
+      },
+      plugins: {
+        legend: { position: "bottom" },
+        tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label} #${ctx.raw.number}: lr ${Number(ctx.parsed.x).toExponential(2)}, ${Number(ctx.parsed.y).toFixed(4)}` } },
+      },
+    },
+  });
+  box.dataset.points = String(groups.filter((g) => !g.overlay).reduce((n, g) => n + g.points.length, 0));
+  box.dataset.pruned = String(groups.filter((g) => g.pruned).reduce((n, g) => n + g.points.length, 0));
+  return chart;
+}

@@ -5,7 +5,7 @@
 
 import { api, listAll } from "../api.js";
 import { card, encodePath, h, link, notice, progressBar, setChildren, stat, statusBadge } from "../dom.js";
-import { chartBox, chartRegistry, colorAt, epochChart, intervalChart } from "../charts.js";
+import { chartBox, chartRegistry, colorAt, epochChart, intervalChart, searchChart } from "../charts.js";
 import { baseModel, dateTime, duration, lossName, lossParams, num, progressText, shortId, FINAL_STATUSES } from "../format.js";
 import { datasetIndex, filledHyperparameters, formToggle, pageHeader, poll, problemText, randomKey, showModelDefaults } from "./common.js";
 
@@ -178,22 +178,69 @@ function leaderboardTable(board, colors) {
           `seed ${p.seed} ${num(p.value)}`)))))));
 }
 
-function childrenTable(jobs, colors) {
+function childrenTable(jobs, colorOf) {
   return h("table", { class: "table jobs-table", id: "sweep-children" },
-    h("thead", null, h("tr", null, ["Job", "Loss", "Seed", "Status", "Progress"].map((t) => h("th", null, t)),
+    h("thead", null, h("tr", null, ["Job", "Role", "Loss", "Seed", "Status", "Progress"].map((t) => h("th", null, t)),
       ["Test mAP", "Test macro F1", "Test micro F1"].map((t) => h("th", { class: "num" }, t)), h("th", null, "Model"))),
     h("tbody", null, jobs.map((job) => {
       const test = (job.best_metrics && job.best_metrics.test) || {};
       const swatch = h("span", { class: "swatch" });
-      swatch.style.backgroundColor = colors.get(JSON.stringify(job.spec.loss)) || "#94a3b8";
+      swatch.style.backgroundColor = colorOf(job.spec.loss);
       return h("tr", { "data-job-id": job.id, "data-status": job.status },
         h("td", null, link(`/jobs/${encodePath(job.id)}`, h("code", null, shortId(job.id)))),
+        h("td", { class: "small" }, job.role || "—"),
         h("td", null, swatch, lossName(job.spec.loss)), h("td", null, job.spec.hyperparameters.seed),
         h("td", null, statusBadge(job.status)),
         h("td", null, job.error ? h("span", { class: "small" }, job.error.code) : progressText(job)),
         h("td", { class: "num" }, num(test.map)), h("td", { class: "num" }, num(test.macro_f1)),
         h("td", { class: "num" }, num(test.micro_f1)),
         h("td", null, job.model_id ? link(`/models/${encodePath(job.model_id)}`, "model") : h("span", { class: "muted" }, "—")));
+    })));
+}
+
+/** The search of one candidate: its trials' value against learning rate, pruned ones marked (×). */
+function candidateSearchChart(candidate, index, trials, board, color, metric) {
+  const mine = trials.filter((t) => t.candidate.name === candidate.name && JSON.stringify(t.candidate) === JSON.stringify(candidate));
+  const at = (t) => ({ x: t.params.learning_rate, y: t.value, number: t.number });
+  const drawn = (state) => mine.filter((t) => t.state === state && t.value !== null && t.params.learning_rate);
+  const row = board.rows.find((r) => JSON.stringify(r.candidate) === JSON.stringify(candidate));
+  const best = row && row.config && row.config.learning_rate !== undefined && row.search_value !== null
+    ? [{ x: row.config.learning_rate, y: row.search_value, number: "best" }] : [];
+  const box = chartBox(`${lossName(candidate)}: validation ${metric} of each trial vs learning rate`, { name: `search-${candidate.name}` });
+  box.box.dataset.candidate = candidate.name;
+  const chart = searchChart(box, [
+    { label: "complete", color, points: drawn("complete").map(at) },
+    { label: "pruned (stopped early: its last epoch)", color, fill: "transparent", pointStyle: "crossRot", radius: 7,
+      pruned: true, points: drawn("pruned").map(at) },
+    { label: "running", color: "#94a3b8", points: drawn("running").map(at) },
+    { label: "chosen configuration", color: "#111827", fill: "transparent", pointStyle: "star", radius: 11, overlay: true, points: best },
+  ], { yTitle: `validation ${metric}` });
+  return { box: box.box, chart };
+}
+
+function importanceText(found, candidate) {
+  const entry = found.find((i) => JSON.stringify(i.candidate) === JSON.stringify(candidate));
+  if (!entry) return h("span", { class: "muted" }, "— (after the search)");
+  if (!Object.keys(entry.importances).length) return h("span", { class: "muted" }, "— (needs two complete trials)");
+  return Object.entries(entry.importances).map(([k, v]) => h("span", { class: "chip", "data-param": k }, `${k} ${num(v, 2)}`));
+}
+
+function searchTable(sweep, trials, board) {
+  return h("table", { class: "table results-table", id: "search-best" },
+    h("thead", null, h("tr", null, ["Candidate", "Trials", "Pruned", "Failed", "Chosen configuration"].map((t) => h("th", null, t)),
+      h("th", { class: "num" }, "Search value"), h("th", null, "Parameter importance (Optuna fANOVA)"))),
+    h("tbody", null, sweep.spec.candidates.map((c) => {
+      const mine = trials.items.filter((t) => JSON.stringify(t.candidate) === JSON.stringify(c));
+      const row = board.rows.find((r) => JSON.stringify(r.candidate) === JSON.stringify(c)) || {};
+      const config = Object.entries(row.config || {}).map(([k, v]) => h("span", { class: "chip" }, `${k} = ${typeof v === "number" ? Number(v.toPrecision(3)) : v}`));
+      return h("tr", { "data-candidate": c.name },
+        h("td", null, h("strong", null, lossName(c))),
+        h("td", { class: "num" }, `${mine.filter((t) => t.state !== "running").length}/${sweep.spec.search.trials}`),
+        h("td", { class: "num" }, mine.filter((t) => t.state === "pruned").length),
+        h("td", { class: "num" }, mine.filter((t) => t.state === "failed").length),
+        h("td", null, config.length ? config : h("span", { class: "muted" }, "—")),
+        h("td", { class: "num" }, num(row.search_value)),
+        h("td", null, importanceText(trials.importances || [], c)));
     })));
 }
 
@@ -213,6 +260,9 @@ export async function sweepPage({ root, params: [sweepId], signal }) {
   const datasets = await datasetIndex(signal);
   const charts = chartRegistry();
   const colors = new Map(sweep.spec.candidates.map((c, i) => [JSON.stringify(c), colorAt(i)]));
+  const byName = new Map(sweep.spec.candidates.map((c, i) => [c.name, colorAt(i)]));
+  // A searched loss parameter changes a child's loss spec: its candidate's colour by preset name then.
+  const colorOf = (loss) => colors.get(JSON.stringify(loss)) || byName.get(loss.name) || "#94a3b8";
   const cancelButton = h("button", { type: "button", class: "button danger", id: "cancel-sweep" }, "Cancel sweep");
   const modelLink = h("span", { id: "recommended-model" });
   const headerBox = h("div");
@@ -225,7 +275,9 @@ export async function sweepPage({ root, params: [sweepId], signal }) {
   const intervalBox = chartBox("Test metric per candidate: mean (◆), 95% interval and each seed (●)", { name: "intervals" });
   const curvesBox = chartBox("Validation mAP of every child, per epoch", { name: "curves" });
   const childrenBox = h("div", { class: "table-wrap" });
+  const searchBox = h("div", { id: "sweep-search" });
   setChildren(root, headerBox, verdictBox, errorBox, failureBox, stats,
+    sweep.spec.search ? card("Search (validation split of the first seed; the test split is never seen)", searchBox) : null,
     card("Leaderboard (test split)", boardBox, methodBox),
     h("div", { class: "chart-grid two" }, intervalBox.box, curvesBox.box),
     card("Child jobs", childrenBox));
@@ -235,6 +287,7 @@ export async function sweepPage({ root, params: [sweepId], signal }) {
   const settled = new Set(); // children whose points were read after they ended (they change no more)
   let curves = null;
   let intervals = null;
+  let searchCharts = [];
   let armedUntil = 0;
   cancelButton.addEventListener("click", async () => {
     if (Date.now() > armedUntil) { armedUntil = Date.now() + 5000; cancelButton.textContent = "Click again to cancel"; return; }
@@ -248,12 +301,15 @@ export async function sweepPage({ root, params: [sweepId], signal }) {
   });
 
   function renderCurves() {
+    // A search adds children as it goes (trials, then replicates): the chart is redrawn when they change.
+    if (curves && curves.jobCount !== jobs.length) { curves.destroy(); curves = null; }
     if (!curves) {
-      curves = charts.keep(epochChart(curvesBox, jobs.map((job) => ({
-        label: `${lossName(job.spec.loss)} · seed ${job.spec.hyperparameters.seed}`,
-        color: colors.get(JSON.stringify(job.spec.loss)) || "#94a3b8",
-        dash: sweep.spec.seeds.indexOf(job.spec.hyperparameters.seed) % 2 === 1,
-      })), { yTitle: "validation mAP", yMin: 0, yMax: 1, epochs: sweep.spec.hyperparameters.epochs }));
+      curves = epochChart(curvesBox, jobs.map((job) => ({
+        label: `${job.role === "trial" ? "trial · " : ""}${lossName(job.spec.loss)} · seed ${job.spec.hyperparameters.seed}`,
+        color: colorOf(job.spec.loss),
+        dash: job.role === "trial" || sweep.spec.seeds.indexOf(job.spec.hyperparameters.seed) % 2 === 1,
+      })), { yTitle: "validation mAP", yMin: 0, yMax: 1, epochs: sweep.spec.hyperparameters.epochs });
+      curves.jobCount = jobs.length;
     }
     jobs.forEach((job, i) => curves.set(i, (series.get(job.id) || []).map((p) => ({ x: p.epoch, y: p.map }))));
   }
@@ -273,13 +329,29 @@ export async function sweepPage({ root, params: [sweepId], signal }) {
       ? link(`/models/${encodePath(winner.model_id)}`, h("span", { class: "button primary" }, "Open recommended model")) : null);
   }
 
+  function renderSearch(trials, board) {
+    for (const c of searchCharts) c.destroy();
+    const metric = METRIC_NAMES[sweep.spec.metric] || sweep.spec.metric;
+    const drawn = sweep.spec.candidates.map((c, i) => candidateSearchChart(c, i, trials.items, board, colors.get(JSON.stringify(c)), metric));
+    searchCharts = drawn.map((d) => d.chart);
+    const t = sweep.trials || { total: 0, done: 0, pruned: 0, failed: 0, running: 0 };
+    setChildren(searchBox,
+      h("p", { id: "search-phase", "data-phase": sweep.phase || "" }, h("strong", null, sweep.phase === "replicate"
+        ? "Replicate phase: each candidate's chosen configuration runs on every seed and is scored on the test split."
+        : "Search phase: Optuna proposes each trial; the pruner stops losing trials after an epoch."),
+        ` ${t.done}/${t.total} trials done, ${t.pruned} pruned, ${t.failed} failed, ${t.running} running.`),
+      h("div", { class: "chart-grid two" }, drawn.map((d) => d.box)),
+      h("div", { class: "table-wrap" }, searchTable(sweep, trials, board)));
+  }
+
   async function refresh() {
     // The sweep is read first: the leaderboard and children read after it are at least as new, so the
     // last refresh (the one that sees a final status) never shows a verdict from before the end.
     const next = await api(`/v1/sweeps/${encodeURIComponent(sweep.id)}`, { signal });
-    const [board, children] = await Promise.all([
+    const [board, children, trials] = await Promise.all([
       api(`/v1/sweeps/${encodeURIComponent(sweep.id)}/leaderboard`, { signal }),
       listAll(`/v1/jobs?sweep_id=${encodeURIComponent(sweep.id)}`, { signal }),
+      next.spec.search ? api(`/v1/sweeps/${encodeURIComponent(sweep.id)}/trials?limit=200`, { signal }) : null,
     ]);
     sweep = next;
     const order = new Map(sweep.job_ids.map((id, i) => [id, i]));
@@ -299,14 +371,17 @@ export async function sweepPage({ root, params: [sweepId], signal }) {
       stat("Running time", duration(sweep.created_at, sweep.finished_at)));
     setChildren(failureBox, sweep.error ? notice("error", h("strong", null, sweep.error.code), ": ", sweep.error.message) : null);
     renderBoard(board);
+    if (trials) renderSearch(trials, board);
     renderCurves();
-    setChildren(childrenBox, childrenTable(jobs, colors));
+    setChildren(childrenBox, childrenTable(jobs, colorOf));
     root.dataset.sweepStatus = sweep.status;
     root.dataset.sweepReady = "true";
     return FINAL_STATUSES.has(sweep.status);
   }
   poll(refresh, POLL_MS, signal, errorBox);
   return () => {
+    for (const c of searchCharts) c.destroy();
+    if (curves) curves.destroy();
     if (intervals) intervals.destroy();
     charts.destroyAll();
   };
