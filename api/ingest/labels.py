@@ -15,6 +15,13 @@ from apl.spec import Hyperparameters
 #: The validation share a job takes when it does not say (the warnings judge the split by it).
 DEFAULT_VAL_FRACTION: float = Hyperparameters.model_fields["val_fraction"].default
 
+
+def _some(names: list[str], shown: int = 5) -> str:
+    """The first few names, quoted, and how many more: what a warning about many labels lists."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(quote(name) for name in names[:shown]) + more
+
+
 #: Separates the label names of a CSV labels cell unless the upload names another.
 LABEL_SEPARATOR = "|"
 
@@ -161,11 +168,8 @@ class LabelTally:
             and round(self.counts[label] * DEFAULT_VAL_FRACTION) < limits.min_validation_positives
         ]
         if thin:
-            shown = ", ".join(quote(name) for name in thin[:5]) + (
-                f" and {len(thin) - 5} more" if len(thin) > 5 else ""
-            )
             notes.append(
-                f"{len(thin)} label{'' if len(thin) == 1 else 's'} ({shown}) will have fewer than "
+                f"{len(thin)} label{'' if len(thin) == 1 else 's'} ({_some(thin)}) will have fewer than "
                 f"{limits.min_validation_positives} validation samples each (of the default {share}); "
                 "their thresholds keep the fallback and their metrics are noisy."
             )
@@ -194,11 +198,8 @@ class LabelTally:
             )
         stray = self.stray_unknown
         if stray:
-            shown = ", ".join(quote(name) for name in stray[:5]) + (
-                f" and {len(stray) - 5} more" if len(stray) > 5 else ""
-            )
             notes.append(
                 f"The unknown column names {len(stray)} label{'' if len(stray) == 1 else 's'} that no sample "
-                f"has ({shown}); they are not labels of this dataset and were ignored."
+                f"has ({_some(stray)}); they are not labels of this dataset and were ignored."
             )
         return notes + self._validation_notes(limits)

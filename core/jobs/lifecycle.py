@@ -242,6 +242,21 @@ def _best_metrics(model: ModelRecord, probe: ModelRecord | None) -> dict[str, An
     return metrics
 
 
+def _cancel_instead(session: Session, job_id: str, attempt: int, done: dict[str, Any], message: str) -> str:
+    """A success refused because a cancel arrived: end the attempt cancelled ("lost" when not ours)."""
+    result = session.execute(
+        update(Job)
+        .where(*_ours(job_id, attempt))
+        .values(status=JobStatus.CANCELLED, **done)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return "lost"
+    _status_event(session, job_id, JobStatus.CANCELLED, message)
+    record_final(session, job_id)
+    return "cancelled"
+
+
 def finish_succeeded(
     job_id: str, attempt: int, model: ModelRecord, settings: Settings, probe: ModelRecord | None = None
 ) -> str:
@@ -263,17 +278,7 @@ def finish_succeeded(
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            result = session.execute(
-                update(Job)
-                .where(*_ours(job_id, attempt))
-                .values(status=JobStatus.CANCELLED, **done)
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return "lost"
-            _status_event(session, job_id, JobStatus.CANCELLED, "cancelled before the model was kept")
-            record_final(session, job_id)
-            return "cancelled"
+            return _cancel_instead(session, job_id, attempt, done, "cancelled before the model was kept")
         owner_id = session.execute(select(Job.owner_id).where(Job.id == job_id)).scalar_one()
         insert_model(session, model, owner_id=owner_id, job_id=job_id, point_job=probe is None)
         chosen = model
@@ -307,17 +312,7 @@ def finish_without_model(job_id: str, attempt: int, best_metrics: dict[str, Any]
             _status_event(session, job_id, JobStatus.SUCCEEDED, f"search trial {state}; no model is kept")
             record_final(session, job_id)
             return "succeeded"
-        result = session.execute(
-            update(Job)
-            .where(*_ours(job_id, attempt))
-            .values(status=JobStatus.CANCELLED, **done)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return "lost"
-        _status_event(session, job_id, JobStatus.CANCELLED, "cancelled before the trial ended")
-        record_final(session, job_id)
-        return "cancelled"
+        return _cancel_instead(session, job_id, attempt, done, "cancelled before the trial ended")
 
 
 def _status_event(
