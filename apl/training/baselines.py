@@ -195,11 +195,15 @@ def _probe(inputs: BaselineInputs) -> _Probe | None:
     return _Probe(built, features, fit, _score(inputs, fit, features, kind, started))
 
 
-def _mean_loss(config: TrainConfig, logits: np.ndarray, targets: np.ndarray) -> float:
-    """The job's loss per sample (summed over labels), as the training loop reports it."""
+def _mean_loss(inputs: BaselineInputs, logits: np.ndarray, targets: np.ndarray) -> float:
+    """The job's loss per sample (summed over labels), as the training loop reports it (dbl built
+    from the training split's frequencies, as the loop builds it)."""
     from apl.losses import build_loss
 
-    loss_fn = build_loss(config.loss, reduction="sum")
+    train = inputs.train_set
+    loss_fn = build_loss(
+        inputs.config.loss, reduction="sum", label_counts=train.positive_counts, num_samples=len(train)
+    )
     loss = loss_fn(torch.from_numpy(logits).float(), torch.from_numpy(targets).float())
     return float(loss) / max(len(targets), 1)
 
@@ -212,8 +216,8 @@ def _probe_result(inputs: BaselineInputs, probe: _Probe) -> TrainResult:
     metrics = EpochMetrics(
         epoch=0,
         step=0,
-        train_loss=_mean_loss(config, probe.fit.logits(probe.features.train), inputs.train_set.targets),
-        val_loss=_mean_loss(config, val_logits, val.targets),
+        train_loss=_mean_loss(inputs, probe.fit.logits(probe.features.train), inputs.train_set.targets),
+        val_loss=_mean_loss(inputs, val_logits, val.targets),
         map=scores.map,
         micro_f1=scores.micro_f1,
         macro_f1=scores.macro_f1,
