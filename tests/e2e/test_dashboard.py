@@ -495,8 +495,11 @@ def test_sweep_page_shows_the_leaderboard_with_intervals_and_the_recommended_mod
     with live.client() as client:
         board = client.get(f"/v1/sweeps/{sweep['id']}/leaderboard").json()
     page.locator(f'#verdict[data-verdict="{board["verdict"]}"]').wait_for()
-    names = page.locator("#leaderboard tbody tr").evaluate_all("rs => rs.map(r => r.dataset.candidate)")
+    ranked = page.locator("#leaderboard tbody tr[data-candidate]")
+    names = ranked.evaluate_all("rs => rs.map(r => r.dataset.candidate)")
     assert names == [row["candidate"]["name"] for row in board["rows"]]
+    # The children's linear baselines: rows of their own, marked, never ranked (issue 23).
+    assert page.locator("#leaderboard tbody tr.baseline-row").count() == len(board.get("baseline_rows", []))
     assert (
         page.locator('figure[data-chart="intervals"]').get_attribute("data-points") == "4"
     )  # a dot per seed
