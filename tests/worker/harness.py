@@ -281,3 +281,22 @@ def tiny_text_spec(model: str, **hyperparameters: Any) -> dict[str, Any]:
     """A tiny BERT job that learns the keyword dataset in a few seconds."""
     hp = {"epochs": 2, "batch_size": 8, "learning_rate": 3e-3, "max_length": 16, "seed": 0}
     return {"base_model": model, "loss": {"name": "apl"}, "hyperparameters": hp | hyperparameters}
+
+
+def published_models(settings: Settings, job_id: str) -> tuple[Any, list[Any]]:
+    """The job's fine-tuned model row and all its model rows.
+
+    A job publishes its fine-tuned model and, when the linear probe beat it on validation
+    (as it may on the tests' tiny data), the probe too (issue 23); never two of a kind.
+    """
+    from sqlalchemy import select
+
+    from core.db.models import Model
+
+    with session_scope(settings) as session:
+        rows = list(session.scalars(select(Model).where(Model.job_id == job_id)).all())
+        session.expunge_all()
+    kinds = sorted(str((row.metrics or {}).get("kind", "fine_tuned")) for row in rows)
+    assert kinds in (["fine_tuned"], ["fine_tuned", "linear_probe"]), kinds
+    (fine_tuned,) = [row for row in rows if (row.metrics or {}).get("kind", "fine_tuned") == "fine_tuned"]
+    return fine_tuned, rows
