@@ -283,19 +283,25 @@ def tiny_text_spec(model: str, **hyperparameters: Any) -> dict[str, Any]:
     return {"base_model": model, "loss": {"name": "apl"}, "hyperparameters": hp | hyperparameters}
 
 
+def models_of(settings: Settings, job_id: str) -> list[Any]:
+    """The job's Model rows, detached from their session."""
+    from sqlalchemy import select
+
+    from core.db.models import Model
+
+    with session_scope(settings) as session:
+        rows = session.scalars(select(Model).where(Model.job_id == job_id)).all()
+        session.expunge_all()
+        return list(rows)
+
+
 def published_models(settings: Settings, job_id: str) -> tuple[Any, list[Any]]:
     """The job's fine-tuned model row and all its model rows.
 
     A job publishes its fine-tuned model and, when the linear probe beat it on validation
     (as it may on the tests' tiny data), the probe too (issue 23); never two of a kind.
     """
-    from sqlalchemy import select
-
-    from core.db.models import Model
-
-    with session_scope(settings) as session:
-        rows = list(session.scalars(select(Model).where(Model.job_id == job_id)).all())
-        session.expunge_all()
+    rows = models_of(settings, job_id)
     kinds = sorted(str((row.metrics or {}).get("kind", "fine_tuned")) for row in rows)
     assert kinds in (["fine_tuned"], ["fine_tuned", "linear_probe"]), kinds
     (fine_tuned,) = [row for row in rows if (row.metrics or {}).get("kind", "fine_tuned") == "fine_tuned"]

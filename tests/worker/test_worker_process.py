@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from api.services import jobs as job_service
 from apl.artifacts import read_config_from_archive
 from core.broker import enqueue_job
-from core.db.models import Dataset, Job, JobEvent, MetricPoint, Model
+from core.db.models import Dataset, Job, JobEvent, MetricPoint
 from core.db.session import session_scope
 from core.settings import Settings
 from tests.apl.synthetic import write_image_dataset, write_text_dataset
@@ -30,6 +30,7 @@ from tests.worker.harness import (
     make_dataset,
     make_job,
     make_owner,
+    models_of,
     published_models,
     release_backend,
     sha256_of,
@@ -76,13 +77,6 @@ def metric_points(settings: Settings, job_id: str) -> list[MetricPoint]:
         rows = session.scalars(
             select(MetricPoint).where(MetricPoint.job_id == job_id).order_by(MetricPoint.epoch)
         ).all()
-        session.expunge_all()
-        return list(rows)
-
-
-def models_of(settings: Settings, job_id: str) -> list[Model]:
-    with session_scope(settings) as session:
-        rows = session.scalars(select(Model).where(Model.job_id == job_id)).all()
         session.expunge_all()
         return list(rows)
 
