@@ -1,7 +1,14 @@
-"""Typed request dependencies: `SettingsDep`, `SessionDep`, `OwnerDep`.
+"""Typed request dependencies: `SettingsDep`, `DatabaseDep` (and its `SessionDep`), `OwnerDep`.
 
 Settings come from the app's `AppState` (made by `create_app`), so a test can build
 an app for its own database and broker without touching the environment.
+
+A route reaches the database one way: through the request's `Database` (`DatabaseDep`),
+never by opening a session itself (tests/api/test_route_boundaries.py checks). A sync
+route takes the request's session (`SessionDep`, which the Database makes); an async
+route runs one service function with a fresh session in a single thread hop
+(`Database.run`); a use case that needs short sessions between long work of another kind
+(an upload's ingest) gets `Database.session` as its session factory.
 
 `SessionDep` never holds a database connection while the request waits for anything
 else: the session is made without I/O (async, no thread hop), its connection is
@@ -42,12 +49,54 @@ async def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
+T = TypeVar("T")
+
+
+class Database:
+    """The request's way to the database: the one place routes get a session from."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def session(self, *, read_only: bool = False) -> Session:
+        """A new session; the caller closes it. `read_only`: autocommit, for work that only reads."""
+        return session_factory(self._settings, read_only=read_only)()
+
+    async def run(
+        self,
+        work: Callable[[Session], T],
+        *,
+        limiter: CapacityLimiter | None = None,
+        read_only: bool = False,
+    ) -> T:
+        """Run `work` with a fresh session in a single worker-thread hop; for async routes.
+
+        One hop instead of a sync route's two (the route, then the response's validation),
+        and the connection is back in the pool before the hop ends. `limiter` (default: the
+        routes' `api_threads`) is for work that waits on something other than the database.
+        `read_only` work runs without a transaction: two round trips fewer (BEGIN, ROLLBACK).
+        """
+
+        def run() -> T:
+            with self.session(read_only=read_only) as session:
+                return work(session)
+
+        return await anyio.to_thread.run_sync(run, limiter=limiter)
+
+
+async def get_database(settings: SettingsDep) -> Database:
+    return Database(settings)
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+async def get_session(database: DatabaseDep) -> AsyncIterator[Session]:
     """A session per request; services commit what they change, anything else is rolled back.
 
     Closing here is a no-op for sync routes (SessionRoute closed it in the route's thread).
     """
-    session = session_factory(settings)()
+    session = database.session()
     try:
         yield session
     finally:
@@ -55,29 +104,6 @@ async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
-T = TypeVar("T")
-
-
-async def in_session(
-    settings: Settings,
-    work: Callable[[Session], T],
-    limiter: CapacityLimiter | None = None,
-    *,
-    read_only: bool = False,
-) -> T:
-    """Run `work` with a fresh session in a single worker-thread hop; for hot async routes.
-
-    One hop instead of a sync route's two (the route, then the response's validation),
-    and the connection is back in the pool before the hop ends. `limiter` (default: the
-    routes' `api_threads`) is for work that waits on something other than the database.
-    `read_only` work runs without a transaction: two round trips fewer (BEGIN, ROLLBACK).
-    """
-
-    def run() -> T:
-        with session_factory(settings, read_only=read_only)() as session:
-            return work(session)
-
-    return await anyio.to_thread.run_sync(run, limiter=limiter)
 
 
 # Declared for the OpenAPI page (the "Authorize" button); the check itself is `authenticate`,
@@ -86,7 +112,7 @@ _bearer = HTTPBearer(auto_error=False, description="An API key from `aplserve ke
 
 
 def _authenticate(settings: Settings, authorization: str | None) -> Principal:
-    with session_factory(settings)() as session:
+    with Database(settings).session() as session:
         if not settings.auth_enabled:
             return default_principal(session, settings.default_owner)
         principal = authenticate(session, authorization)

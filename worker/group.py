@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from core.jobs import lifecycle
-from core.jobs.status import JobStatus
+from core.jobs.status import JobStatus, RunOutcome
 from core.settings import Settings
 from worker import shutdown
 from worker.rank import outcome_file
@@ -129,7 +129,7 @@ def _read_outcomes(directory: Path, size: int) -> dict[int, dict[str, object]]:
     return found
 
 
-def run_group(job: lifecycle.ClaimedJob, settings: Settings, lost: threading.Event, size: int) -> str:
+def run_group(job: lifecycle.ClaimedJob, settings: Settings, lost: threading.Event, size: int) -> RunOutcome:
     """Train the claimed job on `size` ranks; how it ended (worker.runner's outcomes, plus `requeued`)."""
     from worker.runner import JobFailure
 
@@ -149,7 +149,7 @@ def run_group(job: lifecycle.ClaimedJob, settings: Settings, lost: threading.Eve
         outcomes = _read_outcomes(directory, size)
     log.info("the device group of job %s exited (%s): %s", job.id, process.returncode, outcomes)
     if reason in (None, "lost") and "outcome" in outcomes.get(0, {}):
-        return str(outcomes[0]["outcome"])
+        return RunOutcome(str(outcomes[0]["outcome"]))
     failures = [o["failure"] for o in outcomes.values() if isinstance(o.get("failure"), dict)]
     specific = [f for f in failures if f.get("code") != "internal"]
     if reason is None and (specific or (failures and len(outcomes) == size)):
@@ -158,20 +158,22 @@ def run_group(job: lifecycle.ClaimedJob, settings: Settings, lost: threading.Eve
     return _ended_without_word(job, settings, reason)
 
 
-def _ended_without_word(job: lifecycle.ClaimedJob, settings: Settings, reason: str | None) -> str:
+def _ended_without_word(job: lifecycle.ClaimedJob, settings: Settings, reason: str | None) -> RunOutcome:
     """The group was stopped here, or a rank died without saying why (killed)."""
-    from worker.runner import release, send_again
+    from worker.runner import cancelled, release, send_again
 
     if reason == "lost":
-        return "lost"
+        return RunOutcome.LOST
     if reason == "shutdown":
         release(job, settings)
-        return "released"
+        return RunOutcome.RELEASED
     if reason == "cancel":
-        return "cancelled" if lifecycle.finish(job.id, job.attempt, JobStatus.CANCELLED, settings) else "lost"
+        return cancelled(job, settings)
     log.warning("a training process of job %s died; the job is handled like a lost worker", job.id)
     status = lifecycle.lose_training_process(job.id, job.attempt, settings)
     if status == JobStatus.QUEUED:
         send_again(job.id, settings)
-        return "requeued"
-    return {JobStatus.FAILED: "failed", JobStatus.CANCELLED: "cancelled"}.get(status, "lost")  # type: ignore[arg-type]
+        return RunOutcome.REQUEUED
+    if status is JobStatus.FAILED or status is JobStatus.CANCELLED:
+        return RunOutcome(status.value)
+    return RunOutcome.LOST

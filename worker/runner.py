@@ -5,7 +5,7 @@ id. Expected failures (`apl.errors.AplError`, missing data, out of memory) get t
 code and a sentence a person understands; anything else is logged with its
 traceback for the operators and shown to the user as `internal`.
 
-How a run ends (the return value, for logs and tests):
+How a run ends (the return value, a `core.jobs.status.RunOutcome`, for logs and tests):
     succeeded   the artifact is published and the Model row written
     failed      the job row says why (error code and message)
     cancelled   a cancel request stopped it (or arrived before the model was kept)
@@ -36,7 +36,7 @@ from apl.spec import JobSpec
 from core.broker import BrokerUnavailable
 from core.db.session import session_scope
 from core.jobs import dispatch, lifecycle
-from core.jobs.status import JobStatus
+from core.jobs.status import JobStatus, RunOutcome
 from core.objects import StorageUnavailable
 from core.registry import publish_model
 from core.settings import Settings
@@ -199,7 +199,7 @@ def _train(
         return train(config(None), callbacks)
 
 
-def _publish(job: lifecycle.ClaimedJob, spec: JobSpec, result: Any, settings: Settings) -> str:
+def _publish(job: lifecycle.ClaimedJob, spec: JobSpec, result: Any, settings: Settings) -> RunOutcome:
     """Write the artifact and the test predictions (temp file, fsync, rename), then the Model row.
 
     The predictions are on disk before the job reads `succeeded`, so a sweep leaderboard
@@ -223,7 +223,7 @@ def _publish(job: lifecycle.ClaimedJob, spec: JobSpec, result: Any, settings: Se
     except BaseException:
         _forget(settings, written)
         raise
-    if outcome != "succeeded":
+    if outcome != RunOutcome.SUCCEEDED:
         _forget(settings, written)  # cancelled or taken back meanwhile: keep no orphan file
     return outcome
 
@@ -273,18 +273,18 @@ def _run_claimed(
     settings: Settings,
     lost: threading.Event,
     distributed: DistributedSetup | None = None,
-) -> str:
+) -> RunOutcome:
     spec = JobSpec.model_validate(job.spec)
     callback = JobCallback(job, settings, lost)
     if distributed is not None and distributed.rank != 0:
         _train(job, spec, settings, None, distributed)
-        return "trained"
+        return RunOutcome.TRAINED
     result = _train(job, spec, settings, callback, distributed)
     if lost.is_set() or callback.stop_reason == "lost":
         log.warning("job %s was taken back by the lease sweep; dropping this run", job.id)
-        return "lost"
+        return RunOutcome.LOST
     if callback.stop_reason == "cancel" or (result.stopped and lifecycle.cancel_requested(job.id, settings)):
-        return "cancelled" if lifecycle.finish(job.id, job.attempt, JobStatus.CANCELLED, settings) else "lost"
+        return cancelled(job, settings)
     if job.role == search.TRIAL and (callback.stop_reason == "pruned" or not result.stopped):
         state = "pruned" if callback.stop_reason == "pruned" else "complete"
         return lifecycle.finish_without_model(
@@ -292,8 +292,14 @@ def _run_claimed(
         )
     if result.stopped:  # warm shutdown of this worker
         release(job, settings)
-        return "released"
+        return RunOutcome.RELEASED
     return _publish(job, spec, result, settings)
+
+
+def cancelled(job: lifecycle.ClaimedJob, settings: Settings) -> RunOutcome:
+    """End the job cancelled as a cancel request asked; LOST when it is no longer this attempt's."""
+    ended = lifecycle.finish(job.id, job.attempt, JobStatus.CANCELLED, settings)
+    return RunOutcome.CANCELLED if ended else RunOutcome.LOST
 
 
 def _advance_search(settings: Settings, job_id: str) -> None:
@@ -308,12 +314,12 @@ def _advance_search(settings: Settings, job_id: str) -> None:
         log.warning("could not advance the search of job %s; the lease sweep will", job_id, exc_info=True)
 
 
-def run_rank(job: lifecycle.ClaimedJob, settings: Settings, distributed: DistributedSetup) -> str:
+def run_rank(job: lifecycle.ClaimedJob, settings: Settings, distributed: DistributedSetup) -> RunOutcome:
     """One rank of a multi-device job (worker.rank); rank 0 ends the run as `_run_claimed` does."""
     return _run_claimed(job, settings, threading.Event(), distributed)
 
 
-def _run_here_or_as_group(job: lifecycle.ClaimedJob, settings: Settings, lost: threading.Event) -> str:
+def _run_here_or_as_group(job: lifecycle.ClaimedJob, settings: Settings, lost: threading.Event) -> RunOutcome:
     """In this process, or as a group of one process per device (worker.group)."""
     from worker.devices import TooManyDevices, group_size, local_devices
     from worker.group import run_group
@@ -328,12 +334,12 @@ def _run_here_or_as_group(job: lifecycle.ClaimedJob, settings: Settings, lost: t
     return run_group(job, settings, lost, size)
 
 
-def run_job(job_id: str, settings: Settings) -> str:
+def run_job(job_id: str, settings: Settings) -> RunOutcome:
     """The whole life of one delivery of a job; returns how it ended (see the module docstring)."""
     job = lifecycle.claim(job_id, settings)
     if job is None:
         log.info("job %s is not queued (taken, cancelled or finished); nothing to do", job_id)
-        return "skipped"
+        return RunOutcome.SKIPPED
     log.info("job %s claimed (attempt %d)", job_id, job.attempt)
     ACTIVE_JOBS.add(job_id)
     done, lost = threading.Event(), threading.Event()
@@ -354,12 +360,12 @@ def run_job(job_id: str, settings: Settings) -> str:
         ended = lifecycle.finish(
             job_id, job.attempt, JobStatus.FAILED, settings, failure.code, failure.message
         )
-        outcome = "failed" if ended else "lost"
+        outcome = RunOutcome.FAILED if ended else RunOutcome.LOST
     finally:
         done.set()
         beat.join(timeout=5)
         ACTIVE_JOBS.discard(job_id)
-    if outcome in ("succeeded", "failed", "cancelled"):
+    if outcome.ended_job:
         _discard_checkpoint(settings, job_id)
         notify_job_finished(settings, job_id)
         if job.role == search.TRIAL:

@@ -3,33 +3,25 @@
 from __future__ import annotations
 
 from functools import partial
-from pathlib import PurePath
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import Path as PathParam
 from fastapi import Query, Request, Response
 from fastapi.responses import FileResponse
-from starlette.concurrency import run_in_threadpool
 
-from api import quotas
-from api.deps import IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
-from api.ingest import IngestResult, ReceivedUpload, UploadOptions, ingest_dataset, receive_upload
-from api.ingest.upload import FORM_OVERHEAD_BYTES
+from api.deps import DatabaseDep, IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
+from api.ingest import receive_upload
 from api.routing import APIRouter
 from api.schemas import LIST_PROBLEMS, Dataset, DatasetList, problem_responses
 from api.services import datasets as service
+from api.services import uploads
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from api.services.uploads import NAME_MAX
 from api.state import app_state
-from core.db.models import new_id
-from core.db.session import session_factory
 from core.error_codes import CONTENT, ERROR_CODES, UPLOAD
-from core.errors import AppError
-from core.settings import Settings
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=problem_responses("unauthorized"))
-
-NAME_MAX = 200
 
 UPLOAD_FORMATS = """\
 Three file formats, told apart by the file name's extension:
@@ -106,77 +98,6 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-def _dataset_name(upload: ReceivedUpload) -> str:
-    name = (upload.fields.get("name") or "").strip() or PurePath(upload.filename).stem or "dataset"
-    if len(name) > NAME_MAX:
-        raise AppError(
-            422,
-            "validation_error",
-            f"name: at most {NAME_MAX} characters",
-            errors=[{"loc": ["body", "name"], "msg": f"at most {NAME_MAX} characters"}],
-        )
-    return name
-
-
-def _store(
-    settings: Settings,
-    owner_id: str,
-    dataset_id: str,
-    upload: ReceivedUpload,
-    result: IngestResult,
-    options: UploadOptions,
-    duplicate: str | None,
-) -> Dataset:
-    fields = result.as_dict() | {
-        "name": _dataset_name(upload),
-        "size_bytes": upload.size_bytes,
-        "sha256": upload.sha256,
-        "upload_options": options.as_fields(),
-    }
-    if duplicate is not None:
-        fields["warnings"] = [*result.warnings, duplicate]
-    with session_factory(settings)() as session:
-        return service.to_schema(
-            service.create(session, settings, dataset_id=dataset_id, owner_id=owner_id, fields=fields)
-        )
-
-
-def _check_room(settings: Settings, owner_id: str, adding: int) -> None:
-    with session_factory(settings)() as session:
-        quotas.check_dataset_bytes(session, owner_id, settings, adding)
-
-
-def _ingest_and_store(
-    settings: Settings, owner_id: str, upload: ReceivedUpload, dedupe: bool
-) -> tuple[Dataset, bool]:
-    """Runs in a worker thread: parsing and writing a dataset is CPU and disk work.
-
-    Returns (dataset, created): with `dedupe`, identical bytes read with the same
-    options give back the existing dataset and nothing is written (nor counted against
-    the storage quota).
-    """
-    _dataset_name(upload)  # reject a bad name before the work
-    options = UploadOptions.from_fields(upload.fields)
-    with session_factory(settings)() as session:
-        existing = service.same_file(session, owner_id, upload.sha256)
-        reused = service.reusable(existing, options.as_fields()) if dedupe else None
-        if reused is not None:
-            return service.to_schema(reused), False
-        duplicate = service.duplicate_warning(existing, options.as_fields())
-    _check_room(settings, owner_id, upload.size_bytes)
-    dataset_id = new_id()
-    storage = settings.storage
-    result = ingest_dataset(
-        upload.path, upload.filename, storage.scratch.dataset(dataset_id), options=options
-    )
-    try:
-        storage.publish_dataset(dataset_id)  # s3: streamed to the bucket (multipart when large)
-        return _store(settings, owner_id, dataset_id, upload, result, options, duplicate), True
-    except BaseException:
-        service.discard_files(storage, dataset_id)
-        raise
-
-
 @router.post(
     "",
     status_code=201,
@@ -195,6 +116,7 @@ async def upload_dataset(
     response: Response,
     principal: OwnerDep,
     settings: SettingsDep,
+    database: DatabaseDep,
     dedupe: Annotated[
         bool,
         Query(
@@ -213,16 +135,15 @@ async def upload_dataset(
     server's disk is full.
     """
     declared = request.headers.get("content-length", "")
-    if settings.quota_dataset_bytes and declared.isdigit():
-        # The form's overhead is not dataset bytes; judge by what the file can at most be.
-        at_least = max(0, int(declared) - FORM_OVERHEAD_BYTES)
-        await run_in_threadpool(_check_room, settings, principal.owner_id, at_least)
-    if settings.storage.remote:  # an unreachable bucket answers 503 before the body is read
-        await run_in_threadpool(settings.storage.check)
+    await database.run(
+        partial(
+            uploads.check_before_body, settings=settings, owner_id=principal.owner_id, content_length=declared
+        )
+    )
     upload = await receive_upload(request, settings.storage.scratch.uploads, settings.max_upload_bytes)
     try:
         dataset, created = await anyio.to_thread.run_sync(
-            partial(_ingest_and_store, settings, principal.owner_id, upload, dedupe),
+            partial(uploads.ingest_and_store, database.session, settings, principal.owner_id, upload, dedupe),
             limiter=app_state(request.app).ingest_limiter,
         )
     finally:
@@ -275,8 +196,7 @@ def get_sample_image(
 
     404 `not_found` for another owner's dataset, a text dataset or an index past the end.
     """
-    row = service.get_owned(session, principal.owner_id, dataset_id)
-    path, media_type = service.sample_image(settings.storage, row, index)
+    path, media_type = service.sample_image(session, settings.storage, principal.owner_id, dataset_id, index)
     return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
 

@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Callable
 
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from api.deps import SettingsDep
 from api.problems import PROBLEM_JSON
 from api.routing import APIRouter
 from api.schemas import Health, Readiness, problem_responses
-from core.broker import check_broker
-from core.db.session import get_engine
+from api.services.readiness import CHECKS
 from core.errors import problem_type
 from core.settings import Settings
 
@@ -32,8 +29,7 @@ router = APIRouter(tags=["health"])
 
 #: One small pool per dependency: a hung broker's stuck probes never delay the database's.
 _PROBE_THREADS = {
-    name: concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix=f"probe-{name}")
-    for name in ("database", "broker", "storage")
+    name: concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix=f"probe-{name}") for name in CHECKS
 }
 
 
@@ -41,19 +37,6 @@ _PROBE_THREADS = {
 async def healthz() -> Health:
     """Liveness: the process answers (no database, broker or thread-pool wait)."""
     return Health()
-
-
-def _check_database(settings: Settings) -> None:
-    with get_engine(settings).connect() as connection:
-        connection.execute(text("SELECT 1"))
-
-
-def _check_broker(settings: Settings) -> None:
-    check_broker(settings, timeout=settings.readiness_timeout_seconds)
-
-
-def _check_storage(settings: Settings) -> None:
-    settings.storage.check()  # file://: nothing to ask; s3://: HEAD of the bucket
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -73,11 +56,11 @@ def _timed_out(exc: BaseException) -> bool:
     return False
 
 
-async def _probe(name: str, check: Callable[[Settings], None], settings: Settings) -> str:
+async def _probe(name: str, settings: Settings) -> str:
     loop = asyncio.get_running_loop()
     try:
         await asyncio.wait_for(
-            loop.run_in_executor(_PROBE_THREADS[name], check, settings),
+            loop.run_in_executor(_PROBE_THREADS[name], CHECKS[name], settings),
             timeout=settings.readiness_timeout_seconds,
         )
     except TimeoutError:
@@ -103,11 +86,7 @@ async def readyz(settings: SettingsDep) -> Readiness | JSONResponse:
 
     503 `not_ready` when one does not; the problem also holds `database`, `broker` and `storage`.
     """
-    database, broker, storage = await asyncio.gather(
-        _probe("database", _check_database, settings),
-        _probe("broker", _check_broker, settings),
-        _probe("storage", _check_storage, settings),
-    )
+    database, broker, storage = await asyncio.gather(*(_probe(name, settings) for name in CHECKS))
     state = Readiness(database=database, broker=broker, storage=storage)
     results = (("database", database), ("broker", broker), ("storage", storage))
     if all(result == "ok" for _, result in results):

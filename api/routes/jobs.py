@@ -8,9 +8,16 @@ from typing import Annotated
 from fastapi import Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
-from api.deps import IdempotencyKeyHeader, IdPrefixQuery, OwnerDep, SessionDep, SettingsDep, in_session
+from api.deps import (
+    Database,
+    DatabaseDep,
+    IdempotencyKeyHeader,
+    IdPrefixQuery,
+    OwnerDep,
+    SessionDep,
+    SettingsDep,
+)
 from api.routing import APIRouter
 from api.schemas import (
     LIST_PROBLEMS,
@@ -26,9 +33,7 @@ from api.services import events
 from api.services import jobs as service
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from api.state import app_state
-from core.db.session import session_factory
 from core.jobs.status import JobStatus
-from core.settings import Settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses("unauthorized"))
 
@@ -61,6 +66,7 @@ async def create_job(
     response: Response,
     principal: OwnerDep,
     settings: SettingsDep,
+    database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Job:
     """Queue a training job. Loss presets and hyperparameter defaults are filled in.
@@ -89,20 +95,20 @@ async def create_job(
 
     # Three hops: the commit and the answer on the routes' threads, the wait for the broker
     # on threads of its own, so that a hung broker holds up only the requests that send.
-    job_id, created, unsent = await in_session(settings, commit)
+    job_id, created, unsent = await database.run(commit)
     if unsent:
         send = partial(service.send_one, settings=settings, job_id=job_id, replayed=not created)
-        await in_session(settings, send, app_state(request.app).send_limiter)
+        await database.run(send, limiter=app_state(request.app).send_limiter)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/jobs/{job_id}"
-    return await _document(settings, principal.owner_id, job_id)
+    return await _document(database, principal.owner_id, job_id)
 
 
 @router.get("", response_model=JobList, responses=problem_responses(*LIST_PROBLEMS))
 async def list_jobs(
     principal: OwnerDep,
-    settings: SettingsDep,
+    database: DatabaseDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
     sweep_id: Annotated[str | None, Query(description="Only the children of this sweep.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
@@ -123,17 +129,17 @@ async def list_jobs(
         )
         return JobList(items=service.to_schemas(session, page.items), next_cursor=page.next_cursor)
 
-    return await in_session(settings, read, read_only=True)
+    return await database.run(read, read_only=True)
 
 
 @router.get("/{job_id}", response_model=Job, responses=problem_responses("not_found"))
-async def get_job(job_id: str, principal: OwnerDep, settings: SettingsDep) -> Job:
-    return await _document(settings, principal.owner_id, job_id)
+async def get_job(job_id: str, principal: OwnerDep, database: DatabaseDep) -> Job:
+    return await _document(database, principal.owner_id, job_id)
 
 
-async def _document(settings: Settings, owner_id: str, job_id: str) -> Job:
-    return await in_session(
-        settings, lambda session: service.document_owned(session, owner_id, job_id), read_only=True
+async def _document(database: Database, owner_id: str, job_id: str) -> Job:
+    return await database.run(
+        lambda session: service.document_owned(session, owner_id, job_id), read_only=True
     )
 
 
@@ -153,7 +159,7 @@ def cancel_job(job_id: str, principal: OwnerDep, session: SessionDep, settings: 
 
 
 @router.get("/{job_id}/metrics", response_model=MetricSeries, responses=problem_responses("not_found"))
-async def job_metrics(job_id: str, principal: OwnerDep, settings: SettingsDep) -> MetricSeries:
+async def job_metrics(job_id: str, principal: OwnerDep, database: DatabaseDep) -> MetricSeries:
     """Every evaluation of the job so far, ordered by epoch."""
 
     def read(session: Session) -> MetricSeries:
@@ -161,7 +167,7 @@ async def job_metrics(job_id: str, principal: OwnerDep, settings: SettingsDep) -
             job_id=job_id, series=service.owned_metric_series(session, principal.owner_id, job_id)
         )
 
-    return await in_session(settings, read, read_only=True)
+    return await database.run(read, read_only=True)
 
 
 EVENTS_DESCRIPTION = (
@@ -203,27 +209,30 @@ async def job_events(
     request: Request,
     principal: OwnerDep,
     settings: SettingsDep,
+    database: DatabaseDep,
     after: Annotated[int | None, Query(ge=0, description="JSON: events with a greater id only.")] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_EVENTS_PAGE, description="JSON: page size.")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
     """The job's event history (JSON, paginated) or its live event stream (SSE)."""
     if _wants_json(request, after, limit):
-        page = await run_in_threadpool(
-            _history_page, settings, principal.owner_id, job_id, after or 0, limit or DEFAULT_EVENTS_PAGE
+        page = await database.run(
+            partial(
+                events.history_page,
+                owner_id=principal.owner_id,
+                job_id=job_id,
+                after=after or 0,
+                limit=limit or DEFAULT_EVENTS_PAGE,
+            )
         )
         return JSONResponse(page.model_dump(mode="json"))
-    await run_in_threadpool(events.check_owned, settings, principal.owner_id, job_id)  # 404 before streaming
+    # 404 before streaming
+    await database.run(partial(service.require_owned, owner_id=principal.owner_id, job_id=job_id))
     return StreamingResponse(
         events.stream(request, settings, principal.owner_id, job_id, _last_event_id(last_event_id)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-def _history_page(settings: Settings, owner_id: str, job_id: str, after: int, limit: int) -> JobEventList:
-    with session_factory(settings)() as session:
-        return events.history_page(session, owner_id, job_id, after, limit)
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList, responses=problem_responses("not_found"))

@@ -1,35 +1,33 @@
 """/v1/models: the model registry, artifact downloads (tar or ONNX) and predictions.
 
-Predictions go through the app's serving engine (api/serving): the model is loaded
-on first use, kept in an LRU cache, and concurrent requests for one model are merged
-into micro-batches by the model's inference thread. The route itself only reads and
-checks the request (image decoding off the event loop), waits for the probabilities
-and applies the decision rule with the request's thresholds, top_k and min_labels.
+Predictions go through the app's serving engine (api/serving, via api/services/predictions):
+the model is loaded on first use, kept in an LRU cache, and concurrent requests for one
+model are merged into micro-batches by the model's inference thread. The route itself
+only reads and checks the request body.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import logging
-from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
+from api.deps import DatabaseDep, IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
 from api.routing import APIRouter
 from api.schemas import LIST_PROBLEMS, problem_responses
 from api.services import models as service
+from api.services import predictions
 from api.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from api.serving.decisions import decide, resolve_thresholds
-from api.serving.engine import ModelRef, ServingEngine
+from api.services.predictions import OwnedModel
+from api.serving.engine import ServingEngine
 from api.serving.inputs import (
     MULTIPART_FILES_FIELD,
     Limits,
-    decode_images,
     media_type,
     parse_json,
     parse_multipart,
@@ -44,12 +42,8 @@ from api.serving.schemas import (
     PredictResponse,
 )
 from api.serving.state import engine_of, get_engine, lookup_cache, serving_lifespan
-from apl.errors import AplError
-from core.db.session import session_factory
 from core.errors import AppError
 from core.settings import Settings
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(
     prefix="/v1/models",
@@ -126,34 +120,17 @@ _PREDICT_BODY: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
-class OwnedModel:
-    ref: ModelRef
-    labels: list[str]
-    thresholds: dict[str, float]
-    min_labels: int = 0
-
-
-def _lookup(settings: Settings, owner_id: str, model_id: str) -> OwnedModel:
-    with session_factory(settings)() as session:
-        row = service.get_owned(session, owner_id, model_id)
-        return OwnedModel(
-            ref=service.serving_ref(settings, row),
-            labels=[str(label) for label in row.labels],
-            thresholds={str(k): float(v) for k, v in row.thresholds.items()},
-            min_labels=service.min_labels(row),
-        )
-
-
 async def owned_model(
-    model_id: str, request: Request, principal: OwnerDep, settings: SettingsDep
+    model_id: str, request: Request, principal: OwnerDep, settings: SettingsDep, database: DatabaseDep
 ) -> OwnedModel:
     """The caller's model as the serving engine needs it; briefly cached (rows never change)."""
     cache = lookup_cache(request.app)
     found = cache.get((principal.owner_id, model_id))
     if isinstance(found, OwnedModel) and found.ref.path.is_file():
         return found
-    fresh = await run_in_threadpool(_lookup, settings, principal.owner_id, model_id)
+    fresh = await database.run(
+        partial(predictions.owned_model, settings=settings, owner_id=principal.owner_id, model_id=model_id)
+    )
     cache.put((principal.owner_id, model_id), fresh)
     return fresh
 
@@ -284,9 +261,7 @@ def download_artifact(
     ] = "tar",
 ) -> Response:
     """Download the trained model (the ONNX export is made on the first request, then cached)."""
-    row = service.get_owned(session, principal.owner_id, model_id)
-    session.close()  # an ONNX export can take a while; do not hold a connection meanwhile
-    download = service.download(settings, row, format)
+    download = service.download_owned(session, settings, principal.owner_id, model_id, format)
     headers = _digest_headers(download.sha256)
     if request.headers.get("if-none-match", "").strip() == headers["ETag"]:
         return Response(status_code=304, headers=headers)
@@ -330,26 +305,9 @@ async def predict(
     as one number or per label. Results are in input order. Concurrent requests for one
     model are answered from shared micro-batches.
     """
-    arrival = engine.arrive(target.ref.id)
+    arrival = engine.arrive(target.ref.id)  # counted from the first byte, so a forming batch waits
     try:
         parsed = await _parse(request, target, settings)
-        thresholds = resolve_thresholds(target.labels, target.thresholds, parsed.threshold)
-        items = parsed.items
-        if parsed.kind == "image":
-            items = await run_in_threadpool(decode_images, items, Limits.from_settings(settings))
-        probabilities = await engine.predict(target.ref, items, arrival)
-    except AplError:
-        log.exception("model %s cannot be served", target.ref.id)
-        raise AppError(503, "model_unavailable", "the model cannot be loaded on this server") from None
+        return await predictions.predict(engine, target, parsed, arrival, Limits.from_settings(settings))
     finally:
         arrival.leave()
-    if probabilities.shape != (len(items), len(target.labels)):
-        log.error("model %s: artifact outputs do not match the registered labels", target.ref.id)
-        raise AppError(503, "model_unavailable", "the model's artifact does not match its registry entry")
-    min_labels = target.min_labels if parsed.min_labels is None else parsed.min_labels
-    return PredictResponse(
-        model_id=target.ref.id,
-        predictions=decide(probabilities, target.labels, thresholds, parsed.top_k, min_labels),
-        thresholds=dict(zip(target.labels, thresholds, strict=True)),
-        min_labels=min_labels,
-    )

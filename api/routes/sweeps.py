@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Query, Request, Response
 from sqlalchemy.orm import Session
 
-from api.deps import IdempotencyKeyHeader, IdPrefixQuery, OwnerDep, SessionDep, SettingsDep, in_session
+from api.deps import DatabaseDep, IdempotencyKeyHeader, IdPrefixQuery, OwnerDep, SessionDep, SettingsDep
 from api.routing import APIRouter
 from api.schemas import LIST_PROBLEMS, problem_responses
 from api.services import sweeps as service
@@ -58,6 +58,7 @@ async def create_sweep(
     response: Response,
     principal: OwnerDep,
     settings: SettingsDep,
+    database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Sweep:
     """Compare losses on your data: one child job per candidate and seed, scored on a test split.
@@ -73,15 +74,14 @@ async def create_sweep(
 
     # As POST /v1/jobs: commit and answer on the routes' threads, wait for the broker on
     # threads of its own, so that a hung broker holds up only the requests that send.
-    sweep_id, created, unsent = await in_session(settings, commit)
+    sweep_id, created, unsent = await database.run(commit)
     if unsent:
         send = partial(service.send_children, settings=settings, sweep_id=sweep_id, job_ids=unsent)
-        await in_session(settings, send, app_state(request.app).send_limiter)
+        await database.run(send, limiter=app_state(request.app).send_limiter)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/sweeps/{sweep_id}"
-    return await in_session(  # not read_only: an ended sweep's document caches its leaderboard
-        settings,
+    return await database.run(  # not read_only: an ended sweep's document caches its leaderboard
         lambda session: service.to_schema(
             session, settings, service.get_owned(session, principal.owner_id, sweep_id)
         ),

@@ -141,13 +141,18 @@ def discard_files(storage: Storage, dataset_id: str) -> None:
 IMAGE_MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
-def sample_image(storage: Storage, row: Dataset, index: int) -> tuple[Path, str]:
-    """The stored image file of sample `index` (0-based, upload order) and its media type.
+def sample_image(
+    session: Session, storage: Storage, owner_id: str, dataset_id: str, index: int
+) -> tuple[Path, str]:
+    """The stored image file of sample `index` (0-based, upload order) of the caller's dataset,
+    and its media type.
 
     For the dashboard's suspect-label thumbnails: an <img> cannot send the Bearer key, so the
-    page fetches the bytes through the API. 404 for a text dataset, an index past the end, or
-    a stored path outside `images/` (never served, whatever samples.jsonl says).
+    page fetches the bytes through the API. 404 for another owner's dataset, a text dataset, an
+    index past the end, or a stored path outside `images/` (never served, whatever
+    samples.jsonl says).
     """
+    row = get_owned(session, owner_id, dataset_id)
     missing = AppError(404, "not_found", f"sample {index} of this dataset has no stored image")
     if index < 0 or index >= row.num_samples:
         raise missing

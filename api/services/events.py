@@ -91,11 +91,6 @@ def checkpoint_list(session: Session, settings: Settings, owner_id: str, job_id:
     return CheckpointList(job_id=job.id, items=items)
 
 
-def check_owned(settings: Settings, owner_id: str, job_id: str) -> None:
-    with session_factory(settings)() as session:
-        jobs.get_owned(session, owner_id, job_id)
-
-
 @dataclass
 class _Poll:
     job: Job

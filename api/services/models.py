@@ -242,6 +242,18 @@ def download(settings: Settings, row: Model, fmt: ArtifactFormat) -> Download:
     return Download(path, row.sha256, "application/x-tar", f"aplserve-model-{row.id}{ARCHIVE_SUFFIX}")
 
 
+def download_owned(
+    session: Session, settings: Settings, owner_id: str, model_id: str, fmt: ArtifactFormat
+) -> Download:
+    """The caller's model download; the session is closed before the file is made (blocking).
+
+    An ONNX export can take a while: no database connection is held meanwhile.
+    """
+    row = get_owned(session, owner_id, model_id)
+    session.close()
+    return download(settings, row, fmt)
+
+
 def delete(session: Session, settings: Settings, owner_id: str, model_id: str) -> None:
     """Delete the model row, then its archive and ONNX export; commits.
 

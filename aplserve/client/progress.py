@@ -16,6 +16,7 @@ from rich.progress import (
 )
 
 from aplserve.client.schemas import Job, MetricPoint, Sweep
+from core.jobs.status import JobStatus
 
 
 def stderr_console() -> Console:
@@ -95,7 +96,7 @@ class JobBar:
         epochs = p.epochs or job.spec.hyperparameters.get("epochs") or 0
         done = (
             float(epochs)
-            if job.status == "succeeded"
+            if job.status == JobStatus.SUCCEEDED
             else (p.step / p.steps * epochs if p.steps else float(p.epoch))
         )
         self._progress.update(
@@ -165,7 +166,7 @@ class SweepBar:
             detail=detail,
         )
         for job in children:
-            if job.status == "queued" and job.id not in self._children:
+            if job.status == JobStatus.QUEUED and job.id not in self._children:
                 continue  # a line appears once a child starts
             task = self._children.get(job.id)
             if task is None:

@@ -25,6 +25,7 @@ from aplserve.commands.common import (
     table,
     when,
 )
+from core.jobs.status import JobStatus
 
 app = typer.Typer(help="Submit, follow and cancel training jobs.", no_args_is_help=True)
 
@@ -113,7 +114,7 @@ def _watch(
 ) -> None:
     job = client.jobs.wait(job_id, timeout=timeout, progress=not quiet)
     if quiet:
-        if job.status != "succeeded":
+        if job.status != JobStatus.SUCCEEDED:
             error = f": {job.error.code}: {job.error.message}" if job.error else ""
             fail(
                 f"job {job.id} ended {job.status}{error}",
@@ -129,7 +130,7 @@ def _watch(
         points = client.jobs.metrics(job_id)
         if points:
             show_metrics(points)
-    if job.status != "succeeded":
+    if job.status != JobStatus.SUCCEEDED:
         raise typer.Exit(1)
 
 
@@ -257,7 +258,7 @@ def _best_map(job: Job) -> str:
 def list_jobs(
     status: Annotated[
         str | None,
-        typer.Option(help="Only jobs in this state: queued, running, succeeded, failed, cancelled."),
+        typer.Option(help=f"Only jobs in this state: {', '.join(JobStatus)}."),
     ] = None,
     limit: LimitOption = 20,
     every: AllOption = False,

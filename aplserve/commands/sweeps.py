@@ -23,6 +23,7 @@ from aplserve.commands.common import (
     table,
     when,
 )
+from core.jobs.status import JobStatus
 
 app = typer.Typer(
     help="Compare losses on your data: a sweep of candidate losses x seeds.", no_args_is_help=True
@@ -140,7 +141,7 @@ def _watch(client: Client, sweep_id: str, timeout: float | None, json_output: bo
     else:
         show_sweep(sweep)
         show_leaderboard(board)
-    if sweep.status != "succeeded":
+    if sweep.status != JobStatus.SUCCEEDED:
         raise typer.Exit(1)
 
 

@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session
 from core.db.models import Dataset, Job, MetricPoint, UTCDateTime, utcnow
 from core.db.session import session_scope
 from core.jobs import history
-from core.jobs.status import JobStatus
+from core.jobs.status import JobStatus, RunOutcome
 from core.registry import ModelRecord, insert_model
 from core.settings import Settings
 from core.webhooks.outbox import record_final
@@ -242,7 +242,9 @@ def _best_metrics(model: ModelRecord, probe: ModelRecord | None) -> dict[str, An
     return metrics
 
 
-def _cancel_instead(session: Session, job_id: str, attempt: int, done: dict[str, Any], message: str) -> str:
+def _cancel_instead(
+    session: Session, job_id: str, attempt: int, done: dict[str, Any], message: str
+) -> RunOutcome:
     """A success refused because a cancel arrived: end the attempt cancelled ("lost" when not ours)."""
     result = session.execute(
         update(Job)
@@ -251,15 +253,15 @@ def _cancel_instead(session: Session, job_id: str, attempt: int, done: dict[str,
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        return "lost"
+        return RunOutcome.LOST
     _status_event(session, job_id, JobStatus.CANCELLED, message)
     record_final(session, job_id)
-    return "cancelled"
+    return RunOutcome.CANCELLED
 
 
 def finish_succeeded(
     job_id: str, attempt: int, model: ModelRecord, settings: Settings, probe: ModelRecord | None = None
-) -> str:
+) -> RunOutcome:
     """Mark the job succeeded and insert its Model row(s) in one transaction.
 
     `probe` is the linear probe that beat the fine-tuned `model` on validation: both rows
@@ -289,10 +291,12 @@ def finish_succeeded(
             history.add(session, job_id, "message", warning, level="warning")
         _status_event(session, job_id, JobStatus.SUCCEEDED, f"model {chosen.id} is ready", model_id=chosen.id)
         record_final(session, job_id)
-        return "succeeded"
+        return RunOutcome.SUCCEEDED
 
 
-def finish_without_model(job_id: str, attempt: int, best_metrics: dict[str, Any], settings: Settings) -> str:
+def finish_without_model(
+    job_id: str, attempt: int, best_metrics: dict[str, Any], settings: Settings
+) -> RunOutcome:
     """Mark a job that keeps no model (a search trial) succeeded with its metrics.
 
     Returns "succeeded"; "cancelled" when a cancel arrived meanwhile; "lost" when the job
@@ -311,7 +315,7 @@ def finish_without_model(job_id: str, attempt: int, best_metrics: dict[str, Any]
             state = (best_metrics.get("trial") or {}).get("state", "complete")
             _status_event(session, job_id, JobStatus.SUCCEEDED, f"search trial {state}; no model is kept")
             record_final(session, job_id)
-            return "succeeded"
+            return RunOutcome.SUCCEEDED
         return _cancel_instead(session, job_id, attempt, done, "cancelled before the trial ended")
 
 

@@ -151,18 +151,18 @@ def test_an_upload_being_ingested_never_takes_the_threads_of_other_requests(
     import threading
 
     from api.main import create_app
-    from api.routes import datasets as routes
+    from api.services import uploads
     from api.state import app_state
 
     release, entered = threading.Event(), threading.Semaphore(0)
-    ingest = routes._ingest_and_store
+    ingest = uploads.ingest_and_store
 
     def slow_ingest(*args: Any) -> Any:
         entered.release()
         assert release.wait(30)
         return ingest(*args)
 
-    monkeypatch.setattr(routes, "_ingest_and_store", slow_ingest)
+    monkeypatch.setattr(uploads, "ingest_and_store", slow_ingest)
     narrow = settings.model_copy(update={"api_threads": 1, "ingest_threads": 1})
     with TestClient(create_app(narrow)) as client:
         limiter = app_state(client.app).ingest_limiter  # type: ignore[arg-type]
