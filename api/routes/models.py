@@ -305,7 +305,7 @@ async def predict(
     as one number or per label. Results are in input order. Concurrent requests for one
     model are answered from shared micro-batches.
     """
-    arrival = engine.arrive(target.ref.id)  # counted from the first byte, so a forming batch waits
+    arrival = engine.arrive(target.ref.id)  # counted before the body is read: a forming batch waits
     try:
         parsed = await _parse(request, target, settings)
         return await predictions.predict(engine, target, parsed, arrival, Limits.from_settings(settings))
