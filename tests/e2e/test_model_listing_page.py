@@ -283,3 +283,18 @@ def test_the_model_page_shows_the_name_and_renames_the_model(
     page.locator("#model-name-input").press("Enter")
     page.locator("#model-name").get_by_text("bce seed 0", exact=True).wait_for()
     opened.close()
+
+
+def test_a_sweep_and_a_dataset_link_to_their_models(
+    browser: Any, server: LiveServer, registry: Registry
+) -> None:
+    opened = _open(browser, server, f"/#/sweeps/{registry.sweep['id']}")
+    page = opened.page
+    page.locator("#sweep-models").click()
+    page.wait_for_url(f"**/#/models?sweep_id={registry.sweep['id']}")
+    assert set(_models_shown(page, 2)) == set(registry.children)
+    page.goto(f"/#/datasets/{registry.news['id']}")
+    page.locator("#dataset-models").click()
+    page.wait_for_url(f"**/#/models?dataset_id={registry.news['id']}")
+    assert set(_models_shown(page, 1)) == {registry.apl}
+    opened.close()
