@@ -329,3 +329,38 @@ def test_a_bucket_over_its_quota_refuses_the_upload_cleanly(
     finally:
         close_celery_apps()
         dispose_engines()
+
+
+def test_a_server_stopped_mid_upload_answers_503_and_the_sweep_clears_the_parts(tmp_path: Path) -> None:
+    """The S3 server dies after two parts went up: the upload fails fast with 503
+    `storage_unavailable`, nothing is left on the API's disk, and the incomplete multipart
+    upload the dead server still holds is aborted by the sweep once it is back."""
+    from tests.s3server import start_weed
+
+    server = start_weed(tmp_path / "weed")
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in server.storage_env().items():
+                patch.setenv(name, value)
+            env = server.storage_env()
+            storage = _s3(tmp_path / "api", env, storage_timeout_seconds=2, storage_max_attempts=1)
+
+            async def body() -> AsyncIterator[bytes]:
+                yield part_head("file", "big.csv")
+                for sent in range(0, 40 * MIB, MIB):
+                    if sent == 20 * MIB:
+                        server.stop()
+                    yield bytes(MIB)
+                yield closing()
+
+            started = time.monotonic()
+            response = post(make_app(storage, 64 * MIB), content=body(), headers={"content-type": MULTIPART})
+            assert response.status_code == 503 and response.json()["code"] == "storage_unavailable"
+            assert time.monotonic() - started < 30
+            assert _local_files(tmp_path / "api") == []
+            server.start()
+            assert len(_incomplete(storage)) == 1  # the abort could not reach the dead server
+            assert storage.sweep(grace_seconds=0) == 1
+            assert _incomplete(storage) == [] and _keys(storage) == []
+    finally:
+        server.stop()
