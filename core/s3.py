@@ -37,7 +37,16 @@ log = logging.getLogger(__name__)
 
 DATASET_ARCHIVE = ".tar"
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
-_FULL = {"QuotaExceeded", "InsufficientStorage", "StorageFull", "XMinioStorageFull", "EntityTooLarge"}
+#: What servers answer for a full bucket or quota when they say so (Ceph RGW, MinIO, HTTP 507).
+#: SeaweedFS does not: a bucket over its quota answers 500 InternalError, read as unavailable.
+_FULL = {
+    "QuotaExceeded",
+    "InsufficientStorage",
+    "StorageFull",
+    "XMinioStorageFull",
+    "XMinioAdminBucketQuotaExceeded",
+    "EntityTooLarge",
+}
 MB = 1024 * 1024
 
 
