@@ -89,9 +89,9 @@ async def receive_upload(request: Request, storage: Storage, max_bytes: int) -> 
             raise _bad_form(
                 "invalid_multipart", "the multipart/form-data body ended before its final boundary"
             )
-        received = form.result()
-        await anyio.to_thread.run_sync(received.body.finish)
-        return received
+        upload = form.result()
+        await anyio.to_thread.run_sync(upload.body.finish)
+        return upload
     except BaseException:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(form.discard)
