@@ -167,7 +167,7 @@ def _ingest_and_store(
     dataset_id = new_id()
     storage = settings.storage
     result = ingest_dataset(
-        upload.path, upload.filename, storage.scratch.dataset(dataset_id), options=options
+        upload.body, upload.filename, storage.scratch.dataset(dataset_id), options=options
     )
     try:
         storage.publish_dataset(dataset_id)  # s3: streamed to the bucket (multipart when large)
@@ -205,9 +205,10 @@ async def upload_dataset(
 ) -> Dataset:
     """Upload a dataset (multipart: `file`, optional `name` and reading options).
 
-    The body is streamed to disk with the size limit, then validated and
-    normalized; a dataset that fails validation leaves nothing behind. The upload
-    formats and options are described with the request body below. 429
+    The body is streamed into storage as it arrives (the data dir, or the parts of
+    an S3 multipart upload) with the size limit, then validated and normalized; a
+    dataset that fails validation leaves nothing behind. The upload formats and options
+    are described with the request body below. 429
     `quota_exceeded` when the owner's datasets would pass the storage quota (checked
     before the body is read when Content-Length says so); 507 `storage_full` when the
     server's disk is full.
@@ -219,14 +220,15 @@ async def upload_dataset(
         await run_in_threadpool(_check_room, settings, principal.owner_id, at_least)
     if settings.storage.remote:  # an unreachable bucket answers 503 before the body is read
         await run_in_threadpool(settings.storage.check)
-    upload = await receive_upload(request, settings.storage.scratch.uploads, settings.max_upload_bytes)
+    upload = await receive_upload(request, settings.storage, settings.max_upload_bytes)
     try:
         dataset, created = await anyio.to_thread.run_sync(
             partial(_ingest_and_store, settings, principal.owner_id, upload, dedupe),
             limiter=app_state(request.app).ingest_limiter,
         )
     finally:
-        upload.path.unlink(missing_ok=True)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(upload.body.discard)
     if created:
         app_state(request.app).metrics.upload_bytes.inc(upload.size_bytes)
     else:

@@ -1,9 +1,10 @@
 """Models: the registry (list, read, rename, delete), artifact files (tar and the cached ONNX export).
 
-A Model row is written by the worker after its artifact archive is in place
-(<data_dir>/artifacts/<model_id>.tar). The ONNX export is made from that archive on
-the first request for it and kept beside it (<model_id>.onnx.zip), so it costs one
-export per model, not one per download.
+A Model row is written by the worker after its artifact archive is stored
+(artifacts/<model_id>.tar in the storage layout, core.objects). The ONNX export is made
+from that archive on the first request for it and stored beside it (<model_id>.onnx.zip,
+through the same storage interface), so it costs one export per model, not one per
+download, whichever API host answers.
 """
 
 from __future__ import annotations
@@ -293,22 +294,28 @@ def _lock_for(path: Path) -> threading.Lock:
 
 
 def onnx_archive(settings: Settings, row: Model) -> Path:
-    """The ONNX export (zip) of a model, made once and cached beside the artifact (blocking)."""
+    """The ONNX export (zip) of a model, made once, stored beside its archive (through the
+    storage: on s3 any API host then finds it) and cached locally (blocking)."""
     source = artifact_path(settings, row)
-    target = DataFiles.onnx_export(source, row.id)
-    with _lock_for(target):
-        if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
-            return target
+    storage = settings.storage
+    relative = DataFiles.onnx_relative(row.artifact_path, row.id)
+    with _lock_for(storage.scratch.root / relative):
+        found = storage.fetch(relative)
+        # file://: a stale export (an archive replaced since) is made again; s3 archives never change.
+        if found is not None and (storage.remote or found.stat().st_mtime >= source.stat().st_mtime):
+            return found
         from apl.errors import ArtifactError
         from apl.export import export_onnx_archive
 
+        target = storage.scratch.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
             extra = {"model_id": row.id, "artifact_sha256": row.sha256, "job_id": row.job_id}
             export_onnx_archive(source, target, extra=extra)
         except ArtifactError as exc:
             log.warning("model %s: ONNX export failed", row.id, exc_info=True)
             raise AppError(422, "onnx_export_failed", str(exc)) from None
-    return target
+        return storage.publish_fetched(target)
 
 
 ArtifactFormat = Literal["tar", "onnx"]
