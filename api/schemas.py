@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.serving.schemas import NAME_MAX, printable_name
 from apl.spec import JobSpec
 from core.error_codes import ERROR_CODES
 from core.errors import problem_type
@@ -148,8 +149,8 @@ class DatasetList(BaseModel):
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
 
 
-#: Bounds of a job's `name` and `metadata` (the metadata bounds are OpenAI's).
-JOB_NAME_MAX = 128
+#: Bounds of a job's `name` and `metadata` (the metadata bounds are OpenAI's); a model's name too.
+JOB_NAME_MAX = NAME_MAX
 METADATA_MAX_KEYS = 16
 METADATA_KEY_MAX = 64
 METADATA_VALUE_MAX = 512
@@ -184,9 +185,7 @@ class JobRequest(JobSpec):
     @field_validator("name")
     @classmethod
     def _printable_name(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or not value.isprintable()):
-            raise ValueError("must be printable text, not only spaces")
-        return value.strip() if value is not None else None
+        return printable_name(value)
 
     @field_validator("metadata")
     @classmethod

@@ -25,8 +25,8 @@ children trained and were tested on, and writes:
 `--undertagged NAME` runs the tournament with the losses for missing labels and long tails
 on the complete and the under-tagged variant of a demo set (`aplserve.demo_undertagged`:
 the same training samples, 40% of their positives removed in one; both scored on the same
-complete test set, given as `test_dataset_id`) and writes docs/loss-quality-undertagged.json
-and the part of docs/results.md between the loss-quality-undertagged markers.
+complete test set, given as `test_dataset_id`) and writes docs/loss-quality-undertagged-<name>.json
+and the part of docs/results.md between that set's loss-quality-undertagged-<name> markers.
 
 `--render-only` rewrites the report and the plot from docs/loss-quality.json. `--extra-workers`
 starts that many more `aplserve worker` processes on the service's data dir, so children
@@ -431,9 +431,20 @@ def write_report(results: dict[str, Any], md_path: Path, png_path: Path) -> None
 
 # --- the under-tagged comparison -----------------------------------------------------------
 
-UNDERTAGGED_JSON = DOCS / "loss-quality-undertagged.json"
-UT_START = "<!-- loss-quality-undertagged:start (written by benchmarks/loss_quality.py --undertagged) -->"
-UT_END = "<!-- loss-quality-undertagged:end -->"
+
+def undertagged_json(name: str) -> Path:
+    """Each demo set's under-tagged comparison keeps its own raw numbers and its own block."""
+    return DOCS / f"loss-quality-undertagged-{name}.json"
+
+
+def undertagged_markers(name: str) -> tuple[str, str]:
+    return (
+        f"<!-- loss-quality-undertagged-{name}:start "
+        f"(written by benchmarks/loss_quality.py --undertagged {name}) -->",
+        f"<!-- loss-quality-undertagged-{name}:end -->",
+    )
+
+
 #: name -> (complete training file, under-tagged training file, complete test file, base model)
 UNDERTAGGED_RUNS: dict[str, tuple[str, str, str, str]] = {
     "movies": (
@@ -453,7 +464,12 @@ UNDERTAGGED_CANDIDATES = ("bce", "apl", "hill", "splc", "dbl", "twoway")
 
 
 def measure_undertagged(
-    name: str, candidates: list[str], seeds: list[int], timeout_s: float, extra_workers: int
+    name: str,
+    candidates: list[str],
+    seeds: list[int],
+    timeout_s: float,
+    extra_workers: int,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
     """Both variants of `name` through one fresh service, the same candidates, seeds and test set."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -472,6 +488,8 @@ def measure_undertagged(
             test_set = service.upload(root / "demo" / test)
             spec = {"candidates": [{"name": c} for c in candidates], "seeds": seeds}
             spec |= {"test_fraction": None, "test_dataset_id": test_set["id"]}
+            if epochs is not None:  # else the base model's step budget, stopped by evidence
+                spec["hyperparameters"] = {"epochs": epochs}
             for variant, filename in (("complete", complete), ("undertagged", undertagged)):
                 dataset = service.upload(root / "demo" / filename)
                 print(f"{name} {variant}: sweep of {base_model} on {filename}", file=sys.stderr, flush=True)
@@ -512,7 +530,7 @@ def render_undertagged(result: dict[str, Any]) -> str:
         f"## Losses for missing labels and long tails: {result['name']}, complete vs under-tagged",
         "",
         f"Measured with `.venv/bin/python benchmarks/loss_quality.py --undertagged {result['name']}` "
-        f"(raw numbers: [loss-quality-undertagged.json](loss-quality-undertagged.json)), "
+        f"(raw numbers: [{undertagged_json(result['name']).name}]({undertagged_json(result['name']).name})), "
         f"{result['measured_at']} on {result['machine']}. Base model {result['base_model']}, "
         f"{hp['epochs']} epochs, batch {hp['batch_size']}, learning rate {hp['learning_rate']:g}. "
         f"Training data: {first['data']} and its under-tagged copy "
@@ -547,12 +565,13 @@ def render_undertagged(result: dict[str, Any]) -> str:
 
 
 def write_undertagged(result: dict[str, Any]) -> None:
-    UNDERTAGGED_JSON.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    undertagged_json(result["name"]).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     existing = RESULTS_MD.read_text(encoding="utf-8")
-    block = f"{UT_START}\n{render_undertagged(result)}{UT_END}"
-    if UT_START in existing:
-        head, rest = existing.split(UT_START, 1)
-        existing = head + block + rest.split(UT_END, 1)[1]
+    start, end = undertagged_markers(result["name"])
+    block = f"{start}\n{render_undertagged(result)}{end}"
+    if start in existing:
+        head, rest = existing.split(start, 1)
+        existing = head + block + rest.split(end, 1)[1]
     else:
         existing = existing.rstrip("\n") + "\n\n" + block + "\n"
     RESULTS_MD.write_text(existing, encoding="utf-8")
@@ -563,6 +582,7 @@ def main() -> None:
     parser.add_argument("--undertagged", choices=sorted(UNDERTAGGED_RUNS))
     parser.add_argument("--candidates", default=",".join(UNDERTAGGED_CANDIDATES))
     parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--epochs", type=int, help="--undertagged: epochs (default: the step budget)")
     parser.add_argument("--only", choices=sorted(RUNS), action="append")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--timeout-min", type=float, default=120.0, help="longest wait for one sweep")
@@ -586,11 +606,16 @@ def main() -> None:
         return
     if args.undertagged:
         if args.render_only:
-            result = json.loads(UNDERTAGGED_JSON.read_text(encoding="utf-8"))
+            result = json.loads(undertagged_json(args.undertagged).read_text(encoding="utf-8"))
         else:
             seeds = [int(s) for s in args.seeds.split(",")]
             result = measure_undertagged(
-                args.undertagged, args.candidates.split(","), seeds, args.timeout_min * 60, args.extra_workers
+                args.undertagged,
+                args.candidates.split(","),
+                seeds,
+                args.timeout_min * 60,
+                args.extra_workers,
+                args.epochs,
             )
         write_undertagged(result)
         print(render_undertagged(result))

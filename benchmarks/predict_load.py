@@ -117,7 +117,9 @@ def prepare(data_dir: Path, base_model: str, train_samples: int) -> tuple[str, s
     result = train(
         TrainConfig(data_dir / "bench-dataset", base_model, hyperparameters=hyper, device="cpu"), []
     )
-    record = publish_model(result, settings.files, base_model=base_model)
+    storage = settings.storage  # the one storage interface (core.objects), as the worker writes
+    record = publish_model(result, storage.scratch, base_model=base_model)
+    storage.publish(storage.scratch.artifact(record.id))
     print(
         f"trained {base_model} on {train_samples} samples in {time.perf_counter() - started:.1f}s", flush=True
     )

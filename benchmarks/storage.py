@@ -7,7 +7,8 @@ Usage: .venv/bin/python benchmarks/storage.py [--zip-mb 500] [--csv-rows 200000]
 For each backend (`file://` the data dir, and `s3://` a bucket on a private `weed mini`):
 1. upload: POST /v1/datasets of an image ZIP (`--zip-mb` of noise JPEGs) and of a text CSV
    (`--csv-rows` rows) to an in-process API (FastAPI TestClient, SQLite, auth off): the body is
-   spooled, parsed, normalized and stored (s3: tarred and uploaded, multipart when large);
+   streamed into storage as it arrives (s3: a multipart upload, 8 MiB parts), read back, parsed,
+   normalized and stored (s3: tarred and uploaded, multipart when large);
 2. dataset load in a worker whose data dir differs from the API's (s3; with file:// it is the
    same directory, as on one host): `storage.dataset_dir` + `apl.data.load_stored_dataset`, the
    first time (download, verify, extract into the cache) and again (cached);

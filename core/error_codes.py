@@ -96,7 +96,8 @@ _HTTP: tuple[ErrorCode, ...] = (
         "storage_full",
         (507,),
         SERVICE,
-        "The server's disk is full; nothing was kept. Operators: free space in APLSERVE_DATA_DIR.",
+        "The server's disk or its object-storage bucket is full (or over its quota); nothing was "
+        "kept. Operators: free space in APLSERVE_DATA_DIR or the bucket.",
     ),
     ErrorCode(
         "invalid_characters",

@@ -77,6 +77,11 @@ class DataFiles:
         """The cached ONNX export of a model, kept beside its archive."""
         return archive.with_name(f"{model_id}{ONNX_SUFFIX}")
 
+    @staticmethod
+    def onnx_relative(artifact_path: str, model_id: str) -> str:
+        """The layout path of a model's ONNX export, from its row's `artifact_path`."""
+        return PurePosixPath(artifact_path).with_name(f"{model_id}{ONNX_SUFFIX}").as_posix()
+
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"

@@ -21,13 +21,16 @@ ever sees the local paths this hands out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Protocol
 from urllib.parse import urlparse
 
 from core.files import DataFiles
@@ -45,6 +48,63 @@ SAMPLES_FILE = "samples.jsonl"
 class StorageUnavailable(Exception):
     """The object storage did not answer (down, unreachable, too slow): the API answers 503
     `storage_unavailable` (api.problems), a job fails with that code (worker.runner)."""
+
+
+class UploadBody(Protocol):
+    """An upload being received into storage as it arrives, then read back by the ingest.
+
+    The receiving loop `write`s each chunk (never blocks on the network: at most one part is
+    buffered) and, whenever `ready()`, runs `flush()` in a thread (the blocking network send);
+    at the end of the body `finish()` makes it whole. The ingest `open()`s it (binary, seekable:
+    a ZIP's central directory is at its end), and whoever received it `discard()`s it after.
+    """
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def ready(self) -> bool: ...
+
+    def flush(self) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def open(self) -> IO[bytes]: ...
+
+    def discard(self) -> None: ...
+
+
+class LocalUpload:
+    """file:// storage: the upload streams into `<data_dir>/uploads/upload-*.part` as it arrives."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=directory)
+        self.path = Path(path)
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._file.write(data)
+
+    def ready(self) -> bool:
+        return False  # every write already went to the file
+
+    def flush(self) -> None:
+        """Nothing waits for a network here."""
+
+    def finish(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def open(self) -> IO[bytes]:
+        return self.path.open("rb")
+
+    def discard(self) -> None:
+        """Close and delete the file; closing may fail again (a full disk) but still frees it."""
+        try:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        finally:
+            self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -94,6 +154,15 @@ class Storage:
 
     def publish(self, path: Path, *, keep: bool = False) -> None:
         """Make a completely written scratch file visible to every host (here: already is)."""
+
+    def publish_fetched(self, path: Path) -> Path:
+        """Publish a scratch file and hand back its local copy (s3: moved into the cache, so the
+        host that made it does not download it again); here the file itself."""
+        return path
+
+    def receive(self) -> UploadBody:
+        """Where a new upload streams as it arrives (here: a file under uploads/)."""
+        return LocalUpload(self.scratch.uploads)
 
     def fetch(self, relative: str) -> Path | None:
         """A local copy of a stored file, or None when there is no such file."""
@@ -222,7 +291,7 @@ def sweep_partials(settings: Settings, role: str) -> list[Removed]:
         log.warning("the object storage did not answer; its incomplete uploads are swept next start")
         aborted = 0
     if aborted:
-        log.warning("aborted %d abandoned multipart upload(s) in the object storage", aborted)
+        log.warning("removed %d abandoned upload(s) from the object storage", aborted)
     return removed
 
 

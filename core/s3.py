@@ -16,7 +16,9 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import io
 import logging
+import os
 import shutil
 import tarfile
 import uuid
@@ -24,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlparse
 
 from core.cache import Missing, NodeCache
@@ -35,7 +37,16 @@ log = logging.getLogger(__name__)
 
 DATASET_ARCHIVE = ".tar"
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
-_FULL = {"QuotaExceeded", "InsufficientStorage", "StorageFull", "XMinioStorageFull", "EntityTooLarge"}
+#: What servers answer for a full bucket or quota when they say so (Ceph RGW, MinIO, HTTP 507).
+#: SeaweedFS does not: a bucket over its quota answers 500 InternalError, read as unavailable.
+_FULL = {
+    "QuotaExceeded",
+    "InsufficientStorage",
+    "StorageFull",
+    "XMinioStorageFull",
+    "XMinioAdminBucketQuotaExceeded",
+    "EntityTooLarge",
+}
 MB = 1024 * 1024
 
 
@@ -128,6 +139,19 @@ class S3Storage(Storage):
         self._upload(path, self.relative(path))
         if not keep:
             path.unlink(missing_ok=True)
+
+    def publish_fetched(self, path: Path) -> Path:
+        relative = self.relative(path)
+        self._upload(path, relative)
+        try:
+            found = self.cache.get(relative, lambda temporary: os.replace(path, temporary))
+        finally:
+            path.unlink(missing_ok=True)
+        assert found is not None
+        return found
+
+    def receive(self) -> S3Upload:
+        return S3Upload(self)
 
     def _download(self, relative: str, target: Path) -> None:
         """Download to `target` and verify it against the object's recorded SHA-256."""
@@ -269,9 +293,13 @@ class S3Storage(Storage):
             self.client.head_bucket(Bucket=self.bucket)
 
     def sweep(self, grace_seconds: float) -> int:
-        """Abort the multipart uploads under the prefix begun more than `grace_seconds` ago
-        (a process killed mid-upload leaves them; they are invisible but hold space)."""
+        """Remove what killed processes left under the prefix more than `grace_seconds` ago:
+        incomplete multipart uploads (invisible, but they hold space) and received uploads
+        never ingested. How many."""
         now = datetime.now(UTC).timestamp()
+        return self._abort_incomplete(now, grace_seconds) + self._sweep_uploads(now, grace_seconds)
+
+    def _abort_incomplete(self, now: float, grace_seconds: float) -> int:
         aborted = 0
         with translated("listing incomplete uploads"):
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
@@ -294,6 +322,154 @@ class S3Storage(Storage):
 
     def partials(self) -> list[Path]:
         return self.cache.partials()
+
+    def _sweep_uploads(self, now: float, grace_seconds: float) -> int:
+        """Delete received uploads a killed API never ingested (complete objects under uploads/)."""
+        stale: list[str] = []
+        with translated("listing received uploads"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.key("uploads/")
+            )
+            for page in pages:
+                stale += [
+                    item["Key"]
+                    for item in page.get("Contents", [])
+                    if now - item["LastModified"].timestamp() >= grace_seconds
+                ]
+        if stale:
+            with translated("deleting stale uploads"):
+                self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in stale], "Quiet": True}
+                )
+            log.warning("deleted %d stale received upload(s): %s", len(stale), stale)
+        return len(stale)
+
+
+#: Size of the parts a received upload is sent in (S3 wants at least 5 MiB but for the last).
+UPLOAD_PART_BYTES = 8 * MB
+#: Read-ahead of the ingest reading a received upload back (one ranged GET per refill).
+READ_AHEAD_BYTES = 8 * MB
+
+
+class S3Upload:
+    """An upload streamed into the bucket as it arrives, under a temporary key `uploads/<hex>.part`.
+
+    Parts of `UPLOAD_PART_BYTES` go up as soon as they are complete (a multipart upload, begun
+    with the first full part; a small upload is one PUT at the end), so the API holds at most one
+    part of it in memory and none of it on disk. Until `finish` completes it, nothing is visible
+    under the key; the stale-partials sweep aborts what a killed process left incomplete and
+    deletes what it left complete but never ingested.
+    """
+
+    def __init__(self, storage: S3Storage) -> None:
+        self.storage = storage
+        self.relative = f"uploads/upload-{uuid.uuid4().hex}.part"
+        self.key = storage.key(self.relative)
+        self._buffer = bytearray()
+        self._parts: list[dict[str, Any]] = []
+        self._upload_id: str | None = None
+        self._complete = False
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._buffer += data
+        self.size += len(data)
+
+    def ready(self) -> bool:
+        return len(self._buffer) >= UPLOAD_PART_BYTES
+
+    def flush(self) -> None:
+        """Send the buffered part (a little over UPLOAD_PART_BYTES: parts need not be equal)."""
+        if len(self._buffer) >= UPLOAD_PART_BYTES:
+            body, self._buffer = bytes(self._buffer), bytearray()
+            self._send(body)
+
+    def _send(self, body: bytes) -> None:
+        client, bucket = self.storage.client, self.storage.bucket
+        with translated("receiving an upload"):
+            if self._upload_id is None:
+                self._upload_id = client.create_multipart_upload(Bucket=bucket, Key=self.key)["UploadId"]
+            number = len(self._parts) + 1
+            answer = client.upload_part(
+                Bucket=bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=body
+            )
+        self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
+
+    def finish(self) -> None:
+        """Send what is left and make the object whole (visible only from now on)."""
+        client, bucket = self.storage.client, self.storage.bucket
+        if self._upload_id is None:
+            with translated("receiving an upload"):
+                client.put_object(Bucket=bucket, Key=self.key, Body=bytes(self._buffer))
+        else:
+            if self._buffer:
+                self._send(bytes(self._buffer))
+            with translated("receiving an upload"):
+                client.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=self.key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                )
+        self._buffer = bytearray()
+        self._complete = True
+
+    def open(self) -> IO[bytes]:
+        """The received upload, read back with ranged GETs behind a bounded read-ahead buffer."""
+        return io.BufferedReader(_RangedObject(self.storage, self.key, self.size), READ_AHEAD_BYTES)
+
+    def discard(self) -> None:
+        """Abort or delete it; a storage that does not answer leaves it to the sweep (logged)."""
+        self._buffer = bytearray()
+        client, bucket = self.storage.client, self.storage.bucket
+        try:
+            with translated("discarding an upload"):
+                if self._complete:
+                    client.delete_object(Bucket=bucket, Key=self.key)
+                elif self._upload_id is not None:
+                    client.abort_multipart_upload(Bucket=bucket, Key=self.key, UploadId=self._upload_id)
+        except (StorageUnavailable, Missing, OSError):
+            log.warning("could not discard the received upload %s; the sweep removes it", self.key)
+
+
+class _RangedObject(io.RawIOBase):
+    """A stored object as a seekable binary file: each read is one ranged GET."""
+
+    def __init__(self, storage: S3Storage, key: str, size: int) -> None:
+        self.storage = storage
+        self.key = key
+        self.size = size
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self.position = base + offset
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        end = min(self.size, self.position + len(buffer))
+        if end <= self.position:
+            return 0
+        with translated("reading a received upload"):
+            answer = self.storage.client.get_object(
+                Bucket=self.storage.bucket, Key=self.key, Range=f"bytes={self.position}-{end - 1}"
+            )
+            data = answer["Body"].read()
+        view = memoryview(buffer).cast("B")
+        view[: len(data)] = data
+        self.position += len(data)
+        return len(data)
 
 
 @functools.lru_cache(maxsize=8)

@@ -26,6 +26,8 @@ import pytest
 from tests.services import IN_CI
 
 START_TIMEOUT_S = 60.0
+#: The servers inside `weed mini` that listen (each on an HTTP and a gRPC port).
+SERVICES = ("s3", "master", "volume", "filer", "admin")
 BUCKET = "aplserve"
 #: Credentials the test processes sign with (weed mini without an IAM config accepts any).
 AWS_ENV = {
@@ -66,7 +68,9 @@ class WeedServer:
     def start(self) -> None:
         """Start (or restart on the same ports and data) and wait until the bucket answers."""
         if not self.ports:
-            self.ports = {name: _free_port() for name in ("s3", "master", "volume", "filer", "admin")}
+            self.ports = {name: _free_port() for name in SERVICES}
+            # Explicit gRPC ports: weed's default (HTTP port + 10000) can pass 65535 or be taken.
+            self.ports |= {f"{name}.grpc": _free_port() for name in SERVICES}
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [
             str(self.binary),
@@ -74,7 +78,10 @@ class WeedServer:
             f"-dir={self.directory}",
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
-            *(f"-{name}.port={port}" for name, port in self.ports.items()),
+            *(
+                f"-{name.removesuffix('.grpc')}.port{'.grpc' if name.endswith('.grpc') else ''}={port}"
+                for name, port in self.ports.items()
+            ),
             # Nothing the tests need listens on a fixed port, and nothing phones home.
             "-webdav=false",
             "-s3.port.iceberg=0",
@@ -113,6 +120,23 @@ class WeedServer:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
         self.process = None
+
+    def shell(self, command: str, timeout_s: float = 30.0) -> str:
+        """Run one `weed shell` command against this server (bucket quotas, ...); what it printed."""
+        done = subprocess.run(
+            [
+                str(self.binary),
+                "shell",
+                # host:port.grpcPort, weed's notation for a server whose gRPC port is not +10000
+                f"-master=127.0.0.1:{self.ports['master']}.{self.ports['master.grpc']}",
+                f"-filer=127.0.0.1:{self.ports['filer']}.{self.ports['filer.grpc']}",
+            ],
+            input=command.encode() + b"\n",
+            capture_output=True,
+            timeout=timeout_s,
+            check=True,
+        )
+        return (done.stdout + done.stderr).decode(errors="replace")  # weed prints to both
 
     def storage_env(self, prefix: str | None = None) -> dict[str, str]:
         """The environment a service process needs to use this server (spec/API.md "Object storage")."""

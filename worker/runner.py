@@ -178,7 +178,8 @@ def _train(
             test_dataset_dir=test_dir,
             distributed=distributed,
         )
-        return replace(built, score_test=job.role != search.TRIAL)
+        trial = job.role == search.TRIAL
+        return replace(built, score_test=not trial, fit_baselines=not trial)
 
     try:
         return train(config(resume), callbacks)

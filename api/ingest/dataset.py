@@ -27,6 +27,7 @@ from api.ingest.failures import invalid, quote, unsupported_format
 from api.ingest.images import extract_image, inspect_zip, read_labels_file, tally_entries
 from api.ingest.labels import LabelTally, with_unknown
 from api.ingest.limits import IngestLimits
+from api.ingest.lines import Source, open_source
 from api.ingest.text import read_text_csv, read_text_jsonl
 from apl.formats import IMAGES_DIR, LABELS_FILE, SAMPLES_FILE, UNKNOWN_KEY
 
@@ -66,7 +67,7 @@ def detect_format(filename: str) -> DatasetFormat:
 
 
 def ingest_dataset(
-    upload_path: Path,
+    upload: Source,
     filename: str,
     dataset_dir: Path,
     limits: IngestLimits = IngestLimits(),
@@ -76,7 +77,8 @@ def ingest_dataset(
 
     `options` says which columns hold what and how labels are separated. Raises
     AppError (415 unsupported_format, 422 for content problems) with nothing left
-    behind. The upload file itself belongs to the caller and is not touched.
+    behind. The upload (a local file, or the body received into storage) belongs to the caller
+    and is not touched.
     """
     fmt = detect_format(filename)
     options.check_applies_to("image" if fmt == "zip" else "text")
@@ -89,12 +91,12 @@ def ingest_dataset(
     staging.mkdir()
     try:
         if fmt == "zip":
-            tally = _ingest_zip(upload_path, staging, limits, options)
+            tally = _ingest_zip(upload, staging, limits, options)
         else:
             reader = read_text_csv if fmt == "csv" else read_text_jsonl
             # Closed here, not by the garbage collector: a failed write (a full disk) must not
             # leave the upload open through a suspended generator (issue 14).
-            with contextlib.closing(reader(upload_path, limits, options)) as samples:
+            with contextlib.closing(reader(upload, limits, options)) as samples:
                 tally = _write_samples(samples, staging / SAMPLES_FILE, limits)
             tally.check(limits)
             _drop_stray_unknown(staging / SAMPLES_FILE, set(tally.stray_unknown))
@@ -144,21 +146,26 @@ def _drop_stray_unknown(path: Path, stray: set[str]) -> None:
     os.replace(rewritten, path)
 
 
-def _ingest_zip(upload_path: Path, staging: Path, limits: IngestLimits, options: UploadOptions) -> LabelTally:
-    try:
-        archive = zipfile.ZipFile(upload_path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        raise invalid("invalid_zip", "the file is not a readable ZIP archive") from None
-    with archive:
+def _ingest_zip(upload: Source, staging: Path, limits: IngestLimits, options: UploadOptions) -> LabelTally:
+    """Random access (the central directory is at the end): on S3 each refill of the read-ahead
+    buffer is one ranged GET, so the images are extracted in archive order (one forward pass
+    over the bytes), and the samples written in labels.csv order after."""
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(open_source(upload))
+        try:
+            archive = stack.enter_context(zipfile.ZipFile(stream))
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            raise invalid("invalid_zip", "the file is not a readable ZIP archive") from None
         files = inspect_zip(archive, limits)
         entries = read_labels_file(archive, files, limits, options)
         tally = tally_entries(entries, limits)
         images_root = staging / IMAGES_DIR
         images_root.mkdir()
+        for entry in sorted(entries, key=lambda entry: files[entry.member].header_offset):
+            extract_image(archive, files[entry.member], images_root, limits)
         with (staging / SAMPLES_FILE).open("w", encoding="utf-8") as out:
             stray = set(tally.stray_unknown)
             for entry in entries:
-                extract_image(archive, files[entry.member], images_root, limits)
                 unknown = [name for name in entry.unknown if name not in stray]
                 sample = with_unknown({"image": entry.stored_path, "labels": entry.labels}, unknown)
                 out.write(json.dumps(sample, ensure_ascii=False) + "\n")

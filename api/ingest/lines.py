@@ -13,14 +13,24 @@ from __future__ import annotations
 import csv
 import itertools
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import IO
 
 from api.ingest.failures import invalid, quote
 from api.ingest.limits import IngestLimits
+from core.objects import UploadBody
+
+#: What an ingest reads: a local file, or an upload as received into storage (core.objects).
+Source = Path | UploadBody
 
 UTF8_BOM = b"\xef\xbb\xbf"
 #: The field delimiters a CSV's header is tried with, the default first.
 SNIFFED_DELIMITERS = (",", ";", "\t")
+
+
+def open_source(source: Source) -> IO[bytes]:
+    """The upload as a seekable binary file (an S3 upload: ranged reads behind a read-ahead buffer)."""
+    return source.open("rb") if isinstance(source, Path) else source.open()
 
 
 def at(source: str, line: int) -> str:

@@ -9,24 +9,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from api.ingest.columns import UNKNOWN_ROLE, UploadOptions
 from api.ingest.failures import invalid
 from api.ingest.labels import clean_labels, clean_unknown, with_unknown
 from api.ingest.limits import IngestLimits
-from api.ingest.lines import at, numbered_lines, read_csv_records
+from api.ingest.lines import Source, at, numbered_lines, open_source, read_csv_records
 
 TextSample = dict[str, Any]
 
 
 def read_text_csv(
-    path: Path, limits: IngestLimits, options: UploadOptions = UploadOptions()
+    source: Source, limits: IngestLimits, options: UploadOptions = UploadOptions()
 ) -> Iterator[tuple[str, TextSample]]:
     """Yield (where, normalized sample) for each CSV record."""
     columns, optional = options.required_columns("text"), options.optional_columns("text")
-    with path.open("rb") as stream:
+    with open_source(source) as stream:
         for line, record in read_csv_records(stream, "", columns, limits, optional, options.delimiter):
             where = at("", line)
             text = _checked_text(record["text"], where, limits)
@@ -36,10 +35,10 @@ def read_text_csv(
 
 
 def read_text_jsonl(
-    path: Path, limits: IngestLimits, options: UploadOptions = UploadOptions()
+    source: Source, limits: IngestLimits, options: UploadOptions = UploadOptions()
 ) -> Iterator[tuple[str, TextSample]]:
     """Yield (where, normalized sample) for each non-blank JSONL line."""
-    with path.open("rb") as stream:
+    with open_source(source) as stream:
         for line, raw in numbered_lines(stream, "", limits):
             if not raw.strip():
                 continue

@@ -1,27 +1,27 @@
-"""Receive a multipart/form-data upload by streaming it to disk.
+"""Receive a multipart/form-data upload by streaming it into storage as it arrives.
 
 The body goes chunk by chunk from `request.stream()` through python-multipart's
-streaming parser straight into a file, hashed on the way, so memory stays flat
-whatever the upload size and an oversize upload is cut off as soon as it crosses
-the limit (or before a byte is read, when Content-Length already says so).
+streaming parser straight into the storage's upload body (core.objects: a file under
+the data dir's uploads/, or the parts of an S3 multipart upload, at most one part in
+memory), hashed on the way, so memory stays flat whatever the upload size and an
+oversize upload is cut off as soon as it crosses the limit (or before a byte is read,
+when Content-Length already says so).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
+import anyio
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartState, parse_options_header
 from starlette.requests import Request
 
 from core.errors import AppError
+from core.objects import Storage, UploadBody
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -37,9 +37,10 @@ FORM_OVERHEAD_BYTES = MAX_FIELDS * (MAX_FIELD_BYTES + 1024) + 64 * 1024
 
 @dataclass(frozen=True)
 class ReceivedUpload:
-    """The uploaded file on disk (owned by the caller from now on) and the form's text fields."""
+    """The uploaded file in storage (owned by the caller from now on: it `discard`s the body once
+    ingested) and the form's text fields."""
 
-    path: Path
+    body: UploadBody
     filename: str
     fields: dict[str, str]
     size_bytes: int
@@ -54,10 +55,10 @@ def _bad_form(code: str, detail: str) -> AppError:
     return AppError(400, code, detail)
 
 
-async def receive_upload(request: Request, dest_dir: Path, max_bytes: int) -> ReceivedUpload:
-    """Stream the form's `file` part into a new file in dest_dir; text parts come back as fields.
+async def receive_upload(request: Request, storage: Storage, max_bytes: int) -> ReceivedUpload:
+    """Stream the form's `file` part into a new upload body of `storage`; text parts come back as fields.
 
-    On any failure, including a client that disconnects, the partial file is deleted.
+    On any failure, including a client that disconnects, the partial upload is discarded.
     """
     boundary = _boundary(request.headers.get("content-type"))
     max_body = max_bytes + FORM_OVERHEAD_BYTES
@@ -67,8 +68,7 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int) -> Re
             raise _bad_form("invalid_content_length", "the Content-Length header is not a number")
         if int(declared) > max_body:
             raise too_large(max_bytes)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    form = _FormSink(dest_dir, max_bytes)
+    form = _FormSink(storage, max_bytes)
     try:
         try:
             parser = MultipartParser(boundary, form.callbacks())
@@ -83,13 +83,18 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int) -> Re
                 parser.write(chunk)
             except MultipartParseError:
                 raise _bad_form("invalid_multipart", "the multipart/form-data body is malformed") from None
+            if form.body is not None and form.body.ready():  # a full part: send it off the event loop
+                await anyio.to_thread.run_sync(form.body.flush)
         if parser.state != MultipartState.END:
             raise _bad_form(
                 "invalid_multipart", "the multipart/form-data body ended before its final boundary"
             )
-        return form.result()
+        upload = form.result()
+        await anyio.to_thread.run_sync(upload.body.finish)
+        return upload
     except BaseException:
-        form.discard()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(form.discard)
         raise
 
 
@@ -129,18 +134,19 @@ class _Part:
 
 
 class _FormSink:
-    """Callbacks for MultipartParser: the file part goes to disk, other parts to small buffers."""
+    """Callbacks for MultipartParser: the file part goes to the storage's upload body, other parts
+    to small buffers."""
 
-    def __init__(self, dest_dir: Path, max_bytes: int) -> None:
-        self.dest_dir = dest_dir
+    def __init__(self, storage: Storage, max_bytes: int) -> None:
+        self.storage = storage
         self.max_bytes = max_bytes
         self.fields: dict[str, str] = {}
         self.headers: dict[str, bytes] = {}
         self.header_field = bytearray()
         self.header_value = bytearray()
         self.part: _Part | None = None
-        self.file: IO[bytes] | None = None
-        self.path: Path | None = None
+        self.body: UploadBody | None = None
+        self.file_ended = False
         self.filename: str | None = None
         self.size = 0
         self.hash = hashlib.sha256()
@@ -182,7 +188,7 @@ class _FormSink:
         filename = raw_filename.decode("utf-8", "replace") if raw_filename is not None else None
         self.part = _Part(name=name, filename=filename)
         if name == FILE_FIELD:
-            if self.path is not None:
+            if self.body is not None:
                 raise _bad_form("too_many_files", f"the form has more than one '{FILE_FIELD}' part")
             self._open_file(filename or "")
         elif filename is not None:
@@ -193,20 +199,18 @@ class _FormSink:
 
     def _open_file(self, filename: str) -> None:
         self.filename = sanitize_filename(filename)
-        fd, path = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.dest_dir)
-        self.path = Path(path)
-        self.file = os.fdopen(fd, "wb")
+        self.body = self.storage.receive()
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self.part
         assert part is not None
-        if part.name == FILE_FIELD and self.file is not None:
+        if part.name == FILE_FIELD and self.body is not None:
             view = memoryview(data)[start:end]
             self.size += len(view)
             if self.size > self.max_bytes:
                 raise too_large(self.max_bytes)
             self.hash.update(view)
-            self.file.write(view)
+            self.body.write(view)
             return
         part.size += end - start
         if part.size > MAX_FIELD_BYTES:
@@ -219,10 +223,8 @@ class _FormSink:
         part = self.part
         if part is None:
             return
-        if part.name == FILE_FIELD and self.file is not None:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
+        if part.name == FILE_FIELD and self.body is not None:
+            self.file_ended = True  # made whole (fsync, or the multipart upload completed) by the caller
             return
         try:
             self.fields[part.name] = b"".join(part.chunks).decode("utf-8")
@@ -230,12 +232,12 @@ class _FormSink:
             raise _bad_form("invalid_field", f"form field {part.name!r} is not valid UTF-8") from None
 
     def result(self) -> ReceivedUpload:
-        if self.path is None or self.filename is None or self.file is None or not self.file.closed:
+        if self.body is None or self.filename is None or not self.file_ended:
             raise AppError(
                 422, "missing_file", f"the form has no '{FILE_FIELD}' part holding the dataset file"
             )
         return ReceivedUpload(
-            path=self.path,
+            body=self.body,
             filename=self.filename,
             fields=self.fields,
             size_bytes=self.size,
@@ -243,15 +245,9 @@ class _FormSink:
         )
 
     def discard(self) -> None:
-        """Close and delete the partial file; closing may fail again (a full disk) but still frees it."""
-        try:
-            if self.file is not None:
-                with contextlib.suppress(OSError):
-                    self.file.close()
-        finally:
-            if self.path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
+        """Drop the partial upload (a local file, or an S3 multipart upload aborted)."""
+        if self.body is not None:
+            self.body.discard()
 
 
 def _human(n: int) -> str:

@@ -127,9 +127,10 @@ async def upload_dataset(
 ) -> Dataset:
     """Upload a dataset (multipart: `file`, optional `name` and reading options).
 
-    The body is streamed to disk with the size limit, then validated and
-    normalized; a dataset that fails validation leaves nothing behind. The upload
-    formats and options are described with the request body below. 429
+    The body is streamed into storage as it arrives (the data dir, or the parts of
+    an S3 multipart upload) with the size limit, then validated and normalized; a
+    dataset that fails validation leaves nothing behind. The upload formats and options
+    are described with the request body below. 429
     `quota_exceeded` when the owner's datasets would pass the storage quota (checked
     before the body is read when Content-Length says so); 507 `storage_full` when the
     server's disk is full.
@@ -140,14 +141,15 @@ async def upload_dataset(
             uploads.check_before_body, settings=settings, owner_id=principal.owner_id, content_length=declared
         )
     )
-    upload = await receive_upload(request, settings.storage.scratch.uploads, settings.max_upload_bytes)
+    upload = await receive_upload(request, settings.storage, settings.max_upload_bytes)
     try:
         dataset, created = await anyio.to_thread.run_sync(
             partial(uploads.ingest_and_store, database.session, settings, principal.owner_id, upload, dedupe),
             limiter=app_state(request.app).ingest_limiter,
         )
     finally:
-        upload.path.unlink(missing_ok=True)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(upload.body.discard)
     if created:
         app_state(request.app).metrics.upload_bytes.inc(upload.size_bytes)
     else:

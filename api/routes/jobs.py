@@ -111,11 +111,12 @@ async def list_jobs(
     database: DatabaseDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
     sweep_id: Annotated[str | None, Query(description="Only the children of this sweep.")] = None,
+    dataset_id: Annotated[str | None, Query(description="Only jobs that train on this dataset.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     id_prefix: IdPrefixQuery = None,
 ) -> JobList:
-    """The caller's jobs, newest first."""
+    """The caller's jobs, newest first; a sweep's children carry its `sweep_id` and their `role`."""
 
     def read(session: Session) -> JobList:
         page = service.list_owned(
@@ -126,6 +127,7 @@ async def list_jobs(
             cursor=cursor,
             id_prefix=id_prefix,
             sweep_id=sweep_id,
+            dataset_id=dataset_id,
         )
         return JobList(items=service.to_schemas(session, page.items), next_cursor=page.next_cursor)
 

@@ -38,6 +38,7 @@ from api.serving.schemas import (
     LabelIssueList,
     Model,
     ModelList,
+    ModelUpdate,
     PredictRequest,
     PredictResponse,
 )
@@ -146,22 +147,35 @@ def list_models(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     id_prefix: IdPrefixQuery = None,
+    dataset_id: Annotated[str | None, Query(description="Only models trained on this dataset.")] = None,
+    sweep_id: Annotated[str | None, Query(description="Only models made by this sweep's jobs.")] = None,
 ) -> ModelList:
-    """The caller's models, newest first."""
-    page = service.list_owned(session, principal.owner_id, limit=limit, cursor=cursor, id_prefix=id_prefix)
-    datasets = service.dataset_ids(session, page.items)
-    return ModelList(
-        items=[service.to_schema(row, datasets.get(row.job_id)) for row in page.items],
-        next_cursor=page.next_cursor,
+    """The caller's models, newest first, each with its name, dataset, loss, sweep and role."""
+    return service.list_page(
+        session,
+        principal.owner_id,
+        limit=limit,
+        cursor=cursor,
+        id_prefix=id_prefix,
+        dataset_id=dataset_id,
+        sweep_id=sweep_id,
     )
 
 
 @router.get("/{model_id}", response_model=Model, responses=problem_responses("not_found"))
 def get_model(model_id: str, principal: OwnerDep, session: SessionDep) -> Model:
     """A model: labels, tuned thresholds (and which labels fell back to the global one), metrics,
-    the artifact's digest and size, and the job and base model it came from."""
-    row = service.get_owned(session, principal.owner_id, model_id)
-    return service.to_schema(row, service.dataset_ids(session, [row]).get(row.job_id))
+    the artifact's digest and size, and the job, dataset, loss and base model it came from."""
+    return service.document_owned(session, principal.owner_id, model_id)
+
+
+@router.patch(
+    "/{model_id}", response_model=Model, responses=problem_responses("not_found", "validation_error")
+)
+def rename_model(model_id: str, body: ModelUpdate, principal: OwnerDep, session: SessionDep) -> Model:
+    """Name the model (`{"name": "..."}`, 1 to 128 printable characters), shown in every list;
+    `{"name": null}` removes the name, and the model shows its job's name again."""
+    return service.rename(session, principal.owner_id, model_id, body.name)
 
 
 @router.get(

@@ -365,6 +365,7 @@ def list_owned(
     cursor: str | None,
     id_prefix: str | None = None,
     sweep_id: str | None = None,
+    dataset_id: str | None = None,
 ) -> Page[Row[Any]]:
     """A page of the owner's jobs as rows of document.COLUMNS, for `to_schemas`."""
     statement = select(*document.COLUMNS).where(Job.owner_id == owner_id)
@@ -372,6 +373,8 @@ def list_owned(
         statement = statement.where(Job.status == status)
     if sweep_id is not None:
         statement = statement.where(Job.sweep_id == sweep_id)
+    if dataset_id is not None:
+        statement = statement.where(Job.dataset_id == dataset_id)
     if id_prefix is not None:
         statement = statement.where(id_starts_with(Job.id, id_prefix))
     return paginate(session, statement, Job, limit=limit, cursor=cursor)

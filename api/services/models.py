@@ -1,9 +1,10 @@
-"""Models: the registry (list, read, delete), artifact files (tar and the cached ONNX export).
+"""Models: the registry (list, read, rename, delete), artifact files (tar and the cached ONNX export).
 
-A Model row is written by the worker after its artifact archive is in place
-(<data_dir>/artifacts/<model_id>.tar). The ONNX export is made from that archive on
-the first request for it and kept beside it (<model_id>.onnx.zip), so it costs one
-export per model, not one per download.
+A Model row is written by the worker after its artifact archive is stored
+(artifacts/<model_id>.tar in the storage layout, core.objects). The ONNX export is made
+from that archive on the first request for it and stored beside it (<model_id>.onnx.zip,
+through the same storage interface), so it costs one export per model, not one per
+download, whichever API host answers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import binascii
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,10 +33,11 @@ from api.serving.schemas import (
     LabelIssueList,
     ModelArtifact,
     ModelDecision,
+    ModelList,
 )
 from api.serving.schemas import Model as ModelSchema
 from apl.atomic import file_sha256 as hashed_file
-from core.db.models import Job, Model
+from core.db.models import Dataset, Job, Model
 from core.errors import AppError, not_found
 from core.files import ARCHIVE_SUFFIX, ONNX_SUFFIX, DataFiles
 from core.objects import StorageUnavailable
@@ -56,29 +59,74 @@ def get_owned(session: Session, owner_id: str, model_id: str) -> Model:
 
 
 def list_owned(
-    session: Session, owner_id: str, *, limit: int, cursor: str | None, id_prefix: str | None = None
+    session: Session,
+    owner_id: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    id_prefix: str | None = None,
+    dataset_id: str | None = None,
+    sweep_id: str | None = None,
 ) -> Page[Model]:
+    """A page of the owner's models, newest first; `dataset_id` / `sweep_id` keep those whose job
+    trained on that dataset / was a child of that sweep."""
     statement = select(Model).where(Model.owner_id == owner_id)
     if id_prefix is not None:
         statement = statement.where(id_starts_with(Model.id, id_prefix))
+    if dataset_id is not None or sweep_id is not None:
+        statement = statement.join(Job, Job.id == Model.job_id)
+        if dataset_id is not None:
+            statement = statement.where(Job.dataset_id == dataset_id)
+        if sweep_id is not None:
+            statement = statement.where(Job.sweep_id == sweep_id)
     return paginate(session, statement, Model, limit=limit, cursor=cursor)
 
 
-def dataset_ids(session: Session, rows: list[Model]) -> dict[str, str | None]:
-    """job id -> the dataset it trained on, for a page of models (one query)."""
+@dataclass(frozen=True)
+class Origin:
+    """What a model's job says about it: what tells models apart in a list (issue 28)."""
+
+    dataset_id: str | None = None
+    dataset_name: str | None = None
+    loss: str | None = None
+    sweep_id: str | None = None
+    role: str | None = None
+    job_name: str | None = None
+
+
+def origins(session: Session, rows: Sequence[Model]) -> dict[str, Origin]:
+    """job id -> its Origin, for a page of models, in one query (the loss read from the spec's JSON)."""
     if not rows:
         return {}
-    pairs = session.execute(select(Job.id, Job.dataset_id).where(Job.id.in_([row.job_id for row in rows])))
-    return {job_id: dataset_id for job_id, dataset_id in pairs}
+    statement = (
+        select(
+            Job.id,
+            Job.dataset_id,
+            Dataset.name,
+            Job.spec[("loss", "name")].as_string(),
+            Job.sweep_id,
+            Job.role,
+            Job.name,
+        )
+        .outerjoin(Dataset, Dataset.id == Job.dataset_id)
+        .where(Job.id.in_({row.job_id for row in rows}))
+    )
+    return {job_id: Origin(*fields) for job_id, *fields in session.execute(statement)}
 
 
-def to_schema(row: Model, dataset_id: str | None) -> ModelSchema:
+def to_schema(row: Model, origin: Origin | None = None) -> ModelSchema:
+    origin = origin or Origin()
     metrics: dict[str, Any] = dict(row.metrics or {})
     fallback = [str(label) for label in metrics.get("fallback_labels", [])]
     return ModelSchema(
         id=row.id,
+        name=row.name or origin.job_name,
         job_id=row.job_id,
-        dataset_id=dataset_id,
+        dataset_id=origin.dataset_id,
+        dataset_name=origin.dataset_name,
+        loss=origin.loss,
+        sweep_id=origin.sweep_id,
+        role=origin.role,  # type: ignore[arg-type]
         base_model=row.base_model,
         modality=row.modality,  # type: ignore[arg-type]
         labels=list(row.labels),
@@ -96,6 +144,48 @@ def to_schema(row: Model, dataset_id: str | None) -> ModelSchema:
         ),
         created_at=row.created_at,
     )
+
+
+def describe(session: Session, rows: Sequence[Model]) -> list[ModelSchema]:
+    """The Model documents of some rows, with what their jobs say (one query for the lot)."""
+    found = origins(session, rows)
+    return [to_schema(row, found.get(row.job_id)) for row in rows]
+
+
+def list_page(
+    session: Session,
+    owner_id: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    id_prefix: str | None = None,
+    dataset_id: str | None = None,
+    sweep_id: str | None = None,
+) -> ModelList:
+    """GET /v1/models: a page of the owner's models as documents."""
+    page = list_owned(
+        session,
+        owner_id,
+        limit=limit,
+        cursor=cursor,
+        id_prefix=id_prefix,
+        dataset_id=dataset_id,
+        sweep_id=sweep_id,
+    )
+    return ModelList(items=describe(session, page.items), next_cursor=page.next_cursor)
+
+
+def document_owned(session: Session, owner_id: str, model_id: str) -> ModelSchema:
+    """GET /v1/models/{id}: the caller's model as a document (404 for anyone else's)."""
+    return describe(session, [get_owned(session, owner_id, model_id)])[0]
+
+
+def rename(session: Session, owner_id: str, model_id: str, name: str | None) -> ModelSchema:
+    """Give the model a name, or with None take it back (it shows its job's name again); commits."""
+    row = get_owned(session, owner_id, model_id)
+    row.name = name
+    session.commit()
+    return describe(session, [row])[0]
 
 
 def min_labels(row: Model) -> int:
@@ -204,22 +294,28 @@ def _lock_for(path: Path) -> threading.Lock:
 
 
 def onnx_archive(settings: Settings, row: Model) -> Path:
-    """The ONNX export (zip) of a model, made once and cached beside the artifact (blocking)."""
+    """The ONNX export (zip) of a model, made once, stored beside its archive (through the
+    storage: on s3 any API host then finds it) and cached locally (blocking)."""
     source = artifact_path(settings, row)
-    target = DataFiles.onnx_export(source, row.id)
-    with _lock_for(target):
-        if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
-            return target
+    storage = settings.storage
+    relative = DataFiles.onnx_relative(row.artifact_path, row.id)
+    with _lock_for(storage.scratch.root / relative):
+        found = storage.fetch(relative)
+        # file://: a stale export (an archive replaced since) is made again; s3 archives never change.
+        if found is not None and (storage.remote or found.stat().st_mtime >= source.stat().st_mtime):
+            return found
         from apl.errors import ArtifactError
         from apl.export import export_onnx_archive
 
+        target = storage.scratch.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
             extra = {"model_id": row.id, "artifact_sha256": row.sha256, "job_id": row.job_id}
             export_onnx_archive(source, target, extra=extra)
         except ArtifactError as exc:
             log.warning("model %s: ONNX export failed", row.id, exc_info=True)
             raise AppError(422, "onnx_export_failed", str(exc)) from None
-    return target
+        return storage.publish_fetched(target)
 
 
 ArtifactFormat = Literal["tar", "onnx"]

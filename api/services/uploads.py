@@ -76,7 +76,7 @@ def ingest_and_store(
     dataset_id = new_id()
     storage = settings.storage
     result = ingest_dataset(
-        upload.path, upload.filename, storage.scratch.dataset(dataset_id), options=options
+        upload.body, upload.filename, storage.scratch.dataset(dataset_id), options=options
     )
     try:
         storage.publish_dataset(dataset_id)  # s3: streamed to the bucket (multipart when large)

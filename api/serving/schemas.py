@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from apl.decisions import FALLBACK_THRESHOLD
 
@@ -18,6 +18,17 @@ _EXAMPLE_SHA = "2d33b2d38f74f1ec2eab2d6dced26f337fa1e5bfc9cae4044fd4d36ca96534c4
 GLOBAL_THRESHOLD = FALLBACK_THRESHOLD
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+#: The longest name a job or a model may be given.
+NAME_MAX = 128
+
+
+def printable_name(value: str | None) -> str | None:
+    """A job's or model's name without its outer spaces; refused when empty or not printable
+    (a control character would break the tables and lines it is shown in)."""
+    if value is not None and (not value.strip() or not value.isprintable()):
+        raise ValueError("must be printable text, not only spaces")
+    return value.strip() if value is not None else None
 
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:
@@ -33,8 +44,14 @@ class ModelArtifact(BaseModel):
 
 _MODEL_EXAMPLE: dict[str, Any] = {
     "id": _EXAMPLE_MODEL_ID,
+    "name": "movies-apl-baseline",
     "job_id": _EXAMPLE_JOB_ID,
     "dataset_id": _EXAMPLE_DATASET_ID,
+    "dataset_name": "movie-genres",
+    "loss": "apl",
+    "sweep_id": None,
+    "role": None,
+    "kind": "fine_tuned",
     "base_model": "minilm-l6",
     "modality": "text",
     "labels": ["action", "comedy", "drama"],
@@ -92,8 +109,25 @@ class Model(BaseModel):
     model_config = _examples(_MODEL_EXAMPLE)
 
     id: str
+    name: str | None = Field(
+        default=None,
+        description="Your name for the model (set with PATCH /v1/models/{id}); until you set one, "
+        "the name of the job that made it (null when neither has one).",
+    )
     job_id: str = Field(description="The training job that made this model.")
     dataset_id: str | None = Field(description="The dataset it was trained on (null once deleted).")
+    dataset_name: str | None = Field(default=None, description="That dataset's name (null once deleted).")
+    loss: str | None = Field(
+        default=None, description="The loss its job trained with (`spec.loss.name`: bce, focal, asl, apl...)."
+    )
+    sweep_id: str | None = Field(
+        default=None, description="The sweep whose child job made this model (null for an ordinary job)."
+    )
+    role: Literal["trial", "replicate"] | None = Field(
+        default=None,
+        description="That job's part in its sweep (as the Job's `role`; null for an ordinary job). "
+        "`kind` says which of a job's models this is.",
+    )
     base_model: str = Field(description="The base model the job fine-tuned, as given in its spec.")
     modality: Literal["text", "image"]
     labels: list[str] = Field(description="Label names, in the order of the model's outputs.")
@@ -129,6 +163,23 @@ class Model(BaseModel):
     )
     artifact: ModelArtifact
     created_at: datetime
+
+
+class ModelUpdate(BaseModel):
+    """What PATCH /v1/models/{id} takes: the model's name (null gives it back its job's name)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "genres v2 (apl)"}]})
+
+    name: str | None = Field(
+        min_length=1,
+        max_length=NAME_MAX,
+        description=f"1 to {NAME_MAX} printable characters; null removes your name.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        return printable_name(value)
 
 
 class ModelList(BaseModel):

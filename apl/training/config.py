@@ -46,6 +46,9 @@ class TrainConfig:
     #: False for a search trial: the test split is held out (the same train/validation split as
     #: the sweep's replicates) but never predicted, so no search decision can have seen it.
     score_test: bool = True
+    #: False for a search trial too: its one use is the search value, and the replicates of the
+    #: same split fit the baselines the leaderboard shows, so a trial would only repeat them.
+    fit_baselines: bool = True
     #: This process's rank in a data-parallel group a launcher started; None: one process.
     distributed: DistributedSetup | None = None
 

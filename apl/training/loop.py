@@ -557,7 +557,8 @@ class _Run:
         has one, is predicted once with the final model and its decisions: nothing before
         (early stopping, the best epoch, calibration, thresholds) has seen it. A stopped run
         is neither finalized nor tested, since its model is not kept; a cancel during either
-        step stops the run like any other. The job's baselines (`apl.training.baselines`) come last.
+        step stops the run like any other. The job's baselines (`apl.training.baselines`) come
+        last, unless the config leaves them out (a search trial).
         """
         self._load_best()
         final, test = None, None
@@ -570,7 +571,9 @@ class _Run:
                     final = replace(final, evaluation=evaluation)
             except _Stopped:
                 stopped, final, test = True, None, None
-        result = with_baselines(_baseline_inputs(self), self._result(stopped, final, test))
+        result = self._result(stopped, final, test)
+        if self.config.fit_baselines:
+            result = with_baselines(_baseline_inputs(self), result)
         self.hooks.call("on_train_end", result)
         return result
 

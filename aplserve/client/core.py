@@ -351,13 +351,24 @@ class Jobs:
         return [Checkpoint.model_validate(item) for item in items]
 
     def list(
-        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+        self,
+        *,
+        status: str | None = None,
+        dataset_id: str | None = None,
+        sweep_id: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> Page[Job]:
-        body = self._client.get_json("/v1/jobs", params=_params(status=status, limit=limit, cursor=cursor))
-        return _page(Job, body)
+        """A page of your jobs, newest first; only those in `status`, on `dataset_id`, of `sweep_id`."""
+        params = _params(status=status, dataset_id=dataset_id, sweep_id=sweep_id, limit=limit, cursor=cursor)
+        return _page(Job, self._client.get_json("/v1/jobs", params=params))
 
-    def iterate(self, *, status: str | None = None) -> Iterator[Job]:
-        return _pages(lambda cursor: self.list(status=status, cursor=cursor))
+    def iterate(
+        self, *, status: str | None = None, dataset_id: str | None = None, sweep_id: str | None = None
+    ) -> Iterator[Job]:
+        return _pages(
+            lambda cursor: self.list(status=status, dataset_id=dataset_id, sweep_id=sweep_id, cursor=cursor)
+        )
 
     def cancel(self, job_id: str) -> Job:
         """A queued job comes back `cancelled`; a running one `running` with cancel_requested."""
@@ -484,12 +495,25 @@ class Models:
         """The whole id of the model whose id starts with `ref` (at least 6 characters)."""
         return resolve_id(self._client, "model", "/v1/models", ref)
 
-    def list(self, *, limit: int | None = None, cursor: str | None = None) -> Page[Model]:
-        body = self._client.get_json("/v1/models", params=_params(limit=limit, cursor=cursor))
-        return _page(Model, body)
+    def list(
+        self,
+        *,
+        dataset_id: str | None = None,
+        sweep_id: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[Model]:
+        """A page of your models, newest first; only those trained on `dataset_id` / made by `sweep_id`."""
+        params = _params(dataset_id=dataset_id, sweep_id=sweep_id, limit=limit, cursor=cursor)
+        return _page(Model, self._client.get_json("/v1/models", params=params))
 
-    def iterate(self) -> Iterator[Model]:
-        return _pages(lambda cursor: self.list(cursor=cursor))
+    def iterate(self, *, dataset_id: str | None = None, sweep_id: str | None = None) -> Iterator[Model]:
+        return _pages(lambda cursor: self.list(dataset_id=dataset_id, sweep_id=sweep_id, cursor=cursor))
+
+    def rename(self, model_id: str, name: str | None) -> Model:
+        """Name the model (1 to 128 printable characters); None gives it back its job's name."""
+        response = self._client.request("PATCH", f"/v1/models/{model_id}", json={"name": name})
+        return Model.model_validate(response.json())
 
     def delete(self, model_id: str) -> None:
         self._client.request("DELETE", f"/v1/models/{model_id}")

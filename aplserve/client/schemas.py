@@ -135,6 +135,14 @@ class Artifact(_Result):
 class Model(_Result):
     id: str
     job_id: str
+    #: Yours (`client.models.rename`), else the job's name; None when neither has one.
+    name: str | None = None
+    #: What tells one model from another in a list: its job's dataset, loss, sweep and role.
+    dataset_id: str | None = None
+    dataset_name: str | None = None
+    loss: str | None = None
+    sweep_id: str | None = None
+    role: str | None = None
     base_model: str
     modality: Literal["text", "image"]
     labels: list[str]

@@ -9,6 +9,7 @@ import typer
 from aplserve.client import Checkpoint, Client, HistoryEvent, Job, MetricPoint
 from aplserve.commands.common import (
     AllOption,
+    CompactTable,
     JsonOption,
     KeyOption,
     LimitOption,
@@ -64,6 +65,9 @@ def show_job(job: Job) -> None:
     out.print(f"  dataset {spec.dataset_id}, base model {spec.base_model}", highlight=False)
     loss_params = ", ".join(f"{k}={v}" for k, v in spec.loss.items() if k != "name")
     out.print(f"  loss {spec.loss.get('name')} ({loss_params})", highlight=False)
+    if job.sweep_id:
+        role = f" ({job.role})" if job.role else ""
+        out.print(f"  sweep {job.sweep_id}{role}", highlight=False)
     out.print(f"  progress: epoch {_progress(job)}", highlight=False)
     if job.queue_position is not None:
         out.print(f"  queue position: {job.queue_position}", highlight=False)
@@ -254,11 +258,59 @@ def _best_map(job: Job) -> str:
     return f"{fmt(best)} so far" if so_far else fmt(best)
 
 
+def jobs_table(items: list[Job], wide: bool, *, filtered: tuple[str, ...] = ()) -> CompactTable:
+    """The job list: a sweep's children are marked by their sweep (and role: trial or replicate).
+
+    Those two columns are there when a job on the page is a sweep child (always with --wide),
+    but not the sweep column when the list was filtered on one sweep; at 80 columns the role
+    goes first, then the epoch, then the base model (the sweep column still marks the child,
+    and a sweep's children share their base model).
+    """
+    swept = wide or any(job.sweep_id for job in items)
+    columns = ["id", "name", "status", "base model", "loss", "sweep", "role", "epoch", "mAP", "created"]
+    if not swept:
+        columns = [column for column in columns if column not in ("sweep", "role")]
+    if wide:
+        columns[-2:-2] = ["dataset", "model", "metadata"]
+    else:
+        columns = [column for column in columns if column not in filtered]
+    rows = table(
+        *columns,
+        flexible=() if wide else ("base model",),
+        wrap=() if wide else ("name",),
+        optional=() if wide or not swept else ("role", "epoch", "base model"),
+    )
+    for job in items:
+        cells = {
+            "id": short(job.id, wide),
+            "name": job.name or "-",
+            "status": job.status,
+            "base model": job.spec.base_model if wide else short_base_model(job.spec.base_model),
+            "loss": str(job.spec.loss.get("name")),
+            "sweep": short(job.sweep_id, wide),
+            "role": job.role or "-",
+            "epoch": f"{job.progress.epoch}/{job.progress.epochs}",
+            "dataset": short(job.spec.dataset_id, True),
+            "model": short(job.model_id, True),
+            "metadata": ", ".join(f"{k}={v}" for k, v in job.metadata.items()) or "-",
+            "mAP": _best_map(job),
+            "created": when(job.created_at, seconds=wide),
+        }
+        rows.add_row(*(cells[column] for column in columns))
+    return rows
+
+
 @app.command("list")
 def list_jobs(
     status: Annotated[
         str | None,
         typer.Option(help=f"Only jobs in this state: {', '.join(JobStatus)}."),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Only jobs on this dataset (id or 6+ characters).")
+    ] = None,
+    sweep: Annotated[
+        str | None, typer.Option("--sweep", help="Only this sweep's jobs (id or 6+ characters).")
     ] = None,
     limit: LimitOption = 20,
     every: AllOption = False,
@@ -267,36 +319,19 @@ def list_jobs(
     api_key: KeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Your jobs, newest first (8-character ids: every command takes them)."""
+    """Your jobs, newest first (8-character ids: every command takes them); a sweep's children
+    show their sweep."""
     with connected(url, api_key) as client:
-        items = (
-            list(client.jobs.iterate(status=status))
-            if every
-            else client.jobs.list(status=status, limit=limit).items
-        )
+        found = {
+            "status": status,
+            "dataset_id": client.datasets.resolve(dataset) if dataset else None,
+            "sweep_id": client.sweeps.resolve(sweep) if sweep else None,
+        }
+        items = list(client.jobs.iterate(**found)) if every else client.jobs.list(limit=limit, **found).items
     if json_output:
         print_json(items)
         return
-    columns = ["id", "name", "status", "base model", "loss", "epoch", "mAP", "created"]
-    if wide:
-        columns[6:6] = ["dataset", "model", "metadata"]
-    rows = table(*columns, flexible=() if wide else ("name", "base model"))
-    for job in items:
-        cells = [
-            short(job.id, wide),
-            job.name or "-",
-            job.status,
-            job.spec.base_model if wide else short_base_model(job.spec.base_model),
-            str(job.spec.loss.get("name")),
-            f"{job.progress.epoch}/{job.progress.epochs}",
-            _best_map(job),
-            when(job.created_at, seconds=wide),
-        ]
-        if wide:
-            metadata = ", ".join(f"{k}={v}" for k, v in job.metadata.items()) or "-"
-            cells[6:6] = [short(job.spec.dataset_id, True), short(job.model_id, True), metadata]
-        rows.add_row(*cells)
-    show(rows, wide)
+    show(jobs_table(items, wide, filtered=("sweep",) if sweep else ()), wide)
 
 
 @app.command("get")

@@ -10,6 +10,7 @@ import typer
 from aplserve.client import Model, Prediction
 from aplserve.commands.common import (
     AllOption,
+    CompactTable,
     JsonOption,
     KeyOption,
     LimitOption,
@@ -42,10 +43,22 @@ def _metric(model: Model, name: str) -> str:
     return fmt(value) if isinstance(value, float) else "-"
 
 
+def _origin_lines(model: Model) -> list[str]:
+    """Where the model came from: its dataset, loss and sweep (what tells it from the others)."""
+    dataset = f"{model.dataset_name} ({short(model.dataset_id)})" if model.dataset_id else "(deleted)"
+    lines = [f"  dataset {dataset}, loss {model.loss or '-'}"]
+    if model.sweep_id:
+        lines.append(f"  sweep {model.sweep_id}" + (f" ({model.role})" if model.role else ""))
+    return lines
+
+
 def show_model(model: Model) -> None:
     out = console()
-    out.print(f"model [bold]{model.id}[/bold] ({model.modality}, {model.base_model})", highlight=False)
+    named = f" '{model.name}'" if model.name else ""
+    out.print(f"model [bold]{model.id}[/bold]{named} ({model.modality}, {model.base_model})", highlight=False)
     out.print(f"  job {model.job_id}, created {when(model.created_at)}", highlight=False)
+    for line in _origin_lines(model):
+        out.print(line, highlight=False)
     if model.kind != "fine_tuned":
         out.print(f"  kind: {model.kind} (frozen base model + logistic-regression head)", highlight=False)
     if model.comparison:
@@ -66,8 +79,66 @@ def show_model(model: Model) -> None:
     out.print(rows)
 
 
+def model_role(model: Model) -> str:
+    """The model's part: its job's sweep role (trial, replicate) and "probe" for a linear probe."""
+    parts = [model.role] if model.role else []
+    if model.kind == "linear_probe":
+        parts.append("probe")
+    return " ".join(parts)
+
+
+def models_table(items: list[Model], wide: bool, *, filtered: tuple[str, ...] = ()) -> CompactTable:
+    """Name, dataset, loss, role and sweep first: what tells one model from the next at 80 columns.
+
+    The role and sweep columns are there when a model on the page has one (always with --wide),
+    a column the list was filtered on is left out (every row would say the same), names wrap
+    rather than lose their end, and when the line is still too short the base model goes (a
+    sweep's models share theirs; --wide shows it).
+    """
+    columns = ["id", "name", "dataset", "loss", "role", "sweep", "base model", "mAP", "created"]
+    if wide:
+        columns[-1:-1] = ["modality", "labels", "micro-F1", "job"]
+    else:
+        hidden = set(filtered)
+        hidden |= set() if any(model_role(m) for m in items) else {"role"}
+        hidden |= set() if any(m.sweep_id for m in items) else {"sweep"}
+        columns = [column for column in columns if column not in hidden]
+    rows = table(
+        *columns,
+        flexible=() if wide else ("base model",),
+        wrap=() if wide else [column for column in ("name", "dataset") if column in columns],
+        optional=() if wide else ("base model",),
+    )
+    for m in items:
+        cells = {
+            "id": short(m.id, wide),
+            "name": m.name or "-",
+            "dataset": m.dataset_name or short(m.dataset_id, wide),
+            "loss": m.loss or "-",
+            "role": model_role(m) or "-",
+            "sweep": short(m.sweep_id, wide),
+            "base model": m.base_model if wide else short_base_model(m.base_model),
+            "mAP": _metric(m, "map"),
+            "modality": m.modality,
+            "labels": str(len(m.labels)),
+            "micro-F1": _metric(m, "micro_f1"),
+            "job": short(m.job_id, wide),
+            "created": when(m.created_at, seconds=wide),
+        }
+        rows.add_row(*(cells[column] for column in columns))
+    return rows
+
+
 @app.command("list")
 def list_models(
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Only models trained on this dataset (id or 6+ characters)."),
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option("--sweep", help="Only models made by this sweep's jobs (id or 6+ characters)."),
+    ] = None,
     limit: LimitOption = 20,
     every: AllOption = False,
     wide: WideOption = False,
@@ -75,35 +146,43 @@ def list_models(
     api_key: KeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Your trained models, newest first."""
+    """Your trained models, newest first, with the name, dataset, loss and sweep that tell them apart."""
     with connected(url, api_key) as client:
-        items = list(client.models.iterate()) if every else client.models.list(limit=limit).items
+        dataset_id = client.datasets.resolve(dataset) if dataset else None
+        sweep_id = client.sweeps.resolve(sweep) if sweep else None
+        found = {"dataset_id": dataset_id, "sweep_id": sweep_id}
+        items = (
+            list(client.models.iterate(**found)) if every else client.models.list(limit=limit, **found).items
+        )
     if json_output:
         print_json(items)
         return
-    rows = table(
-        "id",
-        "base model",
-        "kind",
-        "labels",
-        "mAP",
-        "micro-F1",
-        "job",
-        "created",
-        flexible=() if wide else ("base model",),
-    )
-    for m in items:
-        rows.add_row(
-            short(m.id, wide),
-            m.base_model if wide else short_base_model(m.base_model),
-            m.modality,
-            str(len(m.labels)),
-            _metric(m, "map"),
-            _metric(m, "micro_f1"),
-            short(m.job_id, wide),
-            when(m.created_at, seconds=wide),
+    filtered = tuple(column for column, given in (("dataset", dataset), ("sweep", sweep)) if given)
+    show(models_table(items, wide, filtered=filtered), wide)
+
+
+@app.command("rename")
+def rename(
+    model_id: ModelId,
+    name: Annotated[str | None, typer.Argument(help="The new name (quote it if it has spaces).")] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove your name: the job's name shows again.")
+    ] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Name a model (shown in every list), or with --clear give it back its job's name."""
+    if (name is None) == (not clear):
+        fail("give a NAME, or --clear to remove the model's name (not both)", "invalid_option")
+    with connected(url, api_key) as client:
+        model = client.models.rename(client.models.resolve(model_id), None if clear else name)
+    if json_output:
+        print_json(model)
+    else:
+        typer.echo(
+            f"model {model.id} is now named {model.name!r}" if model.name else f"model {model.id} has no name"
         )
-    show(rows, wide)
 
 
 @app.command("get")

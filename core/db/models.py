@@ -321,6 +321,8 @@ class Model(Base):
     decision: Mapped[dict[str, Any] | None]
     evaluation: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The owner's name for the model (PATCH /v1/models/{id}); NULL shows the job's name.
+    name: Mapped[str | None] = mapped_column(String(200))
 
 
 class WebhookDelivery(Base):

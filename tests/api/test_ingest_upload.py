@@ -1,5 +1,6 @@
-"""Streaming multipart upload: the file goes to disk hashed and bounded, never into memory,
-and every refused upload leaves no partial file behind."""
+"""Streaming multipart upload: the file goes into storage hashed and bounded as it arrives, never
+into memory whole (a file under the data dir, or an S3 multipart upload part by part on the real
+`weed mini`), and every refused upload leaves no partial file or object behind."""
 
 from __future__ import annotations
 
@@ -18,25 +19,37 @@ from starlette.requests import ClientDisconnect
 from api.ingest import receive_upload
 from api.ingest.upload import MAX_FIELD_BYTES, sanitize_filename
 from api.problems import install_problem_handlers
+from core.files import DataFiles
+from core.objects import LocalUpload, Storage, UploadBody
 
 BOUNDARY = "aplserve-test-boundary"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 
 
-def make_app(dest: Path, max_bytes: int) -> FastAPI:
+def local_storage(dest: Path) -> Storage:
+    """file:// storage whose uploads/ directory is `dest`."""
+    assert dest.name == "uploads"
+    return Storage(DataFiles(dest.parent))
+
+
+def make_app(dest: Path | Storage, max_bytes: int, kept: list[UploadBody] | None = None) -> FastAPI:
     app = FastAPI()
     install_problem_handlers(app)
+    storage = dest if isinstance(dest, Storage) else local_storage(dest)
 
     @app.post("/upload")
     async def upload(request: Request) -> dict[str, Any]:
-        received = await receive_upload(request, dest, max_bytes)
+        received = await receive_upload(request, storage, max_bytes)
+        if kept is not None:
+            kept.append(received.body)
+        local = received.body.path if isinstance(received.body, LocalUpload) else None
         return {
             "filename": received.filename,
             "fields": received.fields,
             "size_bytes": received.size_bytes,
             "sha256": received.sha256,
-            "stored_as": received.path.name,
-            "in_dest": received.path.parent == dest,
+            "stored_as": local.name if local else None,
+            "in_dest": local is not None and local.parent == dest,
         }
 
     return app
@@ -100,7 +113,7 @@ def test_upload_is_stored_hashed_with_fields(tmp_path: Path) -> None:
 
 def test_client_paths_in_filename_are_reduced_to_a_base_name(tmp_path: Path) -> None:
     body = part_head("file", "../../etc/evil.csv") + b"text,labels\n" + closing()
-    response = post(make_app(tmp_path, 1024), content=body, headers={"content-type": MULTIPART})
+    response = post(make_app(tmp_path / "uploads", 1024), content=body, headers={"content-type": MULTIPART})
     assert response.json()["filename"] == "evil.csv"
     assert sanitize_filename("C:\\Users\\me\\data.JSONL") == "data.JSONL"
     assert sanitize_filename("..") == "upload"
@@ -242,7 +255,8 @@ def test_client_disconnect_mid_upload_removes_the_partial_file(tmp_path: Path) -
         "headers": [(b"content-type", MULTIPART.encode())],
     }
     request = Request(scope, receive)
-    call: Callable[[], Awaitable[Any]] = lambda: receive_upload(request, dest, 1 << 20)  # noqa: E731
+    storage = local_storage(dest)
+    call: Callable[[], Awaitable[Any]] = lambda: receive_upload(request, storage, 1 << 20)  # noqa: E731
     with pytest.raises(ClientDisconnect):
         asyncio.run(call())
     assert dest.exists() and files_in(dest) == []

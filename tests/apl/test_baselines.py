@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,10 @@ def test_warnings_name_both_numbers(probe: float, selected: str, published: bool
         for w in summary.warnings
     )
     assert any("published" in w for w in summary.warnings) == published
+
+
+def test_a_run_that_leaves_the_baselines_out_fits_none(image_dataset: Path) -> None:
+    """A search trial's config: the search value is all it is for, the replicates fit the baselines."""
+    result = train(replace(image_config(image_dataset, epochs=1), fit_baselines=False))
+    assert result.baselines is None and result.probe is None and result.kind == FINE_TUNED
+    assert result.best_metrics is not None and result.evaluation is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from api.services.models import evaluation, to_schema
+from api.services.models import describe, evaluation
 from core.db.models import JobEvent, Model
 from core.db.session import session_scope
 from core.jobs.document import job_from_row
@@ -48,8 +48,10 @@ def test_one_step_of_training_publishes_the_probe_and_says_why(settings: Setting
     warning = next(w for w in document.warnings if w.startswith("the linear probe baseline"))
     assert f"{probe.metrics['map']:.3f}" in warning and f"{best['map']:.3f}" in warning
     assert warning in [event.message for event in events]
-    shown = to_schema(probe, dataset)
+    with session_scope(settings) as session:
+        shown = describe(session, [probe])[0]
     assert shown.kind == "linear_probe" and shown.comparison == baselines["comparison"]
+    assert (shown.dataset_id, shown.loss, shown.job_id) == (dataset, job.spec["loss"]["name"], job_id)
     assert shown.warnings == document.warnings
     assert evaluation(probe).baselines == probe.metrics["baselines"]
     assert all(settings.files.artifact(row.id).is_file() for row in models.values())

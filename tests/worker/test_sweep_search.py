@@ -132,7 +132,9 @@ def test_a_search_sweep_finishes_on_two_workers_though_one_dies_mid_trial(
 
     children = sweep_children(settings, sweep_id)
     trials = [j for j in children if j.role == "trial"]
-    assert len(trials) == 2 * TRIALS and len([j for j in children if j.role == "replicate"]) == 2
+    replicates = [j for j in children if j.role == "replicate"]
+    assert len(trials) == 2 * TRIALS and len(replicates) == 2
+    assert all("baselines" in (j.best_metrics or {}) for j in replicates), "the leaderboard's baseline rows"
     assert all(j.status == "succeeded" and j.model_id is None for j in trials)
     resumed = next(j for j in trials if j.id == victim.id)
     assert resumed.attempts == 2, "the killed trial was re-queued and run again"
@@ -141,6 +143,7 @@ def test_a_search_sweep_finishes_on_two_workers_though_one_dies_mid_trial(
     with session_scope(settings) as session:
         numbers = sorted(session.execute(select(SweepTrial.candidate, SweepTrial.number)).all())
     assert numbers == [(c, n) for c in (0, 1) for n in range(TRIALS)]
-    for job in trials:  # validation only: no test split was scored, no predictions kept
+    for job in trials:  # validation only: no test split was scored, no predictions kept, no baselines
         assert "test" not in (job.best_metrics or {})
+        assert "baselines" not in (job.best_metrics or {})
         assert not settings.files.predictions(job.id, "test", job.attempts).exists()

@@ -192,6 +192,10 @@ def test_upload_train_crash_resume_predict_delete_across_hosts(hosts: Hosts, tin
     assert f"artifacts/{model_id}.tar" in _local_files(hosts.root / "api" / "cache")
     assert not (hosts.root / "worker-2" / "scratch" / "artifacts" / f"{model_id}.tar").exists()
 
+    onnx = hosts.client.get(f"/v1/models/{model_id}/artifact", params={"format": "onnx"})
+    assert onnx.status_code == 200 and onnx.content[:2] == b"PK", onnx.text[:500]
+    assert any(key.endswith(f"artifacts/{model_id}.onnx.zip") for key in hosts.objects())  # any API host
+
     assert hosts.client.delete(f"/v1/models/{model_id}").status_code == 204
     assert hosts.client.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
     left = [key for key in hosts.objects() if model_id in key or dataset["id"] in key]

@@ -1,7 +1,8 @@
 // Pieces shared by several pages.
 
 import { api, ApiError, isAbort, listAll, sleep } from "../api.js";
-import { card, h, notice, setChildren } from "../dom.js";
+import { card, encodePath, h, link, notice, setChildren } from "../dom.js";
+import { shortId } from "../format.js";
 
 /** A page header: title, optional subtitle node(s) and action buttons on the right. */
 export function pageHeader(title, { subtitle, actions } = {}) {
@@ -52,8 +53,11 @@ export function randomKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** A table whose columns sort when their header is clicked. `columns`: [{key, label, numeric, render}]. */
-export function sortableTable(columns, rows, { initial, className = "", empty = "Nothing to show." } = {}) {
+/**
+ * A table whose columns sort when their header is clicked. `columns`: [{key, label, numeric, render}];
+ * `rowAttrs(row)`: attributes of each row's <tr> (e.g. its id as a data attribute).
+ */
+export function sortableTable(columns, rows, { initial, className = "", empty = "Nothing to show.", rowAttrs } = {}) {
   let sortKey = initial ? initial.key : columns[0].key;
   let descending = initial ? !!initial.descending : false;
   const thead = h("thead");
@@ -80,7 +84,7 @@ export function sortableTable(columns, rows, { initial, className = "", empty = 
       return h("th", { class: col.numeric ? "num" : "", "aria-sort": active ? (descending ? "descending" : "ascending") : "none" }, button);
     })));
     const sorted = rows.slice().sort(compare);
-    setChildren(tbody, sorted.length ? sorted.map((row) => h("tr", null, columns.map((col) =>
+    setChildren(tbody, sorted.length ? sorted.map((row) => h("tr", rowAttrs ? rowAttrs(row) : null, columns.map((col) =>
       h("td", { class: col.numeric ? "num" : "" }, col.render ? col.render(row) : row[col.key])))) :
       h("tr", null, h("td", { colspan: columns.length, class: "empty" }, empty)));
   }
@@ -140,4 +144,61 @@ export function formToggle(button, formBox, signal, { title, build, onDatasets }
     }
     formBox.hidden = false;
   });
+}
+
+/** The list filters a page's hash may carry (`#/models?dataset_id=…&sweep_id=…`), as API query parameters. */
+export const LIST_FILTERS = ["dataset_id", "sweep_id"];
+
+/** `?dataset_id=…&sweep_id=…` of the filters set in `query` ("" when none), for the list's API path. */
+export function filterQuery(query) {
+  const params = new URLSearchParams();
+  for (const key of LIST_FILTERS) if (query.get(key)) params.set(key, query.get(key));
+  const text = params.toString();
+  return text ? `?${text}` : "";
+}
+
+/** A sweep as a filter option: its short id, dataset and candidate losses. */
+function sweepOption(sweep, datasets) {
+  const dataset = datasets.get(sweep.spec.dataset_id);
+  const losses = (sweep.spec.candidates || []).map((c) => c.name).join("/");
+  return [sweep.id, `${shortId(sweep.id)} · ${dataset ? dataset.name : "deleted dataset"} · ${losses}`];
+}
+
+/**
+ * The dataset and sweep selects of a list page. A choice goes into the page's hash
+ * (`#<path>?dataset_id=…`), so a filtered list can be reloaded, linked and gone back from.
+ */
+export async function listFilters(path, query, datasets, signal) {
+  const sweeps = await listAll("/v1/sweeps", { signal, maxPages: 1 });
+  const options = {
+    dataset_id: [...datasets.values()].map((d) => [d.id, d.name]),
+    sweep_id: sweeps.map((s) => sweepOption(s, datasets)),
+  };
+  const labels = { dataset_id: ["Dataset", "All datasets"], sweep_id: ["Sweep", "All sweeps"] };
+  const selects = LIST_FILTERS.map((key) => {
+    const chosen = query.get(key) || "";
+    const known = options[key].some(([value]) => value === chosen);
+    const entries = chosen && !known ? [...options[key], [chosen, shortId(chosen)]] : options[key];
+    const select = h("select", { id: `filter-${key.replace("_id", "")}`, "data-filter": key },
+      h("option", { value: "" }, labels[key][1]), entries.map(([value, text]) => h("option", { value }, text)));
+    select.value = chosen;
+    return select;
+  });
+  for (const select of selects) {
+    select.addEventListener("change", () => {
+      const params = new URLSearchParams();
+      for (const s of selects) if (s.value) params.set(s.dataset.filter, s.value);
+      location.hash = `#${path}${params.toString() ? "?" + params : ""}`;
+    });
+  }
+  return h("div", { class: "form-row list-filters", id: "list-filters" },
+    selects.map((select, i) => h("div", { class: "field" },
+      h("label", { for: select.id }, labels[LIST_FILTERS[i]][0]), select)));
+}
+
+/** A sweep child's mark in a list: a link to its sweep, and its role (trial or replicate). */
+export function sweepMarker(sweepId, role) {
+  if (!sweepId) return null;
+  return h("span", { class: "sweep-marker small", "data-sweep-id": sweepId, title: "a child job of this sweep" },
+    "sweep ", link(`/sweeps/${encodePath(sweepId)}`, h("code", null, shortId(sweepId))), role ? ` · ${role}` : "");
 }

@@ -104,7 +104,8 @@ export async function datasetPage({ root, params: [datasetId], signal }) {
   setChildren(root,
     pageHeader(dataset.name, {
       subtitle: [`${dataset.modality} · ${dataset.format} · uploaded ${dateTime(dataset.created_at)} · `, h("code", null, dataset.id)],
-      actions: compareIds.length > 1 ? link(`/compare?ids=${compareIds.join(",")}`, h("span", { class: "button" }, "Compare its runs")) : null,
+      actions: [link(`/models?dataset_id=${encodeURIComponent(dataset.id)}`, h("span", { class: "button", id: "dataset-models" }, "Its models")),
+        compareIds.length > 1 ? link(`/compare?ids=${compareIds.join(",")}`, h("span", { class: "button" }, "Compare its runs")) : null],
     }),
     h("div", { class: "stats" },
       stat("Samples", dataset.num_samples), stat("Labels", dataset.labels.length),

@@ -1,9 +1,13 @@
-// The jobs list (live: polled every 2 s) and the form that starts a new job.
+// The jobs list (live: polled every 2 s; filtered by dataset and sweep, a sweep's children
+// marked with their sweep and role) and the form that starts a new job.
 
 import { api, listAll } from "../api.js";
 import { card, encodePath, h, link, notice, progressBar, setChildren, statusBadge } from "../dom.js";
 import { baseModel, bestMapText, dateTime, lossName, lossParams, progressFraction, progressText, shortId } from "../format.js";
-import { datasetIndex, filledHyperparameters, formToggle, pageHeader, poll, problemText, randomKey, showModelDefaults } from "./common.js";
+import {
+  datasetIndex, filledHyperparameters, filterQuery, formToggle, LIST_FILTERS, listFilters, pageHeader, poll, problemText,
+  randomKey, showModelDefaults, sweepMarker,
+} from "./common.js";
 
 const POLL_MS = 2000;
 const LOSSES = ["apl", "asl", "focal", "bce"];
@@ -25,10 +29,11 @@ function jobRow(job, datasets, selected, onSelect) {
     "data-job-id": job.id });
   checkbox.checked = selected.has(job.id);
   checkbox.addEventListener("change", () => onSelect(job.id, checkbox.checked));
-  return h("tr", { "data-job-id": job.id, "data-status": job.status },
+  return h("tr", { "data-job-id": job.id, "data-status": job.status, "data-sweep-id": job.sweep_id },
     h("td", { class: "check" }, checkbox),
     h("td", null, link(`/jobs/${encodePath(job.id)}`, h("code", null, shortId(job.id))),
       job.name ? h("div", { class: "job-name" }, job.name) : null,
+      sweepMarker(job.sweep_id, job.role),
       h("div", { class: "small muted" }, dateTime(job.created_at))),
     h("td", null, statusBadge(job.status)),
     h("td", null, h("strong", null, lossName(job.spec.loss)), h("div", { class: "small muted" }, lossParams(job.spec.loss))),
@@ -129,7 +134,7 @@ function field(label, ...controls) {
   return h("div", { class: "field" }, h("label", { for: id }, label), controls);
 }
 
-export async function jobsPage({ root, signal }) {
+export async function jobsPage({ root, query, signal }) {
   document.title = "Jobs · aplserve";
   const selected = new Set();
   const compareButton = h("button", { type: "button", class: "button", id: "compare-selected", disabled: true },
@@ -138,8 +143,10 @@ export async function jobsPage({ root, signal }) {
   const formBox = h("div", { hidden: true });
   const errorBox = h("div");
   const tbody = h("tbody", { id: "jobs-body" });
-  const emptyRow = h("tr", null, h("td", { colspan: 9, class: "empty" },
-    "No jobs yet. Upload a dataset on the ", link("/datasets", "Datasets"), " page, then start a job with New job."));
+  const filtered = LIST_FILTERS.some((key) => query.get(key));
+  const emptyRow = h("tr", null, h("td", { colspan: 9, class: "empty" }, filtered ? "No job matches these filters."
+    : ["No jobs yet. Upload a dataset on the ", link("/datasets", "Datasets"), " page, then start a job with New job."]));
+  const filterBox = h("div");
   const table = h("table", { class: "table jobs-table", id: "jobs-table" },
     h("thead", null, h("tr", null, h("th", { class: "check" }, ""), h("th", null, "Job"), h("th", null, "Status"),
       h("th", null, "Loss"), h("th", null, "Base model"), h("th", null, "Dataset"), h("th", null, "Progress"),
@@ -148,7 +155,7 @@ export async function jobsPage({ root, signal }) {
   setChildren(root,
     pageHeader("Jobs", { subtitle: "Training jobs of this key's owner, newest first. Updates live.",
       actions: [compareButton, newButton] }),
-    formBox, errorBox, card(null, h("div", { class: "table-wrap" }, table)));
+    formBox, errorBox, card(null, filterBox, h("div", { class: "table-wrap" }, table)));
 
   function onSelect(id, on) {
     if (on) selected.add(id);
@@ -173,10 +180,11 @@ export async function jobsPage({ root, signal }) {
 
   datasets = await datasetIndex(signal);
   datasetsFetched = Date.now();
+  setChildren(filterBox, await listFilters("/jobs", query, datasets, signal));
 
   const rows = new Map(); // id -> { tr, signature }
   async function refresh() {
-    const jobs = await listAll("/v1/jobs", { signal, maxPages: 1 });
+    const jobs = await listAll(`/v1/jobs${filterQuery(query)}`, { signal, maxPages: 1 });
     const unknown = jobs.some((j) => !datasets.has(j.spec.dataset_id));
     if (unknown && Date.now() - datasetsFetched > 10000) {
       datasets = await datasetIndex(signal);

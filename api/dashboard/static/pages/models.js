@@ -1,4 +1,5 @@
-// Models: the list, and one model's thresholds, metrics, evaluation (PR curves, threshold
+// Models: the list (name, dataset, loss, role and sweep of each, filtered by dataset and sweep),
+// and one model's name (renamed here), thresholds, metrics, evaluation (PR curves, threshold
 // slider, reliability diagram), artifact download and a try-it box that calls /predict with
 // text lines or uploaded images and marks the labels that min_labels added.
 
@@ -6,7 +7,9 @@ import { api, download, listAll } from "../api.js";
 import { chartRegistry } from "../charts.js";
 import { card, definitionList, encodePath, h, link, notice, setChildren, stat } from "../dom.js";
 import { baseModel, bytes, dateTime, num, shortId } from "../format.js";
-import { pageHeader, problemText, sortableTable } from "./common.js";
+import {
+  datasetIndex, filterQuery, LIST_FILTERS, listFilters, pageHeader, problemText, sortableTable, sweepMarker,
+} from "./common.js";
 import { evaluationSection, policyText } from "./evaluation.js";
 import { suspectLabelsCard } from "./suspects.js";
 
@@ -18,23 +21,45 @@ function metricName(key) {
   return METRIC_NAMES[key] || key.charAt(0).toUpperCase() + key.slice(1).replaceAll("_", " ");
 }
 
-export async function modelsPage({ root, signal }) {
+/** The model's part: its job's sweep role (trial, replicate) and "linear probe" for a probe. */
+export function modelRole(model) {
+  const parts = model.role ? [model.role] : [];
+  if (model.kind === "linear_probe") parts.push("linear probe");
+  return parts.join(" · ");
+}
+
+function datasetCell(model) {
+  if (!model.dataset_id) return h("span", { class: "muted" }, "deleted");
+  return link(`/datasets/${encodePath(model.dataset_id)}`, model.dataset_name || shortId(model.dataset_id));
+}
+
+export async function modelsPage({ root, query, signal }) {
   document.title = "Models · aplserve";
-  const models = await listAll("/v1/models", { signal });
+  const datasets = await datasetIndex(signal);
+  const filters = await listFilters("/models", query, datasets, signal);
+  const models = await listAll(`/v1/models${filterQuery(query)}`, { signal });
+  const filtered = LIST_FILTERS.some((key) => query.get(key));
+  const table = sortableTable([
+    { key: "id", label: "Model", render: (m) => link(`/models/${encodePath(m.id)}`, h("code", null, shortId(m.id))) },
+    { key: "name", label: "Name", render: (m) => m.name ? h("span", { class: "model-name" }, m.name) : h("span", { class: "muted" }, "—") },
+    { key: "dataset_name", label: "Dataset", render: datasetCell },
+    { key: "loss", label: "Loss", render: (m) => m.loss ? m.loss.toUpperCase() : "—" },
+    { key: "base_model", label: "Base model", render: (m) => h("span", { title: m.base_model }, baseModel(m.base_model)) },
+    { key: "role_text", label: "Role", render: (m) => m.role_text || h("span", { class: "muted" }, "—") },
+    { key: "sweep_id", label: "Sweep", render: (m) => m.sweep_id
+      ? link(`/sweeps/${encodePath(m.sweep_id)}`, h("code", null, shortId(m.sweep_id))) : h("span", { class: "muted" }, "—") },
+    { key: "map", label: "mAP", numeric: true, render: (m) => num(m.map) },
+    { key: "job_id", label: "Job", render: (m) => link(`/jobs/${encodePath(m.job_id)}`, h("code", null, shortId(m.job_id))) },
+    { key: "created_at", label: "Created", render: (m) => dateTime(m.created_at) },
+  ], models.map((m) => ({ ...m, role_text: modelRole(m), map: m.metrics ? m.metrics.map : null })),
+  { initial: { key: "created_at", descending: true }, className: "models-table",
+    rowAttrs: (m) => ({ "data-model-id": m.id, "data-kind": m.kind }),
+    empty: filtered ? "No model matches these filters." : "No models yet: a job that succeeds publishes one." });
+  table.id = "models-table";
+  table.dataset.count = String(models.length);
   setChildren(root,
-    pageHeader("Models", { subtitle: "Trained models: one per succeeded job." }),
-    card(null, h("div", { class: "table-wrap" }, sortableTable([
-      { key: "id", label: "Model", render: (m) => link(`/models/${encodePath(m.id)}`, h("code", null, shortId(m.id))) },
-      { key: "base_model", label: "Base model", render: (m) => h("span", { title: m.base_model }, baseModel(m.base_model)) },
-      { key: "modality", label: "Modality" },
-      { key: "num_labels", label: "Labels", numeric: true },
-      { key: "map", label: "mAP", numeric: true, render: (m) => num(m.map) },
-      { key: "size", label: "Size", numeric: true, render: (m) => bytes(m.size) },
-      { key: "job_id", label: "Job", render: (m) => link(`/jobs/${encodePath(m.job_id)}`, h("code", null, shortId(m.job_id))) },
-      { key: "created_at", label: "Created", render: (m) => dateTime(m.created_at) },
-    ], models.map((m) => ({ ...m, num_labels: m.labels.length, map: m.metrics ? m.metrics.map : null,
-      size: m.artifact ? m.artifact.size_bytes : null })),
-    { initial: { key: "created_at", descending: true }, empty: "No models yet: a job that succeeds publishes one." }))));
+    pageHeader("Models", { subtitle: "Trained models: one per succeeded job, and its linear probe when that won." }),
+    card(null, filters, h("div", { class: "table-wrap" }, table)));
 }
 
 // The job's models side by side ("fine-tuned 0.71 vs linear probe 0.64 vs TF-IDF 0.63") and any
@@ -144,9 +169,68 @@ function tryItBox(model) {
   return form;
 }
 
+function modelTitle(model) {
+  return model.name
+    ? h("span", null, h("span", { id: "model-name" }, model.name), " ", h("code", { class: "title-id" }, shortId(model.id)))
+    : h("span", null, "Model ", h("code", null, shortId(model.id)));
+}
+
+/**
+ * "Rename": a name for the model (PATCH /v1/models/{id}), shown in every list; "Use the job's
+ * name" takes yours away. `onRenamed(model)` gets the model as the API returns it.
+ */
+function renameControl(model, onRenamed) {
+  const button = h("button", { type: "button", class: "button", id: "rename-model" }, "Rename");
+  const input = h("input", { id: "model-name-input", maxlength: 128, placeholder: "a name for this model",
+    "aria-label": "Model name" });
+  const save = h("button", { type: "submit", class: "button primary", id: "model-name-save" }, "Save");
+  const clear = h("button", { type: "button", class: "button", id: "model-name-clear" }, "Use the job's name");
+  const message = h("div", { class: "form-message", id: "model-name-message", role: "alert" });
+  const form = h("form", { class: "form-row rename-form", id: "rename-form", hidden: true }, input, save, clear, message);
+  async function send(name) {
+    save.disabled = clear.disabled = true;
+    setChildren(message);
+    try {
+      const renamed = await api(`/v1/models/${encodeURIComponent(model.id)}`, { method: "PATCH", body: { name } });
+      Object.assign(model, renamed);
+      form.hidden = true;
+      onRenamed(renamed);
+    } catch (error) {
+      setChildren(message, notice("error", problemText(error)));
+    } finally {
+      save.disabled = clear.disabled = false;
+    }
+  }
+  button.addEventListener("click", () => {
+    form.hidden = !form.hidden;
+    input.value = model.name || "";
+    if (!form.hidden) input.focus();
+  });
+  form.addEventListener("submit", (event) => { event.preventDefault(); send(input.value.trim() || null); });
+  clear.addEventListener("click", () => send(null));
+  return { button, form };
+}
+
+/** Where the model came from: base model, modality, dataset, loss, sweep and role, job, date. */
+function modelSubtitle(model) {
+  const role = modelRole(model);
+  return [h("span", { title: model.base_model }, baseModel(model.base_model)), ` · ${model.modality} · `,
+    model.dataset_id ? link(`/datasets/${encodePath(model.dataset_id)}`, model.dataset_name || shortId(model.dataset_id))
+      : h("span", { class: "muted" }, "deleted dataset"),
+    model.loss ? ` · ${model.loss.toUpperCase()}` : "",
+    model.sweep_id ? [" · ", sweepMarker(model.sweep_id, model.role)] : role ? ` · ${role}` : "",
+    " · from job ", link(`/jobs/${encodePath(model.job_id)}`, h("code", null, shortId(model.job_id))),
+    ` · ${dateTime(model.created_at)}`];
+}
+
 export async function modelPage({ root, params: [modelId], signal }) {
   const model = await api(`/v1/models/${encodeURIComponent(modelId)}`, { signal });
-  document.title = `Model ${shortId(model.id)} · aplserve`;
+  document.title = `${model.name || "Model " + shortId(model.id)} · aplserve`;
+  const title = h("span", { id: "model-title" }, modelTitle(model));
+  const rename = renameControl(model, (renamed) => {
+    setChildren(title, modelTitle(renamed));
+    document.title = `${renamed.name || "Model " + shortId(renamed.id)} · aplserve`;
+  });
   const metrics = model.metrics || {};
   const downloadMessage = h("span", { class: "small muted", id: "download-message" });
   const downloadButton = h("button", { type: "button", class: "button", id: "download-artifact" }, "Download artifact");
@@ -178,11 +262,8 @@ export async function modelPage({ root, params: [modelId], signal }) {
   const suspects = suspectLabelsCard([model], signal);
   const otherMetrics = Object.entries(metrics).filter(([k, v]) => typeof v !== "object" && !["map", "micro_f1", "macro_f1"].includes(k));
   setChildren(root,
-    pageHeader(h("span", null, "Model ", h("code", null, shortId(model.id))), {
-      subtitle: [h("span", { title: model.base_model }, baseModel(model.base_model)), ` · ${model.modality} · from job `,
-        link(`/jobs/${encodePath(model.job_id)}`, h("code", null, shortId(model.job_id))), ` · ${dateTime(model.created_at)}`],
-      actions: [downloadMessage, downloadButton],
-    }),
+    pageHeader(title, { subtitle: modelSubtitle(model), actions: [rename.button, downloadMessage, downloadButton] }),
+    rename.form,
     baselinesNotice(model),
     h("div", { class: "stats" },
       stat("mAP", num(metrics.map), "accent"), stat("Micro F1", num(metrics.micro_f1)), stat("Macro F1", num(metrics.macro_f1)),
@@ -198,6 +279,7 @@ export async function modelPage({ root, params: [modelId], signal }) {
     suspects.element,
     card("Details", definitionList([
       ["Model id", h("code", null, model.id)],
+      ["Role", modelRole(model) || "fine-tuned model of an ordinary job"],
       ["Base model", h("code", null, model.base_model)],
       ["Artifact SHA-256", h("code", { class: "hash" }, (model.artifact && model.artifact.sha256) || "—")],
       ["Decision policy", policyText(model.decision)],

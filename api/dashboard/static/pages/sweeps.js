@@ -251,7 +251,8 @@ function sweepHeader(sweep, dataset, cancelButton, modelLink) {
     dataset ? link(`/datasets/${encodePath(dataset.id)}`, dataset.name) : h("span", { class: "muted" }, shortId(spec.dataset_id)),
     " · ", `${spec.candidates.length} losses × ${spec.seeds.length} seeds`, " · ", `test split: ${split}`];
   return pageHeader(h("span", null, "Sweep ", h("code", null, shortId(sweep.id)), " ", h("span", { id: "sweep-status" }, statusBadge(sweep.status))),
-    { subtitle, actions: [modelLink, cancelButton] });
+    { subtitle, actions: [modelLink, link(`/models?sweep_id=${encodeURIComponent(sweep.id)}`,
+      h("span", { class: "button", id: "sweep-models" }, "Its models")), cancelButton] });
 }
 
 export async function sweepPage({ root, params: [sweepId], signal }) {
