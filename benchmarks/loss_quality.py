@@ -141,10 +141,11 @@ def start_workers(data_dir: Path, count: int) -> list[subprocess.Popen[bytes]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APLSERVE_")}
     env |= {"APLSERVE_DATA_DIR": str(data_dir), "APLSERVE_LOG_LEVEL": "warning"}
     command = [sys.executable, "-m", "aplserve.cli", "worker", "--loglevel", "WARNING"]
-    return [
-        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(count)
-    ]
+    workers = []
+    for number in range(count):  # each worker's log beside the service's, for a failed child's cause
+        with (data_dir / f"extra-worker-{number}.log").open("ab") as log:
+            workers.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return workers
 
 
 def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:

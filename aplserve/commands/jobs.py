@@ -297,6 +297,8 @@ def jobs_table(items: list[Job], wide: bool, *, filtered: tuple[str, ...] = ()) 
             "created": when(job.created_at, seconds=wide),
         }
         rows.add_row(*(cells[column] for column in columns))
+    if items:
+        rows.caption = "mAP: the best on each job's validation split (so far, while it runs)"
     return rows
 
 

@@ -66,7 +66,7 @@ def show_model(model: Model) -> None:
     for warning in model.warnings:
         out.print(f"  [yellow]warning[/yellow] {warning}", highlight=False)
     out.print(
-        f"  mAP {_metric(model, 'map')}, micro-F1 {_metric(model, 'micro_f1')}, "
+        f"  validation split: mAP {_metric(model, 'map')}, micro-F1 {_metric(model, 'micro_f1')}, "
         f"macro-F1 {_metric(model, 'macro_f1')}",
         highlight=False,
     )
@@ -126,6 +126,8 @@ def models_table(items: list[Model], wide: bool, *, filtered: tuple[str, ...] = 
             "created": when(m.created_at, seconds=wide),
         }
         rows.add_row(*(cells[column] for column in columns))
+    if items:
+        rows.caption = "mAP: each model's best, on its validation split"
     return rows
 
 

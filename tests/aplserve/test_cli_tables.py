@@ -103,6 +103,8 @@ def _cells(lines: list[str], columns: list[str]) -> list[dict[str, str]]:
     assert header.split() == " ".join(columns).split(), header
     rows: list[dict[str, str]] = []
     for line in lines[2:]:
+        if line.strip().startswith("mAP:"):  # the caption under a list: which split the numbers are on
+            break
         parts = [line[start:end].strip() for start, end in zip(starts, [*starts[1:], None], strict=True)]
         if parts[0]:
             rows.append(dict(zip(columns, parts, strict=True)))
@@ -122,6 +124,7 @@ def test_models_without_sweeps_show_name_dataset_loss_and_base_model_at_80_colum
     assert (first["name"], first["dataset"], first["loss"]) == ("genresv2(apl)", "flowers-2026-photos", "apl")
     assert first["base model"].startswith("mobilenet") and first["mAP"] == "0.712"
     assert (second["name"], second["dataset"], second["loss"]) == ("-", "news", "focal")
+    assert "validation split" in lines[-1], "the list says which split its mAP is on"
 
 
 def test_a_sweep_page_marks_its_models_and_the_probe_and_drops_the_base_model_first() -> None:

@@ -48,7 +48,7 @@ export async function modelsPage({ root, query, signal }) {
     { key: "role_text", label: "Role", render: (m) => m.role_text || h("span", { class: "muted" }, "—") },
     { key: "sweep_id", label: "Sweep", render: (m) => m.sweep_id
       ? link(`/sweeps/${encodePath(m.sweep_id)}`, h("code", null, shortId(m.sweep_id))) : h("span", { class: "muted" }, "—") },
-    { key: "map", label: "mAP", numeric: true, render: (m) => num(m.map) },
+    { key: "map", label: "Val mAP", numeric: true, render: (m) => h("span", { title: "best mAP on the model's validation split" }, num(m.map)) },
     { key: "job_id", label: "Job", render: (m) => link(`/jobs/${encodePath(m.job_id)}`, h("code", null, shortId(m.job_id))) },
     { key: "created_at", label: "Created", render: (m) => dateTime(m.created_at) },
   ], models.map((m) => ({ ...m, role_text: modelRole(m), map: m.metrics ? m.metrics.map : null })),
@@ -266,7 +266,8 @@ export async function modelPage({ root, params: [modelId], signal }) {
     rename.form,
     baselinesNotice(model),
     h("div", { class: "stats" },
-      stat("mAP", num(metrics.map), "accent"), stat("Micro F1", num(metrics.micro_f1)), stat("Macro F1", num(metrics.macro_f1)),
+      stat("mAP (validation)", num(metrics.map), "accent"), stat("Micro F1 (validation)", num(metrics.micro_f1)),
+      stat("Macro F1 (validation)", num(metrics.macro_f1)),
       stat("Labels", model.labels.length), stat("Artifact", bytes(model.artifact && model.artifact.size_bytes))),
     h("div", { class: "two-col wide-left" },
       card("Try it", tryItBox(model)),
