@@ -8,6 +8,8 @@ these tests say which path a batch takes and that the two agree in float64.
 from __future__ import annotations
 
 import math
+import statistics
+import time
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from torch import Tensor
 
 from apl.losses import (
     DistributionBalancedLoss,
+    compile_enabled,
     distribution_balanced_loss,
     hill_loss,
     splc_loss,
@@ -160,3 +163,38 @@ def test_gradcheck_float64(name: str) -> None:
     }
     fn = functions[name.split("-")[0]]
     assert torch.autograd.gradcheck(fn, (x.clone().requires_grad_(),), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_forward_and_backward_stay_near_bce_at_256x1000() -> None:
+    """The speed goal (docs/losses.md, "Speed": at most 1.5x BCE-with-logits) with room for a shared
+    machine: this thread's CPU time, median of interleaved reps, under 2x. The bodies these losses had
+    before their fast paths measured 2.2x (dbl) and 4.6x (twoway) here. The goal needs the compiled
+    bodies: run eagerly the same losses measure 3-11x."""
+    assert compile_enabled(), "torch.compile is unavailable here, and the eager bodies cannot meet the goal"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = (torch.randn(256, 1000, generator=gen) * 3).requires_grad_()
+        y = (torch.rand(256, 1000, generator=gen) < 0.05).float()
+        dbl = DistributionBalancedLoss(label_counts=(y.sum(0) + 5).tolist(), num_samples=100_000)
+        impls = {
+            "bce": lambda: torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="sum"),
+            "hill": lambda: hill_loss(x, y),
+            "splc": lambda: splc_loss(x, y),
+            "dbl": lambda: dbl(x, y),
+            "twoway": lambda: two_way_loss(x, y, reduction="sum"),
+        }
+        times: dict[str, list[float]] = {name: [] for name in impls}
+        for rep in range(33):
+            for name, fn in impls.items():
+                start = time.thread_time()
+                fn().backward()
+                x.grad = None
+                if rep >= 3:  # the first reps compile and warm up
+                    times[name].append(time.thread_time() - start)
+    finally:
+        torch.set_num_threads(threads)
+    bce = statistics.median(times["bce"])
+    ratios = {name: statistics.median(t) / bce for name, t in times.items() if name != "bce"}
+    assert all(ratio < 2.0 for ratio in ratios.values()), ratios
