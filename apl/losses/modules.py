@@ -201,7 +201,8 @@ class DistributionBalancedLoss(nn.Module):
     """Distribution-Balanced loss (preset ``dbl``, the official DB-Focal setting).
 
     ``label_counts`` (known positives per label) and ``num_samples`` come from the
-    training split only; the training loop passes them (`apl.losses.build_loss`).
+    training split only; the training loop passes them (`apl.losses.build_loss`). What
+    depends on them alone (``1/n_c``, the prior bias) is computed here once, not per batch.
     """
 
     def __init__(

@@ -7,7 +7,10 @@ a target that is NaN or negative is an unknown cell (zero loss and zero gradient
 caller's grad mode is never changed, and ``reduction`` is ``sum`` (the official codes'
 choice and what the training loop uses), ``mean`` (the sum over the known cells divided
 by their number) or ``none``. The focusing weights are differentiated, as in the
-official codes (none of them detaches it). The golden cases of
+official codes (none of them detaches it). Distribution-Balanced and Two-way have a fast
+body for the usual inputs (0/1 targets; logits in a range where the official -100 mask is
+below rounding) that says whether it applies, and the exact body stands in where it does
+not (`apl.losses._fusion.Guarded`; docs/losses.md, "Speed"). The golden cases of
 tests/apl/data/robust_loss_cases.json hold these functions to reference ports of the
 official codes (benchmarks/robust_loss_cases.py).
 """
