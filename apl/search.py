@@ -11,8 +11,9 @@ study from rows costs a few milliseconds for the at most 64 trials of one candid
 A space maps a name to a range (`{"low", "high", "log"}`), a list of choices, or one
 fixed value. Hyperparameter names are JobSpec hyperparameters; `loss.<parameter>` names
 are loss parameters, searched only for the losses they mean something for
-(`LOSS_SEARCHABLE`: no focusing parameters for bce). Optuna is imported inside the
-functions, so that the API process, which validates specs, stays light.
+(`LOSS_SEARCHABLE`: no focusing parameters for bce, Two-way's temperatures only for
+twoway). Optuna is imported inside the functions, so that the API process, which validates
+specs, stays light.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from apl.spec import ALL_LOSS_PARAMETERS, ROBUST_LOSS_PRESETS
+
+#: Every parameter of the losses for under-tagged and long-tailed data.
+ROBUST_PARAMETERS = frozenset(key for preset in ROBUST_LOSS_PRESETS.values() for key in preset)
 
 if TYPE_CHECKING:
     import optuna
@@ -38,14 +44,26 @@ HYPERPARAMETER_NAMES: dict[str, bool] = {
     "image_size": True,
     "max_length": True,
 }
-LOSS_NAMES = ("loss.gamma_neg", "loss.gamma_pos", "loss.clip", "loss.alpha1", "loss.alpha2")
+#: Loss parameters a search may vary (`loss.<field>` of LossSpec), and whether each takes integers.
+_APL_NAMES = ("loss.gamma_neg", "loss.gamma_pos", "loss.clip", "loss.alpha1", "loss.alpha2")
+LOSS_PARAMETER_NAMES: dict[str, bool] = {
+    **dict.fromkeys(_APL_NAMES, False),
+    **{f"loss.{key}": key == "change_epoch" for key in ALL_LOSS_PARAMETERS if key in ROBUST_PARAMETERS},
+}
+LOSS_NAMES = tuple(LOSS_PARAMETER_NAMES)
 SPACE_NAMES = (*HYPERPARAMETER_NAMES, *LOSS_NAMES)
-#: The loss parameters that mean something for each preset (the others stay at the preset's value).
+#: The names that take integers (a range of them must hold one; values are rounded to one).
+INTEGER_NAMES = frozenset(
+    name for name, whole in {**HYPERPARAMETER_NAMES, **LOSS_PARAMETER_NAMES}.items() if whole
+)
+#: The loss parameters that mean something for each preset (the others stay at the preset's value):
+#: no focusing parameters for bce; each loss of `ROBUST_LOSS_PRESETS` searches its own parameters.
 LOSS_SEARCHABLE: dict[str, tuple[str, ...]] = {
     "bce": (),
     "focal": ("loss.gamma_pos", "loss.gamma_neg"),
     "asl": ("loss.gamma_pos", "loss.gamma_neg", "loss.clip"),
-    "apl": LOSS_NAMES,
+    "apl": _APL_NAMES,
+    **{name: tuple(f"loss.{key}" for key in preset) for name, preset in ROBUST_LOSS_PRESETS.items()},
 }
 MAX_TRIALS = 64
 DEFAULT_TRIALS = 8
@@ -121,7 +139,7 @@ class SearchSpec(BaseModel):
         for name, entry in space.items():
             if name not in SPACE_NAMES:
                 raise ValueError(f"unknown name '{name}' in the space; known: {', '.join(SPACE_NAMES)}")
-            if HYPERPARAMETER_NAMES.get(name) and isinstance(entry, Range) and _no_integer(entry):
+            if name in INTEGER_NAMES and isinstance(entry, Range) and _no_integer(entry):
                 raise ValueError(f"'{name}' takes integers and [{entry.low:g}, {entry.high:g}] holds none")
         return space
 
@@ -147,7 +165,7 @@ def _distribution(name: str, entry: Range | Choices) -> optuna.distributions.Bas
 
     if isinstance(entry, Choices):
         return CategoricalDistribution(entry.choices)
-    if HYPERPARAMETER_NAMES.get(name):
+    if name in INTEGER_NAMES:
         return IntDistribution(math.ceil(entry.low), math.floor(entry.high), log=entry.log)
     return FloatDistribution(entry.low, entry.high, log=entry.log)
 

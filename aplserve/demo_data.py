@@ -21,9 +21,12 @@ downloading anything:
   `digits-mosaics-partial-flips.json`). A digit's presence is in the pixels, so a model that
   has learnt the digits can disagree with a wrong label; film titles say little about genres.
 
-- under-tagged variants of the movies and the mosaics (`aplserve.demo_undertagged`): a
-  complete training part, the same with 40% of its positives removed, a complete test part,
-  and the answer key of the removed tags.
+- with `--undertagged` only, under-tagged variants of the movies and the mosaics
+  (`aplserve.demo_undertagged`): a complete training part, the same with 40% of its
+  positives removed, a complete test part, and the answer key of the removed tags. They
+  are opt-in because each is three more data sets to upload, and what uploads every file
+  of the folder (tools that try the whole contract) would train them all; the loss
+  comparison that needs them (`benchmarks/loss_quality.py --undertagged`) asks for them.
 
 Everything is seeded and written with fixed timestamps, so the bytes are the same
 on every run; heavy imports happen inside the functions to keep the CLI fast.
@@ -273,8 +276,11 @@ def write_partial_movies(csv_path: Path, flips_path: Path, samples: list[tuple[s
     flips_path.write_text(json.dumps(flips, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
-def write_demo_data(out_dir: Path) -> list[Path]:
-    """Write every demo dataset into out_dir (created if missing); return the files written."""
+def write_demo_data(out_dir: Path, *, undertagged: bool = False) -> list[Path]:
+    """Write the demo datasets into out_dir (created if missing); return the files written.
+
+    ``undertagged`` adds the under-tagged variants (`aplserve.demo_undertagged`).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     zip_path, csv_path, jsonl_path = out_dir / MOSAICS_ZIP, out_dir / MOVIES_CSV, out_dir / MOVIES_JSONL
     partial_path, flips_path = out_dir / MOVIES_PARTIAL_CSV, out_dir / MOVIES_FLIPS
@@ -284,15 +290,23 @@ def write_demo_data(out_dir: Path) -> list[Path]:
     write_partial_movies(partial_path, flips_path, movies)
     partial_zip, zip_flips = out_dir / MOSAICS_PARTIAL_ZIP, out_dir / MOSAICS_FLIPS
     write_partial_mosaics(partial_zip, zip_flips)
-    from aplserve.demo_undertagged import write_undertagged_mosaics, write_undertagged_movies
+    written = [zip_path, csv_path, jsonl_path, partial_path, flips_path, partial_zip, zip_flips]
+    if undertagged:
+        from aplserve.demo_undertagged import write_undertagged_mosaics, write_undertagged_movies
 
-    undertagged = write_undertagged_movies(out_dir, movies) + write_undertagged_mosaics(out_dir)
-    return [zip_path, csv_path, jsonl_path, partial_path, flips_path, partial_zip, zip_flips, *undertagged]
+        written += write_undertagged_movies(out_dir, movies) + write_undertagged_mosaics(out_dir)
+    return written
 
 
 def demo_data_command(
     out_dir: Path = typer.Argument(..., help="Folder to write the datasets into; created if missing."),
+    undertagged: bool = typer.Option(
+        False,
+        "--undertagged",
+        help="Also write under-tagged variants of the movies and the mosaics (complete training "
+        "part, the same with 40% of its positives removed, complete test part, answer key).",
+    ),
 ) -> None:
     """Write small real multi-label datasets (image ZIP, text CSV and JSONL) made offline."""
-    for path in write_demo_data(out_dir):
+    for path in write_demo_data(out_dir, undertagged=undertagged):
         typer.echo(f"{path}\t{path.stat().st_size} bytes")

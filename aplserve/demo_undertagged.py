@@ -2,7 +2,8 @@
 
 Real tags are under-given (a user who tags a film "comedy" rarely adds every other genre
 that fits), and a loss that reads every absent tag as a true "no" learns to say "no". To
-measure what the losses for missing labels (hill, splc) do about it, each demo set gets:
+measure what the losses for missing labels (hill, splc) do about it, `aplserve demo-data DIR
+--undertagged` (opt-in: three more data sets per demo set) writes for each demo set:
 
 - `<name>-train.<ext>`: the training part (1 - UNDERTAG_TEST_SHARE of the samples), complete;
 - `<name>-undertagged.<ext>`: the same samples with each positive removed with probability

@@ -23,10 +23,11 @@ children trained and were tested on, and writes:
     .venv/bin/python benchmarks/loss_quality.py --undertagged movies [--seeds 0,1] [--candidates ...]
 
 `--undertagged NAME` runs the tournament with the losses for missing labels and long tails
-on the complete and the under-tagged variant of a demo set (`aplserve.demo_undertagged`:
-the same training samples, 40% of their positives removed in one; both scored on the same
-complete test set, given as `test_dataset_id`) and writes docs/loss-quality-undertagged-<name>.json
-and the part of docs/results.md between that set's loss-quality-undertagged-<name> markers.
+on the complete and the under-tagged variant of a demo set (`aplserve demo-data --undertagged`,
+`aplserve.demo_undertagged`: the same training samples, 40% of their positives removed in
+one; both scored on the same complete test set, given as `test_dataset_id`) and writes
+docs/loss-quality-undertagged-<name>.json and the part of docs/results.md between that
+set's loss-quality-undertagged-<name> markers.
 
 `--render-only` rewrites the report and the plot from docs/loss-quality.json. `--extra-workers`
 starts that many more `aplserve worker` processes on the service's data dir, so children
@@ -482,7 +483,7 @@ def measure_undertagged(
     variants: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="aplserve-undertagged-") as scratch:
         root = Path(scratch)
-        write_demo_data(root / "demo")
+        write_demo_data(root / "demo", undertagged=True)
         service = Service(root / "var")
         workers = start_workers(root / "var", extra_workers)
         try:

@@ -6,12 +6,17 @@ autograd (compiled with torch.compile for inputs of at least ``COMPILE_MIN_NUMEL
 elements, eagerly otherwise or when compiling fails) and hands the gradient to autograd
 through `_SavedGradient`, so backward costs one multiplication. The same design as the
 APL kernel (`apl.losses._fused`), kept apart because these bodies take other inputs.
+
+A loss may pair a fast body with an exact one (`Guarded`): the fast body also returns a
+flag that says whether its shortcut holds for these inputs (0/1 targets, logits in a
+range where a dropped term is below rounding); where it does not, the exact body runs.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,12 +26,23 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from apl.losses import _fused
 
 Body = Callable[..., tuple[Tensor, Tensor | None]]
+#: A fast body: value, gradient and whether its shortcut holds for these inputs (a bool tensor).
+FastBody = Callable[..., tuple[Tensor, Tensor | None, Tensor]]
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """A fast body and the exact body that stands in where the fast one's flag is false."""
+
+    fast: FastBody
+    exact: Body
+
 
 _lock = threading.Lock()
-_compiled: dict[Hashable, Body] = {}
+_compiled: dict[Hashable, Callable[..., Any]] = {}
 
 
-def _compiled_body(key: Hashable, body: Body) -> Body | None:
+def _compiled_body(key: Hashable, body: Callable[..., Any]) -> Callable[..., Any] | None:
     """The compiled body for `key` (one compiled graph per loss and static configuration)."""
     with _lock:
         compiled = _compiled.get(key)
@@ -40,8 +56,23 @@ def _compiled_body(key: Hashable, body: Body) -> Body | None:
         return compiled
 
 
-def run_body(key: Hashable, body: Body, x: Tensor, *inputs: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """`body(x, *inputs)` without autograd: compiled when large enough and working, else eager."""
+def run_body(
+    key: Hashable, body: Body | Guarded, x: Tensor, *inputs: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """`body(x, *inputs)` without autograd: compiled when large enough and working, else eager.
+
+    A `Guarded` body runs its fast body first and its exact one only where the flag says so.
+    """
+    if isinstance(body, Guarded):
+        loss, grad, holds = _run(("fast", key), body.fast, x, *inputs)
+        if bool(holds):
+            return loss, grad
+        key, body = ("exact", key), body.exact
+    result: tuple[Tensor, Tensor | None] = _run(key, body, x, *inputs)
+    return result
+
+
+def _run(key: Hashable, body: Callable[..., Any], x: Tensor, *inputs: Tensor | None) -> Any:
     x = x.detach()
     if x.numel() >= _fused.COMPILE_MIN_NUMEL and _fused.compile_enabled():
         compiled = _compiled_body(key, body)
@@ -59,7 +90,9 @@ class _SavedGradient(torch.autograd.Function):
     """Forward runs the fused body and keeps its gradient; backward only scales it."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x: Tensor, key: Hashable, body: Body, *inputs: Tensor | None) -> Tensor:
+    def forward(
+        ctx: FunctionCtx, x: Tensor, key: Hashable, body: Body | Guarded, *inputs: Tensor | None
+    ) -> Tensor:
         loss, grad = run_body(key, body, x, *inputs)
         assert grad is not None
         ctx.save_for_backward(grad)
@@ -79,7 +112,9 @@ class _SavedGradient(torch.autograd.Function):
         return (grad * grad_output, *rest)
 
 
-def fused(key: Hashable, make_body: Callable[[bool], Body], x: Tensor, *inputs: Tensor | None) -> Tensor:
+def fused(
+    key: Hashable, make_body: Callable[[bool], Body | Guarded], x: Tensor, *inputs: Tensor | None
+) -> Tensor:
     """The loss of `make_body(need_grad)` at `x`, differentiable in `x` when autograd wants it.
 
     `key` names the static configuration (loss, parameters, reduction); the gradient

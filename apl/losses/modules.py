@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from apl.losses._fused import Backend
 from apl.losses.functional import asymmetric_polynomial_loss
-from apl.losses.robust import distribution_balanced_loss, hill_loss, splc_loss, two_way_loss
+from apl.losses.robust import LabelStatistics, db_loss_with, hill_loss, splc_loss, two_way_loss
 from apl.spec import LOSS_PRESETS, ROBUST_LOSS_PRESETS
 
 
@@ -201,7 +201,8 @@ class DistributionBalancedLoss(nn.Module):
     """Distribution-Balanced loss (preset ``dbl``, the official DB-Focal setting).
 
     ``label_counts`` (known positives per label) and ``num_samples`` come from the
-    training split only; the training loop passes them (`apl.losses.build_loss`).
+    training split only; the training loop passes them (`apl.losses.build_loss`). What
+    depends on them alone (``1/n_c``, the prior bias) is computed here once, not per batch.
     """
 
     def __init__(
@@ -232,25 +233,17 @@ class DistributionBalancedLoss(nn.Module):
         self.label_counts = [float(v) for v in label_counts]
         self.num_samples = float(num_samples)
         self.reduction = reduction
+        self.statistics = LabelStatistics(
+            self.label_counts,
+            self.num_samples,
+            init_bias=self.values["init_bias"],
+            neg_scale=self.values["neg_scale"],
+        )
         probe = torch.zeros(1, len(self.label_counts))
         self._loss(probe, probe)  # validates
 
     def _loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        v = self.values
-        return distribution_balanced_loss(
-            logits,
-            targets,
-            label_counts=self.label_counts,
-            num_samples=self.num_samples,
-            map_alpha=v["map_alpha"],
-            map_beta=v["map_beta"],
-            map_gamma=v["map_gamma"],
-            init_bias=v["init_bias"],
-            neg_scale=v["neg_scale"],
-            gamma=v["gamma"],
-            balance=v["balance"],
-            reduction=self.reduction,
-        )
+        return db_loss_with(logits, targets, self.statistics, self.values, self.reduction)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         """See ``apl.losses.robust.distribution_balanced_loss``."""

@@ -7,7 +7,10 @@ a target that is NaN or negative is an unknown cell (zero loss and zero gradient
 caller's grad mode is never changed, and ``reduction`` is ``sum`` (the official codes'
 choice and what the training loop uses), ``mean`` (the sum over the known cells divided
 by their number) or ``none``. The focusing weights are differentiated, as in the
-official codes (none of them detaches it). The golden cases of
+official codes (none of them detaches it). Distribution-Balanced and Two-way have a fast
+body for the usual inputs (0/1 targets; logits in a range where the official -100 mask is
+below rounding) that says whether it applies, and the exact body stands in where it does
+not (`apl.losses._fusion.Guarded`; docs/losses.md, "Speed"). The golden cases of
 tests/apl/data/robust_loss_cases.json hold these functions to reference ports of the
 official codes (benchmarks/robust_loss_cases.py).
 """
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from apl.losses._fusion import Body, fused
+from apl.losses._fusion import Body, FastBody, Guarded, fused
 from apl.losses._kernel import _int_pow, integer_exponent
 
 REDUCTIONS = ("sum", "mean", "none")
@@ -96,15 +99,20 @@ def _sigmoids(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _reduce(loss: Tensor, grad: Tensor | None, known: Tensor, reduction: str) -> tuple[Tensor, Tensor | None]:
-    """Zero at unknown cells, then the reduction (and the gradient of the reduced value)."""
+    """Zero at unknown cells, then the reduction (and the gradient of the reduced value).
+
+    Sums go row by row first: compiled, the row sums join the loop over the row that
+    computes the loss, where one sum over everything is a second loop that reads back
+    every intermediate the first one had to store.
+    """
     loss = torch.where(known, loss, 0.0)
     grad = None if grad is None else torch.where(known, grad, 0.0)
     if reduction == "none":
         return loss, grad
-    total = loss.sum()
+    total = loss.sum(-1).sum()
     if reduction == "sum":
         return total, grad
-    count = known.sum().clamp(min=1).to(loss.dtype)
+    count = known.sum(-1).sum().clamp(min=1).to(loss.dtype)
     return total / count, None if grad is None else grad / count
 
 
@@ -208,9 +216,12 @@ def splc_loss(
 
 
 def _db_body(values: tuple[float, ...], reduction: str, need_grad: bool) -> Body:
+    """Any targets in [0, 1] (soft ones too): ``1 - pt`` from ``exp(-BCE)`` as the official code."""
     map_alpha, map_beta, map_gamma, neg_scale, gamma, balance = values
 
-    def body(x: Tensor, y: Tensor, inv_n: Tensor, bias: Tensor) -> tuple[Tensor, Tensor | None]:
+    def body(
+        x: Tensor, y: Tensor, inv_n: Tensor, _beta_inv_n: Tensor, bias: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
         known = y >= 0
         y = torch.where(known, y, 0.0)
         ny = 1.0 - y
@@ -238,28 +249,113 @@ def _db_body(values: tuple[float, ...], reduction: str, need_grad: bool) -> Body
     return body
 
 
-def _label_statistics(
-    label_counts: Sequence[float] | Tensor,
-    num_samples: float,
-    classes: int,
-    init_bias: float,
-    neg_scale: float,
-) -> tuple[Tensor, Tensor]:
-    """``1 / n_c`` and the logit bias ``-init_bias * log(N / n_c - 1) / neg_scale``, in float64.
+def _db_hard_body(values: tuple[float, ...], reduction: str, need_grad: bool) -> FastBody:
+    """0/1 targets (the flag says whether they are): the same loss with two fewer transcendentals.
 
-    Counts are clamped to [1, N - 1]: outside it the official formulas divide by zero or
-    take the log of 0 (a label never or always positive in the training split).
+    With a hard target ``pt`` is ``sigmoid(z)`` or ``sigmoid(-z)``, so ``1 - pt`` is the
+    other sigmoid, which the logit's one ``exp`` already gave (no ``expm1(-BCE)``), and
+    every product with ``y`` or ``1 - y`` becomes a select. ``beta_inv_n`` is
+    ``map_beta / n_c``, computed once per loss.
     """
-    if isinstance(num_samples, bool) or not math.isfinite(num_samples) or num_samples < 2:
-        raise ValueError(f"num_samples must be a number >= 2, got {num_samples!r}")
-    counts = torch.as_tensor(label_counts, dtype=torch.float64).detach().cpu()
-    if counts.dim() != 1 or counts.shape[0] != classes:
-        raise ValueError(f"label_counts must hold one count per class ({classes}), got {tuple(counts.shape)}")
-    if not bool(torch.isfinite(counts).all()) or bool((counts < 0).any()):
-        raise ValueError("label_counts must be finite and >= 0")
-    counts = counts.clamp(min=1.0, max=float(num_samples) - 1.0)
-    bias = -init_bias * torch.log(float(num_samples) / counts - 1.0) / neg_scale
-    return 1.0 / counts, bias
+    map_alpha, _, map_gamma, neg_scale, gamma, balance = values
+    shift = values[1] * map_gamma
+
+    def body(
+        x: Tensor, y: Tensor, inv_n: Tensor, beta_inv_n: Tensor, bias: Tensor
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        known = y >= 0
+        pos = y == 1.0
+        hard = ~(known & ~pos & (y != 0.0)).any(-1).any()
+        repeat = torch.where(pos, inv_n, 0.0).sum(dim=-1, keepdim=True)  # r_i = sum_c y_ic / n_c
+        has = repeat > 0
+        inv_r = 1.0 / torch.where(has, repeat, 1.0)
+        mapped = torch.where(has, torch.sigmoid(beta_inv_n * inv_r - shift), 1.0)
+        weight = map_alpha + mapped
+        scale = torch.where(pos, weight * balance, weight * (balance / neg_scale))
+        z = torch.where(pos, x + bias, (x + bias) * neg_scale)
+        p, q, lz = _sigmoids(z)
+        bce = lz + torch.where(pos, -torch.clamp(z, max=0.0), torch.clamp(z, min=0.0))
+        one_minus_pt = torch.where(pos, q, p)
+        focus = _pow(one_minus_pt, gamma)
+        loss = scale * bce if focus is None else scale * focus * bce
+        if not need_grad:
+            return (*_reduce(loss, None, known, reduction), hard)
+        d_bce = torch.where(pos, -q, p * neg_scale)
+        if focus is not None:
+            d_bce = d_bce * (_pow_derivative(one_minus_pt, gamma, focus, 1.0 - one_minus_pt) * bce + focus)
+        return (*_reduce(loss, scale * d_bce, known, reduction), hard)
+
+    return body
+
+
+class LabelStatistics:
+    """What the Distribution-Balanced loss takes from the training split, computed once.
+
+    ``1 / n_c`` and the prior logit bias ``-init_bias * log(N / n_c - 1) / neg_scale`` in
+    float64, and their copies per device and dtype (a loss module keeps one of these, so
+    a training step converts nothing). Counts are clamped to [1, N - 1]: outside it the
+    official formulas divide by zero or take the log of 0 (a label never or always
+    positive in the training split).
+    """
+
+    def __init__(
+        self,
+        label_counts: Sequence[float] | Tensor,
+        num_samples: float,
+        *,
+        init_bias: float,
+        neg_scale: float,
+    ) -> None:
+        if isinstance(num_samples, bool) or not math.isfinite(num_samples) or num_samples < 2:
+            raise ValueError(f"num_samples must be a number >= 2, got {num_samples!r}")
+        _check({"init_bias": init_bias, "neg_scale": neg_scale}, "sum")
+        _at_least({"neg_scale": neg_scale}, ["neg_scale"], 0.0, strict=True)
+        counts = torch.as_tensor(label_counts, dtype=torch.float64).detach().cpu()
+        if counts.dim() != 1:
+            raise ValueError(f"label_counts must hold one count per class, got shape {tuple(counts.shape)}")
+        if not bool(torch.isfinite(counts).all()) or bool((counts < 0).any()):
+            raise ValueError("label_counts must be finite and >= 0")
+        counts = counts.clamp(min=1.0, max=float(num_samples) - 1.0)
+        self.classes = int(counts.shape[0])
+        self.inv_n = 1.0 / counts
+        self.bias = -init_bias * torch.log(float(num_samples) / counts - 1.0) / neg_scale
+        self._copies: dict[tuple[torch.device, torch.dtype, float], tuple[Tensor, Tensor, Tensor]] = {}
+
+    def like(self, x: Tensor, map_beta: float) -> tuple[Tensor, Tensor, Tensor]:
+        """``1 / n_c``, ``map_beta / n_c`` and the bias on x's device, in x's dtype."""
+        classes = x.shape[-1] if x.dim() else 0
+        if classes != self.classes:
+            raise ValueError(f"label_counts must hold one count per class ({classes}), got ({self.classes},)")
+        key = (x.device, x.dtype, map_beta)
+        copies = self._copies.get(key)
+        if copies is None:
+            inv_n, bias = (t.to(device=x.device, dtype=x.dtype) for t in (self.inv_n, self.bias))
+            copies = (inv_n, map_beta * inv_n, bias)
+            self._copies[key] = copies
+        return copies
+
+
+def _db_values(params: dict[str, float], reduction: str) -> tuple[float, ...]:
+    _check(params, reduction)
+    _at_least(params, ["gamma", "map_alpha", "balance"], 0.0)
+    _at_least(params, ["neg_scale"], 0.0, strict=True)
+    names = ("map_alpha", "map_beta", "map_gamma", "neg_scale", "gamma", "balance")
+    return tuple(float(params[name]) for name in names)
+
+
+def db_loss_with(
+    logits: Tensor, targets: Tensor, statistics: LabelStatistics, params: dict[str, float], reduction: str
+) -> Tensor:
+    """The Distribution-Balanced loss with the training split's statistics already computed."""
+    values = _db_values(params, reduction)
+    x, y = _inputs(logits, targets)
+    inv_n, beta_inv_n, bias = statistics.like(x, values[1])
+    key = ("dbl", values, reduction, x.dtype)
+
+    def make(need: bool) -> Guarded:
+        return Guarded(_db_hard_body(values, reduction, need), _db_body(values, reduction, need))
+
+    return fused(key, make, x, y, inv_n, beta_inv_n, bias)
 
 
 def distribution_balanced_loss(
@@ -283,7 +379,8 @@ def distribution_balanced_loss(
     r_i - map_gamma))`` with ``r_i = sum_c y_ic / n_c``; logits shifted by the prior bias
     ``b_c`` and, on negatives, scaled by ``neg_scale`` (weight divided by it); then
     ``balance * (1 - pt)^gamma * w * BCE`` (docs/losses.md). ``label_counts`` are the known
-    positives per label and ``num_samples`` the number of samples of the training split.
+    positives per label and ``num_samples`` the number of samples of the training split
+    (`DistributionBalancedLoss` computes what depends on them once, not every call).
     """
     params = {
         "map_alpha": map_alpha,
@@ -294,25 +391,17 @@ def distribution_balanced_loss(
         "gamma": gamma,
         "balance": balance,
     }
-    _check(params, reduction)
-    _at_least(params, ["gamma", "map_alpha", "balance"], 0.0)
-    _at_least(params, ["neg_scale"], 0.0, strict=True)
-    x, y = _inputs(logits, targets)
-    classes = x.shape[-1] if x.dim() else 0
-    inv_n, bias = _label_statistics(
-        label_counts, float(num_samples), classes, float(init_bias), float(neg_scale)
+    _db_values(params, reduction)
+    statistics = LabelStatistics(
+        label_counts, float(num_samples), init_bias=float(init_bias), neg_scale=float(neg_scale)
     )
-    inv_n, bias = inv_n.to(device=x.device, dtype=x.dtype), bias.to(device=x.device, dtype=x.dtype)
-    values = (
-        float(map_alpha),
-        float(map_beta),
-        float(map_gamma),
-        float(neg_scale),
-        float(gamma),
-        float(balance),
-    )
-    key = ("dbl", values, reduction, x.dtype)
-    return fused(key, lambda need: _db_body(values, reduction, need), x, y, inv_n, bias)
+    return db_loss_with(logits, targets, statistics, params, reduction)
+
+
+def _softplus_slope(s: Tensor) -> Tensor:
+    """The derivative of ``F.softplus`` as its backward gives it: 1 past the threshold of 20, where
+    the value is ``s`` itself (the official code's softplus), else ``sigmoid(s)``."""
+    return torch.where(s > 20.0, 1.0, torch.sigmoid(s))
 
 
 def _two_way_body(tp: float, tn: float, per_row: bool, need_grad: bool) -> Body:
@@ -332,12 +421,68 @@ def _two_way_body(tp: float, tn: float, per_row: bool, need_grad: bool) -> Body:
         loss = (loss_c + loss_s) * scale
         if not need_grad:
             return loss, None
-        g_c = torch.where(has_c, torch.sigmoid(s_c), 0.0) * (scale / n_c)
-        g_s = torch.where(has_s, torch.sigmoid(s_s), 0.0) * (scale / n_s)
+        g_c = torch.where(has_c, _softplus_slope(s_c), 0.0) * (scale / n_c)
+        g_s = torch.where(has_s, _softplus_slope(s_s), 0.0) * (scale / n_s)
         grad = g_c * (torch.exp(b - ln_c) - torch.exp(a - lp_c))
         grad = grad + g_s * (torch.exp(b - ln_s) - torch.exp(a - lp_s))
         # An unknown cell's share, through the -100 mask, is below exp(-80) of the rest: made 0.
         return loss, torch.where(y >= 0, grad, 0.0)
+
+    return body
+
+
+#: How far below the kept terms (as a power of e) a dropped -100-masked term must be, per dtype:
+#: e^-24 is 1e-11 (float32's rounding is 6e-8), e^-40 is 4e-18 (float64's is 1e-16).
+_TWO_WAY_DROP = {torch.float32: 24.0, torch.float64: 40.0}
+#: The largest |logit| / temperature + log(terms) whose exp sums stay normal floats, per dtype.
+_TWO_WAY_EXP = {torch.float32: 80.0, torch.float64: 700.0}
+
+
+def _two_way_fast_body(tp: float, tn: float, per_row: bool, need_grad: bool, dtype: torch.dtype) -> FastBody:
+    """The Two-way loss from one ``exp`` per cell and no max pass; the flag says where that is exact.
+
+    Each cell enters one log-sum-exp family only: ``-x/tp`` where it is a positive, ``x/tn``
+    where it is a negative. The official code also adds every other cell there with
+    -100 added; those terms are dropped here, which changes nothing in the dtype's
+    precision as long as ``(max x - min x)(1/tp + 1/tn) + log(max(N, C))`` stays
+    ``_TWO_WAY_DROP`` below 100, and each row and column with a positive also has a
+    negative. The sums are taken without a shift, so ``max|x| / min(tp, tn) + log(max(N, C))``
+    must also stay below ``_TWO_WAY_EXP`` (no overflow, no denormal terms). Then the
+    gradient is ``exp(v)`` times a per-row and a per-column factor. Otherwise the flag
+    is false and the exact body (`_two_way_body`) runs.
+    """
+    drop, limit = 100.0 - _TWO_WAY_DROP[dtype], _TWO_WAY_EXP[dtype]
+
+    def body(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        pos, neg = y > 0, y == 0
+        e = torch.where(pos | neg, torch.exp(torch.where(pos, x * (-1.0 / tp), x * (1.0 / tn))), 0.0)
+        ep, en = torch.where(pos, e, 0.0), torch.where(neg, e, 0.0)
+        sp_c, sn_c, sp_s, sn_s = ep.sum(0), en.sum(0), ep.sum(1, keepdim=True), en.sum(1, keepdim=True)
+        has_c, has_s = sp_c > 0, sp_s > 0
+        low, high = x.min(), x.max()
+        # log(max(N, C)) as a tensor: a Python log of the shape would pin the compiled body to it
+        one = x.new_ones(())
+        terms = torch.log(torch.maximum(one * x.shape[0], one * x.shape[1]))
+        holds = (
+            (torch.maximum(high, -low) * max(1.0 / tp, 1.0 / tn) + terms <= limit)
+            & ((high - low) * (1.0 / tp + 1.0 / tn) + terms <= drop)
+            & ~(has_c & (sn_c == 0)).any()
+            & ~(has_s & (sn_s == 0)).any()
+        )
+        on_c, on_s = has_c.to(x.dtype), has_s.to(x.dtype)
+        sp_c, sn_c = torch.where(has_c, sp_c, 1.0), torch.where(has_c, sn_c, 1.0)
+        sp_s, sn_s = torch.where(has_s, sp_s, 1.0), torch.where(has_s, sn_s, 1.0)
+        s_c = tn * torch.log(sn_c) + tp * torch.log(sp_c)
+        s_s = tn * torch.log(sn_s) + tp * torch.log(sp_s)
+        scale = float(x.shape[0]) if per_row else 1.0
+        n_c, n_s = on_c.sum().clamp(min=1.0), on_s.sum().clamp(min=1.0)
+        loss = ((on_c * F.softplus(s_c)).sum() / n_c + (on_s * F.softplus(s_s)).sum() / n_s) * scale
+        if not need_grad:
+            return loss, None, holds
+        g_c = on_c * _softplus_slope(s_c) * (scale / n_c)
+        g_s = on_s * _softplus_slope(s_s) * (scale / n_s)
+        factor = torch.where(pos, -(g_c / sp_c) - g_s / sp_s, g_c / sn_c + g_s / sn_s)
+        return loss, e * factor, holds
 
     return body
 
@@ -361,5 +506,10 @@ def two_way_loss(
     if x.dim() != 2:
         raise ValueError(f"the two-way loss needs N x C logits, got shape {tuple(x.shape)}")
     key = ("twoway", float(tp), float(tn), reduction, x.dtype)
-    per_row = reduction == "sum"
-    return fused(key, lambda need: _two_way_body(float(tp), float(tn), per_row, need), x, y)
+    per_row, t_p, t_n = reduction == "sum", float(tp), float(tn)
+
+    def make(need: bool) -> Guarded:
+        fast = _two_way_fast_body(t_p, t_n, per_row, need, x.dtype)
+        return Guarded(fast, _two_way_body(t_p, t_n, per_row, need))
+
+    return fused(key, make, x, y)

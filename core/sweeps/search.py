@@ -135,7 +135,7 @@ def insert_child(session: Session, sweep: Sweep, spec: JobSpec, role: str) -> Jo
         dataset_id=spec.dataset_id,
         status=JobStatus.QUEUED,
         spec=spec.model_dump(mode="json"),
-        progress={"epoch": 0, "epochs": spec.hyperparameters.epochs, "step": 0, "steps": 0},
+        progress={"epoch": 0, "epochs": spec.hyperparameters.epochs or 0, "step": 0, "steps": 0},
         cancel_requested=False,
         attempts=0,
         sweep_id=sweep.id,
@@ -325,11 +325,19 @@ def report(settings: Settings, job_id: str) -> bool:
     return prune
 
 
+#: The evaluations a trial on a step budget (no `epochs`) is assumed to reach, for the pruner's
+#: warm-up (a third of them) and Hyperband's largest resource: a step budget stops on patience,
+#: so how many it takes is not known before the trial runs.
+STEP_BUDGET_EVALUATIONS = 9
+
+
 def _max_epochs(spec: SweepSpec) -> int:
     assert spec.search is not None
     entry = (spec.search.space or {}).get("epochs")
     high = getattr(entry, "high", None) or max(getattr(entry, "choices", None) or [0], default=0)
-    return int(high) if isinstance(high, int | float) and high else spec.hyperparameters.epochs
+    if isinstance(high, int | float) and high:
+        return int(high)
+    return spec.hyperparameters.epochs or STEP_BUDGET_EVALUATIONS
 
 
 def outcome(settings: Settings, job_id: str, state: TrialState) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from apl.catalog import default_space
-from apl.search import SearchSpec, Value, candidate_space
+from apl.search import INTEGER_NAMES, SearchSpec, Value, candidate_space
 from apl.spec import (
     ALL_LOSS_PRESETS,
     LOSS_PRESETS,
@@ -187,7 +187,11 @@ def check(spec: SweepSpec) -> None:
 
 
 def _check_search(spec: SweepSpec) -> None:
-    """Every candidate's configurations must make valid job specs (a range end out of bounds is 422)."""
+    """Every candidate's configurations must make valid job specs (a range end out of bounds is 422).
+
+    A `loss.*` name is checked against the candidates whose loss has that parameter (Hill's
+    `lamb` against the hill candidates); for the others it is left out of the search.
+    """
     assert spec.search is not None
     if not spec.search.space:
         message = f"base model '{spec.base_model}' has no default space; give search.space"
@@ -198,11 +202,13 @@ def _check_search(spec: SweepSpec) -> None:
         message = f"{count}; a sweep runs at most {MAX_TRIALS} trials"
         raise _unprocessable("too_many_trials", ["search", "trials"], message)
     for name, entry in spec.search.space.items():
+        # A loss parameter is checked (and searched) only for the candidates whose loss has it.
+        users = [c for c in spec.candidates if name in candidate_space({name: entry}, c.name)]
         ends: list[Value] = (
             [entry.low, entry.high] if hasattr(entry, "low") else list(getattr(entry, "choices", [entry]))  # type: ignore[arg-type]
         )
         for end in ends:
-            for candidate in spec.candidates:
+            for candidate in users:
                 try:
                     configured(spec, candidate, {name: end}, seed=spec.seeds[0] if spec.seeds else 0)
                 except ValidationError as error:
@@ -251,15 +257,14 @@ def configured(spec: SweepSpec, candidate: LossSpec, config: dict[str, Value], *
 
     Raises ValueError (pydantic's) when a value is out of its field's bounds.
     """
-    from apl.search import HYPERPARAMETER_NAMES
-
     hyperparameters = spec.hyperparameters.model_dump(mode="json", exclude_unset=True)
     loss = candidate.model_dump(mode="json")
     for name, value in config.items():
+        whole = _integer(value) if name in INTEGER_NAMES else value
         if name.startswith("loss."):
-            loss[name.removeprefix("loss.")] = value
+            loss[name.removeprefix("loss.")] = whole
         else:
-            hyperparameters[name] = _integer(value) if HYPERPARAMETER_NAMES.get(name) else value
+            hyperparameters[name] = whole
     return JobSpec.model_validate(
         {
             "dataset_id": spec.dataset_id,

@@ -339,3 +339,111 @@ def test_a_sweep_without_search_has_no_phase_and_replicate_children(
     assert get(client, alice, f"/v1/jobs/{sweep['job_ids'][0]}")["role"] == "replicate"
     listed = get(client, alice, f"/v1/sweeps/{sweep['id']}/trials")
     assert listed == {"items": [], "next_cursor": None, "importances": []}
+
+
+NEW_LOSSES = [{"name": "apl"}, {"name": "hill"}, {"name": "splc"}, {"name": "dbl"}, {"name": "twoway"}]
+
+
+@pytest.mark.parametrize(
+    ("name", "entry"),
+    [
+        ("loss.tp", {"low": 0.0, "high": 2.0}),  # a temperature must be > 0
+        ("loss.tau", {"low": 0.5, "high": 1.5}),  # a probability
+        ("loss.neg_scale", {"choices": [0.0, 2.0]}),
+        ("loss.change_epoch", {"choices": [0, 2]}),  # epochs count from 1
+    ],
+)
+def test_a_new_loss_parameter_out_of_bounds_is_422_naming_it(
+    client: TestClient,
+    alice: dict[str, str],
+    dataset: dict[str, Any],  # noqa: F811
+    settings: Settings,
+    name: str,
+    entry: dict[str, Any],
+) -> None:
+    search_spec = {"trials": 2, "space": {**LR, name: entry}}
+    response = post_sweep(client, alice, dataset["id"], candidates=NEW_LOSSES, seeds=[0], search=search_spec)
+    body = assert_problem(response, 422, "invalid_search_space")
+    assert body["errors"][0]["loc"] == ["body", "search", "space", name] and name in body["detail"], body
+    with session_scope(settings) as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_each_new_loss_searches_its_own_parameters_and_its_trials_train_with_them(
+    client: TestClient,
+    alice: dict[str, str],
+    dataset: dict[str, Any],  # noqa: F811
+    settings: Settings,
+) -> None:
+    space = {
+        **LR,
+        "loss.gamma_neg": {"low": 0.0, "high": 6.0},
+        "loss.lamb": {"low": 1.0, "high": 2.0},
+        "loss.margin": {"low": 0.0, "high": 1.5},
+        "loss.change_epoch": {"low": 1, "high": 3},
+        "loss.neg_scale": {"low": 1.0, "high": 5.0, "log": True},
+        "loss.tp": {"low": 1.0, "high": 8.0, "log": True},
+        "loss.tn": {"low": 0.5, "high": 2.0},
+    }
+    response = post_sweep(
+        client,
+        alice,
+        dataset["id"],
+        candidates=NEW_LOSSES,
+        seeds=[0],
+        hyperparameters={"epochs": 2, "max_length": 32},
+        search={"trials": 2, "space": space},
+    )
+    assert response.status_code == 202, response.text
+    sweep = response.json()
+    own = {
+        "apl": {"loss.gamma_neg"},
+        "hill": {"loss.lamb", "loss.margin"},
+        "splc": {"loss.margin", "loss.change_epoch"},
+        "dbl": {"loss.neg_scale"},
+        "twoway": {"loss.tp", "loss.tn"},
+    }
+    trials = get(client, alice, f"/v1/sweeps/{sweep['id']}/trials")["items"]
+    assert {t["candidate"]["name"] for t in trials} == set(own)
+    for trial in trials:
+        loss_name = trial["candidate"]["name"]
+        assert set(trial["params"]) == {"learning_rate"} | own[loss_name], trial
+        job_loss = get(client, alice, f"/v1/jobs/{trial['job_id']}")["spec"]["loss"]
+        assert job_loss["name"] == loss_name
+        for param, value in trial["params"].items():
+            if param.startswith("loss."):
+                assert job_loss[param.removeprefix("loss.")] == value, (job_loss, trial["params"])
+        if loss_name == "splc":
+            assert isinstance(trial["params"]["loss.change_epoch"], int)
+
+
+def test_a_search_on_step_budgets_shows_its_trials_and_prunes_them(
+    client: TestClient,
+    alice: dict[str, str],
+    dataset: dict[str, Any],  # noqa: F811
+    settings: Settings,
+) -> None:
+    """Trials that leave `epochs` out train on the base model's step budget: their progress reads
+    0 epochs until training starts, and the pruner judges them by their evaluations, past a warm-up
+    of a third of `search.STEP_BUDGET_EVALUATIONS`."""
+    sweep = post_sweep(
+        client,
+        alice,
+        dataset["id"],
+        candidates=[{"name": "bce"}],
+        seeds=[0],
+        hyperparameters={"max_length": 32},
+        search={"trials": 4, "space": LR, "pruner": "median"},
+    ).json()
+    first = queued_trials(settings, sweep["id"])[0]
+    assert get(client, alice, f"/v1/jobs/{first}")["progress"]["epochs"] == 0
+    assert run_trial(settings, first, [0.8, 0.85, 0.9, 0.9]) == "complete"
+    states = []
+    while queued := queued_trials(settings, sweep["id"]):
+        for job_id in queued:
+            states.append(run_trial(settings, job_id, [0.1, 0.1, 0.1, 0.1]))
+    assert "pruned" in states
+    trials = get(client, alice, f"/v1/sweeps/{sweep['id']}/trials")["items"]
+    warm_up = search.STEP_BUDGET_EVALUATIONS // 3
+    # judged from the warm-up's last evaluation on, so stopped before its fourth
+    assert all(warm_up <= len(t["values"]) < 4 for t in trials if t["state"] == "pruned")

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from apl.search import (
+    LOSS_SEARCHABLE,
     SearchSpec,
     TrialRecord,
     candidate_space,
@@ -47,10 +48,54 @@ def test_loss_parameters_are_searched_only_where_the_loss_has_them() -> None:
     assert "learning_rate" in candidate_space(spec().space or {}, "bce")
 
 
+ROBUST_SPACE = {
+    "loss.lamb": {"low": 1.0, "high": 2.0},
+    "loss.margin": {"low": 0.0, "high": 1.5},
+    "loss.gamma": {"choices": [1.0, 2.0]},
+    "loss.tau": {"low": 0.5, "high": 0.9},
+    "loss.change_epoch": {"low": 1, "high": 3},
+    "loss.neg_scale": {"low": 1.0, "high": 5.0, "log": True},
+    "loss.map_beta": 8.0,
+    "loss.tp": {"low": 1.0, "high": 8.0, "log": True},
+    "loss.tn": {"low": 0.5, "high": 2.0},
+    "loss.gamma_neg": {"low": 0.0, "high": 6.0},
+}
+
+
+@pytest.mark.parametrize(
+    ("loss", "names"),
+    [
+        ("hill", {"loss.lamb", "loss.margin", "loss.gamma"}),
+        ("splc", {"loss.tau", "loss.margin", "loss.gamma", "loss.change_epoch"}),
+        ("dbl", {"loss.neg_scale", "loss.map_beta", "loss.gamma"}),
+        ("twoway", {"loss.tp", "loss.tn"}),
+        ("apl", {"loss.gamma_neg"}),
+        ("bce", set()),
+    ],
+)
+def test_the_new_losses_search_their_own_parameters_only(loss: str, names: set[str]) -> None:
+    search = SearchSpec.model_validate({"trials": 4, "space": {**ROBUST_SPACE, **SPACE}})
+    space = candidate_space(search.space or {}, loss)
+    assert {name for name in space if name.startswith("loss.")} == names
+    assert set(LOSS_SEARCHABLE[loss]) >= names
+    history: list[TrialRecord] = []
+    for number in range(4):
+        params = propose(search, space, history, f"sweep:{loss}")
+        assert {name for name in params if name.startswith("loss.")} == names
+        if "loss.change_epoch" in names:  # a whole number of epochs
+            assert isinstance(params["loss.change_epoch"], int) and 1 <= params["loss.change_epoch"] <= 3
+        if "loss.tp" in names:
+            assert 1.0 <= float(params["loss.tp"]) <= 8.0 and 0.5 <= float(params["loss.tn"]) <= 2.0
+        history.append(TrialRecord(number, params, "complete", [0.1 * number]))
+
+
 @pytest.mark.parametrize(
     ("space", "words"),
     [
         ({"nope": 1}, "unknown name 'nope'"),
+        ({"loss.temperature": {"low": 1, "high": 2}}, "unknown name 'loss.temperature'"),
+        ({"loss.tp": {"low": 4.0, "high": 1.0}}, "empty range"),
+        ({"loss.change_epoch": {"low": 2.2, "high": 2.8}}, "'loss.change_epoch' takes integers"),
         ({"learning_rate": {"low": 1e-2, "high": 1e-5}}, "empty range"),
         ({"learning_rate": {"low": 0, "high": 1, "log": True}}, "log range needs low > 0"),
         ({"epochs": {"low": 2.2, "high": 2.8}}, "takes integers"),

@@ -44,27 +44,30 @@ from aplserve.demo_undertagged import UNDERTAG_SHARE, UNDERTAG_TEST_SHARE
 
 EXPECTED_FILES = [MOSAICS_ZIP, MOVIES_CSV, MOVIES_JSONL, MOVIES_PARTIAL_CSV, MOVIES_FLIPS]
 EXPECTED_FILES += [MOSAICS_PARTIAL_ZIP, MOSAICS_FLIPS]
-EXPECTED_FILES += [f"movies-genres-{part}.csv" for part in ("train", "undertagged", "test")]
-EXPECTED_FILES += ["movies-genres-undertagged-removed.json"]
-EXPECTED_FILES += [f"digits-mosaics-{part}.zip" for part in ("train", "undertagged", "test")]
-EXPECTED_FILES += ["digits-mosaics-undertagged-removed.json"]
+#: Written with --undertagged only (opt-in: a tool that uploads every file would train them all).
+UNDERTAGGED_FILES = [f"movies-genres-{part}.csv" for part in ("train", "undertagged", "test")]
+UNDERTAGGED_FILES += ["movies-genres-undertagged-removed.json"]
+UNDERTAGGED_FILES += [f"digits-mosaics-{part}.zip" for part in ("train", "undertagged", "test")]
+UNDERTAGGED_FILES += ["digits-mosaics-undertagged-removed.json"]
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     out = tmp_path_factory.mktemp("demo")
     start = time.perf_counter()
-    written = write_demo_data(out)
+    written = write_demo_data(out, undertagged=True)
     elapsed = time.perf_counter() - start
-    assert [p.name for p in written] == EXPECTED_FILES
+    assert [p.name for p in written] == EXPECTED_FILES + UNDERTAGGED_FILES
     return out, elapsed
 
 
 def test_demo_data_is_small_fast_and_reproducible(demo_dir: tuple[Path, float], tmp_path: Path) -> None:
     out, elapsed = demo_dir
     assert elapsed < 10, f"generation took {elapsed:.1f}s"
-    assert sum((out / name).stat().st_size for name in EXPECTED_FILES) < 2 * 1024 * 1024
-    again = write_demo_data(tmp_path / "again")
+    assert sum((out / name).stat().st_size for name in EXPECTED_FILES + UNDERTAGGED_FILES) < 2 * 1024 * 1024
+    again = write_demo_data(tmp_path / "again")  # the default: no under-tagged variants
+    assert [path.name for path in again] == EXPECTED_FILES
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(EXPECTED_FILES)
     for path in again:
         assert path.read_bytes() == (out / path.name).read_bytes(), f"{path.name} differs between runs"
 
@@ -144,15 +147,24 @@ def test_movie_labels_are_the_genre_flags_of_the_source_table(demo_dir: tuple[Pa
         assert tuple(labels) in flags[text], text
 
 
-def test_demo_data_command_writes_and_lists_the_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", [[], ["--undertagged"]])
+def test_demo_data_command_writes_and_lists_the_files(
+    demo_dir: tuple[Path, float], tmp_path: Path, flag: list[str]
+) -> None:
     app = typer.Typer()
     app.command("demo-data")(demo_data_command)
     app.command("other")(lambda: None)  # two commands, so Typer keeps the subcommand name
-    result = CliRunner().invoke(app, ["demo-data", str(tmp_path / "out")])
+    result = CliRunner().invoke(app, ["demo-data", str(tmp_path / "out"), *flag])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(EXPECTED_FILES)
-    for name in EXPECTED_FILES:
+    expected = EXPECTED_FILES + (UNDERTAGGED_FILES if flag else [])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(expected)
+    for name in expected:
         assert name in result.output
+    for name in UNDERTAGGED_FILES:  # the same bytes as write_demo_data's
+        if flag:
+            assert (tmp_path / "out" / name).read_bytes() == (demo_dir[0] / name).read_bytes()
+    datasets = [n for n in expected if n.endswith((".csv", ".jsonl", ".zip"))]
+    assert len(datasets) == (11 if flag else 5)  # what a tool that uploads every file would train
 
 
 def test_partial_movies_hide_a_third_of_cells_and_plant_listed_flips(
