@@ -25,7 +25,7 @@ METHOD = (
     "filter.find_label_issues (prune_by_noise_rate) on the validation split's out-of-sample, "
     "calibrated probabilities, each label's shifted in log-odds so that its decision threshold is 0.5; "
     "unknown cells filled with the model's decision; only labels whose validation AP clears "
-    "prevalence + 0.5 * (1 - prevalence) with at least 5 known positives (the model can judge them)"
+    "prevalence + 0.75 * (1 - prevalence) with at least 5 known positives (the model can judge them)"
 )
 
 

@@ -426,7 +426,7 @@ class ExcludedLabel(BaseModel):
     label: str
     ap: float | None = Field(description="The label's validation AP (null without positives and negatives).")
     prevalence: float = Field(description="Its share of positives among the known validation cells.")
-    bar: float = Field(description="The AP it needed: prevalence + 0.5 * (1 - prevalence).")
+    bar: float = Field(description="The AP it needed: prevalence + 0.75 * (1 - prevalence).")
     positives: int
     reason: str = Field(description="Why the model cannot judge this label's annotations.")
 
