@@ -31,7 +31,7 @@ import numpy as np
 from api.ingest.dataset import ingest_dataset
 from apl.calibration import apply_temperatures, expected_calibration_error, fit_temperatures, sigmoid
 from apl.evaluation import finalize
-from apl.label_issues import judge_labels, rank_label_issues
+from apl.label_issues import JUDGE_LIFT, judge_labels, rank_label_issues
 from apl.predictions import SplitPredictions
 from apl.spec import DecisionSpec, JobSpec
 from apl.thresholds import MIN_POSITIVES_TO_TUNE, choose_thresholds
@@ -201,6 +201,12 @@ def _share(block: dict[str, Any]) -> str:
     return text
 
 
+def _flagged_after(suspects: dict[str, Any]) -> dict[str, Any]:
+    """The flagged set at today's bar (`JUDGE_LIFT`), from the run's bar sweep when it has it: a row
+    measured before the bar last moved reads as the code decides now."""
+    return suspects.get("by_bar", {}).get(str(JUDGE_LIFT)) or suspects["after"]
+
+
 def table(path: Path) -> str:
     """The docs/results.md table of the JSON lines in `path`."""
     head = (
@@ -222,7 +228,8 @@ def table(path: Path) -> str:
             f"| {r['data']} | {r['loss']} | {ece['raw']:.3f} / {ece['before']:.3f} / {ece['after']:.3f} "
             f"| {thin['before']} / {thin['after']} "
             f"| {r['tuned_before']} / {r['tuned_after']} of {len(r['labels'])} "
-            f"| {f1['before']:.3f} / {f1['after']:.3f} | {_share(sus['before'])} | {_share(sus['after'])} |"
+            f"| {f1['before']:.3f} / {f1['after']:.3f} "
+            f"| {_share(sus['before'])} | {_share(_flagged_after(sus))} |"
         )
     return head + "\n".join(rows)
 
