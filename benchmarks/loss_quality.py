@@ -584,7 +584,7 @@ def main() -> None:
     parser.add_argument("--undertagged", choices=sorted(UNDERTAGGED_RUNS))
     parser.add_argument("--candidates", default=",".join(UNDERTAGGED_CANDIDATES))
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--epochs", type=int, help="--undertagged: epochs (default: the step budget)")
+    parser.add_argument("--epochs", type=int, help="--undertagged, --search: epochs (default: step budget)")
     parser.add_argument("--only", choices=sorted(RUNS), action="append")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--timeout-min", type=float, default=120.0, help="longest wait for one sweep")
@@ -602,6 +602,7 @@ def main() -> None:
             "trials": args.trials,
             "seeds": [0, 1, 2],
             "render_only": args.render_only,
+            "epochs": args.epochs,
         }
         names = args.only or ["digits"]
         loss_search.main(names, options, args.timeout_min * 60, args.extra_workers, RESULTS_MD)

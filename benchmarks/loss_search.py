@@ -46,6 +46,8 @@ def run_search(
         "seeds": options["seeds"],
         "search": {"trials": options["trials"], "pruner": "median", "sampler": "tpe"},
     }
+    if options.get("epochs"):  # else the base model's step budget, stopped by evidence
+        spec["hyperparameters"] = {"epochs": options["epochs"]}
     response = service.client.post("/v1/sweeps", json=spec)
     response.raise_for_status()
     sweep: dict[str, Any] = response.json()
