@@ -8,55 +8,22 @@ here the way core.registry writes it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from core.db.models import Job, new_id
-from core.db.session import session_scope
-from core.registry import ModelRecord, insert_model
 from core.settings import Settings
 from tests.api.conftest import TEXT_ROWS, JobPoster, Uploader, assert_problem, csv_bytes
 from tests.api.test_sweeps import post_sweep
+from tests.published_models import ModelRegistry as Registry
+from tests.published_models import publish_model
 
 LABELS = ["summer", "winter"]
 
 
 def publish(settings: Settings, job_id: str, kind: str = "fine_tuned", *, point_job: bool = True) -> str:
-    """The Model row the worker writes for a succeeded job (the job's own, or its linear probe)."""
-    record = ModelRecord(
-        id=new_id(),
-        base_model="minilm-l6",
-        modality="text",
-        labels=LABELS,
-        thresholds=dict.fromkeys(LABELS, 0.5),
-        metrics={"map": 0.5, "kind": kind},
-        artifact_path="artifacts/none.tar",
-        sha256="0" * 64,
-        size_bytes=1,
-    )
-    with session_scope(settings) as session:
-        job = session.get_one(Job, job_id)
-        job.status, job.attempts = "succeeded", 1
-        insert_model(session, record, owner_id=job.owner_id, job_id=job_id, point_job=point_job)
-    return record.id
-
-
-@dataclass
-class Registry:
-    """Two datasets, a named focal job (with its linear probe), an unnamed apl job, a sweep of two."""
-
-    seasons: dict[str, Any]
-    other: dict[str, Any]
-    sweep: dict[str, Any]
-    focal_job: str
-    apl_job: str
-    focal: str
-    probe: str
-    apl: str
-    children: dict[str, str]  # child model id -> its loss
+    return publish_model(settings, job_id, LABELS, kind, point_job=point_job)
 
 
 @pytest.fixture
@@ -117,7 +84,7 @@ def test_every_model_says_its_name_dataset_loss_sweep_role_and_kind(
     def shown(model_id: str) -> tuple[Any, ...]:
         return tuple(models[model_id][field] for field in fields)
 
-    seasons, other, sweep_id = registry.seasons["id"], registry.other["id"], registry.sweep["id"]
+    seasons, other, sweep_id = registry.first["id"], registry.second["id"], registry.sweep["id"]
     job = registry.focal_job
     assert shown(registry.focal) == (
         "genres focal",
@@ -150,7 +117,7 @@ def test_every_model_says_its_name_dataset_loss_sweep_role_and_kind(
 def test_the_model_list_filters_by_dataset_and_sweep_and_still_pages(
     client: TestClient, alice: dict[str, str], bob: dict[str, str], registry: Registry
 ) -> None:
-    seasons, sweep_id = registry.seasons["id"], registry.sweep["id"]
+    seasons, sweep_id = registry.first["id"], registry.sweep["id"]
     everything = [item["id"] for item in listed(client, alice)]
 
     def ids(**params: Any) -> list[str]:
@@ -159,10 +126,10 @@ def test_the_model_list_filters_by_dataset_and_sweep_and_still_pages(
     on_seasons = ids(dataset_id=seasons)
     assert set(on_seasons) == {registry.focal, registry.probe, *registry.children}
     assert on_seasons == [model_id for model_id in everything if model_id in on_seasons]  # newest first
-    assert ids(dataset_id=registry.other["id"]) == [registry.apl]
+    assert ids(dataset_id=registry.second["id"]) == [registry.apl]
     assert set(ids(sweep_id=sweep_id)) == set(registry.children)
     assert set(ids(dataset_id=seasons, sweep_id=sweep_id)) == set(registry.children)
-    assert ids(dataset_id=registry.other["id"], sweep_id=sweep_id) == []
+    assert ids(dataset_id=registry.second["id"], sweep_id=sweep_id) == []
     assert ids(dataset_id="no-such-dataset") == [] and ids(sweep_id="no-such-sweep") == []
     assert listed(client, bob, dataset_id=seasons) == [] and listed(client, bob, sweep_id=sweep_id) == []
     # A short id still resolves inside a filter.
@@ -178,10 +145,10 @@ def test_the_job_list_filters_by_dataset_and_sweep_and_marks_sweep_children(
         return walk(client, alice, "/v1/jobs", **params)
 
     children = set(registry.sweep["job_ids"])
-    on_seasons = jobs(dataset_id=registry.seasons["id"])
+    on_seasons = jobs(dataset_id=registry.first["id"])
     assert {job["id"] for job in on_seasons} == {registry.focal_job, *children}
-    assert [job["id"] for job in jobs(dataset_id=registry.other["id"])] == [registry.apl_job]
-    in_sweep = jobs(sweep_id=registry.sweep["id"], dataset_id=registry.seasons["id"])
+    assert [job["id"] for job in jobs(dataset_id=registry.second["id"])] == [registry.apl_job]
+    in_sweep = jobs(sweep_id=registry.sweep["id"], dataset_id=registry.first["id"])
     assert {job["id"] for job in in_sweep} == children
     for job in on_seasons:
         marked = (job["sweep_id"], job["role"]) == (registry.sweep["id"], "replicate")

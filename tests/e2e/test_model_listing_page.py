@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from core.db.models import Job, new_id
-from core.db.session import dispose_engines, session_scope
-from core.registry import ModelRecord, insert_model
+from core.db.session import dispose_engines
 from core.settings import Settings
 from tests.e2e.browser import SCREENSHOTS, VIEWPORT, chromium
 from tests.e2e.live import LiveServer, post_job, text_csv, upload
+from tests.published_models import ModelRegistry as Registry
+from tests.published_models import publish_model
 from tests.services import unique_name
 
 pytestmark = pytest.mark.timeout(300)
@@ -49,36 +49,10 @@ def server(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
 
 
 def _publish(server: LiveServer, job_id: str, kind: str = "fine_tuned") -> str:
-    """The Model row the worker writes for a succeeded job (or the linear probe beside its model)."""
-    record = ModelRecord(
-        id=new_id(),
-        base_model="minilm-l6",
-        modality="text",
-        labels=LABELS,
-        thresholds=dict.fromkeys(LABELS, 0.5),
-        metrics={"map": 0.6, "kind": kind},
-        artifact_path="artifacts/none.tar",
-        sha256="0" * 64,
-        size_bytes=1,
-    )
-    with session_scope(server.settings) as session:
-        job = session.get_one(Job, job_id)
-        insert_model(session, record, owner_id=job.owner_id, job_id=job_id, point_job=kind == "fine_tuned")
+    """The Model row a worker would write; the job itself stays queued (no worker here)."""
+    model_id = publish_model(server.settings, job_id, LABELS, kind, map_value=0.6, succeed=False)
     dispose_engines()
-    return record.id
-
-
-@dataclass
-class Registry:
-    genres: dict[str, Any]
-    news: dict[str, Any]
-    sweep: dict[str, Any]
-    focal_job: str
-    apl_job: str
-    focal: str
-    probe: str
-    apl: str
-    children: dict[str, str]  # model id -> its loss
+    return model_id
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +137,7 @@ def test_models_list_shows_name_dataset_loss_role_and_sweep_and_filters_by_datas
     sweep8 = registry.sweep["id"][:8]
     assert rows[registry.focal][1:7] == [
         "genres focal",
-        registry.genres["name"],
+        registry.first["name"],
         "FOCAL",
         "minilm-l6",
         "—",
@@ -171,17 +145,17 @@ def test_models_list_shows_name_dataset_loss_role_and_sweep_and_filters_by_datas
     ]
     assert rows[registry.probe][1:7] == [
         "genres focal",
-        registry.genres["name"],
+        registry.first["name"],
         "FOCAL",
         "minilm-l6",
         "linear probe",
         "—",
     ]
-    assert rows[registry.apl][1:7] == ["—", registry.news["name"], "APL", "minilm-l6", "—", "—"]
+    assert rows[registry.apl][1:7] == ["—", registry.second["name"], "APL", "minilm-l6", "—", "—"]
     for model_id, loss in registry.children.items():
         assert rows[model_id][1:7] == [
             "—",
-            registry.genres["name"],
+            registry.first["name"],
             loss.upper(),
             "minilm-l6",
             "replicate",
@@ -189,11 +163,11 @@ def test_models_list_shows_name_dataset_loss_role_and_sweep_and_filters_by_datas
         ]
 
     _screenshot(page, "models-list")
-    page.select_option("#filter-dataset", registry.genres["id"])
-    page.wait_for_url(f"**/#/models?dataset_id={registry.genres['id']}")
+    page.select_option("#filter-dataset", registry.first["id"])
+    page.wait_for_url(f"**/#/models?dataset_id={registry.first['id']}")
     assert set(_models_shown(page, 4)) == {registry.focal, registry.probe, *registry.children}
     page.select_option("#filter-sweep", registry.sweep["id"])
-    page.wait_for_url(f"**/#/models?dataset_id={registry.genres['id']}&sweep_id={registry.sweep['id']}")
+    page.wait_for_url(f"**/#/models?dataset_id={registry.first['id']}&sweep_id={registry.sweep['id']}")
     assert set(_models_shown(page, 2)) == set(registry.children)
     page.select_option("#filter-dataset", "")
     page.wait_for_url(f"**/#/models?sweep_id={registry.sweep['id']}")
@@ -201,9 +175,9 @@ def test_models_list_shows_name_dataset_loss_role_and_sweep_and_filters_by_datas
     assert page.locator("#filter-sweep").input_value() == registry.sweep["id"]
 
     # A filtered list can be linked: a reload keeps the filter.
-    page.goto(f"/#/models?dataset_id={registry.news['id']}")
+    page.goto(f"/#/models?dataset_id={registry.second['id']}")
     assert set(_models_shown(page, 1)) == {registry.apl}
-    assert page.locator("#filter-dataset").input_value() == registry.news["id"]
+    assert page.locator("#filter-dataset").input_value() == registry.second["id"]
     page.select_option("#filter-sweep", registry.sweep["id"])
     page.locator('#models-table[data-count="0"]').get_by_text("No model matches these filters.").wait_for()
     opened.close()
@@ -230,8 +204,8 @@ def test_jobs_list_marks_sweep_children_and_filters_by_dataset_and_sweep(
     shown = page.locator("#jobs-body tr[data-job-id]").evaluate_all("rs => rs.map(r => r.dataset.jobId)")
     assert sorted(shown) == sorted(children)
     page.select_option("#filter-sweep", "")
-    page.select_option("#filter-dataset", registry.news["id"])
-    page.wait_for_url(f"**/#/jobs?dataset_id={registry.news['id']}")
+    page.select_option("#filter-dataset", registry.second["id"])
+    page.wait_for_url(f"**/#/jobs?dataset_id={registry.second['id']}")
     page.locator("#jobs-table[data-loaded=true]").wait_for()
     shown = page.locator("#jobs-body tr[data-job-id]").evaluate_all("rs => rs.map(r => r.dataset.jobId)")
     assert shown == [registry.apl_job]
@@ -245,7 +219,7 @@ def test_the_model_page_shows_the_name_and_renames_the_model(
     page = opened.page
     assert page.locator("#model-name").inner_text() == "genres focal"
     subtitle = page.locator(".page-header .subtitle").inner_text()
-    assert registry.genres["name"] in subtitle and "FOCAL" in subtitle
+    assert registry.first["name"] in subtitle and "FOCAL" in subtitle
 
     page.get_by_role("button", name="Rename").click()
     assert page.locator("#model-name-input").input_value() == "genres focal"
@@ -293,8 +267,8 @@ def test_a_sweep_and_a_dataset_link_to_their_models(
     page.locator("#sweep-models").click()
     page.wait_for_url(f"**/#/models?sweep_id={registry.sweep['id']}")
     assert set(_models_shown(page, 2)) == set(registry.children)
-    page.goto(f"/#/datasets/{registry.news['id']}")
+    page.goto(f"/#/datasets/{registry.second['id']}")
     page.locator("#dataset-models").click()
-    page.wait_for_url(f"**/#/models?dataset_id={registry.news['id']}")
+    page.wait_for_url(f"**/#/models?dataset_id={registry.second['id']}")
     assert set(_models_shown(page, 1)) == {registry.apl}
     opened.close()
