@@ -31,8 +31,9 @@ model, never fits a sample's label), so only validation samples are checked.
   least three quarters of the gap between a random ranking, whose AP is about the prevalence,
   and a perfect one: at half the gap, 10-epoch mosaic models still flagged 10-24% of clean
   validation samples, at three quarters 4-10%, and the planted flip was flagged alike at both
-  bars in each partial run; docs/results.md), or that has fewer than `MIN_POSITIVES_TO_JUDGE` known positives, is left
-  out of cleanlab's input and of the disagreements, and the report says which and why.
+  bars in each partial run; docs/results.md), or that has fewer than `MIN_POSITIVES_TO_JUDGE`
+  known positives, is left out of cleanlab's input and of the disagreements, and the report
+  says which and why.
   Without it a weak label dominates: the README demo's `short` (AP near its prevalence)
   made 79% of the validation samples "suspect". A model that can judge no label gets no
   ranking at all and says so. `tests/apl/test_label_issues.py` plants flips in labels of
