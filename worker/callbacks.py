@@ -42,9 +42,8 @@ class JobCallback(TrainerCallback):
         self.lost = lost
         self.stop_reason: StopReason | None = None
         self.start_epoch = 0
-        self._steps_per_epoch = 0
         self._epochs: int | None = None
-        self._num_train = 0
+        self._num_train = 0.0
         self._last_progress = 0.0
         self._last_poll = 0.0
         #: When the current epoch's first step started, and when its last step ended (monotonic).
@@ -60,9 +59,9 @@ class JobCallback(TrainerCallback):
 
     def on_train_begin(self, info: TrainInfo) -> None:
         self.start_epoch = info.start_epoch
-        self._steps_per_epoch = info.steps_per_epoch
         self._epochs = info.epochs
-        self._num_train = info.num_train
+        # what one evaluation's training covers: a pass, or a round's share of one
+        self._num_train = info.num_train / max(info.rounds_per_epoch, 1)
         self._epoch_started = time.monotonic()
         log.info(
             "job %s trains %s on %s (%s): %d train / %d validation samples, %d epochs of %d steps%s",
@@ -82,14 +81,14 @@ class JobCallback(TrainerCallback):
             {
                 "epoch": info.start_epoch,
                 "epochs": info.epochs,
-                "step": info.start_epoch * info.steps_per_epoch,
+                "step": info.start_step,
                 "steps": info.total_steps,
             }
         )
 
     def on_step_end(self, progress: Progress) -> None:
         now = time.monotonic()
-        epoch_end = self._steps_per_epoch > 0 and progress.step % self._steps_per_epoch == 0
+        epoch_end = progress.round_end
         if epoch_end:
             self._epoch_trained = now
         if epoch_end or now - self._last_progress >= PROGRESS_EVERY_SECONDS:

@@ -9,6 +9,15 @@ before its `min_steps` (or `MIN_EPOCHS_CAP` epochs, whichever comes first, so th
 set is not trained for hundreds of one-step epochs), then stopped after `patience`
 evaluations without a higher validation mAP (`apl.catalog.StepBudget`). The run records
 why it stopped (`stop_reason`).
+
+A step budget is also evaluated by steps, not only at the ends of passes over the data: on a
+large set one pass can be thousands of steps (more than `max_steps`), so evidence could only
+stop the run after it. Such a pass is split into `rounds_per_epoch` rounds of about
+`max_steps / EVALUATIONS_PER_BUDGET` steps (at least `MIN_ROUND_STEPS`), each ending with an
+evaluation and a checkpoint, and the budget counts rounds (`Budget.epochs` is then the number
+of rounds, which is what the job's progress and metric points number). Small sets, whose pass
+is shorter than that, keep one evaluation per pass, and a job's explicit `epochs` always
+evaluates once per pass.
 """
 
 from __future__ import annotations
@@ -23,6 +32,10 @@ from apl.spec import Hyperparameters
 MAX_EPOCHS = 1000
 #: On a tiny set, `min_steps` is met after at most this many epochs.
 MIN_EPOCHS_CAP = 10
+#: A step budget is evaluated about this many times over its `max_steps` (when passes are long).
+EVALUATIONS_PER_BUDGET = 15
+#: Never fewer optimizer steps than this between two evaluations of a split pass.
+MIN_ROUND_STEPS = 20
 
 #: Why a run ended (TrainResult.stop_reason).
 STOP_EPOCHS = "epochs"
@@ -44,6 +57,9 @@ class Budget:
     #: True when the job left `epochs` out (a step budget).
     auto: bool
     max_steps: int | None = None
+    #: Evaluation rounds per pass over the training data (1: an evaluation at each pass's end);
+    #: above 1, `epochs` counts rounds.
+    rounds_per_epoch: int = 1
 
 
 def step_budget(base_model: str) -> StepBudget:
@@ -60,10 +76,23 @@ def resolve_budget(hp: Hyperparameters, base_model: str, steps_per_epoch: int) -
         return Budget(epochs=hp.epochs, patience=hp.early_stopping_patience, min_steps=0, auto=False)
     bounds = step_budget(base_model)
     per_epoch = max(steps_per_epoch, 1)
-    epochs = min(MAX_EPOCHS, max(1, math.ceil(bounds.max_steps / per_epoch)))
+    rounds = rounds_per_epoch(per_epoch, bounds.max_steps)
+    per_round = math.ceil(per_epoch / rounds)
+    epochs = min(MAX_EPOCHS, max(1, math.ceil(bounds.max_steps / per_round)))
     min_steps = min(bounds.min_steps, MIN_EPOCHS_CAP * per_epoch)
     patience = hp.early_stopping_patience or bounds.patience
-    return Budget(epochs, patience, min_steps, auto=True, max_steps=bounds.max_steps)
+    return Budget(epochs, patience, min_steps, auto=True, max_steps=bounds.max_steps, rounds_per_epoch=rounds)
+
+
+def rounds_per_epoch(steps_per_epoch: int, max_steps: int) -> int:
+    """How many evaluation rounds a pass of `steps_per_epoch` steps is split into (module docstring)."""
+    every = max(MIN_ROUND_STEPS, math.ceil(max_steps / EVALUATIONS_PER_BUDGET))
+    return max(1, min(steps_per_epoch, math.ceil(steps_per_epoch / every)))
+
+
+def round_batches(steps_per_epoch: int, rounds: int, round_index: int) -> tuple[int, int]:
+    """The batches [start, stop) of a pass that round `round_index` (0-based within it) trains."""
+    return (round_index * steps_per_epoch) // rounds, ((round_index + 1) * steps_per_epoch) // rounds
 
 
 def stop_reason(budget: Budget, *, stopped: bool, early_stopped: bool) -> str:
@@ -77,9 +106,10 @@ def stop_reason(budget: Budget, *, stopped: bool, early_stopped: bool) -> str:
 def stop_message(budget: Budget, reason: str, steps: int, best_step: int | None) -> str:
     """A sentence for the job: why training ended where it did."""
     if reason == STOP_NO_IMPROVEMENT:
+        every = f", {budget.rounds_per_epoch} per pass over the data" if budget.rounds_per_epoch > 1 else ""
         return (
-            f"validation mAP did not improve for {budget.patience} evaluations (best at step {best_step}); "
-            f"stopped after {steps} steps"
+            f"validation mAP did not improve for {budget.patience} evaluations{every} (best at step "
+            f"{best_step}); stopped after {steps} steps"
         )
     if reason == STOP_MAX_STEPS:
         return f"reached the step budget ({steps} steps; the base model's max_steps is {budget.max_steps})"

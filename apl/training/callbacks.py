@@ -30,6 +30,8 @@ class Progress:
     steps: int
     #: Running per-sample training loss of the current epoch.
     loss: float
+    #: True at the last step before an evaluation (an epoch's end, or a round's: apl.training.budget).
+    round_end: bool = False
 
     def as_dict(self) -> dict[str, int]:
         """The job's `progress` JSON: {epoch, epochs, step, steps}."""
@@ -52,6 +54,11 @@ class TrainInfo:
     precision: str
     base_model: str
     modality: str
+    #: Optimizer steps already done when resuming, else 0.
+    start_step: int = 0
+    #: Evaluation rounds per pass over the training data (apl.training.budget); `epochs` counts
+    #: rounds when above 1, and `steps_per_epoch` is then a pass's steps.
+    rounds_per_epoch: int = 1
 
 
 class TrainerCallback:

@@ -53,6 +53,7 @@ from apl.training.checkpoint import LoopState, cpu_state, read_checkpoint, resto
 from apl.training.config import TrainConfig, TrainResult
 from apl.training.device import Precision, autocast_dtype, resolve_device
 from apl.training.distributed import Parallel, local_batch_size, process_group, rank_device
+from apl.training.rounds import RoundSlice, in_rounds, steps_after
 from apl.training.schedule import build_optimizer, warmup_cosine
 from apl.training.scoring import finalized_fields, held_out_predictions, validation_predictions
 from apl.training.seeding import epoch_seed, seed_everything, seed_worker
@@ -338,6 +339,8 @@ class _Run:
     fingerprint: dict[str, Any]
     #: How many epochs at most, and when evidence may stop the run (`apl.training.budget`).
     budget: Budget
+    #: Optimizer steps of one pass over the training split (a round trains a share of them).
+    pass_steps: int
     state: LoopState = field(default_factory=LoopState)
     #: The best epoch's validation outputs, kept for `finish` (not checkpointed).
     best_outputs: _Outputs | None = None
@@ -377,11 +380,12 @@ class _Run:
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.train_loader)
+        """Optimizer steps of one pass over the training split."""
+        return self.pass_steps
 
     @property
     def total_steps(self) -> int:
-        return self.budget.epochs * self.steps_per_epoch
+        return steps_after(self.budget, self.pass_steps, self.budget.epochs)
 
     def resume(self, path: Path) -> None:
         """Load a checkpoint of this same configuration into every live object (RNGs included)."""
@@ -410,30 +414,45 @@ class _Run:
                 precision=self.precision,
                 base_model=self.config.base_model,
                 modality=self.split.dataset.modality,
+                start_step=self.state.step,
+                rounds_per_epoch=self.budget.rounds_per_epoch,
             ),
         )
         self.started = time.monotonic() - self.state.elapsed_s
 
     def run_epoch(self, epoch: int) -> float:
-        """Train one epoch and return its per-sample training loss; raises _Stopped on cancel.
+        """Train one epoch (or round) and return its per-sample training loss; raises _Stopped on cancel.
 
-        The shuffle is reseeded from (seed, epoch) so that an epoch resumed from a
-        checkpoint sees the same batches as in an uninterrupted run.
+        The shuffle is reseeded from (seed, pass) so that an epoch resumed from a checkpoint
+        sees the same batches as in an uninterrupted run; a round (`apl.training.budget`)
+        trains its share of its pass's order.
         """
         self.model.train()
-        self.generator.manual_seed(epoch_seed(self.hp.seed, epoch))
+        rounds = self.budget.rounds_per_epoch
+        data_pass = (epoch - 1) // rounds + 1
+        self.generator.manual_seed(epoch_seed(self.hp.seed, data_pass))
+        if isinstance(self.train_loader.sampler, RoundSlice):
+            self.train_loader.sampler.select((epoch - 1) % rounds)
         set_epoch = getattr(self.loss_fn, "set_epoch", None)
         if set_epoch is not None:  # SPLC corrects missing labels from a given epoch on
-            set_epoch(epoch)
+            set_epoch(data_pass)
         tally = _EpochTally()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        for batch in self.train_loader:
+        last = len(self.train_loader)
+        for number, batch in enumerate(self.train_loader, start=1):
             if self._should_stop():
                 raise _Stopped
             self._train_step(batch, tally, params)
             self.scheduler.step()
             self.state.step += 1
-            progress = Progress(epoch, self.budget.epochs, self.state.step, self.total_steps, tally.mean)
+            progress = Progress(
+                epoch,
+                self.budget.epochs,
+                self.state.step,
+                self.total_steps,
+                tally.mean,
+                round_end=number == last,
+            )
             self.hooks.call("on_step_end", progress)
         if self.parallel.world_size > 1:
             loss_sum, seen = self.parallel.total(tally.loss_sum, tally.seen)
@@ -711,8 +730,11 @@ def _setup(config: TrainConfig, hooks: CallbackList, parallel: Parallel | None =
     train_loader, val_loader, generator = _loaders(
         config, built, split.train_set, split.val_set, pin, parallel
     )
-    budget = resolve_budget(hp, config.base_model, len(train_loader))
-    total_steps = budget.epochs * len(train_loader)
+    pass_steps = len(train_loader)
+    budget = resolve_budget(hp, config.base_model, pass_steps)
+    if budget.rounds_per_epoch > 1:
+        train_loader = in_rounds(train_loader, budget.rounds_per_epoch)
+    total_steps = steps_after(budget, pass_steps, budget.epochs)
     optimizer = build_optimizer(model, hp.learning_rate, hp.weight_decay)
     scheduler = warmup_cosine(optimizer, round(hp.warmup_fraction * total_steps), total_steps)
     run = _Run(
@@ -732,6 +754,7 @@ def _setup(config: TrainConfig, hooks: CallbackList, parallel: Parallel | None =
         scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
         fingerprint=_fingerprint(config, split),
         budget=budget,
+        pass_steps=pass_steps,
         parallel=parallel,
         # After the optimizer: DDP wraps the same parameters and broadcasts rank 0's at start.
         train_module=parallel.wrap(model, find_unused=built.modality == "text"),
