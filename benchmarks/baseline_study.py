@@ -182,15 +182,24 @@ def cap_budget(max_steps: int | None, min_steps: int | None) -> None:
     budget.step_budget = capped  # type: ignore[assignment]
 
 
-def run_job(dataset_dir: Path, base_model: str, loss: str, epochs: int | None = None) -> dict[str, Any]:
+def run_job(
+    dataset_dir: Path,
+    base_model: str,
+    loss: str,
+    epochs: int | None = None,
+    learning_rate: float | None = None,
+) -> dict[str, Any]:
     """One job with only dataset, base model (and loss), trained as the worker trains it.
 
-    `epochs` set: the job as it was before step budgets (the base model's old epoch default).
+    `epochs` set: the job as it was before step budgets (the base model's old epoch default);
+    `learning_rate` set: another step size than the base model's default.
     """
     from apl.spec import JobSpec
     from apl.training import TrainConfig, train
 
-    hyperparameters = {"epochs": epochs} if epochs else {}
+    hyperparameters: dict[str, Any] = {"epochs": epochs} if epochs else {}
+    if learning_rate is not None:
+        hyperparameters["learning_rate"] = learning_rate
     spec = JobSpec(
         dataset_id="local", base_model=base_model, loss={"name": loss}, hyperparameters=hyperparameters
     )
@@ -218,6 +227,7 @@ def run_job(dataset_dir: Path, base_model: str, loss: str, epochs: int | None = 
         "baselines_s": baselines.time_s,
         "baselines_share": baselines.time_s / total,
         "hyperparameters": spec.hyperparameters.model_dump(mode="json"),
+        "learning_rate_set": learning_rate is not None,
     }
 
 
@@ -233,6 +243,8 @@ def table(paths: list[Path]) -> str:
             tfidf = run["baselines"].get("tfidf")
             epochs = run["hyperparameters"]["epochs"]
             budget = f", {epochs} epochs" if epochs else ""
+            if run.get("learning_rate_set"):
+                budget += f", learning rate {run['hyperparameters']['learning_rate']:g}"
             lines.append(
                 f"| {run['dataset']}{budget} | {run['samples']} / {run['labels']} ({run['min_label_count']}) "
                 f"| {run['loss']} | {run['fine_tuned_map']:.3f} | {run['baselines']['linear_probe']:.3f} "
@@ -253,6 +265,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="cap the step budget (CPU-sized runs)")
     parser.add_argument("--min-steps", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None, help="explicit epochs (the pre-budget jobs)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="instead of the base model's")
     parser.add_argument("--sets", default=None, help="comma-separated data set names to run (default: all)")
     parser.add_argument("--table", nargs="*", type=Path, help="print the markdown table of result files")
     args = parser.parse_args()
@@ -284,7 +297,7 @@ def main() -> None:
                 "median_label_count": float(np.median(counts)),
             }
             for loss in args.losses.split(","):
-                run = about | run_job(stored, base_model, loss, args.epochs)
+                run = about | run_job(stored, base_model, loss, args.epochs, args.learning_rate)
                 results.append(run)
                 print(json.dumps(run), flush=True)
                 args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
