@@ -39,6 +39,7 @@ that took 40 s single-threaded (threads that wait for each other at every operat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -47,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -159,35 +161,46 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
             worker.kill()
 
 
-def measure(names: list[str], timeout_s: float, extra_workers: int = 0) -> dict[str, Any]:
-    """Every requested run through one fresh service; the measured results as one JSON-able dict."""
+@contextlib.contextmanager
+def demo_service(prefix: str, extra_workers: int, *, undertagged: bool = False) -> Iterator[tuple[Path, Any]]:
+    """A fresh service (and `extra_workers` more workers) on a scratch dir holding the demo data.
+
+    Yields the data dir (`<root>/var`, for `run_baseline`) and the service; the demo data are
+    in `<root>/demo`, beside it. Workers and service are stopped however the body ends.
+    """
     sys.path.insert(0, str(Path(__file__).parent))
     from service_overhead import Service
 
     from aplserve.demo_data import write_demo_data
 
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="aplserve-loss-quality-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
         root = Path(scratch)
-        write_demo_data(root / "demo")
+        write_demo_data(root / "demo", undertagged=undertagged)
         service = Service(root / "var")
         workers = start_workers(root / "var", extra_workers)
         try:
-            models = {item["name"]: item for item in service.client.get("/v1/base-models").json()["items"]}
-            uploaded: dict[str, dict[str, Any]] = {}
-            for name in names:
-                filename, base_model = RUNS[name]
-                if filename not in uploaded:
-                    uploaded[filename] = service.upload(root / "demo" / filename)
-                dataset = uploaded[filename]
-                print(f"{name}: sweep of {base_model} on {filename}", file=sys.stderr, flush=True)
-                measured = run_sweep(service, dataset, base_model, timeout_s)
-                baseline = run_baseline(root / "var", dataset["id"], measured["sweep"]["spec"])
-                runs.append(_run_record(name, filename, dataset, models[base_model], measured, baseline))
-                print(json.dumps(runs[-1]["leaderboard"]["rows"][0]["mean"]), file=sys.stderr)
+            yield root / "var", service
         finally:
             stop_workers(workers)
             service.stop()
+
+
+def measure(names: list[str], timeout_s: float, extra_workers: int = 0) -> dict[str, Any]:
+    """Every requested run through one fresh service; the measured results as one JSON-able dict."""
+    runs = []
+    with demo_service("aplserve-loss-quality-", extra_workers) as (data_dir, service):
+        models = {item["name"]: item for item in service.client.get("/v1/base-models").json()["items"]}
+        uploaded: dict[str, dict[str, Any]] = {}
+        for name in names:
+            filename, base_model = RUNS[name]
+            if filename not in uploaded:
+                uploaded[filename] = service.upload(data_dir.parent / "demo" / filename)
+            dataset = uploaded[filename]
+            print(f"{name}: sweep of {base_model} on {filename}", file=sys.stderr, flush=True)
+            measured = run_sweep(service, dataset, base_model, timeout_s)
+            baseline = run_baseline(data_dir, dataset["id"], measured["sweep"]["spec"])
+            runs.append(_run_record(name, filename, dataset, models[base_model], measured, baseline))
+            print(json.dumps(runs[-1]["leaderboard"]["rows"][0]["mean"]), file=sys.stderr)
     return {"runs": runs}
 
 
@@ -474,41 +487,29 @@ def measure_undertagged(
     epochs: int | None = None,
 ) -> dict[str, Any]:
     """Both variants of `name` through one fresh service, the same candidates, seeds and test set."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from service_overhead import Service
-
-    from aplserve.demo_data import write_demo_data
-
     complete, undertagged, test, base_model = UNDERTAGGED_RUNS[name]
     variants: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="aplserve-undertagged-") as scratch:
-        root = Path(scratch)
-        write_demo_data(root / "demo", undertagged=True)
-        service = Service(root / "var")
-        workers = start_workers(root / "var", extra_workers)
-        try:
-            test_set = service.upload(root / "demo" / test)
-            spec = {"candidates": [{"name": c} for c in candidates], "seeds": seeds}
-            spec |= {"test_fraction": None, "test_dataset_id": test_set["id"]}
-            if epochs is not None:  # else the base model's step budget, stopped by evidence
-                spec["hyperparameters"] = {"epochs": epochs}
-            for variant, filename in (("complete", complete), ("undertagged", undertagged)):
-                dataset = service.upload(root / "demo" / filename)
-                print(f"{name} {variant}: sweep of {base_model} on {filename}", file=sys.stderr, flush=True)
-                measured = run_sweep(service, dataset, base_model, timeout_s, **spec)
-                variants[variant] = {
-                    "data": f"{filename} ({dataset['num_samples']} samples, {len(dataset['labels'])} labels)",
-                    "profile": dataset.get("profile"),
-                    "test": f"{test} ({test_set['num_samples']} samples, complete)",
-                    "sweep_id": measured["sweep"]["id"],
-                    "hyperparameters": measured["sweep"]["spec"]["hyperparameters"],
-                    "wall_s": measured["wall_s"],
-                    "children": measured["children"],
-                    "leaderboard": measured["leaderboard"],
-                }
-        finally:
-            stop_workers(workers)
-            service.stop()
+    with demo_service("aplserve-undertagged-", extra_workers, undertagged=True) as (data_dir, service):
+        demo = data_dir.parent / "demo"
+        test_set = service.upload(demo / test)
+        spec = {"candidates": [{"name": c} for c in candidates], "seeds": seeds}
+        spec |= {"test_fraction": None, "test_dataset_id": test_set["id"]}
+        if epochs is not None:  # else the base model's step budget, stopped by evidence
+            spec["hyperparameters"] = {"epochs": epochs}
+        for variant, filename in (("complete", complete), ("undertagged", undertagged)):
+            dataset = service.upload(demo / filename)
+            print(f"{name} {variant}: sweep of {base_model} on {filename}", file=sys.stderr, flush=True)
+            measured = run_sweep(service, dataset, base_model, timeout_s, **spec)
+            variants[variant] = {
+                "data": f"{filename} ({dataset['num_samples']} samples, {len(dataset['labels'])} labels)",
+                "profile": dataset.get("profile"),
+                "test": f"{test} ({test_set['num_samples']} samples, complete)",
+                "sweep_id": measured["sweep"]["id"],
+                "hyperparameters": measured["sweep"]["spec"]["hyperparameters"],
+                "wall_s": measured["wall_s"],
+                "children": measured["children"],
+                "leaderboard": measured["leaderboard"],
+            }
     return {
         "name": name,
         "base_model": base_model,

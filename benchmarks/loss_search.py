@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -77,34 +76,23 @@ def measure(
 ) -> dict[str, Any]:
     """Every requested data set through one fresh service."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from loss_quality import RUNS, _machine, run_baseline, start_workers, stop_workers
-    from service_overhead import Service
-
-    from aplserve.demo_data import write_demo_data
+    from loss_quality import RUNS, _machine, demo_service, run_baseline
 
     runs = []
-    with tempfile.TemporaryDirectory(prefix="aplserve-loss-search-") as scratch:
-        root = Path(scratch)
-        write_demo_data(root / "demo")
-        service = Service(root / "var")
-        workers = start_workers(root / "var", extra_workers)
-        try:
-            for name in names:
-                filename, base_model = RUNS[name]
-                dataset = service.upload(root / "demo" / filename)
-                print(f"{name}: search sweep of {base_model} on {filename}", file=sys.stderr, flush=True)
-                measured = run_search(service, dataset, base_model, options, timeout_s)
-                baseline = run_baseline(root / "var", dataset["id"], measured["sweep"]["spec"])
-                record = {
-                    "name": name,
-                    "data": filename,
-                    "base_model": base_model,
-                    "workers": 1 + extra_workers,
-                }
-                runs.append(record | measured | {"baseline": baseline, "machine": _machine()})
-        finally:
-            stop_workers(workers)
-            service.stop()
+    with demo_service("aplserve-loss-search-", extra_workers) as (data_dir, service):
+        for name in names:
+            filename, base_model = RUNS[name]
+            dataset = service.upload(data_dir.parent / "demo" / filename)
+            print(f"{name}: search sweep of {base_model} on {filename}", file=sys.stderr, flush=True)
+            measured = run_search(service, dataset, base_model, options, timeout_s)
+            baseline = run_baseline(data_dir, dataset["id"], measured["sweep"]["spec"])
+            record = {
+                "name": name,
+                "data": filename,
+                "base_model": base_model,
+                "workers": 1 + extra_workers,
+            }
+            runs.append(record | measured | {"baseline": baseline, "machine": _machine()})
     return {"runs": runs}
 
 
