@@ -379,11 +379,6 @@ class _Run:
         return self.split.dataset.labels
 
     @property
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps of one pass over the training split."""
-        return self.pass_steps
-
-    @property
     def total_steps(self) -> int:
         return steps_after(self.budget, self.pass_steps, self.budget.epochs)
 
@@ -407,7 +402,7 @@ class _Run:
                 num_train=len(self.split.train_set),
                 num_val=len(self.split.val_set),
                 epochs=self.budget.epochs,
-                steps_per_epoch=self.steps_per_epoch,
+                steps_per_epoch=self.pass_steps,
                 total_steps=self.total_steps,
                 start_epoch=self.state.epoch,
                 device=self.parallel.describe(self.device),
