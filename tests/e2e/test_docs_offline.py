@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from core.settings import Settings
-from tests.e2e.browser import chromium
 from tests.e2e.live import LiveServer
 
 pytestmark = pytest.mark.timeout(300)
@@ -33,12 +32,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield live
     finally:
         live.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as instance:
-        yield instance
 
 
 def offline_page(browser: Any, server: LiveServer) -> tuple[Any, list[str], list[str]]:

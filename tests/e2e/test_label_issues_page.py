@@ -24,7 +24,7 @@ import pytest
 from core.db.session import dispose_engines
 from core.settings import Settings
 from tests.apl.synthetic import write_tiny_bert
-from tests.e2e.browser import REPO, SCREENSHOTS, VIEWPORT, chromium
+from tests.e2e.browser import REPO, SCREENSHOTS, VIEWPORT
 from tests.e2e.live import LiveServer, image_zip, post_job, upload, wait_for_job
 from tests.services import unique_name
 
@@ -68,12 +68,6 @@ def partial_csv(seed: int = 0) -> tuple[bytes, dict[int, str], dict[str, int]]:
         given -= set(hidden)
         writer.writerow([" ".join(words), "|".join(sorted(given)), "|".join(hidden)])
     return out.getvalue().encode(), flips, unknown_counts
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as instance:
-        yield instance
 
 
 @pytest.fixture(scope="module")

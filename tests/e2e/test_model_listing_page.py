@@ -18,7 +18,7 @@ import pytest
 
 from core.db.session import dispose_engines
 from core.settings import Settings
-from tests.e2e.browser import SCREENSHOTS, VIEWPORT, chromium
+from tests.e2e.browser import SCREENSHOTS, VIEWPORT
 from tests.e2e.live import LiveServer, post_job, text_csv, upload
 from tests.published_models import ModelRegistry as Registry
 from tests.published_models import publish_model
@@ -27,12 +27,6 @@ from tests.services import unique_name
 pytestmark = pytest.mark.timeout(300)
 
 LABELS = ["animal", "color", "food"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as instance:
-        yield instance
 
 
 @pytest.fixture(scope="module")
