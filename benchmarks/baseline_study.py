@@ -188,11 +188,13 @@ def run_job(
     loss: str,
     epochs: int | None = None,
     learning_rate: float | None = None,
+    head_init: str | None = None,
 ) -> dict[str, Any]:
     """One job with only dataset, base model (and loss), trained as the worker trains it.
 
     `epochs` set: the job as it was before step budgets (the base model's old epoch default);
-    `learning_rate` set: another step size than the base model's default.
+    `learning_rate` set: another step size than the base model's default; `head_init` set:
+    another start for the head than the default (the linear probe).
     """
     from apl.spec import JobSpec
     from apl.training import TrainConfig, train
@@ -200,6 +202,8 @@ def run_job(
     hyperparameters: dict[str, Any] = {"epochs": epochs} if epochs else {}
     if learning_rate is not None:
         hyperparameters["learning_rate"] = learning_rate
+    if head_init is not None:
+        hyperparameters["head_init"] = head_init
     spec = JobSpec(
         dataset_id="local", base_model=base_model, loss={"name": loss}, hyperparameters=hyperparameters
     )
@@ -228,6 +232,8 @@ def run_job(
         "baselines_share": baselines.time_s / total,
         "hyperparameters": spec.hyperparameters.model_dump(mode="json"),
         "learning_rate_set": learning_rate is not None,
+        "head_init": result.head_init,
+        "best_step": result.best_metrics.step,
     }
 
 
@@ -245,6 +251,7 @@ def table(paths: list[Path]) -> str:
             budget = f", {epochs} epochs" if epochs else ""
             if run.get("learning_rate_set"):
                 budget += f", learning rate {run['hyperparameters']['learning_rate']:g}"
+            budget += ", probe head" if run.get("head_init") == "linear_probe" else ""
             lines.append(
                 f"| {run['dataset']}{budget} | {run['samples']} / {run['labels']} ({run['min_label_count']}) "
                 f"| {run['loss']} | {run['fine_tuned_map']:.3f} | {run['baselines']['linear_probe']:.3f} "
@@ -266,6 +273,7 @@ def main() -> None:
     parser.add_argument("--min-steps", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None, help="explicit epochs (the pre-budget jobs)")
     parser.add_argument("--learning-rate", type=float, default=None, help="instead of the base model's")
+    parser.add_argument("--head-init", choices=("linear_probe", "random"), default=None)
     parser.add_argument("--sets", default=None, help="comma-separated data set names to run (default: all)")
     parser.add_argument("--table", nargs="*", type=Path, help="print the markdown table of result files")
     args = parser.parse_args()
@@ -297,7 +305,8 @@ def main() -> None:
                 "median_label_count": float(np.median(counts)),
             }
             for loss in args.losses.split(","):
-                run = about | run_job(stored, base_model, loss, args.epochs, args.learning_rate)
+                options = (args.epochs, args.learning_rate, args.head_init)
+                run = about | run_job(stored, base_model, loss, *options)
                 results.append(run)
                 print(json.dumps(run), flush=True)
                 args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -59,6 +59,9 @@ def model_metrics(result: TrainResult) -> dict[str, Any]:
         # Scored once at the best epoch on the held-out split; the sweep leaderboard reads these.
         metrics["test"] = result.test.metrics()
     metrics["kind"] = getattr(result, "kind", "fine_tuned")
+    if metrics["kind"] == "fine_tuned":
+        # Where fine-tuning started: the linear probe as the head (LP-FT), or a random head.
+        metrics["head_init"] = getattr(result, "head_init", "random")
     if getattr(result, "stop_reason", None) is not None:
         # Why training ended (apl.training.budget): the epochs asked for, no improvement, the step budget.
         metrics["stop_reason"] = result.stop_reason

@@ -1,12 +1,18 @@
 """The baselines every job fits beside its training, and the linear probe it publishes when that wins.
 
-After training, a fresh copy of the base model (its pretrained weights, never the fine-tuned
-ones) embeds the job's own train, validation and (when it has one) test split once: the
-mean-pooled text embedding or the pooled image features, what the model's head reads. A
-one-vs-rest logistic regression on those embeddings (`apl.baseline.fit_linear`, C chosen on
-validation mAP) is the linear probe; for text, TF-IDF + the same regression is a second
-baseline. Both are scored like the fine-tuned model (validation mAP, F1 at validation-tuned
-thresholds, the test split once).
+The base model with its pretrained weights (never the fine-tuned ones) embeds the job's own
+train, validation and (when it has one) test split once: the mean-pooled text embedding or
+the pooled image features, what the model's head reads. A one-vs-rest logistic regression on
+those embeddings (`apl.baseline.fit_linear`, C chosen on validation mAP) is the linear probe;
+for text, TF-IDF + the same regression is a second baseline. Both are scored like the
+fine-tuned model (validation mAP, F1 at validation-tuned thresholds, the test split once).
+
+A job whose `head_init` is `linear_probe` (the default) fits the probe before training, on
+the model it is about to fine-tune, and starts its head from the regression (`fit_probe`,
+`load_head`: linear probing then fine-tuning, Kumar et al., ICLR 2022): a random head's first
+gradients would otherwise pull the pretrained features towards "no label" on sparse label
+sets. The baselines after training reuse that fit; a job without it (a random head, or one
+resumed from a checkpoint) embeds with a fresh copy of the base model instead.
 
 When the probe beats the fine-tuned model on validation mAP, its regression becomes the
 head of that fresh copy (frozen backbone + linear head): the result's `probe` is then a
@@ -42,6 +48,7 @@ from apl.data import StoredDataset
 from apl.evaluation import finalize
 from apl.metrics import EpochMetrics, score_held_out, score_validation
 from apl.models import BuiltModel, build_model
+from apl.training.checkpoint import cpu_state
 from apl.training.config import TrainConfig, TrainResult
 from apl.training.scoring import finalized_fields, held_out_predictions, validation_predictions
 
@@ -67,6 +74,8 @@ class BaselineInputs:
     test_set: StoredDataset | None = None
     test_idx: np.ndarray | None = None
     test_source: str | None = None
+    #: The probe fitted before training (the head's start), reused rather than embedded again.
+    probe_start: ProbeStart | None = None
 
 
 @dataclass(frozen=True)
@@ -77,10 +86,21 @@ class _Features:
 
 
 @dataclass(frozen=True)
-class _Probe:
-    built: BuiltModel
+class ProbeStart:
+    """The linear probe of the pretrained base model: its features of every split and its regression."""
+
     features: _Features
     fit: LinearFit
+    #: Seconds spent embedding and fitting (counted in the baselines' cost).
+    time_s: float
+    #: A CPU copy of the weights the features came from: the published probe's backbone (a model
+    #: without pretrained weights, e.g. a test's, gets other random ones each time it is built).
+    weights: dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _Probe:
+    start: ProbeStart
     score: BaselineScore
 
 
@@ -124,7 +144,7 @@ def linear_head(built: BuiltModel) -> nn.Linear | None:
 
 
 def _score(
-    inputs: BaselineInputs, fit: LinearFit, features: _Features, kind: str, started: float
+    inputs: BaselineInputs, fit: LinearFit, features: _Features, kind: str, elapsed: Callable[[], float]
 ) -> BaselineScore:
     """Validation scores at thresholds tuned there; the test split at those thresholds."""
     scores = score_validation(probabilities(fit, features.val), inputs.val_set.targets, inputs.labels)
@@ -146,7 +166,7 @@ def _score(
         map=scores.map,
         micro_f1=scores.micro_f1,
         macro_f1=scores.macro_f1,
-        time_s=time.monotonic() - started,
+        time_s=elapsed(),
         test=test,
     )
 
@@ -160,7 +180,7 @@ def _tfidf(inputs: BaselineInputs) -> BaselineScore:
     test = matrix[n_train + n_val :] if inputs.test_set is not None else None
     features = _Features(matrix[:n_train], matrix[n_train : n_train + n_val], test)
     fit = fit_linear(features.train, inputs.train_set.targets, features.val, inputs.val_set.targets)
-    return _score(inputs, fit, features, "TF-IDF word 1-2-grams", started)
+    return _score(inputs, fit, features, "TF-IDF word 1-2-grams", lambda: time.monotonic() - started)
 
 
 def _frozen_model(config: TrainConfig, num_labels: int) -> BuiltModel:
@@ -174,25 +194,63 @@ def _frozen_model(config: TrainConfig, num_labels: int) -> BuiltModel:
     )
 
 
-def _probe(inputs: BaselineInputs) -> _Probe | None:
-    """The linear probe; None for a model whose head is not one Linear layer."""
+def fit_probe(inputs: BaselineInputs, built: BuiltModel) -> ProbeStart | None:
+    """The probe of `built`, which must still hold the pretrained weights; None when its head is
+    not one Linear layer. Leaves the model in eval mode."""
     started = time.monotonic()
-    built = _frozen_model(inputs.config, len(inputs.labels))
-    head = linear_head(built)
-    if head is None:
+    if linear_head(built) is None:
         return None
-    built.module.to(inputs.device).eval()
-    packed = built.modality == "text" and bool(built.module.use_packed_inference())  # type: ignore[operator]
-    test = embed(inputs, built, inputs.test_set) if inputs.test_set is not None else None
-    features = _Features(embed(inputs, built, inputs.train_set), embed(inputs, built, inputs.val_set), test)
-    if packed:
-        built.module.use_packed_inference(False)  # type: ignore[operator]
+    module: Any = built.module
+    module.to(inputs.device).eval()
+    packed_before = built.modality == "text" and bool(module.packed_inference)
+    if built.modality == "text":
+        module.use_packed_inference()
+    try:
+        test = embed(inputs, built, inputs.test_set) if inputs.test_set is not None else None
+        train, val = embed(inputs, built, inputs.train_set), embed(inputs, built, inputs.val_set)
+        features = _Features(train, val, test)
+    finally:
+        if built.modality == "text":
+            module.use_packed_inference(packed_before)
     fit = fit_linear(features.train, inputs.train_set.targets, features.val, inputs.val_set.targets)
+    return ProbeStart(features, fit, time.monotonic() - started, cpu_state(built.module))
+
+
+def load_head(built: BuiltModel, fit: LinearFit) -> None:
+    """The regression's weights and biases as the model's head (the scaling is already folded in)."""
+    head = linear_head(built)
+    assert head is not None, "only a model with a plain Linear head has a probe"
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(fit.coef).to(head.weight))
         head.bias.copy_(torch.from_numpy(fit.intercept).to(head.bias))
-    kind = f"frozen {inputs.config.base_model} embeddings ({fit.coef.shape[1]} dims)"
-    return _Probe(built, features, fit, _score(inputs, fit, features, kind, started))
+
+
+def _probe_kind(inputs: BaselineInputs, fit: LinearFit) -> str:
+    return f"frozen {inputs.config.base_model} embeddings ({fit.coef.shape[1]} dims)"
+
+
+def _probe(inputs: BaselineInputs) -> _Probe | None:
+    """The linear probe (the one fitted before training, when there is one); None for a model
+    whose head is not one Linear layer."""
+    started = time.monotonic()
+    start = inputs.probe_start
+    earlier = start.time_s if start is not None else 0.0  # fitted before training, counted here
+    if start is None:
+        start = fit_probe(inputs, _frozen_model(inputs.config, len(inputs.labels)))
+        if start is None:
+            return None
+    kind = _probe_kind(inputs, start.fit)
+    score = _score(inputs, start.fit, start.features, kind, lambda: earlier + time.monotonic() - started)
+    return _Probe(start, score)
+
+
+def _probe_model(inputs: BaselineInputs, start: ProbeStart) -> BuiltModel:
+    """What the job publishes for the probe: the weights the probe saw, with the regression as head."""
+    built = _frozen_model(inputs.config, len(inputs.labels))
+    built.module.load_state_dict(start.weights)
+    load_head(built, start.fit)
+    built.module.to(inputs.device).eval()
+    return built
 
 
 def _mean_loss(inputs: BaselineInputs, logits: np.ndarray, targets: np.ndarray) -> float:
@@ -211,12 +269,13 @@ def _mean_loss(inputs: BaselineInputs, logits: np.ndarray, targets: np.ndarray) 
 def _probe_result(inputs: BaselineInputs, probe: _Probe) -> TrainResult:
     """The probe as a finished TrainResult: finalized on validation, scored once on the test split."""
     config, labels, val = inputs.config, inputs.labels, inputs.val_set
-    val_logits = probe.fit.logits(probe.features.val)
-    scores = score_validation(probabilities(probe.fit, probe.features.val), val.targets, labels)
+    fit, features = probe.start.fit, probe.start.features
+    val_logits = fit.logits(features.val)
+    scores = score_validation(probabilities(fit, features.val), val.targets, labels)
     metrics = EpochMetrics(
         epoch=0,
         step=0,
-        train_loss=_mean_loss(inputs, probe.fit.logits(probe.features.train), inputs.train_set.targets),
+        train_loss=_mean_loss(inputs, fit.logits(features.train), inputs.train_set.targets),
         val_loss=_mean_loss(inputs, val_logits, val.targets),
         map=scores.map,
         micro_f1=scores.micro_f1,
@@ -232,10 +291,10 @@ def _probe_result(inputs: BaselineInputs, probe: _Probe) -> TrainResult:
     )
     fields = finalized_fields(final, labels)
     test = None
-    if inputs.test_set is not None and probe.features.test is not None:
+    if inputs.test_set is not None and features.test is not None:
         assert inputs.test_idx is not None and inputs.test_source is not None
         test, fields["evaluation"] = held_out_predictions(
-            probe.fit.logits(probe.features.test),
+            fit.logits(features.test),
             inputs.test_set.targets,
             labels,
             final,
@@ -246,7 +305,7 @@ def _probe_result(inputs: BaselineInputs, probe: _Probe) -> TrainResult:
         )
     return TrainResult(
         config=config,
-        model=probe.built,
+        model=_probe_model(inputs, probe.start),
         labels=list(labels),
         best_metrics=metrics,
         history=[metrics],
@@ -284,7 +343,7 @@ def with_baselines(inputs: BaselineInputs, result: TrainResult) -> TrainResult:
     """
     if result.stopped or result.best_metrics is None or result.evaluation is None:
         return result
-    started = time.monotonic()
+    started = time.monotonic() - (inputs.probe_start.time_s if inputs.probe_start is not None else 0.0)
     try:
         scores: dict[str, BaselineScore] = {}
         probe = _safe_probe(inputs)

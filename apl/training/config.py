@@ -132,6 +132,8 @@ class TrainResult:
     stop_reason: str | None = None
     #: The same as a sentence for the job.
     stop_message: str | None = None
+    #: How the head started: "linear_probe" (fitted before training, LP-FT) or "random".
+    head_init: str = "random"
     #: "fine_tuned", or "linear_probe" for the probe's own result (`apl.training.baselines`).
     kind: str = "fine_tuned"
     #: The job's baselines next to this model (None when stopped or not finalized).

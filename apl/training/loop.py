@@ -46,8 +46,16 @@ from apl.metrics import EpochMetrics, score_validation
 from apl.models import BuiltModel, build_model
 from apl.predictions import SplitPredictions
 from apl.spec import Hyperparameters
-from apl.training.baselines import BaselineInputs, with_baselines
-from apl.training.budget import Budget, resolve_budget, stop_message, stop_reason
+from apl.training.baselines import (
+    BaselineInputs,
+    BaselinesStopped,
+    ProbeStart,
+    fit_probe,
+    linear_head,
+    load_head,
+    with_baselines,
+)
+from apl.training.budget import Budget, resolve_budget, stop_message, stop_reason, warmup_steps
 from apl.training.callbacks import CallbackList, Progress, TrainerCallback, TrainInfo
 from apl.training.checkpoint import LoopState, cpu_state, read_checkpoint, restore_checkpoint, save_checkpoint
 from apl.training.config import TrainConfig, TrainResult
@@ -352,6 +360,8 @@ class _Run:
     parallel: Parallel = field(default_factory=Parallel)
     #: What the training forward goes through: `model`, or DDP around it.
     train_module: nn.Module | None = None
+    #: The linear probe the head started from (`head_init: linear_probe`); None otherwise or resumed.
+    probe_start: ProbeStart | None = None
 
     def _should_stop(self) -> bool:
         """The callbacks' stop, agreed by every rank (each asks at the same points)."""
@@ -587,7 +597,8 @@ class _Run:
                 stopped, final, test = True, None, None
         result = self._result(stopped, final, test)
         if self.config.fit_baselines:
-            result = with_baselines(_baseline_inputs(self), result)
+            inputs = _baseline_inputs(self.config, self.split, self.device, self.precision, self.hooks)
+            result = with_baselines(replace(inputs, probe_start=self.probe_start), result)
         self.hooks.call("on_train_end", result)
         return result
 
@@ -677,8 +688,16 @@ class _Run:
             loss_frequencies=self._loss_frequencies(),
             stop_reason=reason,
             stop_message=stop_message(self.budget, reason, self.state.step, best.step if best else None),
+            head_init=self._head_init(),
             **fields,
         )
+
+    def _head_init(self) -> str:
+        """How the head started: from the linear probe (also when resumed from such a run), or at random."""
+        if self.probe_start is not None:
+            return "linear_probe"
+        resumed = self.config.resume_from is not None and self.hp.head_init == "linear_probe"
+        return "linear_probe" if resumed and linear_head(self.built) is not None else "random"
 
     def _loss_frequencies(self) -> dict[str, Any] | None:
         """What the dbl loss was built from (the training split's counts), for the job to record."""
@@ -716,6 +735,7 @@ def _setup(config: TrainConfig, hooks: CallbackList, parallel: Parallel | None =
         allow_download=config.allow_download,
     )
     model = built.module.to(device)
+    probe_start = _start_from_probe(config, split, built, device, precision, hooks)
     # Label frequencies for the losses that use them (dbl) come from the training split only.
     train_set = split.train_set
     loss_fn: LossFn = build_loss(
@@ -731,7 +751,7 @@ def _setup(config: TrainConfig, hooks: CallbackList, parallel: Parallel | None =
         train_loader = in_rounds(train_loader, budget.rounds_per_epoch)
     total_steps = steps_after(budget, pass_steps, budget.epochs)
     optimizer = build_optimizer(model, hp.learning_rate, hp.weight_decay)
-    scheduler = warmup_cosine(optimizer, round(hp.warmup_fraction * total_steps), total_steps)
+    scheduler = warmup_cosine(optimizer, warmup_steps(hp.warmup_fraction, budget, total_steps), total_steps)
     run = _Run(
         config=config,
         hooks=hooks,
@@ -753,6 +773,7 @@ def _setup(config: TrainConfig, hooks: CallbackList, parallel: Parallel | None =
         parallel=parallel,
         # After the optimizer: DDP wraps the same parameters and broadcasts rank 0's at start.
         train_module=parallel.wrap(model, find_unused=built.modality == "text"),
+        probe_start=probe_start,
     )
     if config.resume_from is not None:
         run.resume(config.resume_from)
@@ -786,20 +807,47 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Tra
         return run.finish(stopped)
 
 
-def _baseline_inputs(run: _Run) -> BaselineInputs:
+def _start_from_probe(
+    config: TrainConfig,
+    split: _Split,
+    built: BuiltModel,
+    device: torch.device,
+    precision: Precision,
+    hooks: CallbackList,
+) -> ProbeStart | None:
+    """Fit the linear probe on the pretrained model and make it the head (`head_init: linear_probe`).
+
+    Not for a resumed run (its checkpoint holds the head), nor a model whose head is not one
+    Linear layer. A probe that cannot be had, or a cancel meanwhile, leaves the random head:
+    the first step then sees the cancel like any other.
+    """
+    if config.hyperparameters.head_init != "linear_probe" or config.resume_from is not None:
+        return None
+    try:
+        start = fit_probe(_baseline_inputs(config, split, device, precision, hooks), built)
+    except (BaselinesStopped, RuntimeError, ValueError):
+        return None
+    if start is not None:
+        load_head(built, start.fit)
+    return start
+
+
+def _baseline_inputs(
+    config: TrainConfig, split: _Split, device: torch.device, precision: Precision, hooks: CallbackList
+) -> BaselineInputs:
     """What `apl.training.baselines` needs of the run: its splits, device and evaluation loader."""
-    split, pin = run.split, run.device.type == "cuda"
+    pin = device.type == "cuda"
     assert split.val_idx is not None
     return BaselineInputs(
-        config=run.config,
-        labels=list(run.labels),
+        config=config,
+        labels=list(split.dataset.labels),
         train_set=split.train_set,
         val_set=split.val_set,
         val_idx=split.val_idx,
-        device=run.device,
-        precision=run.precision,
-        should_stop=run.hooks.should_stop,
-        loader=lambda built, data: _eval_loader(run.config, built, data, pin),
+        device=device,
+        precision=precision,
+        should_stop=hooks.should_stop,
+        loader=lambda built, data: _eval_loader(config, built, data, pin),
         test_set=split.test_set,
         test_idx=split.test_idx,
         test_source=split.test_source,

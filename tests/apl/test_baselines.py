@@ -20,8 +20,8 @@ from tests.apl.test_training import image_config, text_config
 
 
 def _one_step(result_config: dict[str, object]) -> dict[str, object]:
-    """A forced loss: one optimizer step at a negligible learning rate leaves a random head."""
-    return {"epochs": 1, "batch_size": 512, "learning_rate": 1e-9, **result_config}
+    """A forced loss: one optimizer step at a negligible learning rate from a random head."""
+    return {"epochs": 1, "batch_size": 512, "learning_rate": 1e-9, "head_init": "random", **result_config}
 
 
 def _check_probe_published(result: TrainResult) -> TrainResult:
@@ -127,6 +127,47 @@ def test_warnings_name_both_numbers(probe: float, selected: str, published: bool
         for w in summary.warnings
     )
     assert any("published" in w for w in summary.warnings) == published
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_the_head_starts_from_the_probe_and_the_baselines_reuse_its_fit(
+    modality: str,
+    large_text_dataset: Path,
+    tiny_bert: str,
+    image_dataset: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LP-FT: before any step the model is the linear probe, fitted once for the head and the baselines."""
+    from apl.training import baselines as baselines_module
+    from apl.training import loop
+
+    fits: list[object] = []
+    real_fit = baselines_module.fit_probe
+
+    def counted(*args: object) -> object:
+        fits.append(args)
+        return real_fit(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "fit_probe", counted)
+    monkeypatch.setattr(baselines_module, "fit_probe", counted)
+    # One step that moves nothing, from the probe's head (image models default to a random one).
+    still = {"epochs": 1, "batch_size": 512, "learning_rate": 1e-9, "head_init": "linear_probe"}
+    config = (
+        text_config(large_text_dataset, tiny_bert, **still)
+        if modality == "text"
+        else image_config(image_dataset, **still)
+    )
+    result = train(config)
+    assert result.head_init == "linear_probe" and len(fits) == 1
+    assert result.baselines is not None and result.best_metrics is not None
+    probe = result.baselines.scores[LINEAR_PROBE]
+    assert result.best_metrics.map == pytest.approx(probe.map, abs=1e-3)
+    assert probe.time_s > 0 and result.baselines.time_s >= probe.time_s
+    random = train(
+        replace(config, hyperparameters=config.hyperparameters.model_copy(update={"head_init": "random"}))
+    )
+    assert random.head_init == "random"
+    assert random.best_metrics is not None and random.best_metrics.map < result.best_metrics.map
 
 
 def test_a_run_that_leaves_the_baselines_out_fits_none(image_dataset: Path) -> None:

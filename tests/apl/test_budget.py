@@ -7,7 +7,7 @@ from pathlib import Path
 from apl.catalog import FAMILY_DEFAULTS, resolve_base_model
 from apl.spec import Hyperparameters, JobSpec
 from apl.training import train
-from apl.training.budget import MIN_EPOCHS_CAP, resolve_budget, step_budget
+from apl.training.budget import MIN_EPOCHS_CAP, resolve_budget, step_budget, warmup_steps
 from tests.apl.conftest import TINY_IMAGE_MODEL
 from tests.apl.test_training import image_config
 
@@ -24,6 +24,16 @@ def test_explicit_epochs_are_exact_and_a_left_out_epochs_is_a_step_budget() -> N
     assert step_budget("timm:resnet10t") == FAMILY_DEFAULTS["image"].budget
     spec = JobSpec(dataset_id="d", base_model="minilm-l6")
     assert spec.hyperparameters.epochs is None and spec.hyperparameters.learning_rate == 2e-4
+
+
+def test_a_step_budget_warms_up_over_its_minimum_not_over_the_maximum_evidence_rarely_reaches() -> None:
+    exact = resolve_budget(Hyperparameters(epochs=4), "minilm-l6", 50)
+    assert warmup_steps(0.1, exact, 200) == 20  # explicit epochs: a share of the whole run
+    auto = resolve_budget(Hyperparameters(), "minilm-l6", 50)
+    assert auto.max_steps == 1500 and auto.min_steps == 150
+    assert warmup_steps(0.1, auto, 1500) == 15  # not 150: most runs stop after a few hundred steps
+    tiny = resolve_budget(Hyperparameters(), "minilm-l6", 2)
+    assert warmup_steps(0.1, tiny, 1500) == 2 and warmup_steps(0.0, auto, 1500) == 0
 
 
 def test_a_left_out_epochs_trains_until_validation_stops_improving_and_says_why(image_dataset: Path) -> None:

@@ -87,6 +87,17 @@ def test_a_perfectly_separable_label_gets_a_finite_calibration() -> None:
     assert log_loss_of(held_out, y) < log_loss_of(sigmoid(z), y)
 
 
+@pytest.mark.parametrize("method", ["platt", "auto"])
+def test_logits_in_the_thousands_are_calibrated_not_taken_for_divergence(method: str) -> None:
+    """An overconfident model (a head with large weights) gives logits far beyond +-40: the
+    bias-only Platt fit must still find its root (it once searched only [-40, 40] and failed)."""
+    rng = np.random.default_rng(3)
+    y = rng.random(200) < 0.3
+    z = np.where(y, 1.0, -1.0) * 3000.0 + rng.normal(0.0, 2000.0, 200)
+    chosen, held_out = fit_label(z, y, method)  # type: ignore[arg-type]
+    assert np.isfinite(held_out).all() and np.isfinite(chosen.apply(z)).all()
+
+
 def test_a_label_without_signal_is_not_given_confidence_it_lacks() -> None:
     rng = np.random.default_rng(2)
     z = rng.normal(-2.0, 1.5, 1000)

@@ -31,7 +31,9 @@ def _config(dataset: Path, model: str, defaults: dict[str, Any], overrides: dict
 
 
 def image_config(dataset: Path, **overrides: Any) -> TrainConfig:
+    """An image job as the catalog's image family has it: a random head (`head_init`)."""
     defaults = {"epochs": 2, "batch_size": 8, "learning_rate": 3e-3, "image_size": 32, "seed": 0}
+    defaults["head_init"] = "random"
     return _config(dataset, TINY_IMAGE_MODEL, defaults, overrides)
 
 

@@ -13,8 +13,8 @@ from tests.apl.synthetic import write_text_dataset
 from tests.worker.harness import job_row, make_dataset, make_job, make_owner
 from worker.runner import run_job
 
-#: A forced loss: one optimizer step at a negligible learning rate leaves the head random.
-ONE_STEP = {"epochs": 1, "batch_size": 256, "learning_rate": 1e-9}
+#: A forced loss: one optimizer step at a negligible learning rate from a random head.
+ONE_STEP = {"epochs": 1, "batch_size": 256, "learning_rate": 1e-9, "head_init": "random"}
 
 
 def test_one_step_of_training_publishes_the_probe_and_says_why(settings: Settings) -> None:
@@ -33,6 +33,7 @@ def test_one_step_of_training_publishes_the_probe_and_says_why(settings: Setting
         session.expunge_all()
     assert set(models) == {"fine_tuned", "linear_probe"}
     probe, fine_tuned = models["linear_probe"], models["fine_tuned"]
+    assert fine_tuned.metrics["head_init"] == "random" and "head_init" not in probe.metrics
     assert job.model_id == probe.id
     best = job.best_metrics or {}
     assert best["models"] == {"fine_tuned": fine_tuned.id, "linear_probe": probe.id}
