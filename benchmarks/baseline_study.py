@@ -16,7 +16,9 @@ Then trains, per data set, a job with only the dataset and the base model (the A
 step budget stopped by evidence) and the same with the BCE loss, each through
 `apl.training.train` exactly as the worker runs a job, and records the fine-tuned model's
 validation mAP beside its linear probe's and (text) TF-IDF's, which model the job
-publishes, why training stopped, and what the baselines cost in time.
+publishes, why training stopped, and what the baselines cost in time. `--learning-rate`
+and `--head-init` (the linear probe or a random head) run the same jobs with another value
+than the base model's default, which is how the defaults were chosen (docs/results.md).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/baseline_study.py --only text --out study-text.json
 """
@@ -52,6 +54,8 @@ FASHION_NAMES = (
     *("sandal", "shirt", "sneaker", "bag", "boot"),
 )
 NUM_FASHION = 400
+#: How the table names the heads' starts (`head_init`).
+HEADS = {"linear_probe": "probe", "random": "random"}
 
 
 def _stanzas(text: str) -> list[dict[str, str]]:
@@ -189,6 +193,7 @@ def run_job(
     epochs: int | None = None,
     learning_rate: float | None = None,
     head_init: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """One job with only dataset, base model (and loss), trained as the worker trains it.
 
@@ -204,6 +209,8 @@ def run_job(
         hyperparameters["learning_rate"] = learning_rate
     if head_init is not None:
         hyperparameters["head_init"] = head_init
+    if seed is not None:  # another split and initialisation
+        hyperparameters["seed"] = seed
     spec = JobSpec(
         dataset_id="local", base_model=base_model, loss={"name": loss}, hyperparameters=hyperparameters
     )
@@ -240,9 +247,9 @@ def run_job(
 def table(paths: list[Path]) -> str:
     """The docs/results.md table of one or more result files."""
     lines = [
-        "| data set | samples / labels (rarest) | loss | fine-tuned | linear probe | TF-IDF "
-        "| margin over best baseline | published | stopped | job | baselines |",
-        "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|",
+        "| data set | samples / labels (rarest) | loss | head | fine-tuned | linear probe | TF-IDF "
+        "| margin over best baseline | published | stopped (best step) | job | baselines |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for path in paths:
         for run in json.loads(path.read_text(encoding="utf-8")):
@@ -251,12 +258,15 @@ def table(paths: list[Path]) -> str:
             budget = f", {epochs} epochs" if epochs else ""
             if run.get("learning_rate_set"):
                 budget += f", learning rate {run['hyperparameters']['learning_rate']:g}"
-            budget += ", probe head" if run.get("head_init") == "linear_probe" else ""
+            seed = run["hyperparameters"].get("seed", 0)
+            budget += f", seed {seed}" if seed else ""
             lines.append(
                 f"| {run['dataset']}{budget} | {run['samples']} / {run['labels']} ({run['min_label_count']}) "
-                f"| {run['loss']} | {run['fine_tuned_map']:.3f} | {run['baselines']['linear_probe']:.3f} "
+                f"| {run['loss']} | {HEADS.get(run.get('head_init', 'random'), '?')} "
+                f"| {run['fine_tuned_map']:.3f} | {run['baselines']['linear_probe']:.3f} "
                 f"| {f'{tfidf:.3f}' if tfidf is not None else '-'} | {run['margin_over_best_baseline']:+.3f} "
-                f"| {run['published'].replace('_', ' ')} | {run['stop_reason']} after {run['steps']} steps "
+                f"| {run['published'].replace('_', ' ')} | {run['stop_reason']} after {run['steps']} steps"
+                f"{f' ({best})' if (best := run.get('best_step')) is not None else ''} "
                 f"| {run['job_s']:.0f} s | {run['baselines_s']:.0f} s ({100 * run['baselines_share']:.0f}%) |"
             )
     return "\n".join(lines)
@@ -274,6 +284,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="explicit epochs (the pre-budget jobs)")
     parser.add_argument("--learning-rate", type=float, default=None, help="instead of the base model's")
     parser.add_argument("--head-init", choices=("linear_probe", "random"), default=None)
+    parser.add_argument("--seed", type=int, default=None, help="the jobs' seed (split and initialisation)")
     parser.add_argument("--sets", default=None, help="comma-separated data set names to run (default: all)")
     parser.add_argument("--table", nargs="*", type=Path, help="print the markdown table of result files")
     args = parser.parse_args()
@@ -305,7 +316,7 @@ def main() -> None:
                 "median_label_count": float(np.median(counts)),
             }
             for loss in args.losses.split(","):
-                options = (args.epochs, args.learning_rate, args.head_init)
+                options = (args.epochs, args.learning_rate, args.head_init, args.seed)
                 run = about | run_job(stored, base_model, loss, *options)
                 results.append(run)
                 print(json.dumps(run), flush=True)
