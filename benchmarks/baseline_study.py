@@ -272,6 +272,34 @@ def table(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def grid(paths: list[Path]) -> str:
+    """The runs as one validation mAP per data set and loss (rows) and setting (columns).
+
+    A setting is the head's start, the learning rate and the step cap; the linear probe's
+    score closes each row, so a column reads against it.
+    """
+    cells: dict[tuple[str, str], dict[str, float]] = collections.defaultdict(dict)
+    probes: dict[tuple[str, str], float] = {}
+    columns: list[str] = []
+    for path in paths:
+        for run in json.loads(path.read_text(encoding="utf-8")):
+            hp = run["hyperparameters"]
+            cap = f", {run['max_steps']} steps max" if run.get("max_steps") else ""
+            column = f"{HEADS.get(run.get('head_init', 'random'), '?')} head, {hp['learning_rate']:g}{cap}"
+            columns += [column] if column not in columns else []
+            row = (f"{run['dataset']} ({run['samples']})", run["loss"])
+            cells[row][column] = run["fine_tuned_map"]
+            probes[row] = run["baselines"]["linear_probe"]
+    lines = [
+        "| data set | loss | " + " | ".join(columns) + " | linear probe |",
+        "|---|---|" + "---:|" * (len(columns) + 1),
+    ]
+    for (name, loss), values in cells.items():
+        shown = [f"{values[c]:.3f}" if c in values else "-" for c in columns]
+        lines.append(f"| {name} | {loss} | " + " | ".join(shown) + f" | {probes[(name, loss)]:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
@@ -287,9 +315,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="the jobs' seed (split and initialisation)")
     parser.add_argument("--sets", default=None, help="comma-separated data set names to run (default: all)")
     parser.add_argument("--table", nargs="*", type=Path, help="print the markdown table of result files")
+    parser.add_argument("--grid", nargs="*", type=Path, help="print result files as data sets x settings")
     args = parser.parse_args()
-    if args.table:
-        print(table(args.table))
+    if args.table or args.grid:
+        print(table(args.table) if args.table else grid(args.grid))
         return
     cap_budget(args.max_steps, args.min_steps)
     from api.ingest import ingest_dataset
@@ -317,7 +346,7 @@ def main() -> None:
             }
             for loss in args.losses.split(","):
                 options = (args.epochs, args.learning_rate, args.head_init, args.seed)
-                run = about | run_job(stored, base_model, loss, *options)
+                run = about | {"max_steps": args.max_steps} | run_job(stored, base_model, loss, *options)
                 results.append(run)
                 print(json.dumps(run), flush=True)
                 args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

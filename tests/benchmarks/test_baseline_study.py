@@ -97,3 +97,20 @@ def test_the_table_names_the_head_the_best_step_and_what_differs_from_the_defaul
     assert "no_improvement after 130 steps (65) | 98 s | 2 s (2%) |" in lines[2]
     assert lines[3].startswith("| debtags, seed 1 |") and "| random |" in lines[3]
     assert lines[4].startswith("| debtags, 2 epochs, learning rate 0.001 |") and "| ? |" not in lines[4]
+
+
+def test_the_grid_puts_one_setting_per_column_and_the_probe_last(tmp_path: Path) -> None:
+    runs = [
+        _run(head_init="linear_probe"),
+        _run(head_init="random", fine_tuned_map=0.539),
+        _run(head_init="random", max_steps=150, fine_tuned_map=0.159, loss="apl"),
+    ]
+    path = tmp_path / "runs.json"
+    path.write_text(json.dumps(runs))
+    lines = baseline_study.grid([path]).splitlines()
+    assert lines[0] == (
+        "| data set | loss | probe head, 0.0002 | random head, 0.0002 | random head, 0.0002, 150 steps max "
+        "| linear probe |"
+    )
+    assert lines[2] == "| debtags (500) | bce | 0.601 | 0.539 | - | 0.581 |"
+    assert lines[3] == "| debtags (500) | apl | - | - | 0.159 | 0.581 |"
