@@ -80,6 +80,7 @@ class BaselineInputs:
 
 @dataclass(frozen=True)
 class _Features:
+    #: None once the probe is fitted (ProbeStart).
     train: Any
     val: Any
     test: Any | None
@@ -87,10 +88,14 @@ class _Features:
 
 @dataclass(frozen=True)
 class ProbeStart:
-    """The linear probe of the pretrained base model: its features of every split and its regression."""
+    """The linear probe of the pretrained base model: its regression, and its features of the splits
+    it is scored on (the training split's are dropped once fitted: a text job keeps this for its
+    whole run, and only the training loss, kept as `train_logits`, needs them)."""
 
     features: _Features
     fit: LinearFit
+    #: The regression's logits on the training split (the probe's reported training loss).
+    train_logits: np.ndarray
     #: Seconds spent embedding and fitting (counted in the baselines' cost).
     time_s: float
     #: A CPU copy of the weights the features came from: the published probe's backbone (a model
@@ -213,7 +218,9 @@ def fit_probe(inputs: BaselineInputs, built: BuiltModel) -> ProbeStart | None:
         if built.modality == "text":
             module.use_packed_inference(packed_before)
     fit = fit_linear(features.train, inputs.train_set.targets, features.val, inputs.val_set.targets)
-    return ProbeStart(features, fit, time.monotonic() - started, cpu_state(built.module))
+    train_logits = fit.logits(features.train)
+    kept = replace(features, train=None)
+    return ProbeStart(kept, fit, train_logits, time.monotonic() - started, cpu_state(built.module))
 
 
 def load_head(built: BuiltModel, fit: LinearFit) -> None:
@@ -275,7 +282,7 @@ def _probe_result(inputs: BaselineInputs, probe: _Probe) -> TrainResult:
     metrics = EpochMetrics(
         epoch=0,
         step=0,
-        train_loss=_mean_loss(inputs, fit.logits(features.train), inputs.train_set.targets),
+        train_loss=_mean_loss(inputs, probe.start.train_logits, inputs.train_set.targets),
         val_loss=_mean_loss(inputs, val_logits, val.targets),
         map=scores.map,
         micro_f1=scores.micro_f1,
