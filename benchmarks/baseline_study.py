@@ -244,6 +244,11 @@ def run_job(
     }
 
 
+def _head(run: dict[str, Any]) -> str:
+    """How a result row's head started (rows from before `head_init` had a random head)."""
+    return HEADS.get(run.get("head_init", "random"), "?")
+
+
 def table(paths: list[Path]) -> str:
     """The docs/results.md table of one or more result files."""
     lines = [
@@ -262,7 +267,7 @@ def table(paths: list[Path]) -> str:
             budget += f", seed {seed}" if seed else ""
             lines.append(
                 f"| {run['dataset']}{budget} | {run['samples']} / {run['labels']} ({run['min_label_count']}) "
-                f"| {run['loss']} | {HEADS.get(run.get('head_init', 'random'), '?')} "
+                f"| {run['loss']} | {_head(run)} "
                 f"| {run['fine_tuned_map']:.3f} | {run['baselines']['linear_probe']:.3f} "
                 f"| {f'{tfidf:.3f}' if tfidf is not None else '-'} | {run['margin_over_best_baseline']:+.3f} "
                 f"| {run['published'].replace('_', ' ')} | {run['stop_reason']} after {run['steps']} steps"
@@ -285,7 +290,7 @@ def grid(paths: list[Path]) -> str:
         for run in json.loads(path.read_text(encoding="utf-8")):
             hp = run["hyperparameters"]
             cap = f", {run['max_steps']} steps max" if run.get("max_steps") else ""
-            column = f"{HEADS.get(run.get('head_init', 'random'), '?')} head, {hp['learning_rate']:g}{cap}"
+            column = f"{_head(run)} head, {hp['learning_rate']:g}{cap}"
             columns += [column] if column not in columns else []
             row = (f"{run['dataset']} ({run['samples']})", run["loss"])
             cells[row][column] = run["fine_tuned_map"]

@@ -57,6 +57,12 @@ class BaselinesStopped(Exception):
     """A cancel arrived while the baselines were computed."""
 
 
+#: What a probe that cannot be had raises: a timm architecture without
+#: `forward_head(pre_logits=True)`, or one that runs out of memory embedding. A probe, the
+#: head's start or a baseline, must never fail the job it serves.
+PROBE_FAILURES = (AttributeError, TypeError, NotImplementedError, RuntimeError, ValueError)
+
+
 @dataclass(frozen=True)
 class BaselineInputs:
     """What the baselines see of a run: its config, splits, device and cancel check."""
@@ -98,9 +104,10 @@ class ProbeStart:
     train_logits: np.ndarray
     #: Seconds spent embedding and fitting (counted in the baselines' cost).
     time_s: float
-    #: A CPU copy of the weights the features came from: the published probe's backbone (a model
-    #: without pretrained weights, e.g. a test's, gets other random ones each time it is built).
-    weights: dict[str, torch.Tensor]
+    #: A CPU copy of the weights the features came from, for a model without pretrained weights
+    #: (e.g. a test's `timm:` network), which gets other random ones each time it is built; None
+    #: for a pretrained one, which a fresh build reproduces (the published probe's backbone).
+    weights: dict[str, torch.Tensor] | None
 
 
 @dataclass(frozen=True)
@@ -220,7 +227,8 @@ def fit_probe(inputs: BaselineInputs, built: BuiltModel) -> ProbeStart | None:
     fit = fit_linear(features.train, inputs.train_set.targets, features.val, inputs.val_set.targets)
     train_logits = fit.logits(features.train)
     kept = replace(features, train=None)
-    return ProbeStart(kept, fit, train_logits, time.monotonic() - started, cpu_state(built.module))
+    weights = None if built.info.pretrained else cpu_state(built.module)
+    return ProbeStart(kept, fit, train_logits, time.monotonic() - started, weights)
 
 
 def load_head(built: BuiltModel, fit: LinearFit) -> None:
@@ -254,7 +262,8 @@ def _probe(inputs: BaselineInputs) -> _Probe | None:
 def _probe_model(inputs: BaselineInputs, start: ProbeStart) -> BuiltModel:
     """What the job publishes for the probe: the weights the probe saw, with the regression as head."""
     built = _frozen_model(inputs.config, len(inputs.labels))
-    built.module.load_state_dict(start.weights)
+    if start.weights is not None:
+        built.module.load_state_dict(start.weights)
     load_head(built, start.fit)
     built.module.to(inputs.device).eval()
     return built
@@ -329,16 +338,12 @@ def _probe_result(inputs: BaselineInputs, probe: _Probe) -> TrainResult:
 
 
 def _safe_probe(inputs: BaselineInputs) -> _Probe | None:
-    """The probe, or None for a network whose pooled features cannot be had this way.
-
-    A baseline must never fail the job it measures: a timm architecture without
-    `forward_head(pre_logits=True)`, or one that runs out of memory embedding, has no probe.
-    """
+    """The probe, or None for a network whose pooled features cannot be had (`PROBE_FAILURES`)."""
     try:
         return _probe(inputs)
     except BaselinesStopped:
         raise
-    except (AttributeError, TypeError, NotImplementedError, RuntimeError, ValueError):
+    except PROBE_FAILURES:
         return None
 
 

@@ -47,6 +47,7 @@ from apl.models import BuiltModel, build_model
 from apl.predictions import SplitPredictions
 from apl.spec import Hyperparameters
 from apl.training.baselines import (
+    PROBE_FAILURES,
     BaselineInputs,
     BaselinesStopped,
     ProbeStart,
@@ -825,7 +826,7 @@ def _start_from_probe(
         return None
     try:
         start = fit_probe(_baseline_inputs(config, split, device, precision, hooks), built)
-    except (BaselinesStopped, RuntimeError, ValueError):
+    except (BaselinesStopped, *PROBE_FAILURES):
         return None
     if start is not None:
         load_head(built, start.fit)

@@ -170,6 +170,22 @@ def test_the_head_starts_from_the_probe_and_the_baselines_reuse_its_fit(
     assert random.best_metrics is not None and random.best_metrics.map < result.best_metrics.map
 
 
+@pytest.mark.parametrize("failure", [AttributeError, RuntimeError])
+def test_a_head_start_that_cannot_be_had_leaves_a_random_head_and_the_job_trains(
+    failure: type[Exception], image_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """E.g. a timm network without `forward_head(pre_logits=True)`: the same failures as the baselines'."""
+    from apl.training import loop
+
+    def unavailable(*args: object) -> None:
+        raise failure("no pooled features")
+
+    monkeypatch.setattr(loop, "fit_probe", unavailable)
+    result = train(image_config(image_dataset, epochs=1, head_init="linear_probe"))
+    assert result.head_init == "random" and not result.stopped and result.best_metrics is not None
+    assert result.baselines is not None and LINEAR_PROBE in result.baselines.scores
+
+
 def test_a_run_that_leaves_the_baselines_out_fits_none(image_dataset: Path) -> None:
     """A search trial's config: the search value is all it is for, the replicates fit the baselines."""
     result = train(replace(image_config(image_dataset, epochs=1), fit_baselines=False))
